@@ -1,0 +1,280 @@
+"""Command line interface: ``mrisuperres enhance | models``.
+
+Errors the user can fix print one line (``mrisuperres: error: ...``) and exit with status 1, without a
+traceback unless ``--debug``. Ctrl-C or SIGTERM stops at once, exit status 130; outputs are written atomically,
+so no partial file is ever left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .version import __version__
+
+EXIT_ERROR = 1
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+EXAMPLES = """examples:
+  mrisuperres enhance t1_2mm.nii.gz t1_sr.nii.gz
+  mrisuperres enhance t1_2mm.nii.gz t1_sr.nii.gz --scale 2 --baseline t1_bspline.nii.gz \\
+      --difference t1_diff.nii.gz --consistency t1_dc.nii.gz --json
+  mrisuperres enhance t2_thick.nrrd t2_iso.nrrd --scale 1,1,4 --device cuda
+  mrisuperres enhance scans/ enhanced/ --companions        (every volume in a folder)
+  mrisuperres enhance dicom_series_folder/ sr.nii.gz
+  mrisuperres models
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mrisuperres",
+        description="Deep-learning super-resolution of MRI volumes, with a B-spline baseline, a difference map "
+        "and a data-consistency map. Results are AI-generated, not acquired.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mrisuperres {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    enhance = commands.add_parser(
+        "enhance",
+        help="super-resolve one or more volumes",
+        description="Super-resolve INPUT into OUTPUT. With several inputs or a folder of volumes, OUTPUT is a "
+        "folder and each result is named <input>_sr<ext>. Inputs: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or "
+        "a DICOM series folder. Outputs are float32 unless --keep-dtype.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    enhance.add_argument("paths", nargs="+", metavar="PATH", help="INPUT [INPUT ...] OUTPUT")
+    enhance.add_argument("--model", default="default",
+                         help="shipped model name (see 'mrisuperres models'), a .safetensors path, or 'default' "
+                         "(chosen by scale) [default]")
+    enhance.add_argument("--scale", default="2",
+                         help="factor, or three in image index order i,j,k (e.g. 1,1,4 restores 4x thicker "
+                         "slices along k) [2]")
+    enhance.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
+    enhance.add_argument("--baseline", metavar="FILE", help="also write the cubic B-spline upsampling here")
+    enhance.add_argument("--difference", metavar="FILE", help="also write SR minus baseline here")
+    enhance.add_argument("--consistency", metavar="FILE",
+                         help="also write |degrade(SR) - input| on the input grid here")
+    enhance.add_argument("--companions", action="store_true",
+                         help="write baseline, difference and consistency beside each output "
+                         "(<name>_baseline, <name>_difference, <name>_consistency)")
+    enhance.add_argument("--tile", type=int, metavar="N", help="tile edge in input voxels [auto from free memory]")
+    enhance.add_argument("--overlap", type=float, default=0.25, metavar="F", help="tile overlap fraction [0.25]")
+    enhance.add_argument("--threads", type=int, metavar="N", help="CPU threads [torch default]")
+    enhance.add_argument("--keep-dtype", action="store_true",
+                         help="write the SR volume in the input's data type (rounded, clipped)")
+    enhance.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    enhance.add_argument("--no-sidecar", action="store_true", help="do not write JSON provenance sidecars")
+    enhance.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
+    enhance.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    listing = commands.add_parser("models", help="list shipped models",
+                                  description="List the shipped models with their scales, size and description.")
+    listing.add_argument("--json", action="store_true", help="print machine-readable results")
+    return parser
+
+
+def _progress_bar(enabled: bool, label: str):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None, (lambda fraction, text: None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=label, unit="%", file=sys.stderr, leave=False,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+
+    def update(fraction: float, text: str) -> None:
+        bar.n = round(100 * fraction, 1)
+        bar.set_postfix_str(text, refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Path]]]:
+    from .errors import InputError
+    from .volume_io import VOLUME_EXTENSIONS, dicom_series_ids, strip_volume_extension, volume_extension
+
+    *inputs, output = [Path(p) for p in args.paths]
+    if not inputs:
+        raise InputError("enhance needs an INPUT and an OUTPUT; see 'mrisuperres enhance --help'")
+    expanded: list[Path] = []
+    batch = len(inputs) > 1
+    for path in inputs:
+        if path.is_dir() and not dicom_series_ids(path):
+            found = sorted(p for p in path.iterdir() if p.is_file() and volume_extension(p))
+            if not found:
+                raise InputError(f"input folder {path} holds no volume files ({', '.join(VOLUME_EXTENSIONS)}) "
+                                 "and no DICOM series")
+            expanded.extend(found)
+            batch = True
+        else:
+            expanded.append(path)
+    plans = []
+    for path in expanded:
+        if batch:
+            extension = volume_extension(path) or ".nii.gz"
+            target = output / f"{strip_volume_extension(path)}_sr{extension}"
+        else:
+            target = output
+        companions: dict[str, Path] = {}
+        if args.companions:
+            extension = volume_extension(target) or ".nii.gz"
+            stem = strip_volume_extension(target)
+            for role in ("baseline", "difference", "consistency"):
+                companions[role] = target.with_name(f"{stem}_{role}{extension}")
+        if not batch:
+            for role in ("baseline", "difference", "consistency"):
+                if getattr(args, role):
+                    companions[role] = Path(getattr(args, role))
+        plans.append((path, {"sr": target, **companions}))
+    if batch:
+        if any(getattr(args, role) for role in ("baseline", "difference", "consistency")):
+            raise InputError("--baseline/--difference/--consistency name one file; with several inputs use "
+                             "--companions")
+        if output.exists() and not output.is_dir():
+            raise InputError(f"with several inputs OUTPUT must be a folder, and {output} is a file")
+        output.mkdir(parents=True, exist_ok=True)
+    return plans
+
+
+def _run_enhance(args: argparse.Namespace) -> int:
+    from .enhance import enhance_file
+    from .errors import MRISuperResError
+    from .geometry import parse_scale
+    from .model_zoo import load_model
+
+    scale = parse_scale(args.scale)
+    if args.tile is not None and args.tile < 4:
+        raise MRISuperResError(f"--tile {args.tile} is too small; use at least 4 (or leave it out for auto)")
+    if not 0.0 <= args.overlap < 1.0:
+        raise MRISuperResError(f"--overlap {args.overlap} is outside [0, 1); try 0.25")
+    plans = _plan_outputs(args)
+    model = load_model(args.model, scale)
+    results: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    for input_path, targets in plans:
+        bar, update = _progress_bar(not (args.quiet or args.json), input_path.name)
+        try:
+            result = enhance_file(
+                input_path,
+                targets["sr"],
+                model,
+                scale,
+                baseline_path=targets.get("baseline"),
+                difference_path=targets.get("difference"),
+                consistency_path=targets.get("consistency"),
+                overwrite=args.overwrite,
+                sidecar=not args.no_sidecar,
+                device=args.device,
+                tile=args.tile,
+                overlap=args.overlap,
+                threads=args.threads,
+                keep_dtype=args.keep_dtype,
+                progress=update,
+            )
+        except MRISuperResError as error:
+            if len(plans) == 1:
+                raise
+            failures.append({"input": str(input_path), "error": str(error)})
+            print(f"mrisuperres: error: {error}", file=sys.stderr)
+            continue
+        finally:
+            if bar is not None:
+                bar.close()
+        for warning in result.warnings:
+            print(f"mrisuperres: warning: {warning}", file=sys.stderr)
+        summary = {"input": str(input_path), **result.summary()}
+        results.append(summary)
+        if not args.json:
+            score = f"{result.consistency_nrmse:.4f}" if result.consistency_nrmse == result.consistency_nrmse else "n/a"
+            print(f"{input_path} -> {targets['sr']}  (x{summary['scale']}, {result.device}, "
+                  f"{result.timings['total']:.1f} s, consistency NRMSE {score})")
+    if args.json:
+        payload: Any = results[0] if len(plans) == 1 else {"results": results, "failed": failures}
+        print(json.dumps(payload, indent=2))
+    elif failures:
+        print(f"mrisuperres: {len(failures)} of {len(plans)} inputs failed", file=sys.stderr)
+    return EXIT_ERROR if failures else 0
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from .model_zoo import shipped_models
+
+    rows = []
+    for entry in shipped_models():
+        rows.append({
+            "name": entry.name,
+            "family": entry.metadata.get("family", ""),
+            "scales": entry.scales_text(),
+            "parameters": entry.metadata.get("parameters", 0),
+            "size_mb": round(entry.path.stat().st_size / 1e6, 2),
+            "default_for": entry.metadata.get("default_for", []),
+            "description": entry.metadata.get("description", ""),
+            "path": str(entry.path),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<28} {'family':<10} {'scales':<10} {'params':>9} {'size':>8}  description")
+    for row in rows:
+        default = f" [default: {', '.join(row['default_for'])}]" if row["default_for"] else ""
+        print(f"{row['name']:<28} {row['family']:<10} {row['scales']:<10} {row['parameters']:>9,} "
+              f"{row['size_mb']:>6.1f}MB  {row['description']}{default}")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mrisuperres`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_ERROR
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        from .errors import MRISuperResError
+
+        if args.command == "enhance":
+            return _run_enhance(args)
+        return _run_models(args)
+    except KeyboardInterrupt:
+        print("mrisuperres: interrupted; no partial output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MRISuperResError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"mrisuperres: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        if args.debug:
+            traceback.print_exc()
+        print("mrisuperres: error: out of memory; try a smaller --tile or --device cpu", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:  # the last line of defence: one line, not a traceback
+        if args.debug:
+            traceback.print_exc()
+        kind = "out of GPU memory; try a smaller --tile" if "out of memory" in str(error).lower() else \
+            f"unexpected {type(error).__name__}: {error}"
+        print(f"mrisuperres: error: {kind} (run with --debug for details)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

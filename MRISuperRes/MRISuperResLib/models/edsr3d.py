@@ -1,0 +1,111 @@
+"""EDSR-style 3D residual network (seed 001; Lim et al. 2017, adapted to volumes).
+
+Structure: head convolution -> ``blocks`` residual blocks (conv-ReLU-conv, output scaled by ``res_scale``) and a
+body convolution with a long skip, all at the input's resolution -> learned sub-pixel upsampler for integer
+per-axis factors (convolution to ``upsample_features * r_i*r_j*r_k`` channels, :class:`AnisotropicPixelShuffle3d`,
+convolution to one channel at the output resolution) -> global skip.
+
+Global skip (``global_skip``):
+
+* ``"baseline"`` -- the network returns only a residual; the engine adds the cubic B-spline upsampling of the
+  whole input (computed exactly once, the same volume as the baseline output), so the difference map *is* the
+  network's contribution.
+* ``"trilinear"`` -- the network adds a trilinear upsampling of its input itself.
+* ``"none"`` -- the network output is the result.
+
+Scale 1 on every axis gives the seed's variant that refines an already-interpolated volume.
+The seed configuration is 9 blocks x 64 channels x 3^3 kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+
+from .layers import AnisotropicPixelShuffle3d, trilinear_upsample
+
+GLOBAL_SKIPS = ("baseline", "trilinear", "none")
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int) -> Convolution:
+    return Convolution(3, in_channels, out_channels, kernel_size=kernel_size, conv_only=True)
+
+
+class ResidualBlock3d(nn.Module):
+    """EDSR residual block: ``x + res_scale * conv(relu(conv(x)))`` (no normalisation layers)."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, res_scale: float = 1.0) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(channels, channels, kernel_size), nn.ReLU(inplace=True), _conv(channels, channels, kernel_size)
+        )
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res_scale * self.body(x)
+
+
+class EDSR3D(nn.Module):
+    """EDSR-like 3D super-resolution network for integer per-axis scales.
+
+    Args:
+        scale: integer factors per axis in image index order ``(i, j, k)``, e.g. ``(2, 2, 2)`` or ``(1, 1, 4)``.
+        channels: feature channels in the body (seed: 64).
+        blocks: number of residual blocks (seed: 9).
+        kernel_size: convolution kernel edge (seed: 3).
+        res_scale: residual scaling inside blocks (EDSR uses 0.1 for deep/wide models; 1.0 for small ones).
+        upsample_features: channels per output voxel after the pixel shuffle (``channels`` reproduces EDSR).
+        global_skip: ``"baseline"``, ``"trilinear"`` or ``"none"`` (see the module docstring).
+        in_channels: input channels (1 for a single MR contrast).
+    """
+
+    family = "edsr3d"
+
+    def __init__(
+        self,
+        scale: Sequence[int] = (2, 2, 2),
+        channels: int = 64,
+        blocks: int = 9,
+        kernel_size: int = 3,
+        res_scale: float = 1.0,
+        upsample_features: int = 64,
+        global_skip: str = "baseline",
+        in_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        self.scale = tuple(int(s) for s in scale)
+        if len(self.scale) != 3 or min(self.scale) < 1 or any(float(s) != int(s) for s in scale):
+            raise ValueError(f"EDSR3D needs three integer factors >= 1, got {tuple(scale)}")
+        if global_skip not in GLOBAL_SKIPS:
+            raise ValueError(f"global_skip must be one of {GLOBAL_SKIPS}, got {global_skip!r}")
+        self.global_skip = global_skip
+        self.head = _conv(in_channels, channels, kernel_size)
+        self.body = nn.Sequential(
+            *[ResidualBlock3d(channels, kernel_size, res_scale) for _ in range(blocks)],
+            _conv(channels, channels, kernel_size),
+        )
+        factor = self.scale[0] * self.scale[1] * self.scale[2]
+        self.upsample = nn.Sequential(
+            _conv(channels, upsample_features * factor, kernel_size), AnisotropicPixelShuffle3d(self.scale)
+        )
+        self.tail = _conv(upsample_features, 1, kernel_size)
+        if global_skip != "none":
+            # Start as "no correction": an untrained network returns its skip path unchanged.
+            nn.init.zeros_(self.tail.conv.weight)
+            nn.init.zeros_(self.tail.conv.bias)
+
+    @property
+    def residual_to_baseline(self) -> bool:
+        """True when the engine must add the B-spline baseline to the output."""
+        return self.global_skip == "baseline"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.head(x)
+        features = features + self.body(features)
+        out = self.tail(self.upsample(features))
+        if self.global_skip == "trilinear":
+            out = out + trilinear_upsample(x[:, :1], self.scale)
+        return out

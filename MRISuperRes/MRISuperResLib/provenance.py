@@ -1,0 +1,52 @@
+"""What every output carries: which model made it, how, when, and that it was not acquired."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from .checkpoint import LoadedModel
+from .geometry import Scale, format_scale
+from .version import __version__
+
+AI_NOTICE = "AI-generated, not acquired"
+
+#: Prefix of provenance keys in NRRD / MetaImage headers and Slicer node attributes.
+KEY_PREFIX = "MRISuperRes."
+
+
+def make_provenance(model: LoadedModel, scale: Scale, role: str, source: str, device: str) -> dict[str, str]:
+    """Provenance of one output.
+
+    Args:
+        model: the model that produced the result.
+        scale: per-axis scale ``(s_i, s_j, s_k)``.
+        role: ``"super-resolved"``, ``"baseline"``, ``"difference"`` or ``"consistency"``.
+        source: name of the input (file name or node name).
+        device: where inference ran.
+    """
+    return {
+        "software": "MRISuperRes",
+        "engine_version": __version__,
+        "role": role,
+        "model": model.name,
+        "model_version": str(model.metadata.get("version", "")),
+        "model_family": str(model.metadata.get("family", "")),
+        "model_sha256": model.file_sha256,
+        "scale": format_scale(scale),
+        "source": source,
+        "device": device,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "notice": AI_NOTICE if role != "baseline" else "interpolated from the input, not acquired",
+    }
+
+
+def header_fields(provenance: dict[str, Any]) -> dict[str, str]:
+    """Key/values for file headers (``MRISuperRes.model`` ...)."""
+    return {f"{KEY_PREFIX}{key}": str(value) for key, value in provenance.items()}
+
+
+def short_description(provenance: dict[str, Any]) -> str:
+    """One line of at most 80 characters for NIfTI ``descrip`` / DICOM SeriesDescription."""
+    text = f"MRISuperRes {provenance['model']} x{provenance['scale']} {provenance['role']}: {provenance['notice']}"
+    return text[:80]
