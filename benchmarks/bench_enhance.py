@@ -1,0 +1,125 @@
+"""Speed and memory of ``enhance`` (not a test): prints a table.
+
+For 64^3, 96^3 and 128^3 inputs at x2 with the default model, on the CPU (and CUDA when present), each size in
+a fresh process so peak memory is its own: wall time of the whole enhance and of the network part, the network's
+FLOPs (``torch.utils.flop_counter.FlopCounterMode`` on one tile times the number of tiles), achieved GFLOP/s,
+and that as a share of a conv3d peak measured on the same machine in the same run (64->64 channels, 3^3 kernel,
+float32), and peak resident memory (and peak CUDA memory).
+
+Usage: python benchmarks/bench_enhance.py [--sizes 64 96 128] [--devices cpu cuda] [--model default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "MRISuperRes"))
+
+
+def conv3d_peak_gflops(device: str, channels: int = 64, size: int = 48, repeats: int = 5) -> float:
+    """Best GFLOP/s of one float32 3x3x3 convolution (the op these networks spend their time in)."""
+    import torch
+
+    conv = torch.nn.Conv3d(channels, channels, 3, padding=1).to(device)
+    x = torch.randn(1, channels, size, size, size, device=device)
+    flops = 2.0 * channels * channels * 27 * size**3
+    best = math.inf
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            conv(x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+    return flops / best / 1e9
+
+
+def measure_one(size: int, device: str, model_name: str) -> dict:
+    """Enhance one synthetic brain-like volume of ``size``^3 (runs in its own process)."""
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from MRISuperResLib.degradation import fourier_resample
+    from MRISuperResLib.device import select_device
+    from MRISuperResLib.enhance import enhance_volume
+    from MRISuperResLib.inference import choose_tile, count_tiles
+    from MRISuperResLib.model_zoo import load_model
+    from MRISuperResLib.volume import Grid, Volume
+
+    rng = np.random.default_rng(0)
+    array = fourier_resample(rng.normal(size=(24, 24, 24)), (size, size, size)) * 100 + 500
+    volume = Volume(array.astype(np.float32), Grid((size,) * 3, (2.0,) * 3, (0.0,) * 3))
+    model = load_model(model_name, (2.0, 2.0, 2.0))
+    choice = select_device(device)
+    tile = choose_tile(model.network.to(choice.device), volume.shape, choice.device)
+    tiles = count_tiles(volume.shape, tile, 0.25)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model.network.to("cpu")(torch.zeros(1, 1, *tile))
+    flops = counter.get_total_flops() * tiles
+    if choice.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    enhance_volume(volume, model, 2, device=device, tile=tile[0])  # warm-up (kernels, allocator)
+    result = enhance_volume(volume, model, 2, device=device, tile=tile[0])
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_gpu = torch.cuda.max_memory_allocated() if choice.device.type == "cuda" else 0
+    return {
+        "size": size,
+        "device": result.device,
+        "model": model.name,
+        "tile": tile[0],
+        "tiles": tiles,
+        "total_s": result.timings["total"],
+        "network_s": result.timings["inference"],
+        "gflop": flops / 1e9,
+        "peak_rss_gb": peak_rss / 1e9,
+        "peak_gpu_gb": peak_gpu / 1e9,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128])
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--child", nargs=2, metavar=("SIZE", "DEVICE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure_one(int(args.child[0]), args.child[1], args.model)))
+        return
+
+    import torch
+
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, model {args.model}\n")
+    print("| device | input | tile x n | total s | network s | network GFLOP | GFLOP/s | conv3d peak GFLOP/s "
+          "| % of peak | peak RSS GB | peak GPU GB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for device in devices:
+        peak = conv3d_peak_gflops(device)
+        for size in args.sizes:
+            output = subprocess.run(
+                [sys.executable, __file__, "--model", args.model, "--child", str(size), device],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            row = json.loads(output.strip().splitlines()[-1])
+            achieved = row["gflop"] / row["network_s"]
+            print(f"| {row['device']} | {size}^3 -> {2 * size}^3 | {row['tile']}^3 x {row['tiles']} | "
+                  f"{row['total_s']:.2f} | {row['network_s']:.2f} | {row['gflop']:.0f} | {achieved:.0f} | "
+                  f"{peak:.0f} | {100 * achieved / peak:.0f} | {row['peak_rss_gb']:.2f} | {row['peak_gpu_gb']:.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The Slicer extension's layout: CMake lists every file, the engine never imports slicer."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ROOT / "MRISuperRes" / "MRISuperResLib"
+
+
+def test_module_cmake_lists_every_engine_file() -> None:
+    completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_module_cmake.py"), "--check"],
+                               capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_every_file_named_in_cmake_exists() -> None:
+    for module in ("MRISuperRes", "MRISuperResTraining"):
+        text = (ROOT / module / "CMakeLists.txt").read_text()
+        names = re.findall(r"^\s+(\$\{MODULE_NAME\}\S*|Resources/\S+)$", text, flags=re.M)
+        assert names, f"no files listed in {module}/CMakeLists.txt"
+        for name in names:
+            path = ROOT / module / name.replace("${MODULE_NAME}", module)
+            assert path.is_file(), f"{module}/CMakeLists.txt lists missing {name}"
+
+
+def test_extension_cmake_has_required_fields() -> None:
+    text = (ROOT / "CMakeLists.txt").read_text()
+    for field in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                  "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert re.search(rf'set\({field} "[^"]+"\)', text), field
+    assert re.search(r'set\(EXTENSION_DEPENDS "?PyTorch"?\)', text)
+    assert "add_subdirectory(MRISuperRes)" in text and "add_subdirectory(MRISuperResTraining)" in text
+    for module in ("MRISuperRes", "MRISuperResTraining"):
+        assert "WITH_GENERIC_TESTS" in (ROOT / module / "CMakeLists.txt").read_text()
+
+
+def test_engine_never_imports_slicer_or_qt() -> None:
+    # Only the MRML bridge modules (slicer_*.py) may import slicer; nothing in the package may import Qt.
+    forbidden = {"slicer", "qt", "ctk", "vtk"}
+    for path in LIBRARY.rglob("*.py"):
+        if path.name.startswith("slicer_"):
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_importing_the_engine_is_light() -> None:
+    code = "import sys, MRISuperResLib; print(MRISuperResLib.__version__, 'torch' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                               cwd=ROOT / "MRISuperRes")
+    version, torch_loaded = completed.stdout.split()
+    assert version.count(".") == 2
+    assert torch_loaded == "False"
