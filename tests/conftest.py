@@ -83,3 +83,22 @@ def rotation_matrix(axis: tuple[float, float, float], angle: float) -> np.ndarra
 def oblique_grid(shape: tuple[int, int, int], spacing: tuple[float, float, float] = (2.0, 2.5, 3.0)) -> Grid:
     """An oblique (rotated, right-handed) grid with a non-zero origin and the given spacing."""
     return Grid(shape, spacing, (-12.5, 30.25, 7.75), rotation_matrix((1.0, 2.0, 3.0), 0.4))
+
+
+def smooth_function(points: np.ndarray) -> np.ndarray:
+    """A smooth, strictly positive function of LPS position (mm, ``(..., 3)``); wavelengths of 25-40 mm."""
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    return (
+        100.0
+        + 30.0 * np.sin(2 * np.pi * (x + 0.5 * y) / 40.0 + 0.2)
+        + 20.0 * np.cos(2 * np.pi * (y - z) / 30.0)
+        + 10.0 * np.sin(2 * np.pi * z / 25.0) * np.cos(2 * np.pi * x / 35.0)
+    )
+
+
+def sample_smooth_function(grid: Grid, shift: float = 0.0) -> np.ndarray:
+    """:func:`smooth_function` at the voxel centres of ``grid`` (float64), optionally ``shift`` voxels off
+    along every index axis."""
+    axes = [np.arange(n, dtype=np.float64) + shift for n in grid.shape]
+    indices = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    return smooth_function(grid.physical_points(indices))

@@ -44,7 +44,8 @@ def band_limited(shape: Shape, frequencies: Shape = (2, 2, 2)) -> np.ndarray:
         ((11, 13, 10), (17, 19, 23), (5, 6, 4)),  # enlarge by non-integer ratios
     ],
 )
-def test_fourier_resample_samples_band_limited_functions_exactly(fine: Shape, coarse: Shape, frequencies: Shape) -> None:
+def test_fourier_resample_samples_band_limited_functions_exactly(fine: Shape, coarse: Shape,
+                                                                 frequencies: Shape) -> None:
     result = fourier_resample(band_limited(fine, frequencies), coarse)
     assert result.shape == coarse
     assert result.dtype == np.float32

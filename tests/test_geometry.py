@@ -67,7 +67,8 @@ def test_upsampled_grid_is_cell_centred_over_the_same_extent(scale, shape, expec
     effective = np.asarray(expected_shape, dtype=np.float64) / np.asarray(shape)
     np.testing.assert_allclose(effective_scale(grid, fine), effective, rtol=0, atol=1e-12)
     np.testing.assert_allclose(fine.spacing, np.asarray(grid.spacing) / effective, rtol=0, atol=1e-12)
-    expected_origin = np.asarray(grid.origin) + grid.direction @ ((1.0 / effective - 1.0) / 2.0 * np.asarray(grid.spacing))
+    shift_mm = (1.0 / effective - 1.0) / 2.0 * np.asarray(grid.spacing)
+    expected_origin = np.asarray(grid.origin) + grid.direction @ shift_mm
     np.testing.assert_allclose(fine.origin, expected_origin, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(fine.direction, grid.direction)
     np.testing.assert_allclose(extent_corners(fine), extent_corners(grid), rtol=0, atol=1e-12)

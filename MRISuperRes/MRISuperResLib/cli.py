@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    enhance.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     enhance.add_argument("paths", nargs="+", metavar="PATH", help="INPUT [INPUT ...] OUTPUT")
     enhance.add_argument("--model", default="default",
                          help="shipped model name (see 'mrisuperres models'), a .safetensors path, or 'default' "
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         "write SR / baseline / difference / consistency and a PNG figure, and print PSNR/SSIM against the 1 mm "
         "truth.",
     )
+    demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     demo.add_argument("--output-dir", default="demo_output", help="folder for the outputs [demo_output]")
     demo.add_argument("--model", default="default", help="model name or path [default]")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("models", help="list shipped models",
                                   description="List the shipped models with their scales, size and description.")
+    listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     listing.add_argument("--json", action="store_true", help="print machine-readable results")
     return parser
 
@@ -109,7 +112,8 @@ def _progress_bar(enabled: bool, label: str):  # type: ignore[no-untyped-def]
         return None, (lambda fraction, text: None)
     from tqdm import tqdm
 
-    bar = tqdm(total=100, desc=label, unit="%", file=sys.stderr, leave=False,
+    # disable=None: no bar when stderr is not a terminal (logs, pipes), so errors stay single lines there.
+    bar = tqdm(total=100, desc=label, unit="%", file=sys.stderr, leave=False, disable=None,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
 
     def update(fraction: float, text: str) -> None:
@@ -153,24 +157,23 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Path]]
             for role in ("baseline", "difference", "consistency"):
                 companions[role] = target.with_name(f"{stem}_{role}{extension}")
         if not batch:
-            for role in ("baseline", "difference", "consistency"):
+            for role in ("baseline", "difference", "consistency", "figure"):
                 if getattr(args, role):
                     companions[role] = Path(getattr(args, role))
         plans.append((path, {"sr": target, **companions}))
     if batch:
-        if any(getattr(args, role) for role in ("baseline", "difference", "consistency")):
-            raise InputError("--baseline/--difference/--consistency name one file; with several inputs use "
-                             "--companions")
+        if any(getattr(args, role) for role in ("baseline", "difference", "consistency", "figure")):
+            raise InputError("--baseline/--difference/--consistency/--figure name one file; with several inputs "
+                             "use --companions")
         if output.exists() and not output.is_dir():
             raise InputError(f"with several inputs OUTPUT must be a folder, and {output} is a file")
-        output.mkdir(parents=True, exist_ok=True)
     return plans
 
 
 def _run_enhance(args: argparse.Namespace) -> int:
     from .enhance import enhance_file
     from .errors import MRISuperResError
-    from .geometry import format_scale, parse_scale
+    from .geometry import parse_scale
     from .model_zoo import load_model
 
     scale = parse_scale(args.scale)
@@ -180,6 +183,8 @@ def _run_enhance(args: argparse.Namespace) -> int:
         raise MRISuperResError(f"--overlap {args.overlap} is outside [0, 1); try 0.25")
     plans = _plan_outputs(args)
     model = load_model(args.model, scale)
+    if len(plans) > 1:
+        plans[0][1]["sr"].parent.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     for input_path, targets in plans:
@@ -193,6 +198,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
                 baseline_path=targets.get("baseline"),
                 difference_path=targets.get("difference"),
                 consistency_path=targets.get("consistency"),
+                figure_path=targets.get("figure"),
                 overwrite=args.overwrite,
                 sidecar=not args.no_sidecar,
                 device=args.device,
@@ -206,22 +212,13 @@ def _run_enhance(args: argparse.Namespace) -> int:
             if len(plans) == 1:
                 raise
             failures.append({"input": str(input_path), "error": str(error)})
-            print(f"mrisuperres: error: {error}", file=sys.stderr)
+            print(f"mrisuperres: error: {input_path}: {error}", file=sys.stderr)
             continue
         finally:
             if bar is not None:
                 bar.close()
         for warning in result.warnings:
             print(f"mrisuperres: warning: {warning}", file=sys.stderr)
-        if args.figure and len(plans) == 1:
-            from .figure import save_figure
-            from .volume_io import read_volume
-
-            save_figure(args.figure, {"input": read_volume(input_path), "baseline": result.baseline, "SR": result.sr,
-                                      "difference": result.difference, "consistency": result.consistency},
-                        title=f"{result.model.name} x{format_scale(scale)}: AI-generated, not acquired",
-                        overwrite=args.overwrite)
-            result.paths["figure"] = str(args.figure)
         summary = {"input": str(input_path), **result.summary()}
         results.append(summary)
         if not args.json:

@@ -31,7 +31,7 @@ from .device import select_device
 from .errors import InputError
 from .geometry import Scale, format_scale, parse_scale, upsampled_grid
 from .inference import CancelCheck, ProgressCallback, run_tiled
-from .interpolation import resample_to_grid
+from .interpolation import bspline_upsample_volume
 from .model_zoo import DEFAULT_MODEL, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
 from .provenance import header_fields, make_provenance, short_description
@@ -179,7 +179,7 @@ def enhance_volume(
 
     stage = time.perf_counter()
     report(0.02, "interpolating baseline")
-    baseline = resample_to_grid(volume, fine_grid, "bspline")
+    baseline = bspline_upsample_volume(volume, fine_grid, choice.device)
     timings["baseline"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
@@ -246,14 +246,16 @@ def enhance_file(
     baseline_path: str | os.PathLike | None = None,
     difference_path: str | os.PathLike | None = None,
     consistency_path: str | os.PathLike | None = None,
+    figure_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     sidecar: bool = True,
     **options: Any,
 ) -> EnhanceResult:
     """Read a volume file (or DICOM series folder), enhance it, write the requested outputs.
 
-    Every target is checked before any work starts; each file is written atomically, with a JSON sidecar
-    (``<output stem>.json``) holding its provenance and the run summary unless ``sidecar`` is false.
+    Every target is checked before any work starts. All files are staged and renamed into place together at
+    the end (all or nothing). Each volume gets a JSON sidecar (``<output stem>.json``) holding its provenance and
+    the run summary unless ``sidecar`` is false. ``figure_path`` adds a PNG (see :mod:`.figure`).
     ``options`` are passed to :func:`enhance_volume`.
     """
     targets = {"sr": output_path, "baseline": baseline_path, "difference": difference_path,
@@ -263,6 +265,11 @@ def enhance_file(
     if len(set(resolved)) != len(resolved):
         raise InputError("two outputs share one path; give each output its own file name")
     input_resolved = Path(input_path).resolve()
+    figure = Path(figure_path) if figure_path is not None else None
+    if figure is not None:
+        if figure.resolve() in resolved or figure.resolve() == input_resolved:
+            raise InputError(f"the figure {figure} has the path of another file; give it its own name")
+        check_writable_target(figure, overwrite, volume_format=False)
     for role, path in planned.items():
         if path.resolve() == input_resolved:
             raise InputError(f"the {role} output {path} is the input; choose another output path")
@@ -270,12 +277,11 @@ def enhance_file(
         if sidecar:
             check_writable_target(sidecar_path(path), overwrite, volume_format=False)
     volume = read_volume(input_path)
-    options.setdefault("consistency", "consistency" in planned or options.get("consistency", True))
     result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
     outputs = {"sr": result.sr, "baseline": result.baseline, "difference": result.difference,
                "consistency": result.consistency}
     stage = time.perf_counter()
-    folders = sorted({path.parent.resolve() for path in planned.values()})
+    folders = sorted({path.parent.resolve() for path in [*planned.values(), *([figure] if figure else [])]})
     with contextlib.ExitStack() as stack:
         # Stage every file first and rename them into place only when all were written: all or nothing.
         staging = {folder: stack.enter_context(staging_folder(folder)) for folder in folders}
@@ -291,6 +297,15 @@ def enhance_file(
                 record = {"provenance": provenance, "run": result.summary()}
                 side = sidecar_path(path)
                 (staging[path.parent.resolve()] / side.name).write_text(json.dumps(record, indent=2) + "\n")
+        if figure is not None:
+            from .figure import save_figure
+
+            panels = {"input": volume, "baseline": result.baseline, "SR": result.sr, "difference": result.difference}
+            if result.consistency is not None:
+                panels["consistency"] = result.consistency
+            save_figure(staging[figure.parent.resolve()] / figure.name, panels,
+                        title=f"{result.model.name} x{format_scale(result.scale)}: AI-generated, not acquired")
+            result.paths["figure"] = str(figure)
         for folder, staged in staging.items():
             commit_staged(staged, folder, overwrite)
     result.timings["write"] = time.perf_counter() - stage

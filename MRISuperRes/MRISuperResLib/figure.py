@@ -93,9 +93,11 @@ def save_figure(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    with staging_folder(path.parent) as staging:
-        staged = staging / path.name
-        figure.savefig(staged, dpi=110)
-        os.replace(staged, path)
-    plt.close(figure)
+    try:
+        with staging_folder(path.parent) as staging:
+            staged = staging / path.name
+            figure.savefig(staged, dpi=110)
+            os.replace(staged, path)
+    finally:
+        plt.close(figure)
     return path

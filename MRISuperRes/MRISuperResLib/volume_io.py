@@ -71,7 +71,22 @@ def read_volume(path: str | os.PathLike) -> Volume:
     image = _as_scalar_3d(image, path)
     volume = from_sitk(image)
     check_finite(volume, str(path))
+    if volume_extension(path) in (".nii", ".nii.gz") and np.issubdtype(volume.array.dtype, np.floating):
+        _check_nifti_finite(path)
     return volume
+
+
+def _check_nifti_finite(path: Path) -> None:
+    # ITK's NIfTI reader silently turns NaN and infinite voxels into 0, so look at the stored values themselves.
+    import nibabel
+
+    stored = np.asanyarray(nibabel.load(str(path)).dataobj.get_unscaled())
+    if np.issubdtype(stored.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(stored)))
+        if bad:
+            raise InputError(
+                f"input {path} has {bad} NaN or infinite voxels; replace them (e.g. with 0) before enhancing"
+            )
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
