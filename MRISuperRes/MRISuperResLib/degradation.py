@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 KINDS = ("kspace", "box", "gaussian")
@@ -124,9 +123,22 @@ def _fourier_resample_axis(array: np.ndarray, size_out: int, axis: int) -> np.nd
 
 
 def box_downsample(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Average over each coarse voxel's footprint (exact area weights, any size ratio)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    return torch.nn.functional.adaptive_avg_pool3d(tensor, shape)[0, 0].numpy()
+    """Average over each coarse voxel's footprint with exact area weights (any size ratio), axis by axis."""
+    result = np.asarray(array, dtype=np.float32)
+    for axis, size in enumerate(shape):
+        if size != result.shape[axis]:
+            weights = _box_weights(result.shape[axis], int(size))
+            result = np.moveaxis(np.tensordot(weights, result, axes=([1], [axis])), 0, axis)
+    return np.ascontiguousarray(result, dtype=np.float32)
+
+
+def _box_weights(size_in: int, size_out: int) -> np.ndarray:
+    """``(size_out, size_in)`` matrix: share of fine voxel ``n`` inside coarse voxel ``m``, rows summing to 1."""
+    ratio = size_in / size_out
+    starts = np.arange(size_out)[:, None] * ratio
+    fine = np.arange(size_in)[None, :]
+    overlap = np.clip(np.minimum(starts + ratio, fine + 1) - np.maximum(starts, fine), 0.0, None)
+    return (overlap / ratio).astype(np.float32)
 
 
 def gaussian_downsample(array: np.ndarray, shape: tuple[int, int, int], fwhm: float) -> np.ndarray:

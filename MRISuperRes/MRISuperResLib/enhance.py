@@ -131,7 +131,7 @@ def enhance_volume(
     *,
     device: str = "auto",
     tile: int | None = None,
-    overlap: float = 0.25,
+    overlap: float = 0.125,
     threads: int | None = None,
     keep_dtype: bool = False,
     consistency: bool = True,
@@ -306,8 +306,7 @@ def enhance_file(
             save_figure(staging[figure.parent.resolve()] / figure.name, panels,
                         title=f"{result.model.name} x{format_scale(result.scale)}: AI-generated, not acquired")
             result.paths["figure"] = str(figure)
-        for folder, staged in staging.items():
-            commit_staged(staged, folder, overwrite)
+        commit_staged(staging, overwrite)
     result.timings["write"] = time.perf_counter() - stage
     return result
 

@@ -1,8 +1,11 @@
 """Running a network over a whole volume in overlapping tiles (MONAI ``SlidingWindowInferer``).
 
-Tiles are blended with Gaussian weights; the network's output may be larger than its input tile (MONAI derives
-the zoom from the output size). Progress is reported and cancellation checked between tiles. The tile edge is
-chosen from the memory available on the device unless given.
+MONAI places the windows and blends them with Gaussian weights; the network's output may be larger than its
+input tile (MONAI derives the zoom from the output size). A convolutional network run on a bare tile sees zero
+padding at the tile's faces, which makes seams; so each window is run with a *halo* of real neighbouring voxels
+(the network's receptive radius, clipped at the volume's faces) and its output is cropped back to the window.
+With a full halo, tiled inference equals whole-volume inference up to float rounding. Progress is reported and
+cancellation checked between tiles. The tile edge is chosen from the memory available on the device unless given.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ MEMORY_FRACTION = 0.4
 CPU_MEMORY_CAP = 1536 << 20
 
 
+def receptive_radius(network: nn.Module) -> int:
+    """Input voxels on each side that influence an output voxel, as the network declares (8 if it does not)."""
+    return int(getattr(network, "receptive_radius", 8))
+
+
 def activation_bytes_per_input_voxel(network: nn.Module, probe: int = 16) -> float:
     """Estimate peak activation memory per input voxel from one forward pass on a probe tile.
 
@@ -44,9 +52,11 @@ def activation_bytes_per_input_voxel(network: nn.Module, probe: int = 16) -> flo
         for module in network.modules()
         if not list(module.children())
     ]
+    parameter = next(network.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
     try:
         with torch.inference_mode():
-            out = network(torch.zeros(1, 1, probe, probe, probe))
+            out = network(torch.zeros(1, 1, probe, probe, probe, device=device))
     finally:
         for hook in hooks:
             hook.remove()
@@ -55,14 +65,19 @@ def activation_bytes_per_input_voxel(network: nn.Module, probe: int = 16) -> flo
 
 
 def choose_tile(
-    network: nn.Module, shape: tuple[int, int, int], device: torch.device, multiple: int = TILE_MULTIPLE
+    network: nn.Module,
+    shape: tuple[int, int, int],
+    device: torch.device,
+    halo: int | None = None,
+    multiple: int = TILE_MULTIPLE,
 ) -> tuple[int, int, int]:
-    """Largest cubic tile (a multiple of ``multiple``) whose activations fit the device's free memory."""
+    """Largest cubic tile (a multiple of ``multiple``) whose activations, halo included, fit the free memory."""
     budget = available_memory_bytes(device) * MEMORY_FRACTION
     if device.type == "cpu":
         budget = min(budget, CPU_MEMORY_CAP)
     per_voxel = activation_bytes_per_input_voxel(network)
-    edge = int((budget / max(per_voxel, 1.0)) ** (1.0 / 3.0))
+    halo = receptive_radius(network) if halo is None else halo
+    edge = int((budget / max(per_voxel, 1.0)) ** (1.0 / 3.0)) - 2 * halo
     edge = max(multiple, min(MAX_AUTO_TILE.get(device.type, 96), edge // multiple * multiple))
     return fit_tile((edge, edge, edge), shape)
 
@@ -79,31 +94,46 @@ def count_tiles(shape: tuple[int, int, int], tile: tuple[int, int, int], overlap
 
 
 class _TileRunner:
-    """The predictor handed to MONAI: runs one batch of tiles, reports progress, honours cancellation."""
+    """The predictor handed to MONAI: runs each window with its halo, reports progress, honours cancellation."""
 
     def __init__(
         self,
         network: nn.Module,
+        volume: torch.Tensor,
         device: DeviceChoice,
+        halo: int,
         total: int,
         progress: ProgressCallback | None,
         cancel: CancelCheck | None,
     ) -> None:
-        self.network, self.device, self.total = network, device, total
-        self.progress, self.cancel = progress, cancel
+        self.network, self.volume, self.device, self.halo = network, volume, device, halo
+        self.total, self.progress, self.cancel = total, progress, cancel
         self.done = 0
 
-    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        if self.cancel is not None and self.cancel():
-            raise CancelledError("cancelled by the user; nothing was written")
+    def __call__(self, tiles: torch.Tensor, locations: list[list[slice]]) -> torch.Tensor:
+        outputs = []
+        for location in locations:
+            if self.cancel is not None and self.cancel():
+                raise CancelledError("cancelled by the user; nothing was written")
+            outputs.append(self._run_window(location[2:]))
+            self.done += 1
+            if self.progress is not None:
+                self.progress(min(self.done / self.total, 1.0), f"tile {min(self.done, self.total)}/{self.total}")
+        return torch.cat(outputs)
+
+    def _run_window(self, window: list[slice]) -> torch.Tensor:
+        sizes = self.volume.shape[2:]
+        grown = [slice(max(0, w.start - self.halo), min(n, w.stop + self.halo)) for w, n in zip(window, sizes)]
+        data = self.volume[(slice(None), slice(None), *grown)].to(self.device.device)
         dtype = self.device.autocast_dtype
         autocast = torch.autocast(self.device.device.type, dtype=dtype) if dtype else nullcontext()
         with autocast:
-            out = self.network(tiles).float()
-        self.done += tiles.shape[0]
-        if self.progress is not None:
-            self.progress(min(self.done / self.total, 1.0), f"tile {min(self.done, self.total)}/{self.total}")
-        return out
+            out = self.network(data).float()
+        factors = [o // i for o, i in zip(out.shape[2:], data.shape[2:])]
+        crop = [
+            slice((w.start - g.start) * f, (w.stop - g.start) * f) for w, g, f in zip(window, grown, factors)
+        ]
+        return out[(slice(None), slice(None), *crop)]
 
 
 def run_tiled(
@@ -112,8 +142,8 @@ def run_tiled(
     device: DeviceChoice,
     *,
     tile: int | tuple[int, int, int] | None = None,
-    overlap: float = 0.25,
-    batch_size: int = 1,
+    overlap: float = 0.125,
+    halo: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
 ) -> np.ndarray:
@@ -124,10 +154,11 @@ def run_tiled(
         array: float32 input on the coarse grid.
         device: where the network runs; tiles are stitched in CPU memory.
         tile: tile edge in input voxels (int or per axis); ``None`` chooses from free memory.
-        overlap: fraction of a tile shared with its neighbours, in ``[0, 1)``.
-        batch_size: tiles per forward pass.
-        progress: called with ``(fraction, text)`` after each batch of tiles.
-        cancel: polled before each batch; returning true aborts with :class:`CancelledError`.
+        overlap: fraction of a tile shared with its neighbours, in ``[0, 1)``; with a full halo the tiles
+            already agree, so a small overlap only smooths float-rounding differences.
+        halo: context voxels added around each tile; ``None`` uses the network's receptive radius (exact).
+        progress: called with ``(fraction, text)`` after each tile.
+        cancel: polled before each tile; returning true aborts with :class:`CancelledError`.
 
     Returns:
         float32 array of the network's output for the whole volume.
@@ -136,21 +167,22 @@ def run_tiled(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     shape = tuple(int(n) for n in array.shape)
     network = network.to(device.device).eval()
+    halo = receptive_radius(network) if halo is None else int(halo)
     if tile is None:
-        roi = choose_tile(network, shape, device.device)  # type: ignore[arg-type]
+        roi = choose_tile(network, shape, device.device, halo)  # type: ignore[arg-type]
     else:
         roi = fit_tile((tile,) * 3 if isinstance(tile, int) else tuple(tile), shape)  # type: ignore[arg-type]
-    total = math.ceil(count_tiles(shape, roi, overlap) / batch_size) * batch_size  # type: ignore[arg-type]
-    runner = _TileRunner(network, device, total, progress, cancel)
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    runner = _TileRunner(network, tensor, device, halo, count_tiles(shape, roi, overlap), progress, cancel)
     inferer = SlidingWindowInferer(
         roi_size=roi,
-        sw_batch_size=batch_size,
+        sw_batch_size=1,
         overlap=overlap,
         mode="gaussian",
-        sw_device=device.device,
+        sw_device=torch.device("cpu"),
         device=torch.device("cpu"),
+        with_coord=True,
     )
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     with torch.inference_mode():
         out = inferer(tensor, runner)
     return out[0, 0].float().numpy()

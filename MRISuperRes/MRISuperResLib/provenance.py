@@ -47,6 +47,9 @@ def header_fields(provenance: dict[str, Any]) -> dict[str, str]:
 
 
 def short_description(provenance: dict[str, Any]) -> str:
-    """One line of at most 80 characters for NIfTI ``descrip`` / DICOM SeriesDescription."""
-    text = f"MRISuperRes {provenance['model']} x{provenance['scale']} {provenance['role']}: {provenance['notice']}"
-    return text[:80]
+    """One line of at most 79 characters for NIfTI ``descrip`` / DICOM SeriesDescription.
+
+    The notice comes first so that a long model name can never push it out of the field.
+    """
+    text = f"{provenance['notice']}; MRISuperRes {provenance['role']} x{provenance['scale']} {provenance['model']}"
+    return text[:79]

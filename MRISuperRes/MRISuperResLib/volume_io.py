@@ -230,7 +230,7 @@ def write_volume(
     check_writable_target(path, overwrite)
     with staging_folder(path.parent) as staging:
         stage_volume(volume, staging, path.name, description=description, compress=compress)
-        commit_staged(staging, path.parent, overwrite)
+        commit_staged({path.parent: staging}, overwrite)
     return path
 
 
@@ -255,19 +255,24 @@ def stage_volume(
         raise OutputError(f"cannot write {name} into {staging.parent}: {detail}") from None
 
 
-def commit_staged(staging: Path, folder: Path, overwrite: bool) -> None:
-    """Move everything staged into ``folder`` by atomic renames.
+def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
+    """Move everything staged into its target folder by atomic renames, after checking every target.
+
+    Args:
+        staged_folders: target folder -> staging folder holding files under their final names.
+        overwrite: replace existing targets; otherwise an existing target anywhere stops everything first.
 
     Data files (``.raw``/``.gz`` beside ``.mhd``/``.nhdr`` headers) go first and headers and sidecars last, so a
     header never points at missing data.
     """
-    staged = sorted(staging.iterdir(), key=lambda p: (volume_extension(p) != "" or p.suffix == ".json", p.name))
-    for item in staged:
-        target = folder / item.name
+    moves = []
+    for folder, staging in staged_folders.items():
+        items = sorted(staging.iterdir(), key=lambda p: (volume_extension(p) != "" or p.suffix == ".json", p.name))
+        moves += [(item, folder / item.name) for item in items]
+    for _item, target in moves:
         if target.exists() and not overwrite:
             raise OutputError(f"output {target} already exists; choose another name or pass --overwrite")
-    for item in staged:
-        target = folder / item.name
+    for item, target in moves:
         if target.is_dir():
             shutil.rmtree(target)
         os.replace(item, target)

@@ -82,6 +82,7 @@ class EDSR3D(nn.Module):
         if global_skip not in GLOBAL_SKIPS:
             raise ValueError(f"global_skip must be one of {GLOBAL_SKIPS}, got {global_skip!r}")
         self.global_skip = global_skip
+        self.kernel_size = kernel_size
         self.head = _conv(in_channels, channels, kernel_size)
         self.body = nn.Sequential(
             *[ResidualBlock3d(channels, kernel_size, res_scale) for _ in range(blocks)],
@@ -96,6 +97,13 @@ class EDSR3D(nn.Module):
             # Start as "no correction": an untrained network returns its skip path unchanged.
             nn.init.zeros_(self.tail.conv.weight)
             nn.init.zeros_(self.tail.conv.bias)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Input voxels on each side that can influence an output voxel (head, body, upsampler, tail)."""
+        radius = self.kernel_size // 2
+        convolutions_at_input_resolution = 2 * len(self.body) + 1  # head + 2 per block + body conv + upsampler
+        return radius * convolutions_at_input_resolution + -(-radius // min(self.scale))
 
     @property
     def residual_to_baseline(self) -> bool:
