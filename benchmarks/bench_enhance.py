@@ -1,8 +1,9 @@
 """Speed and memory of ``enhance`` (not a test): prints a table.
 
 For 64^3, 96^3 and 128^3 inputs at x2 with the default model, on the CPU (and CUDA when present), each size in
-a fresh process so peak memory is its own: wall time of the whole enhance and of the network part, the network's
-FLOPs (``torch.utils.flop_counter.FlopCounterMode`` on one tile times the number of tiles), achieved GFLOP/s,
+a fresh process so peak memory is its own: wall time of the whole enhance, of the B-spline baseline and of the
+network part, the network's FLOPs (``torch.utils.flop_counter.FlopCounterMode`` on meta tensors of every window
+the tiler runs, halo included), achieved GFLOP/s,
 and that as a share of a conv3d peak measured on the same machine in the same run (64->64 channels, 3^3 kernel,
 float32), and peak resident memory (and peak CUDA memory).
 
@@ -46,14 +47,17 @@ def conv3d_peak_gflops(device: str, channels: int = 64, size: int = 48, repeats:
 
 def measure_one(size: int, device: str, model_name: str) -> dict:
     """Enhance one synthetic brain-like volume of ``size``^3 (runs in its own process)."""
+    import copy
+
     import numpy as np
     import torch
+    from monai.data.utils import dense_patch_slices
     from torch.utils.flop_counter import FlopCounterMode
 
     from MRISuperResLib.degradation import fourier_resample
     from MRISuperResLib.device import select_device
     from MRISuperResLib.enhance import enhance_volume
-    from MRISuperResLib.inference import choose_tile, count_tiles
+    from MRISuperResLib.inference import choose_tile, count_tiles, receptive_radius
     from MRISuperResLib.model_zoo import load_model
     from MRISuperResLib.volume import Grid, Volume
 
@@ -63,24 +67,30 @@ def measure_one(size: int, device: str, model_name: str) -> dict:
     model = load_model(model_name, (2.0, 2.0, 2.0))
     choice = select_device(device)
     tile = choose_tile(model.network.to(choice.device), volume.shape, choice.device)
-    tiles = count_tiles(volume.shape, tile, 0.25)
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model.network.to("cpu")(torch.zeros(1, 1, *tile))
-    flops = counter.get_total_flops() * tiles
+    tiles = count_tiles(volume.shape, tile, 0.0)
+    halo = receptive_radius(model.network)
+    meta_network = copy.deepcopy(model.network).to("meta")
+    flops = 0
+    for window in dense_patch_slices(volume.shape, tile, tile):
+        grown = [min(n, w.stop + halo) - max(0, w.start - halo) for w, n in zip(window, volume.shape)]
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            meta_network(torch.zeros(1, 1, *grown, device="meta"))
+        flops += counter.get_total_flops()
     if choice.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    enhance_volume(volume, model, 2, device=device, tile=tile[0])  # warm-up (kernels, allocator)
-    result = enhance_volume(volume, model, 2, device=device, tile=tile[0])
+    enhance_volume(volume, model, 2, device=device, tile=tile)  # warm-up (kernels, allocator)
+    result = enhance_volume(volume, model, 2, device=device, tile=tile)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     peak_gpu = torch.cuda.max_memory_allocated() if choice.device.type == "cuda" else 0
     return {
         "size": size,
         "device": result.device,
         "model": model.name,
-        "tile": tile[0],
+        "tile": "x".join(map(str, tile)),
         "tiles": tiles,
         "total_s": result.timings["total"],
+        "baseline_s": result.timings["baseline"],
         "network_s": result.timings["inference"],
         "gflop": flops / 1e9,
         "peak_rss_gb": peak_rss / 1e9,
@@ -103,9 +113,9 @@ def main() -> None:
 
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, model {args.model}\n")
-    print("| device | input | tile x n | total s | network s | network GFLOP | GFLOP/s | conv3d peak GFLOP/s "
-          "| % of peak | peak RSS GB | peak GPU GB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| device | input | tile x n | total s | B-spline s | network s | network GFLOP | GFLOP/s "
+          "| conv3d peak GFLOP/s | % of peak | peak RSS GB | peak GPU GB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         peak = conv3d_peak_gflops(device)
         for size in args.sizes:
@@ -115,8 +125,8 @@ def main() -> None:
             ).stdout
             row = json.loads(output.strip().splitlines()[-1])
             achieved = row["gflop"] / row["network_s"]
-            print(f"| {row['device']} | {size}^3 -> {2 * size}^3 | {row['tile']}^3 x {row['tiles']} | "
-                  f"{row['total_s']:.2f} | {row['network_s']:.2f} | {row['gflop']:.0f} | {achieved:.0f} | "
+            print(f"| {row['device']} | {size}^3 -> {2 * size}^3 | {row['tile']} x {row['tiles']} | "
+                  f"{row['total_s']:.2f} | {row['baseline_s']:.2f} | {row['network_s']:.2f} | {row['gflop']:.0f} | {achieved:.0f} | "
                   f"{peak:.0f} | {100 * achieved / peak:.0f} | {row['peak_rss_gb']:.2f} | {row['peak_gpu_gb']:.2f} |",
                   flush=True)
 

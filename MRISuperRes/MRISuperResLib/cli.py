@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write baseline, difference and consistency beside each output "
                          "(<name>_baseline, <name>_difference, <name>_consistency)")
     enhance.add_argument("--tile", type=int, metavar="N", help="tile edge in input voxels [auto from free memory]")
-    enhance.add_argument("--overlap", type=float, default=0.125, metavar="F", help="tile overlap fraction [0.125]")
+    enhance.add_argument("--overlap", type=float, default=0.0, metavar="F",
+                         help="tile overlap fraction, blended with Gaussian weights [0: tiles carry a halo of "
+                         "real context as wide as the network sees, so they already join exactly]")
     enhance.add_argument("--threads", type=int, metavar="N", help="CPU threads [torch default]")
     enhance.add_argument("--keep-dtype", action="store_true",
                          help="write the SR volume in the input's data type (rounded, clipped)")
@@ -180,7 +182,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
     if args.tile is not None and args.tile < 4:
         raise MRISuperResError(f"--tile {args.tile} is too small; use at least 4 (or leave it out for auto)")
     if not 0.0 <= args.overlap < 1.0:
-        raise MRISuperResError(f"--overlap {args.overlap} is outside [0, 1); try 0.125")
+        raise MRISuperResError(f"--overlap {args.overlap} is outside [0, 1); try 0.25")
     plans = _plan_outputs(args)
     model = load_model(args.model, scale)
     if len(plans) > 1:

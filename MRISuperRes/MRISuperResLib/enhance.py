@@ -130,8 +130,8 @@ def enhance_volume(
     scale: float | str | Scale = 2,
     *,
     device: str = "auto",
-    tile: int | None = None,
-    overlap: float = 0.125,
+    tile: int | tuple[int, int, int] | None = None,
+    overlap: float = 0.0,
     threads: int | None = None,
     keep_dtype: bool = False,
     consistency: bool = True,
@@ -146,8 +146,8 @@ def enhance_volume(
         model: shipped model name, ``"default"`` (picked by scale), a path, or an already loaded model.
         scale: per-axis factors in image index order (``2`` means ``2,2,2``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        tile: tile edge in input voxels; ``None`` chooses from free memory.
-        overlap: fraction of overlap between tiles.
+        tile: tile edge (or shape ``(i, j, k)``) in input voxels; ``None`` chooses from free memory.
+        overlap: fraction of overlap between tiles (see :func:`~.inference.run_tiled`).
         threads: CPU threads for torch (``None`` keeps torch's default).
         keep_dtype: return the SR volume in the input's data type (rounded and clipped) instead of float32.
         consistency: compute the data-consistency map and scores.

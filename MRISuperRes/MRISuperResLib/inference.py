@@ -28,11 +28,11 @@ CancelCheck = Callable[[], bool]
 
 #: Tile edges are multiples of this (keeps convolution kernels efficient and U-Net levels divisible).
 TILE_MULTIPLE = 8
-#: Largest automatic tile edge (input voxels) per device type.
-MAX_AUTO_TILE = {"cpu": 96, "cuda": 192, "mps": 128}
+#: Largest automatic tile edge (input voxels, halo included) per device type.
+MAX_AUTO_TILE = {"cpu": 160, "cuda": 256, "mps": 128}
 #: Memory the tiles may use, as a fraction of what is free, and a hard cap on the CPU.
 MEMORY_FRACTION = 0.4
-CPU_MEMORY_CAP = 1536 << 20
+CPU_MEMORY_CAP = 3 << 30
 
 
 def receptive_radius(network: nn.Module) -> int:
@@ -43,8 +43,9 @@ def receptive_radius(network: nn.Module) -> int:
 def activation_bytes_per_input_voxel(network: nn.Module, probe: int = 16) -> float:
     """Estimate peak activation memory per input voxel from one forward pass on a probe tile.
 
-    Records every leaf module's output size; the peak of a feed-forward pass in inference mode is bounded by
-    the largest input+output pair alive at once, so twice the largest activation plus the output is used.
+    Records every leaf module's output size. A feed-forward pass in inference mode keeps about one layer's input
+    and output alive, and CPU convolutions (oneDNN) add workspaces of similar size: four times the largest
+    activation plus the output matched measured peaks (EDSR-3D on 96^3 and 128^3 tiles, within 10 %).
     """
     sizes: list[int] = []
     hooks = [
@@ -60,7 +61,7 @@ def activation_bytes_per_input_voxel(network: nn.Module, probe: int = 16) -> flo
     finally:
         for hook in hooks:
             hook.remove()
-    peak_elements = 2 * max(sizes or [0]) + out.numel()
+    peak_elements = 4 * max(sizes or [0]) + out.numel()
     return 4.0 * peak_elements / probe**3
 
 
@@ -71,15 +72,28 @@ def choose_tile(
     halo: int | None = None,
     multiple: int = TILE_MULTIPLE,
 ) -> tuple[int, int, int]:
-    """Largest cubic tile (a multiple of ``multiple``) whose activations, halo included, fit the free memory."""
+    """Tile shape for ``shape``: as few windows as the free memory allows, of balanced sizes.
+
+    The largest window edge (halo included) comes from the memory budget. An axis that fits in one window gets
+    one (no halo needed along it); a longer axis is split into the fewest windows whose core plus a halo on
+    both sides fits, with equal cores rounded up to a multiple of ``multiple``.
+    """
     budget = available_memory_bytes(device) * MEMORY_FRACTION
     if device.type == "cpu":
         budget = min(budget, CPU_MEMORY_CAP)
     per_voxel = activation_bytes_per_input_voxel(network)
     halo = receptive_radius(network) if halo is None else halo
-    edge = int((budget / max(per_voxel, 1.0)) ** (1.0 / 3.0)) - 2 * halo
-    edge = max(multiple, min(MAX_AUTO_TILE.get(device.type, 96), edge // multiple * multiple))
-    return fit_tile((edge, edge, edge), shape)
+    edge = int((budget / max(per_voxel, 1.0)) ** (1.0 / 3.0))
+    edge = min(MAX_AUTO_TILE.get(device.type, 96), edge)
+    core = max(multiple, (edge - 2 * halo) // multiple * multiple)
+    tile = []
+    for size in shape:
+        if size <= edge:
+            tile.append(size)
+            continue
+        windows = -(-size // core)
+        tile.append(min(size, -(-(-(-size // windows)) // multiple) * multiple))
+    return fit_tile(tuple(tile), shape)  # type: ignore[arg-type]
 
 
 def fit_tile(tile: tuple[int, int, int], shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -142,7 +156,7 @@ def run_tiled(
     device: DeviceChoice,
     *,
     tile: int | tuple[int, int, int] | None = None,
-    overlap: float = 0.125,
+    overlap: float = 0.0,
     halo: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
@@ -154,8 +168,9 @@ def run_tiled(
         array: float32 input on the coarse grid.
         device: where the network runs; tiles are stitched in CPU memory.
         tile: tile edge in input voxels (int or per axis); ``None`` chooses from free memory.
-        overlap: fraction of a tile shared with its neighbours, in ``[0, 1)``; with a full halo the tiles
-            already agree, so a small overlap only smooths float-rounding differences.
+        overlap: fraction of a tile shared with its neighbours (blended with Gaussian weights), in ``[0, 1)``.
+            With the full halo tiles already agree exactly, so the default is 0; overlap helps when ``halo`` is
+            set below the receptive radius to save time.
         halo: context voxels added around each tile; ``None`` uses the network's receptive radius (exact).
         progress: called with ``(fraction, text)`` after each tile.
         cancel: polled before each tile; returning true aborts with :class:`CancelledError`.
