@@ -142,8 +142,69 @@ def test_spec_refuses_unknown_kinds() -> None:
         DegradationSpec("sinc")
 
 
-def test_spec_from_dict_defaults_to_kspace_and_ignores_unknown_keys() -> None:
+def test_spec_from_dict_defaults_to_kspace_and_refuses_unknown_keys() -> None:
     assert DegradationSpec.from_dict(None) == DegradationSpec("kspace", 1.0)
-    spec = DegradationSpec.from_dict({"kind": "gaussian", "fwhm": 2, "noise": 0.1})
-    assert spec == DegradationSpec("gaussian", 2.0)
+    spec = DegradationSpec.from_dict({"kind": ["kspace", "kspace", "box"], "gap": 0.2, "noise": [0.01, 0.05]})
+    assert spec.kinds == ("kspace", "kspace", "box") and spec.noise == (0.01, 0.05)
     assert DegradationSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="valid: kind, fwhm, gap, noise, bias"):
+        DegradationSpec.from_dict({"kind": "box", "sigma": 1})
+
+
+def test_box_profile_with_gap_averages_only_the_slice_core() -> None:
+    line = np.arange(8, dtype=np.float32)  # two coarse slices of four fine voxels each
+    volume = np.tile(line[None, None, :], (2, 2, 1))
+    contiguous = degrade(volume, (2, 2, 2), DegradationSpec("box"))[0, 0]
+    gapped = degrade(volume, (2, 2, 2), DegradationSpec("box", gap=0.5))[0, 0]
+    np.testing.assert_allclose(contiguous, [1.5, 5.5], atol=1e-6)
+    np.testing.assert_allclose(gapped, [1.5, 5.5], atol=1e-6)  # symmetric core: same mean for a ramp
+    core = np.tile(np.array([0, 10, 10, 0, 0, 0, 0, 0], np.float32)[None, None, :], (2, 2, 1))
+    assert degrade(core, (2, 2, 2), DegradationSpec("box", gap=0.5))[0, 0, 0] == pytest.approx(10.0)
+    assert degrade(core, (2, 2, 2), DegradationSpec("box"))[0, 0, 0] == pytest.approx(5.0)
+
+
+def test_per_axis_kinds_degrade_each_axis_with_its_own_profile() -> None:
+    array = np.random.default_rng(3).normal(size=(8, 8, 16)).astype(np.float32)
+    mixed = degrade(array, (4, 4, 4), DegradationSpec(("kspace", "kspace", "box")))
+    expected = degrade(degrade(array, (4, 4, 16), DegradationSpec("kspace")), (4, 4, 4), DegradationSpec("box"))
+    np.testing.assert_allclose(mixed, expected, atol=1e-5)
+
+
+def test_gaussian_profile_is_wider_with_larger_fwhm() -> None:
+    impulse = np.zeros((1, 1, 64), np.float32)
+    impulse[0, 0, 31] = 1.0
+    narrow = degrade(np.tile(impulse, (2, 2, 1)), (2, 2, 16), DegradationSpec("gaussian", 1.0))[0, 0]
+    wide = degrade(np.tile(impulse, (2, 2, 1)), (2, 2, 16), DegradationSpec("gaussian", 3.0))[0, 0]
+    assert np.count_nonzero(wide > 1e-3) > np.count_nonzero(narrow > 1e-3)
+
+
+def test_simulate_is_reproducible_from_the_seed_and_noise_is_rician() -> None:
+    from MRISuperResLib.degradation import simulate
+
+    array = np.full((32, 32, 32), 100.0, np.float32)
+    spec = DegradationSpec("kspace", noise=(0.05, 0.05))
+    first = simulate(array, (16, 16, 16), spec, np.random.default_rng(7))
+    again = simulate(array, (16, 16, 16), spec, np.random.default_rng(7))
+    other = simulate(array, (16, 16, 16), spec, np.random.default_rng(8))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # Magnitude of a constant signal plus complex noise: mean ~ sqrt(A^2 + sigma^2), std ~ sigma (high SNR).
+    assert first.std() == pytest.approx(5.0, rel=0.15)
+    assert first.min() >= 0
+
+
+def test_background_noise_is_rayleigh_and_positive() -> None:
+    from MRISuperResLib.degradation import add_kspace_noise
+
+    noisy = add_kspace_noise(np.zeros((24, 24, 24), np.float32), 2.0, np.random.default_rng(0))
+    # Rayleigh mean = sigma * sqrt(pi / 2).
+    assert noisy.mean() == pytest.approx(2.0 * np.sqrt(np.pi / 2), rel=0.05)
+
+
+def test_bias_field_is_smooth_positive_and_bounded() -> None:
+    from MRISuperResLib.degradation import smooth_bias_field
+
+    field = smooth_bias_field((40, 30, 20), 0.2, np.random.default_rng(1))
+    assert field.shape == (40, 30, 20)
+    assert field.min() >= 1 / 1.2 - 1e-6 and field.max() <= 1.2 + 1e-6
+    assert np.abs(np.diff(field, axis=0)).max() < 0.05

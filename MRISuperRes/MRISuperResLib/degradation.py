@@ -1,31 +1,38 @@
 """Forward models that turn a fine volume into the coarse one a scanner would have measured.
 
 Each model maps an array on a fine cell-centred grid to an array of a given coarser shape covering the same
-physical extent (see :mod:`.geometry`). They serve two purposes: simulating low-resolution training inputs,
-and the engine's data-consistency check (degrade the super-resolved volume back onto the input grid and
-compare with what was measured).
+physical extent (see :mod:`.geometry`). They serve two purposes: simulating low-resolution training inputs
+(:func:`simulate`, which adds noise and bias), and the engine's data-consistency check (:func:`degrade`,
+deterministic: degrade the super-resolved volume back onto the input grid and compare with what was measured).
 
-Kinds (``DegradationSpec.kind``):
+Kinds (``DegradationSpec.kind``, one for all axes or one per axis ``(i, j, k)``):
 
 * ``"kspace"`` -- k-space truncation: keep the central low frequencies of the Fourier transform, as a scanner
   that acquires a smaller matrix over the same field of view (seed 000: "cutting off three quarters of high
   frequency region"; seed 003, eq. 1). Sample positions follow the cell-centred rule exactly.
-* ``"box"`` -- averaging over the coarse voxel (an ideal rectangular slice profile / partial-volume model).
-* ``"gaussian"`` -- Gaussian blur with a full width at half maximum of ``fwhm`` coarse voxels, then sampling
-  at the coarse voxel centres (seed 000's first approach).
+* ``"box"`` -- a rectangular slice profile: the average over the coarse voxel (minus an optional ``gap``
+  between slices), the partial-volume model of thick 2D slices.
+* ``"gaussian"`` -- a Gaussian profile of full width at half maximum ``fwhm`` coarse voxels, sampled at the
+  coarse voxel centres (blur + decimation, seed 000's first approach; also a smooth slice profile).
 
-Arrays are indexed ``[i, j, k]``; shapes and factors are in that order.
+:func:`simulate` then adds an optional smooth multiplicative bias field (before acquisition) and complex
+Gaussian noise in k-space at a level drawn per sample (seed 003), whose magnitude image is Rician.
+
+Arrays are indexed ``[i, j, k]``; shapes and factors are in that order. Every random step takes a
+``numpy.random.Generator`` so results are reproducible from a seed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 KINDS = ("kspace", "box", "gaussian")
+
+_FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
 @dataclass(frozen=True)
@@ -33,29 +40,71 @@ class DegradationSpec:
     """How low-resolution data relate to high-resolution data.
 
     Attributes:
-        kind: one of :data:`KINDS`.
-        fwhm: for ``"gaussian"``, the blur's full width at half maximum in coarse voxels (1.0 = one voxel).
+        kind: one of :data:`KINDS`, or three of them, one per axis ``(i, j, k)`` (e.g. k-space truncation
+            in-plane and a box slice profile through-plane: ``("kspace", "kspace", "box")``).
+        fwhm: for ``"gaussian"``, the profile's full width at half maximum in coarse voxels (1.0 = one voxel).
+        gap: for ``"box"`` and ``"gaussian"``, the gap between slices as a fraction of the coarse spacing
+            (the profile's width shrinks to ``1 - gap`` voxels); ``0`` for contiguous slices.
+        noise: ``(low, high)`` standard deviation of complex Gaussian k-space noise, as a fraction of the coarse
+            volume's 99th-percentile intensity; :func:`simulate` draws one level per sample uniformly.
+        bias: amplitude of a smooth multiplicative bias field applied before acquisition (0.2 = up to +-20 %).
     """
 
-    kind: str = "kspace"
+    kind: str | tuple[str, str, str] = "kspace"
     fwhm: float = 1.0
+    gap: float = 0.0
+    noise: tuple[float, float] = (0.0, 0.0)
+    bias: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"degradation kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        kinds = (self.kind,) * 3 if isinstance(self.kind, str) else tuple(self.kind)
+        if len(kinds) != 3 or any(k not in KINDS for k in kinds):
+            raise ValueError(f"degradation kind {self.kind!r} is not one of {', '.join(KINDS)} (or three of them)")
+        if not isinstance(self.kind, str):
+            object.__setattr__(self, "kind", kinds)
+        noise = (float(self.noise), float(self.noise)) if np.isscalar(self.noise) else tuple(map(float, self.noise))
+        if len(noise) != 2 or not 0.0 <= noise[0] <= noise[1]:
+            raise ValueError(f"noise must be a level or a (low, high) range with 0 <= low <= high, got {self.noise!r}")
+        object.__setattr__(self, "noise", noise)
+        if not 0.0 <= self.gap < 1.0:
+            raise ValueError(f"gap must be in [0, 1), got {self.gap}")
+        if self.fwhm <= 0 or self.bias < 0:
+            raise ValueError("fwhm must be positive and bias non-negative")
+
+    @property
+    def kinds(self) -> tuple[str, str, str]:
+        """The kind along each axis ``(i, j, k)``."""
+        return (self.kind,) * 3 if isinstance(self.kind, str) else self.kind  # type: ignore[return-value]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object] | None) -> "DegradationSpec":
-        """Build from model metadata (unknown keys are ignored, missing ones take defaults)."""
+        """Build from model metadata or a config (missing keys take defaults; unknown keys are refused)."""
         data = dict(data or {})
-        return cls(kind=str(data.get("kind", "kspace")), fwhm=float(data.get("fwhm", 1.0)))  # type: ignore[arg-type]
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(
+                f"unknown degradation setting(s) {', '.join(sorted(unknown))}; "
+                f"valid: {', '.join(cls.__dataclass_fields__)}"
+            )
+        kind = data.get("kind", "kspace")
+        noise = data.get("noise", (0.0, 0.0))
+        return cls(
+            kind=kind if isinstance(kind, str) else tuple(kind),  # type: ignore[arg-type]
+            fwhm=float(data.get("fwhm", 1.0)),  # type: ignore[arg-type]
+            gap=float(data.get("gap", 0.0)),  # type: ignore[arg-type]
+            noise=noise if np.isscalar(noise) else tuple(noise),  # type: ignore[arg-type]
+            bias=float(data.get("bias", 0.0)),  # type: ignore[arg-type]
+        )
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {"kind": self.kind if isinstance(self.kind, str) else list(self.kind), "fwhm": self.fwhm,
+                "gap": self.gap, "noise": list(self.noise), "bias": self.bias}
 
 
-def degrade(array: np.ndarray, shape: tuple[int, int, int], spec: DegradationSpec) -> np.ndarray:
-    """Apply the forward model ``spec`` to ``array`` and sample it on the cell-centred grid of ``shape``.
+def degrade(array: np.ndarray, shape: Sequence[int], spec: DegradationSpec) -> np.ndarray:
+    """Apply the deterministic forward model of ``spec`` and sample on the cell-centred grid of ``shape``.
+
+    Noise and bias are not applied (see :func:`simulate`).
 
     Args:
         array: fine volume ``[i, j, k]``.
@@ -65,13 +114,80 @@ def degrade(array: np.ndarray, shape: tuple[int, int, int], spec: DegradationSpe
     Returns:
         float32 array of ``shape``.
     """
+    shape = tuple(int(n) for n in shape)
     if any(c > f for c, f in zip(shape, array.shape)):
         raise ValueError(f"degraded shape {shape} is larger than the input shape {array.shape}")
-    if spec.kind == "kspace":
-        return fourier_resample(array, shape)
-    if spec.kind == "box":
-        return box_downsample(array, shape)
-    return gaussian_downsample(array, shape, spec.fwhm)
+    result = np.asarray(array, dtype=np.float64)
+    for axis, (size, kind) in enumerate(zip(shape, spec.kinds)):
+        if size == result.shape[axis]:
+            continue
+        if kind == "kspace":
+            result = _fourier_resample_axis(result, size, axis)
+        else:
+            weights = _profile_weights(result.shape[axis], size, kind, spec.fwhm, spec.gap)
+            result = np.moveaxis(np.tensordot(weights, result, axes=([1], [axis])), 0, axis)
+    return np.ascontiguousarray(result, dtype=np.float32)
+
+
+def simulate(
+    array: np.ndarray, shape: Sequence[int], spec: DegradationSpec, rng: np.random.Generator
+) -> np.ndarray:
+    """Simulate an acquisition of the fine volume ``array`` on the coarse grid ``shape``.
+
+    Steps: multiply by a smooth bias field (``spec.bias``), apply the forward model (:func:`degrade`), add
+    complex Gaussian noise in k-space at a level drawn uniformly from ``spec.noise`` and take the magnitude
+    (Rician statistics, as in a magnitude MR image).
+    """
+    fine = np.asarray(array, dtype=np.float32)
+    if spec.bias > 0:
+        fine = fine * smooth_bias_field(fine.shape, spec.bias, rng)
+    coarse = degrade(fine, shape, spec)
+    level = rng.uniform(*spec.noise) if spec.noise[1] > 0 else 0.0
+    if level > 0:
+        coarse = add_kspace_noise(coarse, level * float(np.percentile(coarse, 99)), rng)
+    return coarse
+
+
+def add_kspace_noise(array: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add complex white Gaussian noise of standard deviation ``sigma`` (per real/imaginary part) in k-space
+    (orthonormal FFT) and return the magnitude image, float32."""
+    spectrum = np.fft.fftn(np.asarray(array, dtype=np.float64), norm="ortho")
+    spectrum += sigma * (rng.standard_normal(array.shape) + 1j * rng.standard_normal(array.shape))
+    return np.abs(np.fft.ifftn(spectrum, norm="ortho")).astype(np.float32)
+
+
+def smooth_bias_field(shape: Sequence[int], amplitude: float, rng: np.random.Generator, nodes: int = 4) -> np.ndarray:
+    """A smooth positive multiplicative field ``exp(f)`` with ``max |f| = log(1 + amplitude)``.
+
+    ``f`` is a random ``nodes^3`` lattice upsampled with cubic splines over the whole volume.
+    """
+    lattice = rng.standard_normal((nodes, nodes, nodes))
+    field = ndimage.zoom(lattice, [n / nodes for n in shape], order=3, mode="nearest", grid_mode=True)
+    field = field[tuple(slice(0, n) for n in shape)]
+    field *= np.log1p(amplitude) / max(float(np.abs(field).max()), 1e-12)
+    return np.exp(field).astype(np.float32)
+
+
+def _profile_weights(size_in: int, size_out: int, kind: str, fwhm: float, gap: float) -> np.ndarray:
+    """``(size_out, size_in)`` matrix of a slice profile: row ``m`` weights fine voxels for coarse voxel ``m``.
+
+    Box: exact overlap of each fine voxel with the profile ``[centre - w/2, centre + w/2]``, ``w = (1 - gap)``
+    coarse voxels. Gaussian: the profile's integral over each fine voxel (``fwhm * (1 - gap)`` coarse voxels
+    wide at half maximum). Rows are normalised to 1 (at the volume's faces, the part outside is dropped).
+    """
+    ratio = size_in / size_out
+    centres = (np.arange(size_out)[:, None] + 0.5) * ratio  # coarse centres in fine edge coordinates
+    lower, upper = np.arange(size_in)[None, :], np.arange(size_in)[None, :] + 1.0
+    if kind == "box":
+        half = 0.5 * ratio * (1.0 - gap)
+        weights = np.clip(np.minimum(centres + half, upper) - np.maximum(centres - half, lower), 0.0, None)
+    else:
+        from scipy.special import erf
+
+        sigma = max(fwhm * (1.0 - gap) * ratio * _FWHM_TO_SIGMA, 1e-6)
+        scale = 1.0 / (np.sqrt(2.0) * sigma)
+        weights = 0.5 * (erf((upper - centres) * scale) - erf((lower - centres) * scale))
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def fourier_resample(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -122,30 +238,11 @@ def _fourier_resample_axis(array: np.ndarray, size_out: int, axis: int) -> np.nd
     return np.real(np.fft.ifft(out_spectrum, axis=axis)) * (size_out / size_in)
 
 
-def box_downsample(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Average over each coarse voxel's footprint with exact area weights (any size ratio), axis by axis."""
-    result = np.asarray(array, dtype=np.float32)
-    for axis, size in enumerate(shape):
-        if size != result.shape[axis]:
-            weights = _box_weights(result.shape[axis], int(size))
-            result = np.moveaxis(np.tensordot(weights, result, axes=([1], [axis])), 0, axis)
-    return np.ascontiguousarray(result, dtype=np.float32)
+def box_downsample(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Average over each coarse voxel's footprint with exact area weights (any size ratio)."""
+    return degrade(array, shape, DegradationSpec("box"))
 
 
-def _box_weights(size_in: int, size_out: int) -> np.ndarray:
-    """``(size_out, size_in)`` matrix: share of fine voxel ``n`` inside coarse voxel ``m``, rows summing to 1."""
-    ratio = size_in / size_out
-    starts = np.arange(size_out)[:, None] * ratio
-    fine = np.arange(size_in)[None, :]
-    overlap = np.clip(np.minimum(starts + ratio, fine + 1) - np.maximum(starts, fine), 0.0, None)
-    return (overlap / ratio).astype(np.float32)
-
-
-def gaussian_downsample(array: np.ndarray, shape: tuple[int, int, int], fwhm: float) -> np.ndarray:
-    """Gaussian blur of ``fwhm`` coarse voxels (per axis that shrinks), then linear sampling at coarse centres."""
-    factors = np.asarray(array.shape, dtype=np.float64) / np.asarray(shape, dtype=np.float64)
-    sigma = np.where(factors > 1.0, fwhm * factors / (2.0 * np.sqrt(2.0 * np.log(2.0))), 0.0)
-    blurred = ndimage.gaussian_filter(np.asarray(array, dtype=np.float32), sigma=sigma, mode="nearest")
-    centres = [(np.arange(n) + 0.5) * f - 0.5 for n, f in zip(shape, factors)]
-    coordinates = np.stack(np.meshgrid(*centres, indexing="ij"))
-    return ndimage.map_coordinates(blurred, coordinates, order=1, mode="nearest").astype(np.float32)
+def gaussian_downsample(array: np.ndarray, shape: Sequence[int], fwhm: float) -> np.ndarray:
+    """Gaussian profile of ``fwhm`` coarse voxels along each axis that shrinks, sampled at the coarse centres."""
+    return degrade(array, shape, DegradationSpec("gaussian", fwhm))
