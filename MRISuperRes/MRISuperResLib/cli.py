@@ -31,6 +31,9 @@ EXAMPLES = """examples:
   mrisuperres enhance scans/ enhanced/ --companions        (every volume in a folder)
   mrisuperres enhance dicom_series_folder/ sr.nii.gz
   mrisuperres models
+  mrisuperres simulate t1_1mm.nii.gz t1_2mm.nii.gz --scale 2 --kind kspace --noise 0.02
+  mrisuperres train --config configs/edsr3d_x2_small.yaml        (add --resume after a stop)
+  mrisuperres evaluate t1_1mm.nii.gz --model my_model.safetensors --scale 2
 """
 
 
@@ -101,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace earlier demo outputs")
     demo.add_argument("--json", action="store_true", help="print machine-readable results")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from . import cli_train
+
+    cli_train.add_train_parser(commands)
+    cli_train.add_simulate_parser(commands)
+    cli_train.add_evaluate_parser(commands)
+    try:
+        from . import cli_register
+
+        cli_register.add_parser(commands)
+    except ImportError:  # registration needs SimpleITK only; absent only in a partial checkout
+        pass
 
     listing = commands.add_parser("models", help="list shipped models",
                                   description="List the shipped models with their scales, size and description.")
@@ -236,15 +251,26 @@ def _run_enhance(args: argparse.Namespace) -> int:
 
 
 def _run_models(args: argparse.Namespace) -> int:
+    from . import models
     from .model_zoo import shipped_models
+
+    def cost(family: str, config: dict[str, Any]) -> float | None:
+        # Counted once per model on a meta-device copy (no weights, no compute), so the listing stays fast;
+        # arbitrary-scale models are counted at scale 2.
+        try:
+            return models.config_flops_per_output_voxel(family, config)
+        except Exception:  # an unknown family or an old config: list the model without a cost
+            return None
 
     rows = []
     for entry in shipped_models():
+        family = str(entry.metadata.get("family", ""))
         rows.append({
             "name": entry.name,
-            "family": entry.metadata.get("family", ""),
+            "family": family,
             "scales": entry.scales_text(),
             "parameters": entry.metadata.get("parameters", 0),
+            "flops_per_output_voxel": cost(family, dict(entry.metadata.get("config", {}))),
             "size_mb": round(entry.path.stat().st_size / 1e6, 2),
             "default_for": entry.metadata.get("default_for", []),
             "description": entry.metadata.get("description", ""),
@@ -253,11 +279,29 @@ def _run_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<28} {'family':<10} {'scales':<10} {'params':>9} {'size':>8}  description")
+
+    def flops_text(flops: float | None) -> str:
+        return "?" if flops is None else f"{flops / 1e6:.2f}M"
+
+    print(f"{'name':<28} {'family':<10} {'scales':<10} {'params':>11} {'FLOP/vox':>9} {'size':>8}  description")
     for row in rows:
         default = f" [default: {', '.join(row['default_for'])}]" if row["default_for"] else ""
-        print(f"{row['name']:<28} {row['family']:<10} {row['scales']:<10} {row['parameters']:>9,} "
-              f"{row['size_mb']:>6.1f}MB  {row['description']}{default}")
+        print(f"{row['name']:<28} {row['family']:<10} {row['scales']:<10} {row['parameters']:>11,} "
+              f"{flops_text(row['flops_per_output_voxel']):>9} {row['size_mb']:>6.1f}MB  {row['description']}{default}")
+    import torch
+
+    from .geometry import format_scale
+
+    print("\nfamilies, in the configuration of the source documents (build with MRISuperResLib.models.create):")
+    print(f"{'family':<12} {'scale':<8} {'params':>11} {'FLOP/vox':>9}  description")
+    for family in models.FAMILIES:
+        config = models.seed_config(family)
+        with torch.device("meta"):
+            parameters = models.parameter_count(models.create(family, **config))
+        scales = models.supported_scales(family, config)
+        scale = "any" if scales is None else format_scale(scales[0])
+        print(f"{family:<12} {scale:<8} {parameters:>11,} {flops_text(cost(family, config)):>9}  "
+              f"{models.family_spec(family).description}")
     return 0
 
 
@@ -303,11 +347,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from .errors import MRISuperResError
 
-        if args.command == "enhance":
-            return _run_enhance(args)
-        if args.command == "demo":
-            return _run_demo(args)
-        return _run_models(args)
+        from . import cli_train
+
+        handlers = {"enhance": _run_enhance, "demo": _run_demo, "models": _run_models,
+                    "train": cli_train.run_train, "simulate": cli_train.run_simulate,
+                    "evaluate": cli_train.run_evaluate}
+        if args.command == "register":
+            from . import cli_register
+
+            return cli_register.run(args)
+        return handlers[args.command](args)
     except KeyboardInterrupt:
         print("mrisuperres: interrupted; no partial output was written", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,0 +1,288 @@
+"""Training configuration: a YAML (or JSON) file read into typed sections, unknown keys refused.
+
+Relative paths and globs in ``data`` are resolved against the config file's folder. Every section and its
+defaults are documented on its dataclass; ``configs/`` holds an example for every model family.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import MRISuperResError
+
+
+class ConfigError(MRISuperResError):
+    """The training configuration is invalid (unknown keys, wrong types, impossible values)."""
+
+
+@dataclass
+class ModelSection:
+    """Which network to train.
+
+    Attributes:
+        family: a registry family name (``MRISuperResLib.models.FAMILIES``).
+        config: the family's constructor arguments (its ``scale`` sets the training scale for fixed-scale families).
+        critic: family and config of the patch critic for adversarial training (``{}``: built-in 3D critic).
+    """
+
+    family: str = "edsr3d"
+    config: dict[str, Any] = field(default_factory=dict)
+    critic: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """Training data.
+
+    Attributes:
+        train: high-resolution volumes (paths or globs) to simulate low-resolution inputs from.
+        validation: volumes held out for validation; empty means ``validation_fraction`` of ``train`` subjects.
+        validation_fraction: share of subjects held out when ``validation`` is empty (at least one).
+        pairs: real pairs ``{high: path, low: path, register: true}``; the low-resolution member is registered
+            onto the high-resolution one and resampled onto the coarse grid over its extent.
+        scale: per-axis scale ``(i, j, k)``; taken from the model config when omitted.
+        degradation: forward model, noise and bias for simulation (see ``degradation.DegradationSpec``).
+        normalization: clipped-percentile normalisation ``{lower_percentile, upper_percentile}``, the same at
+            training and inference time (stored in the trained model's metadata).
+        patch_size: low-resolution patch size (voxels, ``i, j, k``); the high-resolution patch is ``scale`` times it.
+        batch_size: patches per step (per process with DDP).
+        foreground_fraction: share of patches centred inside the foreground mask.
+        resimulate_every: steps between fresh simulations (new noise levels, bias fields, contrast augmentation).
+        n4: run N4 bias-field correction on the high-resolution volumes first.
+        crop_foreground: crop empty background around the head before training.
+        validation_crop: validate on a central low-resolution crop of this size (``null``: the whole volume).
+    """
+
+    train: list[str] = field(default_factory=list)
+    validation: list[str] = field(default_factory=list)
+    validation_fraction: float = 0.2
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    scale: list[float] | None = None
+    degradation: dict[str, Any] = field(default_factory=lambda: {"kind": "kspace"})
+    normalization: dict[str, float] = field(
+        default_factory=lambda: {"lower_percentile": 1.0, "upper_percentile": 99.0}
+    )
+    patch_size: list[int] = field(default_factory=lambda: [24, 24, 24])
+    batch_size: int = 4
+    foreground_fraction: float = 0.9
+    resimulate_every: int = 250
+    n4: bool = False
+    crop_foreground: bool = True
+    validation_crop: list[int] | None = None
+
+
+@dataclass
+class AugmentSection:
+    """Augmentation, applied identically to both members of a pair.
+
+    Attributes:
+        flips: random flips along every axis.
+        rot90: random 90-degree rotations in planes whose two axes share scale and patch size (with flips: the
+            eight variants of seed 000 in-plane, 48 in 3D).
+        intensity_scale: ``[low, high]`` multiplicative intensity factor.
+        intensity_shift: ``[low, high]`` additive shift in normalised units.
+        noise: ``[low, high]`` standard deviation of extra Gaussian noise on the low-resolution patch.
+        gmm_contrast: probability of the Gaussian-mixture contrast augmentation (seed 002, section 1.3.1) at
+            each re-simulation.
+    """
+
+    flips: bool = True
+    rot90: bool = True
+    intensity_scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    intensity_shift: list[float] = field(default_factory=lambda: [-0.05, 0.05])
+    noise: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    gmm_contrast: float = 0.0
+
+
+@dataclass
+class LossSection:
+    """Loss weights (0 disables a term).
+
+    Attributes:
+        l1, mse, ssim: pixel losses (SSIM from MONAI, 3D).
+        gradient: L1 of finite differences (edges).
+        fft: L1 of the Fourier magnitude difference.
+        perceptual: weight of the perceptual loss; needs ``perceptual_weights``.
+        perceptual_weights: local ``.safetensors`` file with VGG16 feature weights (torchvision names
+            ``features.N.weight``); nothing is downloaded.
+        adversarial: weight of the WGAN-GP generator term.
+        n_critic: critic updates per generator update.
+        gp_weight: gradient-penalty weight.
+        critic_lr: critic learning rate (Adam, betas (0, 0.9) as in seed 002).
+    """
+
+    l1: float = 1.0
+    mse: float = 0.0
+    ssim: float = 0.0
+    gradient: float = 0.0
+    fft: float = 0.0
+    perceptual: float = 0.0
+    perceptual_weights: str | None = None
+    adversarial: float = 0.0
+    n_critic: int = 5
+    gp_weight: float = 10.0
+    critic_lr: float = 1e-4
+
+
+@dataclass
+class OptimSection:
+    """Optimiser and learning-rate schedule.
+
+    Attributes:
+        name: ``adam`` or ``adamw``.
+        lr: initial learning rate.
+        weight_decay: weight decay.
+        betas: Adam betas.
+        grad_clip: gradient-norm clipping (0: off).
+        schedule: ``none``, ``plateau`` (ReduceLROnPlateau on validation PSNR), ``step`` or ``exponential``.
+        factor: multiplicative decay (plateau / step) or ``gamma`` per step (exponential).
+        patience: validations without improvement before a plateau decay.
+        step_size: steps between decays for ``step``.
+        min_lr: floor of the learning rate.
+    """
+
+    name: str = "adam"
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0
+    schedule: str = "plateau"
+    factor: float = 0.5
+    patience: int = 3
+    step_size: int = 5000
+    min_lr: float = 1e-6
+
+
+@dataclass
+class RunSection:
+    """How long and where.
+
+    Attributes:
+        steps: optimisation steps in total.
+        validate_every: steps between validations (PSNR/SSIM on the validation subjects).
+        early_stop_patience: validations without a new best before stopping (0: never).
+        checkpoint_every: steps between resumable state saves.
+        log_every: steps between CSV log rows.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        amp: bf16/fp16 autocast on CUDA.
+        threads: CPU threads (``null``: torch default).
+        tensorboard: also log to TensorBoard (needs the ``tensorboard`` package).
+    """
+
+    steps: int = 2000
+    validate_every: int = 250
+    early_stop_patience: int = 10
+    checkpoint_every: int = 100
+    log_every: int = 10
+    device: str = "auto"
+    amp: bool = True
+    threads: int | None = None
+    tensorboard: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run.
+
+    Attributes:
+        name: name of the trained model (metadata and file name).
+        output_dir: folder for checkpoints, logs and the final model (relative to the config file).
+        seed: seed of every random choice; the same seed gives the same run, resumed or not.
+        description: one line stored in the model's metadata.
+        version: version stored in the model's metadata.
+    """
+
+    name: str = "model"
+    output_dir: str = "runs/model"
+    seed: int = 0
+    description: str = ""
+    version: str = "0.1.0"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+    base_dir: Path = field(default=Path("."), repr=False)
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("base_dir")
+        return data
+
+
+_SECTIONS = {"model": ModelSection, "data": DataSection, "augment": AugmentSection, "loss": LossSection,
+             "optim": OptimSection, "run": RunSection}
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {where} must be a mapping, got {type(values).__name__}")
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "base_dir"]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(names)}")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _build(_SECTIONS[name], value, name) if where == "config" and name in _SECTIONS else value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any], base_dir: Path = Path(".")) -> TrainConfig:
+    """Build and check a :class:`TrainConfig` from a plain mapping."""
+    config = _build(TrainConfig, values, "config")
+    config.base_dir = base_dir
+    _check(config)
+    return config
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML or JSON training configuration.
+
+    Raises:
+        ConfigError: unreadable file, unknown keys (listing the valid ones), or impossible values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config {path} does not exist")
+    try:
+        text = path.read_text()
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read config {path}: {str(error).splitlines()[0]}") from None
+    return config_from_dict(values or {}, path.resolve().parent)
+
+
+def _check(config: TrainConfig) -> None:
+    from .. import models
+    from ..degradation import DegradationSpec
+
+    if config.model.family not in models.FAMILIES:
+        raise ConfigError(f"unknown model family {config.model.family!r}; known: {', '.join(models.FAMILIES)}")
+    try:
+        DegradationSpec.from_dict(config.data.degradation)
+    except ValueError as error:
+        raise ConfigError(f"data.degradation: {error}") from None
+    if config.optim.name not in ("adam", "adamw"):
+        raise ConfigError(f"optim.name {config.optim.name!r} is not adam or adamw")
+    if config.optim.schedule not in ("none", "plateau", "step", "exponential"):
+        raise ConfigError(f"optim.schedule {config.optim.schedule!r} is not none, plateau, step or exponential")
+    if len(config.data.patch_size) != 3 or min(config.data.patch_size) < 4:
+        raise ConfigError(f"data.patch_size must be three sizes >= 4, got {config.data.patch_size}")
+    if config.run.steps < 1 or config.run.validate_every < 1 or config.data.batch_size < 1:
+        raise ConfigError("run.steps, run.validate_every and data.batch_size must be positive")
+    if not 0.0 < config.data.validation_fraction < 1.0:
+        raise ConfigError("data.validation_fraction must be between 0 and 1")
+    if config.loss.perceptual > 0 and not config.loss.perceptual_weights:
+        raise ConfigError("loss.perceptual needs loss.perceptual_weights: a local .safetensors file of VGG16 weights")
