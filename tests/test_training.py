@@ -1,0 +1,273 @@
+"""Training: config checks, data, augmentation, losses, the loop, validation, resume, DDP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from MRISuperResLib.errors import MRISuperResError
+from MRISuperResLib.training.augment import PatchBatch, augment_batch, fit_gaussian_mixture, gmm_contrast
+from MRISuperResLib.training.config import ConfigError, config_from_dict, load_config
+from MRISuperResLib.training.data import split_subjects
+from MRISuperResLib.training.losses import (
+    PatchCritic3d,
+    PerceptualLoss,
+    ReconstructionLoss,
+    fft_loss,
+    gradient_loss,
+    gradient_penalty,
+)
+from MRISuperResLib.volume import Volume
+from MRISuperResLib.volume_io import write_volume
+
+
+@pytest.fixture(scope="module")
+def brain_files(tmp_path_factory: pytest.TempPathFactory, mni_volume: Volume) -> list[Path]:
+    """Three small real brain volumes (MNI152 at 3 mm, shifted crops) as NIfTI files."""
+    from MRISuperResLib.degradation import box_downsample
+    from MRISuperResLib.geometry import resampled_grid
+    from MRISuperResLib.volume import Grid
+
+    folder = tmp_path_factory.mktemp("brains")
+    usable = tuple(n - n % 3 for n in mni_volume.shape)
+    array = mni_volume.array[: usable[0], : usable[1], : usable[2]].astype(np.float32)
+    shape = tuple(n // 3 for n in usable)
+    grid = resampled_grid(Grid(usable, mni_volume.spacing, mni_volume.grid.origin, mni_volume.grid.direction), shape)
+    coarse = Volume(box_downsample(array, shape), grid)
+    paths = []
+    for index, gain in enumerate((1.0, 0.7, 1.4)):
+        # Different intensity scales and crops: three "subjects" with their own geometry.
+        region = tuple(slice(index * 2, n - 4 + index) for n in shape)
+        crop = coarse.array[region] * gain
+        origin = grid.physical_points(np.array([float(r.start) for r in region]))
+        volume = Volume(crop.astype(np.float32), Grid(crop.shape, grid.spacing, tuple(origin), grid.direction))
+        paths.append(write_volume(volume, folder / f"brain{index}.nii.gz"))
+    return paths
+
+
+def tiny_config(paths: list[Path], output: Path, **overrides) -> dict:
+    config = {
+        "name": "tiny",
+        "output_dir": str(output),
+        "seed": 3,
+        "model": {"family": "edsr3d", "config": {"scale": [2, 2, 2], "channels": 8, "blocks": 1,
+                                                  "upsample_features": 2, "global_skip": "baseline"}},
+        "data": {"train": [str(p) for p in paths[:2]], "validation": [str(paths[2])], "patch_size": [8, 8, 8],
+                 "batch_size": 2, "resimulate_every": 4, "degradation": {"kind": "kspace", "noise": [0, 0.02]}},
+        "augment": {"gmm_contrast": 0.5},
+        "optim": {"lr": 0.002},
+        "run": {"steps": 12, "validate_every": 5, "checkpoint_every": 3, "log_every": 2, "device": "cpu",
+                "early_stop_patience": 0},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values
+    return config
+
+
+# ------------------------------------------------------------------------------------------------- config
+def test_unknown_config_keys_are_refused_with_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) lrate in optim; valid keys: name, lr"):
+        config_from_dict({"optim": {"lrate": 0.1}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        config_from_dict({"trainer": {}})
+    with pytest.raises(ConfigError, match="data.degradation"):
+        config_from_dict({"data": {"degradation": {"kind": "sinc"}}})
+    with pytest.raises(ConfigError, match="unknown model family"):
+        config_from_dict({"model": {"family": "vgg"}})
+
+
+def test_shipped_example_configs_are_valid() -> None:
+    configs = sorted((ROOT / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)
+
+
+def test_a_single_volume_cannot_be_split() -> None:
+    with pytest.raises(MRISuperResError, match="cannot be split"):
+        split_subjects([Path("a.nii.gz")], 0.2, 0)
+    train, validation = split_subjects([Path(f"{i}.nii") for i in range(5)], 0.2, 0)
+    assert len(validation) == 1 and len(train) == 4 and not set(train) & set(validation)
+
+
+# -------------------------------------------------------------------------------------------- augmentation
+def test_augmentation_keeps_the_pair_aligned() -> None:
+    from MRISuperResLib.bspline import bspline_upsample
+
+    rng = np.random.default_rng(0)
+    low = torch.rand(4, 1, 6, 6, 6)
+    high = bspline_upsample(low, (2, 2, 2))
+    batch = augment_batch(PatchBatch(low, high.clone(), high.clone()), rng, scale=(2, 2, 2),
+                          intensity_scale=(0.5, 2.0), intensity_shift=(-0.2, 0.2))
+    # Whatever flips, rotations and intensity changes were drawn, the target is still the B-spline of the input.
+    torch.testing.assert_close(bspline_upsample(batch.low, (2, 2, 2)), batch.high, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch.baseline, batch.high)
+
+
+def test_rotations_only_in_planes_of_equal_scale() -> None:
+    from MRISuperResLib.training.augment import allowed_rotation_planes
+
+    assert allowed_rotation_planes((1, 1, 4), (8, 8, 8)) == [(0, 1)]
+    assert allowed_rotation_planes((2, 2, 2), (8, 8, 4)) == [(0, 1)]
+    assert len(allowed_rotation_planes((2, 2, 2), (8, 8, 8))) == 3
+
+
+def test_gmm_contrast_changes_tissue_means_and_keeps_the_background(small_real_volume: Volume) -> None:
+    array = small_real_volume.array / np.percentile(small_real_volume.array, 99)
+    mask = array > 0.1
+    weights, means, stds = fit_gaussian_mixture(array[mask])
+    assert np.all(np.diff(means) > 0) and np.isclose(weights.sum(), 1.0)
+    augmented = gmm_contrast(array, mask, np.random.default_rng(1), mean_shift=0.1)
+    np.testing.assert_array_equal(augmented[~mask], array[~mask])
+    assert np.abs(augmented[mask] - array[mask]).mean() > 0.01
+    # Structure is kept: voxel order within the head barely changes.
+    correlation = np.corrcoef(augmented[mask], array[mask])[0, 1]
+    assert correlation > 0.9
+
+
+# ------------------------------------------------------------------------------------------------- losses
+def test_losses_are_zero_for_identical_volumes_and_positive_otherwise() -> None:
+    x = torch.rand(2, 1, 12, 12, 12)
+    y = x + 0.1 * torch.randn_like(x)
+    assert gradient_loss(x, x) == 0 and gradient_loss(x, y) > 0
+    assert fft_loss(x, x) == 0 and fft_loss(x, y) > 0
+    loss = ReconstructionLoss(l1=1.0, mse=1.0, ssim=0.5, gradient=0.1, fft=0.1)
+    total, terms = loss(y, x)
+    assert set(terms) == {"l1", "mse", "ssim", "gradient", "fft"} and total > 0
+    with pytest.raises(MRISuperResError, match="every loss weight is 0"):
+        ReconstructionLoss(l1=0.0)
+
+
+def test_perceptual_loss_reads_local_vgg_weights(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from MRISuperResLib.training.losses import VGGFeatures
+
+    torch.manual_seed(0)
+    reference = VGGFeatures.__new__(VGGFeatures)
+    torch.nn.Module.__init__(reference)
+    layers = []
+    for spec in __import__("MRISuperResLib.training.losses", fromlist=["x"])._VGG16_LAYERS:
+        layers.append(torch.nn.Conv2d(spec[1], spec[2], 3, padding=1) if spec[0] == "conv" else torch.nn.Identity())
+    weights = {f"features.{i}.{name}": p.detach().contiguous() for i, layer in enumerate(layers)
+               for name, p in layer.named_parameters()}
+    save_file(weights, str(tmp_path / "vgg.safetensors"))
+    loss = PerceptualLoss(tmp_path / "vgg.safetensors")
+    x = torch.rand(1, 1, 8, 16, 16)
+    assert loss(x, x) == 0
+    assert loss(x, x.flip(3)) > 0
+    with pytest.raises(MRISuperResError, match="do not exist"):
+        PerceptualLoss(tmp_path / "missing.safetensors")
+
+
+def test_gradient_penalty_is_finite_and_differentiable() -> None:
+    critic = PatchCritic3d(channels=4, layers=2)
+    real, fake = torch.rand(2, 1, 16, 16, 16), torch.rand(2, 1, 16, 16, 16)
+    penalty = gradient_penalty(critic, real, fake)
+    penalty.backward()
+    assert torch.isfinite(penalty) and critic.net[0].weight.grad is not None
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def _train(config: dict, tmp_path: Path, resume: bool = False, stop_at: int | None = None):
+    from MRISuperResLib.training.loop import Trainer
+
+    trainer = Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda message: None)
+    return trainer, trainer.run(resume=resume, stop_at=stop_at)
+
+
+def test_training_runs_validates_and_writes_a_usable_model(brain_files: list[Path], tmp_path: Path) -> None:
+    config = tiny_config(brain_files, tmp_path / "run", run={"steps": 40, "validate_every": 20})
+    trainer, result = _train(config, tmp_path)
+    assert result.model_path is not None and result.model_path.name == "tiny.safetensors"
+    rows = [row for row in result.history if "val_psnr" in row]
+    assert [row["step"] for row in rows] == [20, 40]
+    assert all(np.isfinite(row["val_psnr"]) and row["baseline_psnr"] > 10 for row in rows)
+    for name in ("state.pt", "best.safetensors", "log.csv", "curves.png", "config.yaml"):
+        assert (tmp_path / "run" / name).is_file(), name
+    # The trained file works unchanged with enhance, and carries its training metadata.
+    from MRISuperResLib.checkpoint import read_metadata
+    from MRISuperResLib.cli import main
+
+    metadata = read_metadata(result.model_path)
+    assert metadata["training"]["validation"] == ["brain2.nii.gz"]
+    assert metadata["metrics"]["validation"]["psnr"] == pytest.approx(result.best.psnr)
+    assert metadata["degradation"]["noise"] == [0.0, 0.02]
+    out = tmp_path / "sr.nii.gz"
+    assert main(["enhance", str(brain_files[2]), str(out), "--model", str(result.model_path), "--quiet"]) == 0
+    assert out.is_file()
+
+
+def test_a_stopped_run_resumes_to_the_same_result(brain_files: list[Path], tmp_path: Path) -> None:
+    straight, _ = _train(tiny_config(brain_files, tmp_path / "straight"), tmp_path)
+    config = tiny_config(brain_files, tmp_path / "resumed")
+    _, stopped = _train(config, tmp_path, stop_at=7)
+    assert stopped.interrupted and stopped.steps_done == 7 and stopped.model_path is None
+    resumed, result = _train(config, tmp_path, resume=True)
+    assert result.steps_done == 12
+    for (name, a), (_, b) in zip(straight.network.state_dict().items(), resumed.network.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [r.get("val_psnr") for r in straight.history] == [r.get("val_psnr") for r in result.history]
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(brain_files: list[Path], tmp_path: Path) -> None:
+    config = tiny_config(brain_files, tmp_path / "run", run={"steps": 2, "validate_every": 2})
+    _train(config, tmp_path)
+    with pytest.raises(MRISuperResError, match="--resume"):
+        _train(config, tmp_path)
+
+
+def test_too_small_volumes_for_the_patch_are_refused(brain_files: list[Path], tmp_path: Path) -> None:
+    config = tiny_config(brain_files, tmp_path / "run", data={"patch_size": [64, 64, 64]})
+    with pytest.raises(MRISuperResError, match="smaller than data.patch_size"):
+        _train(config, tmp_path)
+
+
+def test_adversarial_training_runs(brain_files: list[Path], tmp_path: Path) -> None:
+    config = tiny_config(brain_files, tmp_path / "run", run={"steps": 3, "validate_every": 3},
+                         loss={"l1": 1.0, "adversarial": 0.01, "n_critic": 2},
+                         model={"family": "edsr3d", "config": {"scale": [2, 2, 2], "channels": 8, "blocks": 1,
+                                                                 "upsample_features": 2},
+                                "critic": {"channels": 4, "layers": 2}})
+    _, result = _train(config, tmp_path)
+    assert "critic" in result.history[-1] and np.isfinite(result.history[-1]["critic"])
+
+
+def test_two_process_ddp_keeps_the_ranks_in_sync(brain_files: list[Path], tmp_path: Path) -> None:
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config(brain_files, tmp_path / "ddp",
+                                                      run={"steps": 4, "validate_every": 4})))
+    script = tmp_path / "ddp_check.py"
+    script.write_text(
+        "import os, sys, hashlib\n"
+        f"sys.path.insert(0, {str(ROOT / 'MRISuperRes')!r})\n"
+        "from MRISuperResLib.training.config import load_config\n"
+        "from MRISuperResLib.training.loop import Trainer\n"
+        "trainer = Trainer(load_config(sys.argv[1]), show_progress=False, log=lambda m: None)\n"
+        "trainer.run()\n"
+        "digest = hashlib.sha256()\n"
+        "for value in trainer.network.state_dict().values():\n"
+        "    digest.update(value.detach().numpy().tobytes())\n"
+        "open(os.path.join(sys.argv[2], f\"rank{trainer.context.rank}.txt\"), 'w').write(digest.hexdigest())\n"
+    )
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
+         str(script), str(config_path), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=environment,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    rank0, rank1 = (tmp_path / "rank0.txt").read_text(), (tmp_path / "rank1.txt").read_text()
+    assert rank0 == rank1
+    assert (tmp_path / "ddp" / "tiny.safetensors").is_file()
