@@ -271,3 +271,35 @@ def test_two_process_ddp_keeps_the_ranks_in_sync(brain_files: list[Path], tmp_pa
     rank0, rank1 = (tmp_path / "rank0.txt").read_text(), (tmp_path / "rank1.txt").read_text()
     assert rank0 == rank1
     assert (tmp_path / "ddp" / "tiny.safetensors").is_file()
+
+
+def test_an_empty_glob_is_reported(tmp_path: Path) -> None:
+    from MRISuperResLib.training.data import expand_paths
+
+    with pytest.raises(MRISuperResError, match="matches no files"):
+        expand_paths(["*.nii.gz"], lambda p: tmp_path / p)
+
+
+def test_simulate_and_evaluate_commands(brain_files: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from MRISuperResLib.cli import main
+    from MRISuperResLib.volume_io import read_volume
+
+    low_path = tmp_path / "low.nrrd"
+    assert main(["simulate", str(brain_files[0]), str(low_path), "--scale", "1,1,2", "--kind", "kspace,kspace,box",
+                 "--gap", "0.2", "--noise", "0.02", "--seed", "4"]) == 0
+    high, low = read_volume(brain_files[0]), read_volume(low_path)
+    assert low.shape == (high.shape[0], high.shape[1], high.shape[2] // 2)
+    assert low.spacing[2] == pytest.approx(2 * high.spacing[2])
+    capsys.readouterr()
+    assert main(["evaluate", str(brain_files[1]), str(brain_files[2]), "--scale", "2", "--json",
+                 "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [v["name"] for v in report["volumes"]] == ["brain1.nii.gz", "brain2.nii.gz"]
+    # The shipped default is the untrained placeholder: its SR is the B-spline baseline.
+    for volume in report["volumes"]:
+        assert volume["psnr_sr"] == pytest.approx(volume["psnr_baseline"], abs=1e-3)
+        assert volume["psnr_baseline"] > 15
+    assert main(["evaluate", str(brain_files[1]), "--scale", "3", "--device", "cpu"]) == 1
+    assert "no shipped model does scale 3" in capsys.readouterr().err

@@ -73,6 +73,8 @@ def expand_paths(patterns: Sequence[str], resolve) -> list[Path]:  # type: ignor
     for pattern in patterns:
         path = resolve(pattern)
         matches = sorted(Path(p) for p in glob.glob(str(path))) if any(c in str(path) for c in "*?[") else [path]
+        if not matches:
+            raise InputError(f"{pattern} matches no files (looked in {path.parent}); check data paths in the config")
         for match in matches:
             if not match.exists():
                 raise InputError(f"training volume {match} does not exist; check data paths in the config")
