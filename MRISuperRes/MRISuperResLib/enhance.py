@@ -30,7 +30,7 @@ from .degradation import DegradationSpec
 from .device import select_device
 from .errors import InputError
 from .geometry import Scale, format_scale, parse_scale, upsampled_grid
-from .inference import CancelCheck, ProgressCallback, run_tiled
+from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from .interpolation import bspline_upsample_volume
 from .model_zoo import DEFAULT_MODEL, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
@@ -183,15 +183,14 @@ def enhance_volume(
     timings["baseline"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    network_output = run_tiled(
-        loaded.network,
-        network_input,
-        choice,
-        tile=tile,
-        overlap=overlap,
-        progress=lambda fraction, text: report(0.05 + 0.85 * fraction, f"super-resolving: {text}"),
-        cancel=cancel,
-    )
+    tile_progress = lambda fraction, text: report(0.05 + 0.85 * fraction, f"super-resolving: {text}")  # noqa: E731
+    if getattr(loaded.network, "arbitrary_scale", False):
+        # Arbitrary-scale (implicit) models decode the fine grid directly, block by block.
+        network_output = run_tiled_implicit(loaded.network, network_input, fine_grid.shape, choice, tile=tile,
+                                            progress=tile_progress, cancel=cancel)
+    else:
+        network_output = run_tiled(loaded.network, network_input, choice, tile=tile, overlap=overlap,
+                                   progress=tile_progress, cancel=cancel)
     timings["inference"] = time.perf_counter() - stage
     if network_output.shape != fine_grid.shape:
         raise RuntimeError(f"model output shape {network_output.shape} differs from the grid {fine_grid.shape}")

@@ -201,3 +201,120 @@ def run_tiled(
     with torch.inference_mode():
         out = inferer(tensor, runner)
     return out[0, 0].float().numpy()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Arbitrary-scale (implicit) models
+
+
+class _Encoder(nn.Module):
+    """An implicit model's encoder as a plain module (for the memory estimate of :func:`choose_tile`)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.encode(x)
+
+
+def fine_block_start(coarse_index: int, n_in: int, n_out: int) -> int:
+    """First fine voxel whose centre lies at or beyond coarse index ``coarse_index - 1/2``.
+
+    Fine voxel ``q`` sits at coarse index ``(q + 0.5) * n_in / n_out - 0.5``; the fine voxels of the coarse cells
+    ``[a, b)`` are ``[fine_block_start(a), fine_block_start(b))``, computed in integers so neighbouring blocks
+    never overlap or leave a gap.
+    """
+    return -((n_in - 2 * coarse_index * n_out) // (2 * n_in))
+
+
+def _balanced_bounds(size: int, core: int) -> list[int]:
+    windows = max(1, -(-size // max(1, core)))
+    return [round(size * w / windows) for w in range(windows + 1)]
+
+
+def run_tiled_implicit(
+    network: nn.Module,
+    array: np.ndarray,
+    output_shape: tuple[int, int, int],
+    device: DeviceChoice,
+    *,
+    tile: int | tuple[int, int, int] | None = None,
+    halo: int | None = None,
+    chunk_points: int = 1 << 17,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> np.ndarray:
+    """Apply an arbitrary-scale model to a normalised volume, block by block, onto a fine grid of any shape.
+
+    The model follows the implicit contract of :class:`~MRISuperResLib.models.arssr.ArSSR`: ``encode(x)`` gives a
+    feature map on the input grid and ``query(features, positions, offsets)`` decodes values at continuous
+    indices of that map. The coarse grid is cut into balanced blocks; each block's encoder runs once on the block
+    plus a halo (the model's receptive radius: encoder context and the trilinear neighbour), and the fine voxels
+    whose centres fall in the block (``(q + 0.5) * n_in / n_out - 0.5`` in ``[a - 1/2, b - 1/2)``) are decoded in
+    chunks of ``chunk_points`` (bounded memory). Decoder coordinates come from the whole volume's grid, so blocks
+    join exactly. MONAI's sliding window is not used: with a non-integer scale a block does not map to a whole
+    number of fine voxels.
+
+    Args:
+        network: an arbitrary-scale model (``arbitrary_scale = True``).
+        array: float32 input on the coarse grid.
+        output_shape: the fine grid's shape (see :func:`~MRISuperResLib.geometry.upsampled_grid`).
+        device: where the network runs; the result is assembled in CPU memory.
+        tile: block edge in input voxels (int or per axis); ``None`` chooses from free memory.
+        halo: context voxels around each block; ``None`` uses the network's receptive radius (exact).
+        chunk_points: fine voxels decoded at once.
+        progress: called with ``(fraction, text)`` after each block.
+        cancel: polled before each block; returning true aborts with :class:`CancelledError`.
+
+    Returns:
+        float32 array of ``output_shape``.
+    """
+    shape = tuple(int(n) for n in array.shape)
+    output_shape = tuple(int(n) for n in output_shape)
+    if len(output_shape) != 3 or any(o < i for o, i in zip(output_shape, shape)):
+        raise ValueError(f"output shape {output_shape} must be at least the input shape {shape} on every axis")
+    from .models.arssr import decoder_offsets, fine_grid_positions
+
+    network = network.to(device.device).eval()
+    halo = receptive_radius(network) if halo is None else int(halo)
+    if tile is None:
+        core = choose_tile(_Encoder(network), shape, device.device, halo)  # type: ignore[arg-type]
+    else:
+        core = fit_tile((tile,) * 3 if isinstance(tile, int) else tuple(tile), shape)  # type: ignore[arg-type]
+    bounds = [_balanced_bounds(n, c) for n, c in zip(shape, core)]
+    blocks = [
+        ((bi[0], bi[1]), (bj[0], bj[1]), (bk[0], bk[1]))
+        for bi in zip(bounds[0][:-1], bounds[0][1:])
+        for bj in zip(bounds[1][:-1], bounds[1][1:])
+        for bk in zip(bounds[2][:-1], bounds[2][1:])
+    ]
+    volume = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    out = np.zeros(output_shape, dtype=np.float32)
+    dtype = device.autocast_dtype
+    autocast = (lambda: torch.autocast(device.device.type, dtype=dtype)) if dtype else nullcontext
+    with torch.inference_mode():
+        for done, block in enumerate(blocks, start=1):
+            if cancel is not None and cancel():
+                raise CancelledError("cancelled by the user; nothing was written")
+            fine = [(fine_block_start(a, n, m), fine_block_start(b, n, m))
+                    for (a, b), n, m in zip(block, shape, output_shape)]
+            if all(stop > start for start, stop in fine):
+                window = [(max(0, a - halo), min(n, b + halo)) for (a, b), n in zip(block, shape)]
+                data = volume[(slice(None), slice(None), *[slice(w0, w1) for w0, w1 in window])]
+                with autocast():
+                    features = network.encode(data.to(device.device))
+                positions = fine_grid_positions(shape, output_shape, [f[0] for f in fine], [f[1] for f in fine],
+                                                device=device.device)
+                origin = torch.tensor([w[0] for w in window], dtype=positions.dtype, device=device.device)
+                values = []
+                for start in range(0, positions.shape[0], chunk_points):
+                    chunk = positions[start:start + chunk_points]
+                    with autocast():
+                        decoded = network.query(features, (chunk - origin)[None], decoder_offsets(chunk)[None])
+                    values.append(decoded[0].float().cpu())
+                region = tuple(slice(f0, f1) for f0, f1 in fine)
+                out[region] = torch.cat(values).reshape([f1 - f0 for f0, f1 in fine]).numpy()
+            if progress is not None:
+                progress(done / len(blocks), f"block {done}/{len(blocks)}")
+    return out

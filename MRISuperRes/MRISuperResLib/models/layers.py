@@ -34,3 +34,55 @@ def trilinear_upsample(x: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
     """Cell-centred trilinear upsampling by integer per-axis factors (``align_corners=False``)."""
     size = [n * f for n, f in zip(x.shape[2:], factors)]
     return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+#: Coarse voxels of context that make an in-network B-spline upsampling of a tile equal (to float32 precision)
+#: the upsampling of the whole volume: the exact prefilter's impulse response falls by ``2 - sqrt(3)`` per voxel,
+#: ``0.268**10 < 2e-6``, plus the cubic kernel's own 2-voxel support.
+BSPLINE_HALO = 12
+
+
+def check_integer_factors(scale: Sequence[float], who: str) -> tuple[int, int, int]:
+    """``scale`` as three integer factors >= 1, or a ``ValueError`` naming ``who``."""
+    factors = tuple(scale)
+    if len(factors) != 3 or any(float(s) != int(s) or int(s) < 1 for s in factors):
+        raise ValueError(f"{who} needs three integer factors >= 1, got {factors}")
+    return tuple(int(s) for s in factors)  # type: ignore[return-value]
+
+
+def upsample_stages(factors: Sequence[int]) -> list[tuple[int, ...]]:
+    """Split per-axis integer factors into successive strides, x2 at a time where a factor is even.
+
+    ``(2, 2, 2) -> [(2, 2, 2)]``; ``(1, 1, 4) -> [(1, 1, 2), (1, 1, 2)]`` (as SRDenseNet's two x2 deconvolutions
+    for x4); ``(3, 3, 3) -> [(3, 3, 3)]``; ``(1, 1, 1) -> []``.
+    """
+    remaining = [int(f) for f in factors]
+    stages = []
+    while any(r > 1 for r in remaining):
+        stride = tuple(1 if r == 1 else (2 if r % 2 == 0 else r) for r in remaining)
+        stages.append(stride)
+        remaining = [r // s for r, s in zip(remaining, stride)]
+    return stages
+
+
+def transposed_conv_geometry(stride: int) -> tuple[int, int, int]:
+    """``(kernel, padding, output_padding)`` of a transposed convolution that enlarges ``n`` to exactly ``n*stride``.
+
+    Stride 2 gives SRDenseNet's 3-wide kernel (Tong et al. 2017); in general the kernel is ``2*stride - 1`` wide so
+    every output sees the two nearest inputs; stride 1 is a plain 3-wide convolution.
+    """
+    if stride == 1:
+        return 3, 1, 0
+    padding = stride // 2
+    return 2 * stride - 1, padding, 1 - stride + 2 * padding
+
+
+def fine_voxel_positions(n_in: int, n_out: int, dtype: torch.dtype = torch.float64,
+                         device: torch.device | str = "cpu") -> torch.Tensor:
+    """Continuous coarse index of every fine voxel centre along one axis (cell-centred grids).
+
+    Fine voxel ``q`` of ``n_out`` covering the same extent as ``n_in`` coarse voxels sits at coarse index
+    ``(q + 0.5) * n_in / n_out - 0.5`` (see :mod:`MRISuperResLib.geometry`).
+    """
+    q = torch.arange(n_out, dtype=dtype, device=device)
+    return (q + 0.5) * (n_in / n_out) - 0.5
