@@ -303,3 +303,22 @@ def test_simulate_and_evaluate_commands(brain_files: list[Path], tmp_path: Path,
         assert volume["psnr_baseline"] > 15
     assert main(["evaluate", str(brain_files[1]), "--scale", "3", "--device", "cpu"]) == 1
     assert "no shipped model does scale 3" in capsys.readouterr().err
+
+
+def test_training_can_start_from_a_model_file(brain_files: list[Path], tmp_path: Path) -> None:
+    from MRISuperResLib import models
+    from MRISuperResLib.checkpoint import save_model
+    from MRISuperResLib.training.loop import Trainer
+
+    config = tiny_config(brain_files, tmp_path / "run")
+    torch.manual_seed(11)
+    start = models.create("edsr3d", **config["model"]["config"])
+    path = save_model(start, tmp_path / "start.safetensors", name="start", family="edsr3d",
+                      config=config["model"]["config"])
+    config["model"]["init_from"] = str(path)
+    trainer = Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
+    for (name, a), (_, b) in zip(trainer.network.state_dict().items(), start.state_dict().items()):
+        assert torch.equal(a, b), name
+    config["model"]["config"] = {**config["model"]["config"], "channels": 4}
+    with pytest.raises(ConfigError, match="must match"):
+        Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)

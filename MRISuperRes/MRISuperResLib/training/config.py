@@ -29,11 +29,14 @@ class ModelSection:
         family: a registry family name (``MRISuperResLib.models.FAMILIES``).
         config: the family's constructor arguments (its ``scale`` sets the training scale for fixed-scale families).
         critic: family and config of the patch critic for adversarial training (``{}``: built-in 3D critic).
+        init_from: an engine model file (``.safetensors``) of the same family and config to start from
+            (fine-tuning, or continuing a finished training with new data or settings).
     """
 
     family: str = "edsr3d"
     config: dict[str, Any] = field(default_factory=dict)
     critic: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
 
 @dataclass

@@ -147,6 +147,8 @@ class Trainer:
             self.network = models.create(config.model.family, **model_config).to(self.device.device)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"model.config does not fit family {config.model.family}: {error}") from None
+        if config.model.init_from:
+            self._initialise_from(config.resolve(config.model.init_from))
         self.arbitrary_scale = bool(getattr(self.network, "arbitrary_scale", False))
         self.residual = bool(getattr(self.network, "residual_to_baseline", False))
         self.trained: nn.Module = self.network
@@ -181,6 +183,15 @@ class Trainer:
         self.step = 0
 
     # ----------------------------------------------------------------------------------------------- setup
+    def _initialise_from(self, path: Path) -> None:
+        from ..checkpoint import load_model_file
+
+        start = load_model_file(path)
+        if start.metadata.get("family") != self.config.model.family or start.metadata.get("config") != self.model_config:
+            raise ConfigError(f"model.init_from {path} is a {start.metadata.get('family')} with config "
+                              f"{start.metadata.get('config')}; it must match model.family and model.config")
+        self.network.load_state_dict(start.network.state_dict())
+
     def _make_scheduler(self):  # type: ignore[no-untyped-def]
         optim = self.config.optim
         if optim.schedule == "plateau":
