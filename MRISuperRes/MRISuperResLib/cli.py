@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--difference", metavar="FILE", help="also write SR minus baseline here")
     enhance.add_argument("--consistency", metavar="FILE",
                          help="also write |degrade(SR) - input| on the input grid here")
+    enhance.add_argument("--uncertainty", metavar="FILE",
+                         help="also write the spread of a test-time flip ensemble here (8 passes; the SR becomes "
+                         "their mean)")
+    enhance.add_argument("--mask-background", action="store_true",
+                         help="keep the B-spline baseline outside the head, so the network adds nothing there")
     enhance.add_argument("--companions", action="store_true",
                          help="write baseline, difference and consistency beside each output "
                          "(<name>_baseline, <name>_difference, <name>_consistency)")
@@ -174,12 +179,12 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Path]]
             for role in ("baseline", "difference", "consistency"):
                 companions[role] = target.with_name(f"{stem}_{role}{extension}")
         if not batch:
-            for role in ("baseline", "difference", "consistency", "figure"):
+            for role in ("baseline", "difference", "consistency", "figure", "uncertainty"):
                 if getattr(args, role):
                     companions[role] = Path(getattr(args, role))
         plans.append((path, {"sr": target, **companions}))
     if batch:
-        if any(getattr(args, role) for role in ("baseline", "difference", "consistency", "figure")):
+        if any(getattr(args, role) for role in ("baseline", "difference", "consistency", "figure", "uncertainty")):
             raise InputError("--baseline/--difference/--consistency/--figure name one file; with several inputs "
                              "use --companions")
         if output.exists() and not output.is_dir():
@@ -216,6 +221,8 @@ def _run_enhance(args: argparse.Namespace) -> int:
                 difference_path=targets.get("difference"),
                 consistency_path=targets.get("consistency"),
                 figure_path=targets.get("figure"),
+                uncertainty_path=targets.get("uncertainty"),
+                mask_background=args.mask_background,
                 overwrite=args.overwrite,
                 sidecar=not args.no_sidecar,
                 device=args.device,

@@ -14,6 +14,7 @@ The input volume is never modified. Every output carries provenance in its metad
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import time
@@ -61,6 +62,7 @@ class EnhanceResult:
         baseline: cubic B-spline upsampling of the input on the same grid (float32).
         difference: ``sr - baseline`` (float32).
         consistency: ``|degrade(sr) - input|`` on the input grid (float32), or ``None`` when not computed.
+        uncertainty: standard deviation of the flip ensemble on the fine grid (float32), or ``None``.
         consistency_nrmse: RMS disagreement / normalisation range (unitless); ``nan`` when not computed.
         baseline_consistency_nrmse: the same score for the baseline, as a reference.
         scale: per-axis scale used.
@@ -76,6 +78,7 @@ class EnhanceResult:
     baseline: Volume
     difference: Volume
     consistency: Volume | None
+    uncertainty: Volume | None
     consistency_nrmse: float
     baseline_consistency_nrmse: float
     scale: Scale
@@ -135,6 +138,8 @@ def enhance_volume(
     threads: int | None = None,
     keep_dtype: bool = False,
     consistency: bool = True,
+    uncertainty: bool = False,
+    mask_background: bool = False,
     source_name: str = "input",
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
@@ -151,6 +156,10 @@ def enhance_volume(
         threads: CPU threads for torch (``None`` keeps torch's default).
         keep_dtype: return the SR volume in the input's data type (rounded and clipped) instead of float32.
         consistency: compute the data-consistency map and scores.
+        uncertainty: run the network on the 8 flipped versions of the input (test-time flip ensemble): the SR is
+            their mean and the uncertainty map their standard deviation (intensity units); 8 times the work.
+        mask_background: outside the head (foreground mask of the input), keep the B-spline baseline so the
+            network adds nothing there.
         source_name: the input's name, for messages and provenance.
         progress: ``(fraction, stage text)`` callback.
         cancel: polled between tiles; returning true raises :class:`~.errors.CancelledError`.
@@ -183,14 +192,37 @@ def enhance_volume(
     timings["baseline"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    tile_progress = lambda fraction, text: report(0.05 + 0.85 * fraction, f"super-resolving: {text}")  # noqa: E731
-    if getattr(loaded.network, "arbitrary_scale", False):
-        # Arbitrary-scale (implicit) models decode the fine grid directly, block by block.
-        network_output = run_tiled_implicit(loaded.network, network_input, fine_grid.shape, choice, tile=tile,
-                                            progress=tile_progress, cancel=cancel)
-    else:
-        network_output = run_tiled(loaded.network, network_input, choice, tile=tile, overlap=overlap,
-                                   progress=tile_progress, cancel=cancel)
+    flips = [axes for count in range(4) for axes in itertools.combinations((0, 1, 2), count)] if uncertainty else [()]
+    outputs = []
+    for number, axes in enumerate(flips):
+
+        def tile_progress(fraction: float, text: str, number: int = number) -> None:
+            done = (number + fraction) / len(flips)
+            pass_text = f" (flip {number + 1}/{len(flips)})" if len(flips) > 1 else ""
+            report(0.05 + 0.85 * done, f"super-resolving: {text}{pass_text}")
+
+        flipped = np.flip(network_input, axes).copy() if axes else network_input
+        if getattr(loaded.network, "arbitrary_scale", False):
+            # Arbitrary-scale (implicit) models decode the fine grid directly, block by block.
+            output = run_tiled_implicit(loaded.network, flipped, fine_grid.shape, choice, tile=tile,
+                                        progress=tile_progress, cancel=cancel)
+        else:
+            output = run_tiled(loaded.network, flipped, choice, tile=tile, overlap=overlap,
+                               progress=tile_progress, cancel=cancel)
+        outputs.append(np.flip(output, axes) if axes else output)
+    network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
+    spread = np.std(outputs, axis=0, dtype=np.float32) * np.float32(normalizer.scale) if uncertainty else None
+    if mask_background:
+        from .training.preprocess import foreground_mask
+
+        head = volume.with_array(foreground_mask(volume).astype(np.float32))
+        inside = bspline_upsample_volume(head, fine_grid).array > 0.5
+        if not loaded.residual_to_baseline:
+            network_output = np.where(inside, network_output, normalizer.normalize(baseline.array, clip=False))
+        else:
+            network_output = np.where(inside, network_output, 0.0).astype(np.float32)
+        if spread is not None:
+            spread = np.where(inside, spread, 0.0).astype(np.float32)
     timings["inference"] = time.perf_counter() - stage
     if network_output.shape != fine_grid.shape:
         raise RuntimeError(f"model output shape {network_output.shape} differs from the grid {fine_grid.shape}")
@@ -222,6 +254,7 @@ def enhance_volume(
         baseline=tagged(baseline, "baseline"),
         difference=tagged(baseline.with_array((sr_array - baseline.array).astype(np.float32)), "difference"),
         consistency=tagged(consistency_volume, "consistency") if consistency_volume is not None else None,
+        uncertainty=tagged(baseline.with_array(spread), "uncertainty") if spread is not None else None,
         consistency_nrmse=score,
         baseline_consistency_nrmse=baseline_score,
         scale=scale,
@@ -246,6 +279,7 @@ def enhance_file(
     difference_path: str | os.PathLike | None = None,
     consistency_path: str | os.PathLike | None = None,
     figure_path: str | os.PathLike | None = None,
+    uncertainty_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     sidecar: bool = True,
     **options: Any,
@@ -258,7 +292,7 @@ def enhance_file(
     ``options`` are passed to :func:`enhance_volume`.
     """
     targets = {"sr": output_path, "baseline": baseline_path, "difference": difference_path,
-               "consistency": consistency_path}
+               "consistency": consistency_path, "uncertainty": uncertainty_path}
     planned = {role: Path(path) for role, path in targets.items() if path is not None}
     resolved = [p.resolve() for p in planned.values()]
     if len(set(resolved)) != len(resolved):
@@ -276,9 +310,11 @@ def enhance_file(
         if sidecar:
             check_writable_target(sidecar_path(path), overwrite, volume_format=False)
     volume = read_volume(input_path)
+    if uncertainty_path is not None:
+        options["uncertainty"] = True
     result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
     outputs = {"sr": result.sr, "baseline": result.baseline, "difference": result.difference,
-               "consistency": result.consistency}
+               "consistency": result.consistency, "uncertainty": result.uncertainty}
     stage = time.perf_counter()
     folders = sorted({path.parent.resolve() for path in [*planned.values(), *([figure] if figure else [])]})
     with contextlib.ExitStack() as stack:

@@ -21,7 +21,7 @@ def make_provenance(model: LoadedModel, scale: Scale, role: str, source: str, de
     Args:
         model: the model that produced the result.
         scale: per-axis scale ``(s_i, s_j, s_k)``.
-        role: ``"super-resolved"``, ``"baseline"``, ``"difference"`` or ``"consistency"``.
+        role: ``"super-resolved"``, ``"baseline"``, ``"difference"``, ``"consistency"`` or ``"uncertainty"``.
         source: name of the input (file name or node name).
         device: where inference ran.
     """

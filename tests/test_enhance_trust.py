@@ -1,0 +1,54 @@
+"""Trust outputs of enhance: the test-time flip ensemble's uncertainty map and background masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from MRISuperResLib.checkpoint import load_model_file
+from MRISuperResLib.cli import main
+from MRISuperResLib.enhance import enhance_volume
+from MRISuperResLib.volume import Volume
+from MRISuperResLib.volume_io import read_volume, write_volume
+
+
+def test_flip_ensemble_gives_mean_and_spread(small_real_volume: Volume, tiny_model: Path) -> None:
+    model = load_model_file(tiny_model)
+    single = enhance_volume(small_real_volume, model, 2, device="cpu")
+    ensemble = enhance_volume(small_real_volume, model, 2, device="cpu", uncertainty=True)
+    assert single.uncertainty is None
+    assert ensemble.uncertainty is not None and ensemble.uncertainty.grid.same_geometry(ensemble.sr.grid)
+    spread = ensemble.uncertainty.array
+    assert spread.min() >= 0 and spread.max() > 0  # a random network is not flip-equivariant
+    assert not np.allclose(ensemble.sr.array, single.sr.array)
+    assert ensemble.uncertainty.metadata["MRISuperRes.role"] == "uncertainty"
+
+
+def test_flip_ensemble_of_the_placeholder_is_certain(small_real_volume: Volume) -> None:
+    result = enhance_volume(small_real_volume, "default", 2, device="cpu", uncertainty=True)
+    assert np.all(result.uncertainty.array == 0)
+    np.testing.assert_array_equal(result.sr.array, result.baseline.array)
+
+
+def test_background_masking_keeps_the_baseline_outside_the_head(small_real_volume: Volume, tiny_model: Path) -> None:
+    from MRISuperResLib.geometry import upsampled_grid
+    from MRISuperResLib.interpolation import bspline_upsample_volume
+    from MRISuperResLib.training.preprocess import foreground_mask
+
+    model = load_model_file(tiny_model)
+    result = enhance_volume(small_real_volume, model, 2, device="cpu", mask_background=True)
+    head = small_real_volume.with_array(foreground_mask(small_real_volume).astype(np.float32))
+    inside = bspline_upsample_volume(head, upsampled_grid(small_real_volume.grid, (2, 2, 2))).array > 0.5
+    assert 0 < inside.mean() < 1
+    np.testing.assert_array_equal(result.sr.array[~inside], result.baseline.array[~inside])
+    assert np.abs(result.difference.array[inside]).max() > 0
+
+
+def test_cli_writes_the_uncertainty_map(small_real_volume: Volume, tiny_model: Path, tmp_path: Path) -> None:
+    source = write_volume(small_real_volume, tmp_path / "in.nii.gz")
+    out, spread = tmp_path / "sr.nii.gz", tmp_path / "spread.nii.gz"
+    assert main(["enhance", str(source), str(out), "--model", str(tiny_model), "--uncertainty", str(spread),
+                 "--mask-background", "--quiet", "--device", "cpu"]) == 0
+    assert read_volume(spread).shape == read_volume(out).shape
+    assert (tmp_path / "spread.json").is_file()
