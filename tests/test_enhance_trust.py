@@ -52,3 +52,18 @@ def test_cli_writes_the_uncertainty_map(small_real_volume: Volume, tiny_model: P
                  "--mask-background", "--quiet", "--device", "cpu"]) == 0
     assert read_volume(spread).shape == read_volume(out).shape
     assert (tmp_path / "spread.json").is_file()
+
+
+def test_a_calibrated_threshold_flags_inconsistent_results(small_real_volume: Volume, tmp_path: Path) -> None:
+    from conftest import make_tiny_model
+
+    strict = make_tiny_model(tmp_path / "strict.safetensors", extra={"consistency": {"threshold": 1e-9}})
+    lenient = make_tiny_model(tmp_path / "lenient.safetensors", extra={"consistency": {"threshold": 10.0}})
+    flagged = enhance_volume(small_real_volume, load_model_file(strict), 2, device="cpu")
+    assert flagged.consistency_suspicious is True
+    assert any("calibrated threshold" in warning for warning in flagged.warnings)
+    calm = enhance_volume(small_real_volume, load_model_file(lenient), 2, device="cpu")
+    assert calm.consistency_suspicious is False and not calm.warnings
+    assert calm.summary()["consistency_threshold"] == 10.0
+    uncalibrated = enhance_volume(small_real_volume, "default", 2, device="cpu")
+    assert uncalibrated.consistency_suspicious is None

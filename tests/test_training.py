@@ -204,6 +204,9 @@ def test_training_runs_validates_and_writes_a_usable_model(brain_files: list[Pat
     assert metadata["training"]["validation"] == ["brain2.nii.gz"]
     assert metadata["metrics"]["validation"]["psnr"] == pytest.approx(result.best.psnr)
     assert metadata["degradation"]["noise"] == [0.0, 0.02]
+    # The consistency threshold is calibrated on the validation inputs.
+    calibration = metadata["consistency"]
+    assert calibration["threshold"] == pytest.approx(1.5 * max(calibration["validation_values"]))
     out = tmp_path / "sr.nii.gz"
     assert main(["enhance", str(brain_files[2]), str(out), "--model", str(result.model_path), "--quiet"]) == 0
     assert out.is_file()

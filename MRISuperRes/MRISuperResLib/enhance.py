@@ -89,6 +89,21 @@ class EnhanceResult:
     warnings: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def consistency_threshold(self) -> float | None:
+        """The model's calibrated threshold: above it the result disagrees with the input more than on
+        validation scans (``None`` when the model has no calibration)."""
+        value = self.model.metadata.get("consistency", {}).get("threshold")
+        return float(value) if value is not None else None
+
+    @property
+    def consistency_suspicious(self) -> bool | None:
+        """True when the consistency NRMSE exceeds the calibrated threshold (``None`` without calibration)."""
+        threshold = self.consistency_threshold
+        if threshold is None or self.consistency_nrmse != self.consistency_nrmse:
+            return None
+        return self.consistency_nrmse > threshold
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready description of the run (what ``--json`` prints)."""
         return {
@@ -101,6 +116,8 @@ class EnhanceResult:
             "device": self.device,
             "consistency_nrmse": self.consistency_nrmse,
             "baseline_consistency_nrmse": self.baseline_consistency_nrmse,
+            "consistency_threshold": self.consistency_threshold,
+            "consistency_suspicious": self.consistency_suspicious,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
             "outputs": dict(self.paths),
@@ -263,6 +280,12 @@ def enhance_volume(
         device=described,
         warnings=warnings,
     )
+    if result.consistency_suspicious:
+        result.warnings.append(
+            f"consistency NRMSE {score:.4f} is above model {loaded.name}'s calibrated threshold "
+            f"{result.consistency_threshold:.4f}: the result disagrees with the measured data more than on validation "
+            "scans; inspect the consistency map before trusting details"
+        )
     timings["total"] = time.perf_counter() - start
     result.timings = timings
     report(1.0, "done")

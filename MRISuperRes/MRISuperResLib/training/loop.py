@@ -407,6 +407,7 @@ class Trainer:
                 "code_revision": code_revision(),
             },
             "metrics": {"validation": validation},
+            "extra": {"consistency": self.calibration} if getattr(self, "calibration", None) else None,
         }
 
     def _save_model(self, path: Path) -> Path:
@@ -523,12 +524,27 @@ class Trainer:
         return patience > 0 and bad >= patience
 
     def _finalise(self) -> Path:
-        """The final model: the best weights, with full metadata, as ``<name>.safetensors``."""
+        """The final model: the best weights, with full metadata and a calibrated consistency threshold."""
         from ..checkpoint import load_model_file
 
         best = load_model_file(self.output_dir / BEST_FILE)
         self.network.load_state_dict(best.network.state_dict())
+        self.calibration = self._calibrate_consistency(best)
         return self._save_model(self.output_dir / f"{self.config.name}.safetensors")
+
+    def _calibrate_consistency(self, model) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        """Consistency NRMSE of the best model on each whole validation input, run through ``enhance``; the
+        threshold above which ``enhance`` warns is 1.5 times the largest of them."""
+        from ..enhance import enhance_volume
+        from ..volume import Volume
+
+        values = []
+        for subject in self.validation_subjects:
+            low = Volume(subject.low.astype(np.float32), subject.low_grid)  # type: ignore[union-attr]
+            result = enhance_volume(low, model, self.scale, device=str(self.device.device))
+            values.append(result.consistency_nrmse)
+        return {"threshold": 1.5 * max(values), "validation_values": values,
+                "rule": "1.5 x the largest consistency NRMSE on the validation inputs"}
 
     def _progress_bar(self):  # type: ignore[no-untyped-def]
         if not (self.show_progress and self.context.is_main):
