@@ -325,3 +325,19 @@ def test_training_can_start_from_a_model_file(brain_files: list[Path], tmp_path:
     config["model"]["config"] = {**config["model"]["config"], "channels": 4}
     with pytest.raises(ConfigError, match="must match"):
         Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
+
+
+def test_a_user_supplied_mask_drives_patch_sampling(brain_files: list[Path], tmp_path: Path) -> None:
+    from MRISuperResLib.training.data import load_subject
+    from MRISuperResLib.volume_io import read_volume
+
+    volume = read_volume(brain_files[0])
+    box = np.zeros(volume.shape, np.uint8)
+    box[10:20, 10:22, 8:16] = 1
+    mask_path = write_volume(volume.with_array(box), tmp_path / "mask.nii.gz")
+    normalization = {"lower_percentile": 1.0, "upper_percentile": 99.0}
+    subject = load_subject(brain_files[0], (2, 2, 2), normalization=normalization, crop_foreground=False, n4=False,
+                           mask_path=mask_path)
+    assert subject.mask_high.sum() == box[: subject.mask_high.shape[0], : subject.mask_high.shape[1],
+                                          : subject.mask_high.shape[2]].sum()
+    assert 0 < subject.mask_low.sum() <= box.sum() / 8

@@ -47,8 +47,10 @@ class DataSection:
         train: high-resolution volumes (paths or globs) to simulate low-resolution inputs from.
         validation: volumes held out for validation; empty means ``validation_fraction`` of ``train`` subjects.
         validation_fraction: share of subjects held out when ``validation`` is empty (at least one).
-        pairs: real pairs ``{high: path, low: path, register: true}``; the low-resolution member is registered
-            onto the high-resolution one and resampled onto the coarse grid over its extent.
+        pairs: real pairs ``{high: path, low: path, register: true, mask: path}``; the low-resolution member is
+            registered onto the high-resolution one and resampled onto the coarse grid over its extent.
+        masks: user-supplied foreground masks by volume file name (``{t1.nii.gz: t1_brain_mask.nii.gz}``),
+            used for patch sampling and masked validation metrics instead of the threshold mask.
         scale: per-axis scale ``(i, j, k)``; taken from the model config when omitted.
         degradation: forward model, noise and bias for simulation (see ``degradation.DegradationSpec``).
         normalization: clipped-percentile normalisation ``{lower_percentile, upper_percentile}``, the same at
@@ -66,6 +68,7 @@ class DataSection:
     validation: list[str] = field(default_factory=list)
     validation_fraction: float = 0.2
     pairs: list[dict[str, Any]] = field(default_factory=list)
+    masks: dict[str, str] = field(default_factory=dict)
     scale: list[float] | None = None
     degradation: dict[str, Any] = field(default_factory=lambda: {"kind": "kspace"})
     normalization: dict[str, float] = field(

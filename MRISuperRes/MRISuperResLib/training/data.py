@@ -98,13 +98,17 @@ def load_subject(
     n4: bool,
     low_path: Path | None = None,
     register_low: bool = True,
+    mask_path: Path | None = None,
 ) -> Subject:
-    """Read, check, optionally N4-correct and crop one subject; register its real low-resolution partner."""
-    from .preprocess import crop_to_foreground, foreground_mask, n4_correct
+    """Read, check, optionally N4-correct and crop one subject; register its real low-resolution partner.
+
+    The foreground comes from ``mask_path`` (a mask drawn on this scan, non-zero inside) or from a threshold.
+    """
+    from .preprocess import crop_to_foreground, foreground_mask, mask_on_grid, n4_correct
 
     volume = read_volume(path)
     volume = volume.with_array(volume.array.astype(np.float32))
-    mask = foreground_mask(volume)
+    mask = mask_on_grid(read_volume(mask_path), volume.grid) if mask_path is not None else foreground_mask(volume)
     if n4:
         volume = n4_correct(volume, mask=mask)
     if crop_foreground:

@@ -218,17 +218,20 @@ class Trainer:
         if not validation_paths:
             raise InputError("no validation volumes: list some in data.validation (or give at least 2 in data.train)")
         common = {"normalization": self.normalization, "crop_foreground": data.crop_foreground, "n4": data.n4}
+        masks = {Path(name).name: self.config.resolve(mask) for name, mask in data.masks.items()}
         for path in train_paths:
-            self.train_subjects.append(load_subject(path, self.scale, **common))
+            self.train_subjects.append(load_subject(path, self.scale, mask_path=masks.get(path.name), **common))
         for pair in data.pairs:
-            unknown = set(pair) - {"high", "low", "register"}
+            unknown = set(pair) - {"high", "low", "register", "mask"}
             if unknown or "high" not in pair or "low" not in pair:
-                raise ConfigError(f"data.pairs entries need high and low (and optional register), got {sorted(pair)}")
+                raise ConfigError(f"data.pairs entries need high and low (and optional register, mask), got "
+                                  f"{sorted(pair)}")
             self.train_subjects.append(load_subject(
                 self.config.resolve(pair["high"]), self.scale, low_path=self.config.resolve(pair["low"]),
-                register_low=bool(pair.get("register", True)), **common))
+                register_low=bool(pair.get("register", True)),
+                mask_path=self.config.resolve(pair["mask"]) if pair.get("mask") else None, **common))
         for index, path in enumerate(validation_paths):
-            subject = load_subject(path, self.scale, **common)
+            subject = load_subject(path, self.scale, mask_path=masks.get(path.name), **common)
             refresh_subject(subject, self.spec, validation_rng(self.config.seed, index), self.normalization)
             self.validation_subjects.append(subject)
             self.validation_inputs.append(self._validation_arrays(subject))
