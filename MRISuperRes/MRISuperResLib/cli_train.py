@@ -76,13 +76,12 @@ def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .degradation import DegradationSpec, simulate
+    from .degradation import DegradationSpec
     from .errors import MRISuperResError
-    from .geometry import parse_scale, resampled_grid
+    from .evaluation import simulated_pair
+    from .geometry import parse_scale
     from .training.data import integer_scale
-    from .volume import Grid, Volume
+    from .volume import Volume
     from .volume_io import check_writable_target, read_volume, write_volume
 
     scale = integer_scale(parse_scale(args.scale))
@@ -94,18 +93,15 @@ def run_simulate(args: argparse.Namespace) -> int:
         raise MRISuperResError(str(error)) from None
     check_writable_target(args.output, args.overwrite)
     high = read_volume(args.high)
-    usable = tuple(n - n % s for n, s in zip(high.shape, scale))
-    grid = Grid(usable, high.spacing, high.grid.origin, high.grid.direction)
-    low_grid = resampled_grid(grid, tuple(n // s for n, s in zip(usable, scale)))  # type: ignore[arg-type]
-    array = high.array[: usable[0], : usable[1], : usable[2]].astype(np.float32)
-    low = simulate(array, low_grid.shape, spec, np.random.default_rng(args.seed))
+    cropped, low = simulated_pair(high, tuple(float(s) for s in scale), spec, args.seed)  # type: ignore[arg-type]
+    usable = cropped.shape
     metadata = {"MRISuperRes.simulated": json.dumps({"source": Path(args.high).name, "scale": list(scale),
                                                       "degradation": spec.to_dict(), "seed": args.seed})}
-    write_volume(Volume(low, low_grid, metadata), args.output, overwrite=args.overwrite,
+    write_volume(Volume(low.array, low.grid, metadata), args.output, overwrite=args.overwrite,
                  description=f"simulated x{','.join(map(str, scale))} {args.kind} from {Path(args.high).name}")
     if usable != high.shape:
         print(f"note: {args.high} was cropped to {usable} voxels so the scale divides it")
-    print(f"{args.output}: {low.shape} voxels at {', '.join(f'{s:g}' for s in low_grid.spacing)} mm")
+    print(f"{args.output}: {low.shape} voxels at {', '.join(f'{s:g}' for s in low.spacing)} mm")
     return 0
 
 

@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .degradation import DegradationSpec, degrade
+from .degradation import DegradationSpec
 from .enhance import EnhanceResult, enhance_file
+from .evaluation import simulated_pair
 from .figure import save_figure
-from .geometry import resampled_grid
 from .metrics import Quality, quality
 from .model_zoo import load_model
 from .samples import mni152_t1_path
-from .volume import Grid, Volume
 from .volume_io import read_volume, write_volume
 
 SCALE = (2.0, 2.0, 2.0)
@@ -57,25 +56,14 @@ class DemoReport:
         }
 
 
-def make_low_resolution(truth: Volume, spec: DegradationSpec) -> Volume:
-    """Simulate an acquisition of ``truth`` on a grid ``SCALE`` times coarser over the same extent."""
-    shape = tuple(int(n // s) for n, s in zip(truth.shape, SCALE))
-    grid = resampled_grid(truth.grid, shape)  # type: ignore[arg-type]
-    low = degrade(truth.array.astype(np.float32), shape, spec)  # type: ignore[arg-type]
-    return Volume(np.clip(low, 0, None).astype(np.float32), grid)
-
-
 def run_demo(output_dir: str | os.PathLike = "demo_output", *, model: str = "default", overwrite: bool = False,
              **options: Any) -> DemoReport:
     """Run the demo into ``output_dir`` (created if missing); ``options`` go to :func:`enhance_file`."""
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     loaded = load_model(model, SCALE)
-    source = read_volume(mni152_t1_path())
-    even = tuple(n - n % 2 for n in source.shape)
-    truth = Volume(source.array[: even[0], : even[1], : even[2]].astype(np.float32),
-                   Grid(even, source.spacing, source.grid.origin, source.grid.direction))
-    low = make_low_resolution(truth, DegradationSpec.from_dict(loaded.metadata.get("degradation")))
+    spec = DegradationSpec.from_dict(loaded.metadata.get("degradation"))
+    truth, low = simulated_pair(read_volume(mni152_t1_path()), SCALE, spec, seed=0)
     input_path = write_volume(low, folder / "mni152_t1_2mm.nii.gz", overwrite=overwrite,
                               description="MNI152 T1 with a simulated 2 mm acquisition")
     result = enhance_file(

@@ -51,6 +51,7 @@ def simulated_pair(reference: Volume, scale: Scale, spec: DegradationSpec, seed:
     high = Volume(reference.array[: usable[0], : usable[1], : usable[2]].astype(np.float32), grid)
     low_grid = resampled_grid(grid, tuple(n // f for n, f in zip(usable, factors)))  # type: ignore[arg-type]
     low = simulate(high.array, low_grid.shape, spec, np.random.default_rng(seed))
+    # A magnitude image stays non-negative (k-space truncation rings below zero near sharp edges).
     return high, Volume(np.clip(low, 0, None) if high.array.min() >= 0 else low, low_grid)
 
 
