@@ -102,3 +102,27 @@ def sample_smooth_function(grid: Grid, shift: float = 0.0) -> np.ndarray:
     axes = [np.arange(n, dtype=np.float64) + shift for n in grid.shape]
     indices = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     return smooth_function(grid.physical_points(indices))
+
+
+@pytest.fixture()
+def single_thread():
+    """One torch thread: tiny networks gain nothing from more, and one stays steady on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomized(network, seed: int = 0, std: float = 0.2, perturb: bool = False):  # type: ignore[no-untyped-def]
+    """Give every parameter seeded random values (``perturb``: add them instead), so that untrained
+    zero-initialised layers do not hide mistakes; returns the network in eval mode."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            noise = std * torch.randn(parameter.shape, generator=generator)
+            parameter.add_(noise) if perturb else parameter.copy_(noise)
+    return network.eval()

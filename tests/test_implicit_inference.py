@@ -29,13 +29,7 @@ TINY = {"feature_dim": 4, "decoder_depth": 4, "decoder_width": 16, "features": 4
 SHAPES = [(18, 20, 14), (29, 32, 22), (14, 15, 21), (9, 10, 28)]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny networks gain nothing from more threads, and one stays steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class _Probe(nn.Module):

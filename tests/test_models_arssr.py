@@ -12,13 +12,7 @@ TINY = {"feature_dim": 4, "decoder_depth": 4, "decoder_width": 8, "features": 4,
         "rescnn_layers": 1, "srresnet_blocks": 1}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny networks gain nothing from more threads, and one stays steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("scale", [2.0, (1.0, 1.0, 4.0), 3.2, (1.5, 1.5, 3.0)])

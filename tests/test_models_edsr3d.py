@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import randomized as randomize_parameters
 from MRISuperResLib import models
 from MRISuperResLib.bspline import bspline_upsample
 from MRISuperResLib.device import DeviceChoice
@@ -19,21 +20,11 @@ from MRISuperResLib.models.layers import BSPLINE_HALO
 TINY = {"channels": 4, "blocks": 1, "kernel_size": 3, "upsample_features": 2}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny networks gain nothing from more threads, and one stays steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def randomized(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
-    return network.eval()
+    return randomize_parameters(network, seed, std=0.2, perturb=False)
 
 
 @pytest.mark.parametrize("scale", [(2, 2, 2), (1, 1, 4)])

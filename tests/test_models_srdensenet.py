@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import randomized as randomize_parameters
 from MRISuperResLib import models
 from MRISuperResLib.device import DeviceChoice
 from MRISuperResLib.inference import run_tiled
@@ -14,21 +15,11 @@ from MRISuperResLib.models.srdensenet import DenseBlock, SRDenseNet
 TINY = {"blocks": 2, "layers": 3, "growth": 4, "bottleneck": 8}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny networks gain nothing from more threads, and one stays steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def randomized(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
-    return network.eval()
+    return randomize_parameters(network, seed, std=0.3, perturb=False)
 
 
 @pytest.mark.parametrize(("scale", "dims", "slice_axis"), [

@@ -8,6 +8,7 @@ import torch
 from monai.networks.nets.diffusion_model_unet import SpatialTransformer
 from torch.nn import functional as F
 
+from conftest import randomized as randomize_parameters
 from MRISuperResLib import models
 from MRISuperResLib.bspline import bspline_upsample
 from MRISuperResLib.device import DeviceChoice
@@ -29,11 +30,7 @@ def seeded_single_thread():
 
 
 def randomized(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
-    return network.eval()
+    return randomize_parameters(network, seed, std=0.1, perturb=True)
 
 
 @pytest.mark.parametrize("scale", [(2, 2, 2), (1, 1, 4)])
