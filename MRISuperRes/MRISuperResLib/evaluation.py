@@ -10,7 +10,7 @@ range as peak (seed 002, section 3.3), both inside the foreground (head) mask an
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,12 @@ class VolumeScores:
 
 
 def simulated_pair(reference: Volume, scale: Scale, spec: DegradationSpec, seed: int) -> tuple[Volume, Volume]:
-    """Crop ``reference`` to a multiple of ``scale`` and simulate its low-resolution acquisition."""
+    """Crop ``reference`` to a multiple of ``scale`` and simulate its low-resolution acquisition.
+
+    The bias field of ``spec`` is left out: it is a training augmentation, and a reference that the simulated input
+    does not share (the bias is not part of the acquisition being undone) would penalise every method alike.
+    """
+    spec = replace(spec, bias=0.0)
     factors = [int(s) for s in scale]
     usable = tuple(n - n % f for n, f in zip(reference.shape, factors))
     grid = Grid(usable, reference.spacing, reference.grid.origin, reference.grid.direction)
