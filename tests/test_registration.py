@@ -24,7 +24,7 @@ from MRISuperResLib.training.registration import (
     save_transform,
     transform_points,
 )
-from MRISuperResLib.volume import Grid, Volume
+from MRISuperResLib.volume import Volume
 from MRISuperResLib.volume_io import from_sitk, read_volume, to_sitk, write_volume
 
 

@@ -10,7 +10,6 @@ cancellation checked between tiles. The tile edge is chosen from the memory avai
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from contextlib import nullcontext
 

@@ -49,7 +49,7 @@ from .data import (
     split_subjects,
     validation_rng,
 )
-from .distributed import DistributedContext, barrier, broadcast_float, init_distributed, shutdown
+from .distributed import barrier, broadcast_float, init_distributed, shutdown
 from .losses import PatchCritic3d, ReconstructionLoss, gradient_penalty
 
 STATE_FILE = "state.pt"
