@@ -57,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    enhance.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     enhance.add_argument("paths", nargs="+", metavar="PATH", help="INPUT [INPUT ...] OUTPUT")
     enhance.add_argument("--model", default="default",
                          help="shipped model name (see 'mrisuperres models'), a .safetensors path, or 'default' "
@@ -100,7 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
         "write SR / baseline / difference / consistency and a PNG figure, and print PSNR/SSIM against the 1 mm "
         "truth.",
     )
-    demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     demo.add_argument("--output-dir", default="demo_output", help="folder for the outputs [demo_output]")
     demo.add_argument("--model", default="default", help="model name or path [default]")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
@@ -123,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("models", help="list shipped models",
                                   description="List the shipped models with their scales, size and description.")
-    listing.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     listing.add_argument("--json", action="store_true", help="print machine-readable results")
+    # Every subcommand also accepts --debug after its name; SUPPRESS keeps the top-level value otherwise.
+    for subparser in commands.choices.values():
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show tracebacks for errors")
     return parser
 
 

@@ -40,7 +40,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     parser.add_argument("fixed", metavar="FIXED", help="reference volume (e.g. the high-resolution scan)")
     parser.add_argument("moving", metavar="MOVING", help="volume to align (e.g. the low-resolution scan)")
     parser.add_argument("output", metavar="OUTPUT", help="MOVING resampled into FIXED's frame (volume file)")

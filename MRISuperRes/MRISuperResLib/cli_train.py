@@ -15,7 +15,6 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         "best model, CSV log and curves into output_dir; --resume continues a stopped or killed run exactly. "
         "Multi-GPU / multi-node: launch with torchrun (see README).",
     )
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     parser.add_argument("--config", required=True, help="YAML training config")
     parser.add_argument("--resume", action="store_true", help="continue the run in output_dir")
     parser.add_argument("--steps", type=int, help="override run.steps")
@@ -60,7 +59,6 @@ def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
         "same extent, with a forward model (k-space truncation, box or Gaussian slice profile), optional slice gap, "
         "k-space noise and bias field.",
     )
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     parser.add_argument("high", help="high-resolution volume")
     parser.add_argument("output", help="low-resolution output volume")
     parser.add_argument("--scale", default="2", help="factor or i,j,k factors, whole numbers [2]")
@@ -114,7 +112,6 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         "reference: PSNR with the 1-99 percentile range as peak, inside the head and over the whole volume, and 3D "
         "SSIM. With --low, score real registered low-resolution inputs instead (one per reference).",
     )
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     parser.add_argument("references", nargs="+", metavar="REFERENCE", help="high-resolution volumes")
     parser.add_argument("--model", default="default", help="model name or path [default]")
     parser.add_argument("--scale", default="2", help="factor or i,j,k factors [2]")
