@@ -224,6 +224,19 @@ def test_a_stopped_run_resumes_to_the_same_result(brain_files: list[Path], tmp_p
     assert [r.get("val_psnr") for r in straight.history] == [r.get("val_psnr") for r in result.history]
 
 
+def test_cosine_schedule_anneals_to_min_lr_and_resumes_exactly(brain_files: list[Path], tmp_path: Path) -> None:
+    schedule = {"lr": 0.002, "schedule": "cosine", "min_lr": 0.0001}
+    straight, result = _train(tiny_config(brain_files, tmp_path / "straight", optim=schedule), tmp_path)
+    rates = [row["lr"] for row in result.history]
+    assert rates == sorted(rates, reverse=True) and rates[0] < 0.002
+    assert rates[-1] == pytest.approx(0.0001)
+    config = tiny_config(brain_files, tmp_path / "resumed", optim=schedule)
+    _train(config, tmp_path, stop_at=5)
+    resumed, _ = _train(config, tmp_path, resume=True)
+    for (name, a), (_, b) in zip(straight.network.state_dict().items(), resumed.network.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_an_existing_run_is_not_overwritten_without_resume(brain_files: list[Path], tmp_path: Path) -> None:
     config = tiny_config(brain_files, tmp_path / "run", run={"steps": 2, "validate_every": 2})
     _train(config, tmp_path)

@@ -146,7 +146,8 @@ class OptimSection:
         weight_decay: weight decay.
         betas: Adam betas.
         grad_clip: gradient-norm clipping (0: off).
-        schedule: ``none``, ``plateau`` (ReduceLROnPlateau on validation PSNR), ``step`` or ``exponential``.
+        schedule: ``none``, ``plateau`` (ReduceLROnPlateau on validation PSNR), ``step``, ``exponential`` or
+            ``cosine`` (cosine annealing from ``lr`` to ``min_lr`` over ``run.steps``).
         factor: multiplicative decay (plateau / step) or ``gamma`` per step (exponential).
         patience: validations without improvement before a plateau decay.
         step_size: steps between decays for ``step``.
@@ -282,8 +283,9 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError(f"data.degradation: {error}") from None
     if config.optim.name not in ("adam", "adamw"):
         raise ConfigError(f"optim.name {config.optim.name!r} is not adam or adamw")
-    if config.optim.schedule not in ("none", "plateau", "step", "exponential"):
-        raise ConfigError(f"optim.schedule {config.optim.schedule!r} is not none, plateau, step or exponential")
+    if config.optim.schedule not in ("none", "plateau", "step", "exponential", "cosine"):
+        raise ConfigError(f"optim.schedule {config.optim.schedule!r} is not none, plateau, step, exponential or "
+                          "cosine")
     if len(config.data.patch_size) != 3 or min(config.data.patch_size) < 4:
         raise ConfigError(f"data.patch_size must be three sizes >= 4, got {config.data.patch_size}")
     if config.run.steps < 1 or config.run.validate_every < 1 or config.data.batch_size < 1:

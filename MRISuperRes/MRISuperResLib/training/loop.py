@@ -201,6 +201,9 @@ class Trainer:
             return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=optim.step_size, gamma=optim.factor)
         if optim.schedule == "exponential":
             return torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=optim.factor)
+        if optim.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, self.config.run.steps),
+                                                              eta_min=optim.min_lr)
         return None
 
     def load_data(self) -> None:
@@ -303,7 +306,7 @@ class Trainer:
         if config.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.optim.grad_clip)
         self.optimizer.step()
-        if self.scheduler is not None and config.optim.schedule in ("step", "exponential"):
+        if self.scheduler is not None and config.optim.schedule in ("step", "exponential", "cosine"):
             self.scheduler.step()
         values.update(terms)
         values["loss"] = float(total.detach())
