@@ -113,6 +113,27 @@ class EnhanceNodes:
         """The nodes by role (all roles, ``None`` where absent)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in ROLES}
 
+    # Slicer-style names of the same nodes (the documented shape of the module logic's result).
+    @property
+    def srVolumeNode(self) -> Any:  # noqa: N802
+        return self.sr
+
+    @property
+    def baselineVolumeNode(self) -> Any:  # noqa: N802
+        return self.baseline
+
+    @property
+    def differenceVolumeNode(self) -> Any:  # noqa: N802
+        return self.difference
+
+    @property
+    def consistencyVolumeNode(self) -> Any:  # noqa: N802
+        return self.consistency
+
+    @property
+    def uncertaintyVolumeNode(self) -> Any:  # noqa: N802
+        return self.uncertainty
+
 
 class Enhancer(Protocol):
     """What :class:`EnhanceLogic` calls to compute the outputs (``enhance.enhance_volume`` by default)."""

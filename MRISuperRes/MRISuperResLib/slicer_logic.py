@@ -1,0 +1,169 @@
+"""The MRISuperRes module's logic without Qt: what the Enhance panel offers and checks, and the enhance itself.
+
+Public entry (documented in the README)::
+
+    from MRISuperResLib.slicer_logic import EnhanceLogic
+    result = EnhanceLogic(scene).enhance(inputVolumeNode, model="default", scale=2.0, device="auto")
+    result.srVolumeNode, result.baselineVolumeNode, result.differenceVolumeNode, result.consistencyVolumeNode
+
+:class:`EnhanceLogic` (from :mod:`.slicer_outputs`) runs in-process and blocks; :mod:`.slicer_process` runs the
+same work in a background process for the GUI. The functions here decide what the GUI shows and enables:
+
+* :func:`input_problem` -- why a node cannot be enhanced (``None`` when it can);
+* :func:`model_choices` -- the models a user can pick (shipped ones, then any extra model files), with a one-line
+  description and the scales each supports; :func:`scale_problem` -- why a model cannot do a scale;
+* :func:`thick_slice_scale` -- the per-axis scale (``i, j, k`` order) that restores a volume's thick slices to
+  near-isotropic voxels;
+* :func:`device_choices` -- Auto, CPU, each CUDA GPU by name, Apple MPS.
+
+Nothing here uses ``slicer.mrmlScene``, ``slicer.app`` or Qt.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .geometry import Scale, format_scale
+from .model_zoo import DEFAULT_MODEL, ModelEntry, check_scale, resolve_model, shipped_models
+from .slicer_outputs import EnhanceLogic, EnhanceNodes
+
+__all__ = [
+    "EnhanceLogic",
+    "EnhanceNodes",
+    "ModelChoice",
+    "device_choices",
+    "input_problem",
+    "model_choices",
+    "scale_problem",
+    "thick_slice_scale",
+    "SCALE_PRESETS",
+]
+
+#: Isotropic factors offered as presets in the panel (each also needs a model that supports it).
+SCALE_PRESETS: tuple[float, ...] = (2.0, 3.0, 4.0)
+
+#: Thickest-to-finest spacing ratios below this count as isotropic (no thick-slice restoration to offer).
+ISOTROPIC_RATIO = 1.5
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model selector.
+
+    Attributes:
+        value: what to pass as ``model`` to the logic: ``"default"``, a shipped name or a file path.
+        label: the text shown in the selector.
+        description: one line: the model's description and the scales it supports.
+        entry: the model file and metadata (``None`` for ``"default"``, resolved per scale).
+    """
+
+    value: str
+    label: str
+    description: str
+    entry: ModelEntry | None = None
+
+    def supports(self, scale: Scale) -> bool:
+        return scale_problem(self, scale) is None
+
+
+def model_choices(extra_files: Iterable[str | os.PathLike] = ()) -> list[ModelChoice]:
+    """``"default"`` first, then every shipped model, then the model files the user browsed to.
+
+    Unreadable extra files are skipped (they are reported when chosen, by :func:`scale_problem`).
+    """
+    from .checkpoint import read_metadata
+    from .errors import MRISuperResError
+
+    shipped = shipped_models()
+    choices = [ModelChoice(DEFAULT_MODEL, "Default (chosen by scale)",
+                           "the shipped model suited to the scale: "
+                           + "; ".join(f"{e.name} ({e.scales_text()})" for e in shipped if e.metadata.get("default_for")))]
+    choices += [_choice(entry.name, entry) for entry in shipped]
+    for path in extra_files:
+        try:
+            metadata = read_metadata(path)
+            entry = ModelEntry(str(metadata.get("name", Path(path).stem)), Path(path), metadata)
+        except (MRISuperResError, OSError):
+            continue
+        choices.append(_choice(os.fspath(path), entry))
+    return choices
+
+
+def _choice(value: str, entry: ModelEntry) -> ModelChoice:
+    description = str(entry.metadata.get("description") or entry.metadata.get("family", "model"))
+    return ModelChoice(value, entry.name, f"{description} - scales: {entry.scales_text()}", entry)
+
+
+def scale_problem(choice: ModelChoice | str, scale: Scale) -> str | None:
+    """Why the model cannot produce ``scale`` (per-axis, ``i, j, k``), or ``None`` when it can."""
+    from .errors import MRISuperResError
+
+    value = choice.value if isinstance(choice, ModelChoice) else choice
+    try:
+        check_scale(resolve_model(value, scale), scale)
+    except MRISuperResError as error:
+        return str(error)
+    return None
+
+
+def input_problem(node: object) -> str | None:
+    """Why ``node`` cannot be enhanced (nothing selected, label map, vector/RGB, 2D, no voxels), else ``None``."""
+    if node is None:
+        return "Select an input volume."
+    if node.IsA("vtkMRMLLabelMapVolumeNode"):  # type: ignore[attr-defined]
+        return f"{node.GetName()} is a label map (segmentation); select an MRI intensity volume."  # type: ignore[attr-defined]
+    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLVectorVolumeNode"):  # type: ignore[attr-defined]
+        return f"{node.GetName()} is not a scalar volume; select a single-component MRI volume."  # type: ignore[attr-defined]
+    image = node.GetImageData()  # type: ignore[attr-defined]
+    if image is None or image.GetNumberOfPoints() == 0:
+        return f"{node.GetName()} has no voxels; load the volume's data first."  # type: ignore[attr-defined]
+    if image.GetNumberOfScalarComponents() != 1:
+        return f"{node.GetName()} has {image.GetNumberOfScalarComponents()} components per voxel; select a scalar volume."  # type: ignore[attr-defined]
+    dimensions = image.GetDimensions()
+    if min(dimensions) < 2:
+        return (f"{node.GetName()} is 2D ({' x '.join(map(str, dimensions))} voxels); super-resolution needs a 3D "  # type: ignore[attr-defined]
+                "volume.")
+    return None
+
+
+def thick_slice_scale(spacing: Sequence[float], max_factor: int = 5) -> Scale | None:
+    """The per-axis scale (``i, j, k`` order) that brings the thickest axis near the finest spacing.
+
+    The thickest axis gets ``round(thickest / finest)`` (at most ``max_factor``), the others 1: spacing
+    ``(1, 1, 4)`` mm gives ``(1, 1, 4)``. ``None`` when the volume is already near-isotropic.
+    """
+    values = [float(s) for s in spacing]
+    thickest = max(range(3), key=lambda axis: values[axis])
+    ratio = values[thickest] / min(values)
+    if ratio < ISOTROPIC_RATIO:
+        return None
+    factors = [1.0, 1.0, 1.0]
+    factors[thickest] = float(min(max_factor, round(ratio)))
+    return tuple(factors)  # type: ignore[return-value]
+
+
+def scale_label(scale: Scale) -> str:
+    """Text for a scale: ``x2`` or ``x1,1,4``."""
+    return f"x{format_scale(scale)}"
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """``(label, value)`` pairs: Auto, CPU, each CUDA GPU by name (``cuda:N``), MPS when present.
+
+    Imports torch; without torch only Auto and CPU are offered.
+    """
+    choices = [("Auto (best available)", "auto"), ("CPU", "cpu")]
+    try:
+        import torch
+    except ImportError:
+        return choices
+    if torch.cuda.is_available():
+        choices += [(f"GPU {index}: {torch.cuda.get_device_name(index)}", f"cuda:{index}")
+                    for index in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        choices.append(("Apple GPU (MPS)", "mps"))
+    return choices

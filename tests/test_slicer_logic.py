@@ -1,0 +1,102 @@
+"""What the Enhance panel offers and refuses, decided by ``slicer_logic`` on real slicer-core nodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from MRISuperResLib import slicer_logic  # noqa: E402
+from MRISuperResLib.model_zoo import shipped_models  # noqa: E402
+from MRISuperResLib.slicer_logic import (  # noqa: E402
+    EnhanceLogic,
+    device_choices,
+    input_problem,
+    model_choices,
+    scale_problem,
+    thick_slice_scale,
+)
+
+
+@pytest.fixture
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+def volume(scene, shape_kji=(10, 12, 14), cls="vtkMRMLScalarVolumeNode", name="T1"):
+    node = scene.AddNewNodeByClass(cls, name)
+    rng = np.random.default_rng(0)
+    slicer.util.updateVolumeFromArray(node, rng.random(shape_kji).astype(np.float32) * 100)
+    return node
+
+
+def test_a_scalar_3d_volume_is_accepted(scene) -> None:
+    assert input_problem(volume(scene)) is None
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda scene: None, "Select an input volume"),
+    (lambda scene: volume(scene, cls="vtkMRMLLabelMapVolumeNode", name="seg"), "seg is a label map"),
+    (lambda scene: scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty"), "empty has no voxels"),
+    (lambda scene: volume(scene, shape_kji=(1, 12, 14), name="slice"), "slice is 2D"),
+])
+def test_inputs_that_cannot_be_enhanced_say_why(scene, make, reason: str) -> None:
+    assert reason in input_problem(make(scene))
+
+
+def test_a_vector_volume_is_refused(scene) -> None:
+    node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    slicer.util.updateVolumeFromArray(node, np.zeros((4, 5, 6, 3), np.uint8))
+    assert "not a scalar volume" in input_problem(node)
+
+
+@pytest.mark.parametrize(("spacing", "expected"), [
+    ((1.0, 1.0, 4.0), (1.0, 1.0, 4.0)),
+    ((0.94, 0.94, 5.2), (1.0, 1.0, 5.0)),
+    ((3.0, 1.0, 1.0), (3.0, 1.0, 1.0)),
+    ((1.0, 1.0, 12.0), (1.0, 1.0, 5.0)),
+    ((1.0, 1.0, 1.2), None),
+])
+def test_thick_slice_scale_follows_the_thickest_axis(spacing, expected) -> None:
+    assert thick_slice_scale(spacing) == expected
+
+
+def test_model_choices_list_default_then_shipped_models_with_scales(tmp_path) -> None:
+    choices = model_choices([tmp_path / "missing.safetensors"])
+    assert choices[0].value == "default"
+    assert [c.value for c in choices[1:]] == [e.name for e in shipped_models()]
+    assert all("scales:" in c.description for c in choices[1:])
+
+
+def test_a_browsed_model_file_is_offered_by_its_path() -> None:
+    path = shipped_models()[0].path
+    choice = model_choices([path])[-1]
+    assert choice.value == str(path) and choice.supports(shipped_models()[0].scales[0])
+
+
+def test_scale_problems_name_the_supported_scales() -> None:
+    entry = shipped_models()[0]
+    supported = entry.scales[0]
+    assert scale_problem(entry.name, supported) is None
+    message = scale_problem(entry.name, (7.0, 7.0, 7.0))
+    assert "cannot do scale 7" in message and "supports" in message
+    assert "no shipped model does scale 7" in scale_problem("default", (7.0, 7.0, 7.0))
+
+
+def test_devices_always_offer_auto_and_cpu() -> None:
+    values = [value for _, value in device_choices()]
+    assert values[:2] == ["auto", "cpu"]
+    assert all(v == "mps" or v.startswith("cuda:") for v in values[2:])
+
+
+def test_the_documented_result_shape(scene, single_thread) -> None:
+    node = volume(scene, shape_kji=(8, 10, 12))
+    before = slicer.util.arrayFromVolume(node).copy()
+    result = EnhanceLogic(scene).enhance(node, model="default", scale=2.0, device="cpu")
+    assert result.srVolumeNode.GetName() == "T1_SR_x2"
+    assert result.baselineVolumeNode is result.baseline and result.differenceVolumeNode is result.difference
+    assert result.consistencyVolumeNode.GetImageData().GetDimensions() == (12, 10, 8)
+    assert result.srVolumeNode.GetImageData().GetDimensions() == (24, 20, 16)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
+    assert slicer_logic.EnhanceLogic is EnhanceLogic
