@@ -1,19 +1,25 @@
 """MRI Super-Resolution: the Slicer module that enhances a low-resolution MRI volume.
 
-This file stays thin: Qt lives here, the work lives in the ``MRISuperResLib`` package next to it. Slicer puts this
-module's folder on ``sys.path``, so the package is importable as ``MRISuperResLib``; import it inside functions,
-never at module level, so that Slicer can load the module before PyTorch is installed.
+This file stays thin: Qt lives here, the work lives in the ``MRISuperResLib`` package next to it
+(``slicer_logic``: what the panel offers and refuses; ``slicer_process``: the background run;
+``slicer_outputs``: the output nodes; ``slicer_layout``: the linked views). Slicer puts this module's folder on
+``sys.path``, so the package is importable as ``MRISuperResLib``; it is imported inside functions, never at module
+level, so that Slicer can load the module before PyTorch and the other dependencies are installed.
 """
 
+import os
+import shutil
 import sys
+from typing import Annotated
 
+import qt
 import vtk
 
 import slicer
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -24,6 +30,16 @@ from slicer.util import VTKObservationMixin
 
 LIBRARY_PACKAGE = "MRISuperResLib"
 DOCUMENTATION_URL = "https://github.com/mrisuperres/SlicerMRISuperRes#readme"
+
+#: Application settings key of the model files the user browsed to (a list of paths).
+MODEL_FILES_SETTING = "MRISuperRes/ModelFiles"
+
+#: Scale selector entries: (label, value). "thick" and "perAxis" are resolved against the input / the line edit.
+SCALE_ENTRIES = [("x2", "2"), ("x3", "3"), ("x4", "4"), ("Restore thick slices to isotropic", "thick"),
+                 ("Per-axis (i,j,k)", "perAxis")]
+
+#: How often the widget polls the background run (milliseconds).
+POLL_INTERVAL_MS = 200
 
 
 #
@@ -41,7 +57,9 @@ class MRISuperRes(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["MRISuperRes developers"]
         self.parent.helpText = _("""
-Super-resolve a low-resolution MRI volume with a deep-learning model and compare the result with the input.
+Super-resolve a low-resolution MRI volume with a deep-learning model and compare the result with the input in
+linked views: input | super-resolved | difference. The outputs are AI-generated, not acquired: check the difference
+and data-consistency maps before trusting new detail.
 See the <a href="{url}">documentation</a>.
 """).format(url=DOCUMENTATION_URL)
         self.parent.acknowledgementText = _("""
@@ -60,11 +78,35 @@ class MRISuperResParameterNode:
     The parameters of the Enhance step, saved with the scene.
 
     inputVolume - The low-resolution volume to enhance; never modified.
-    outputVolume - The volume that receives the super-resolved result.
+    model - "default", a shipped model name or a model file path.
+    scaleChoice - "2", "3", "4", "thick" (restore thick slices from the input's spacing) or "perAxis".
+    perAxisScale - Factors in the volume's i,j,k order, e.g. "1,1,4" (used when scaleChoice is "perAxis").
+    device - "auto", "cpu", "cuda:N" or "mps".
+    tileSize - Input tile edge in voxels; 0 picks the largest that fits in memory.
+    overlap - Fraction of a tile shared with its neighbours.
+    uncertainty - Also compute the flip-ensemble uncertainty map.
+    maskBackground - Keep the baseline outside the head.
+    reuseOutputs - Update the previous output volumes instead of adding new ones.
+    differenceOpacity - Opacity of the difference map over the SR in the third linked view.
+    srVolume, baselineVolume, differenceVolume, consistencyVolume, uncertaintyVolume - Outputs of the last run.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
-    outputVolume: vtkMRMLScalarVolumeNode
+    model: str = "default"
+    scaleChoice: str = "2"
+    perAxisScale: str = "1,1,4"
+    device: str = "auto"
+    tileSize: Annotated[int, WithinRange(0, 1024)] = 0
+    overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.25
+    uncertainty: bool = False
+    maskBackground: bool = False
+    reuseOutputs: bool = False
+    differenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    srVolume: vtkMRMLScalarVolumeNode
+    baselineVolume: vtkMRMLScalarVolumeNode
+    differenceVolume: vtkMRMLScalarVolumeNode
+    consistencyVolume: vtkMRMLScalarVolumeNode
+    uncertaintyVolume: vtkMRMLScalarVolumeNode
 
 
 #
@@ -73,7 +115,7 @@ class MRISuperResParameterNode:
 
 
 class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Reads the GUI into the parameter node and hands the work to the logic."""
+    """Reads the GUI into the parameter node and hands the work to the logic; never blocks Slicer."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -81,6 +123,10 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._process = None
+        self._comparison = None
+        self._pollTimer = None
+        self._updatingGui = False
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -90,23 +136,47 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
 
-        # The .ui file connects the top-level widget's mrmlSceneChanged(vtkMRMLScene*) signal to every
-        # node selector's setMRMLScene(vtkMRMLScene*) slot, so setting the scene here reaches all of them.
+        # The .ui file connects the top-level widget's mrmlSceneChanged(vtkMRMLScene*) signal to the node
+        # selector's setMRMLScene(vtkMRMLScene*) slot, so setting the scene here reaches it.
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = MRISuperResLogic()
+
+        for label, value in SCALE_ENTRIES:
+            self.ui.scaleComboBox.addItem(label, value)
+        for orientation in ("Axial", "Coronal", "Sagittal"):
+            self.ui.orientationComboBox.addItem(_(orientation), orientation)
+        self._populateModels()
+        self._populateDevices()
+
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self._onPoll)
 
         # Keep the parameter node valid across scene close.
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.browseModelButton.connect("clicked(bool)", self.onBrowseModel)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
+        self.ui.scaleComboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
+        self.ui.showComparisonButton.connect("clicked(bool)", self.onShowComparison)
+        self.ui.restoreLayoutButton.connect("clicked(bool)", self.onRestoreLayout)
+        self.ui.orientationComboBox.connect("currentIndexChanged(int)", self.onOrientationChanged)
+        self.ui.differenceOpacitySlider.connect("valueChanged(double)", self.onDifferenceOpacityChanged)
 
         # Make sure parameter node is initialized (needed for module reload)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        """Called when the application closes and the module widget is destroyed."""
+        """Called when the application closes and the module widget is destroyed: stop a running enhance."""
+        if self._process is not None:
+            self._process.cancel()
+            self._process = None
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -114,15 +184,17 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        """Called each time the user opens a different module."""
-        # Stop reacting to parameter node changes; the GUI is refreshed when the user comes back.
+        """Called each time the user opens a different module (a running enhance goes on)."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGuiFromParameterNode)
 
     def onSceneStartClose(self, caller, event) -> None:
-        """Called just before the scene is closed."""
+        """Called just before the scene is closed: a run for a closing scene is cancelled."""
+        if self._process is not None:
+            self._cancel()
+        self._comparison = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -136,42 +208,242 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
 
+    # ------------------------------------------------------------------------------------- parameter node
     def initializeParameterNode(self) -> None:
         """Ensure the parameter node exists and is observed; preselect the first volume as input."""
         self.setParameterNode(self.logic.getParameterNode())
 
         if not self._parameterNode.inputVolume:
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode:
+            if firstVolumeNode and not firstVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
                 self._parameterNode.inputVolume = firstVolumeNode
 
-    def setParameterNode(self, inputParameterNode: MRISuperResParameterNode | None) -> None:
+    def setParameterNode(self, inputParameterNode) -> None:
         """Set and observe the parameter node, and bind it to the widgets named by their SlicerParameterName."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGuiFromParameterNode)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGuiFromParameterNode)
+            self._updateGuiFromParameterNode()
 
-    def _checkCanApply(self, caller=None, event=None) -> None:
+    def _updateGuiFromParameterNode(self, caller=None, event=None) -> None:
+        """Show the model / scale / device choices of the parameter node and what Enhance can do now."""
         parameterNode = self._parameterNode
-        if not (parameterNode and parameterNode.inputVolume and parameterNode.outputVolume):
-            self.ui.applyButton.toolTip = _("Select input and output volumes")
-            self.ui.applyButton.enabled = False
-        elif parameterNode.inputVolume.GetID() == parameterNode.outputVolume.GetID():
-            # The input is never modified: the result always goes to a separate volume.
-            self.ui.applyButton.toolTip = _("Select an output volume different from the input volume")
-            self.ui.applyButton.enabled = False
-        else:
-            self.ui.applyButton.toolTip = _("Super-resolve the input volume")
-            self.ui.applyButton.enabled = True
+        if parameterNode is None or self._updatingGui:
+            return
+        self._updatingGui = True
+        try:
+            self._selectData(self.ui.modelComboBox, parameterNode.model)
+            self._selectData(self.ui.scaleComboBox, parameterNode.scaleChoice)
+            self._selectData(self.ui.deviceComboBox, parameterNode.device)
+            self.ui.perAxisScaleLineEdit.enabled = parameterNode.scaleChoice == "perAxis"
+        finally:
+            self._updatingGui = False
+        self._checkCanApply()
 
+    def _onChoiceChanged(self, index=None) -> None:
+        """The combo boxes with dynamic items are synchronised by hand (connectGui binds fixed choices only)."""
+        if self._parameterNode is None or self._updatingGui:
+            return
+        with slicer.util.NodeModify(self._parameterNode):
+            self._parameterNode.model = self.ui.modelComboBox.currentData or "default"
+            self._parameterNode.scaleChoice = self.ui.scaleComboBox.currentData or "2"
+            self._parameterNode.device = self.ui.deviceComboBox.currentData or "auto"
+
+    @staticmethod
+    def _selectData(comboBox, value) -> None:
+        index = comboBox.findData(value)
+        if index >= 0 and index != comboBox.currentIndex:
+            comboBox.currentIndex = index
+
+    # ---------------------------------------------------------------------------------------------- choices
+    def _modelFiles(self) -> list:
+        files = slicer.app.settings().value(MODEL_FILES_SETTING) or []
+        return [files] if isinstance(files, str) else [str(f) for f in files]
+
+    def _populateModels(self) -> None:
+        """Fill the model selector; without the dependencies yet, only "Default" (installed on first Enhance)."""
+        self.ui.modelComboBox.clear()
+        try:
+            from MRISuperResLib.slicer_logic import model_choices
+
+            choices = model_choices(self._modelFiles())
+        except ImportError:
+            self.ui.modelComboBox.addItem(_("Default (chosen by scale)"), "default")
+            self.ui.modelDescriptionLabel.text = _("Models are listed once the dependencies are installed "
+                                                   "(asked on the first Enhance).")
+            return
+        for choice in choices:
+            self.ui.modelComboBox.addItem(choice.label, choice.value)
+            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, choice.description, qt.Qt.ToolTipRole)
+
+    def _populateDevices(self) -> None:
+        self.ui.deviceComboBox.clear()
+        try:
+            from MRISuperResLib.slicer_logic import device_choices
+
+            choices = device_choices()
+        except ImportError:
+            choices = [(_("Auto (best available)"), "auto"), (_("CPU"), "cpu")]
+        for label, value in choices:
+            self.ui.deviceComboBox.addItem(label, value)
+
+    def onBrowseModel(self) -> None:
+        """Pick a model file, remember it in the application settings, and select it."""
+        path = qt.QFileDialog.getOpenFileName(self.parent, _("Model file"), "", _("Model files (*.safetensors)"))
+        if not path:
+            return
+        files = [f for f in self._modelFiles() if f != path] + [path]
+        slicer.app.settings().setValue(MODEL_FILES_SETTING, files)
+        self._populateModels()
+        if self.ui.modelComboBox.findData(path) < 0:
+            slicer.util.errorDisplay(_("{path} is not a MRISuperRes model file (a .safetensors file written by "
+                                       "mrisuperres train).").format(path=path))
+            return
+        self._parameterNode.model = path
+
+    def requestedScale(self):
+        """The per-axis scale (i, j, k) the GUI asks for, or ``(None, reason)`` when it cannot be determined."""
+        from MRISuperResLib.errors import MRISuperResError
+        from MRISuperResLib.geometry import parse_scale
+        from MRISuperResLib.slicer_logic import thick_slice_scale
+
+        choice = self._parameterNode.scaleChoice
+        if choice == "thick":
+            scale = thick_slice_scale(self._parameterNode.inputVolume.GetSpacing())
+            if scale is None:
+                return None, _("The input is already near-isotropic: choose x2, x3 or x4.")
+            return scale, None
+        try:
+            return parse_scale(self._parameterNode.perAxisScale if choice == "perAxis" else choice), None
+        except MRISuperResError as error:
+            return None, str(error)
+
+    def _checkCanApply(self) -> None:
+        """Enable Enhance only for a valid input, model and scale; the tooltip says why not."""
+        if self._process is not None:
+            return  # the button is Cancel while running
+        reason = self._whyNotApply()
+        self.ui.applyButton.enabled = reason is None
+        self.ui.applyButton.toolTip = reason or _("Super-resolve the input volume (runs in the background).")
+        self.ui.modelDescriptionLabel.text = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex,
+                                                                            qt.Qt.ToolTipRole) or ""
+
+    def _whyNotApply(self):
+        parameterNode = self._parameterNode
+        if parameterNode is None:
+            return _("No parameter node.")
+        try:
+            from MRISuperResLib.slicer_logic import input_problem, scale_problem
+        except ImportError:
+            return None if parameterNode.inputVolume else _("Select an input volume.")
+        problem = input_problem(parameterNode.inputVolume)
+        if problem:
+            return problem
+        scale, problem = self.requestedScale()
+        if problem:
+            return problem
+        return scale_problem(parameterNode.model, scale)
+
+    # ------------------------------------------------------------------------------------------------- run
     def onApplyButton(self) -> None:
-        """Run Enhance when the user clicks the button."""
-        slicer.util.errorDisplay(_("Enhance is not implemented yet in this build."))
+        """Enhance, or Cancel while a run is going on."""
+        if self._process is not None:
+            self._cancel()
+            return
+        if not self.logic.ensureDependencies():
+            return
+        self._populateModels()
+        self._updateGuiFromParameterNode()
+        reason = self._whyNotApply()
+        if reason:
+            slicer.util.errorDisplay(reason)
+            return
+        parameterNode = self._parameterNode
+        scale, _problem = self.requestedScale()
+        try:
+            self._process = self.logic.startEnhance(parameterNode, scale)
+        except Exception as error:  # the engine's one-line errors; nothing was added to the scene
+            slicer.util.errorDisplay(_("Enhance could not start: {error}").format(error=error))
+            self._process = None
+            return
+        self.ui.applyButton.text = _("Cancel")
+        self.ui.applyButton.toolTip = _("Stop the run; the scene stays as it was.")
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.visible = True
+        self.ui.statusLabel.text = _("Starting...")
+        self._pollTimer.start()
+
+    def _onPoll(self) -> None:
+        if self._process is None:
+            self._pollTimer.stop()
+            return
+        status = self._process.poll()
+        self.ui.progressBar.value = int(round(100 * status.fraction))
+        self.ui.progressBar.format = f"{status.stage} %p%" if status.stage else "%p%"
+        if status.state == "running":
+            self.ui.statusLabel.text = _("{stage} ({seconds:.0f} s)").format(stage=status.stage, seconds=status.elapsed)
+            return
+        self._pollTimer.stop()
+        process, self._process = self._process, None
+        if status.state == "finished":
+            try:
+                nodes = process.finish()
+            except Exception as error:
+                self._endRun(_("Enhance failed: {error}").format(error=error), failed=True)
+                return
+            self.logic.rememberOutputs(self._parameterNode, nodes)
+            self._endRun(self.logic.statusText(nodes, status.elapsed))
+            for warning in nodes.warnings:
+                slicer.util.warningDisplay(warning, windowTitle=_("MRI Super-Resolution"))
+            self.onShowComparison()
+        else:
+            self._endRun(_("Enhance failed: {error}").format(error=status.error or status.state), failed=True)
+
+    def _cancel(self) -> None:
+        self._pollTimer.stop()
+        process, self._process = self._process, None
+        if process is not None:
+            process.cancel()
+        self._endRun(_("Cancelled; nothing was added to the scene."))
+
+    def _endRun(self, message: str, failed: bool = False) -> None:
+        self.ui.applyButton.text = _("Enhance")
+        self.ui.progressBar.visible = False
+        self.ui.statusLabel.text = message
+        if failed:
+            slicer.util.errorDisplay(message)
+        self._checkCanApply()
+
+    # ----------------------------------------------------------------------------------------------- views
+    def onShowComparison(self) -> None:
+        """Input | SR | difference over SR, linked, in the chosen orientation."""
+        parameterNode = self._parameterNode
+        if not (parameterNode and parameterNode.inputVolume and parameterNode.srVolume):
+            slicer.util.errorDisplay(_("Enhance a volume first: the views compare its input and outputs."))
+            return
+        from MRISuperResLib.slicer_layout import CompareLayout
+
+        if self._comparison is None:
+            self._comparison = CompareLayout(slicer.mrmlScene)
+        self._comparison.show(parameterNode.inputVolume, parameterNode.srVolume, parameterNode.differenceVolume,
+                              orientation=self.ui.orientationComboBox.currentData,
+                              differenceOpacity=parameterNode.differenceOpacity)
+
+    def onRestoreLayout(self) -> None:
+        if self._comparison is not None:
+            self._comparison.restore()
+
+    def onOrientationChanged(self, index=None) -> None:
+        if self._comparison is not None and self._comparison.isShown():
+            self._comparison.setOrientation(self.ui.orientationComboBox.currentData)
+
+    def onDifferenceOpacityChanged(self, value) -> None:
+        if self._comparison is not None and self._comparison.isShown():
+            self._comparison.setDifferenceOpacity(value)
 
 
 #
@@ -196,15 +468,132 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
         Example (Python console or ``Slicer --no-main-window --python-script``)::
 
-            nodes = slicer.modules.mrisuperres.logic().enhance(getNode("T1"), model="default", scale=2)
-            nodes.sr, nodes.baseline, nodes.difference, nodes.consistency
+            result = slicer.modules.mrisuperres.logic().enhance(getNode("T1"), model="default", scale=2)
+            result.srVolumeNode, result.baselineVolumeNode, result.differenceVolumeNode, result.consistencyVolumeNode
 
         ``scale`` is one factor or three in IJK order (``(1, 1, 4)`` restores 4x thicker slices along K);
-        ``options`` go to ``MRISuperResLib.enhance.enhance_volume`` (tile, overlap, uncertainty, ...).
+        ``options`` go to ``MRISuperResLib.enhance.enhance_volume`` (tile, overlap, uncertainty, mask_background).
         """
-        from MRISuperResLib.slicer_outputs import EnhanceLogic
+        from MRISuperResLib.slicer_logic import EnhanceLogic
 
         return EnhanceLogic(slicer.mrmlScene).enhance(volumeNode, model=model, scale=scale, device=device, **options)
+
+    # ------------------------------------------------------------------------------------ background runs
+    def startEnhance(self, parameterNode, scale):
+        """Start enhancing the parameter node's input in a background process and return the running process.
+
+        The process object (``MRISuperResLib.slicer_process.EnhanceProcess``) is polled by the caller; its
+        ``finish()`` adds the outputs to the scene, ``cancel()`` kills the process tree and adds nothing.
+        """
+        from MRISuperResLib.slicer_logic import EnhanceLogic, EnhanceNodes
+        from MRISuperResLib.slicer_process import EnhanceProcess
+
+        reuse = None
+        if parameterNode.reuseOutputs and parameterNode.srVolume:
+            reuse = EnhanceNodes(sr=parameterNode.srVolume, baseline=parameterNode.baselineVolume,
+                                 difference=parameterNode.differenceVolume,
+                                 consistency=parameterNode.consistencyVolume,
+                                 uncertainty=parameterNode.uncertaintyVolume if parameterNode.uncertainty else None)
+        process = EnhanceProcess(
+            EnhanceLogic(slicer.mrmlScene), parameterNode.inputVolume, model=parameterNode.model, scale=scale,
+            device=parameterNode.device, tile=parameterNode.tileSize or None, overlap=parameterNode.overlap,
+            uncertainty=parameterNode.uncertainty, mask_background=parameterNode.maskBackground, outputs=reuse,
+            python_executable=self.pythonExecutable(), library_folder=os.path.dirname(os.path.abspath(__file__)))
+        process.start()
+        return process
+
+    @staticmethod
+    def pythonExecutable() -> str:
+        """Slicer's Python launcher (``PythonSlicer``): it sets up the same environment as the application."""
+        return shutil.which("PythonSlicer") or sys.executable
+
+    @staticmethod
+    def rememberOutputs(parameterNode, nodes) -> None:
+        with slicer.util.NodeModify(parameterNode):
+            parameterNode.srVolume = nodes.sr
+            parameterNode.baselineVolume = nodes.baseline
+            parameterNode.differenceVolume = nodes.difference
+            parameterNode.consistencyVolume = nodes.consistency
+            parameterNode.uncertaintyVolume = nodes.uncertainty
+
+    @staticmethod
+    def statusText(nodes, seconds) -> str:
+        """One line: run time, device, data-consistency score and whether it is suspicious."""
+        summary = nodes.summary
+        text = _("Done in {seconds:.1f} s on {device}.").format(seconds=seconds, device=summary.get("device", "?"))
+        score = summary.get("consistency_nrmse")
+        if score is not None:
+            text += " " + _("Consistency NRMSE {score:.4f} (B-spline {baseline:.4f}).").format(
+                score=score, baseline=summary.get("baseline_consistency_nrmse", float("nan")))
+        if summary.get("consistency_suspicious"):
+            text += " " + _("Above the model's calibrated threshold: check the consistency map.")
+        return text
+
+    # ------------------------------------------------------------------------------------------ dependencies
+    def ensureDependencies(self, askConfirmation=True) -> bool:
+        """Install PyTorch (through the PyTorch extension) and the packages of ``Resources/requirements.txt``.
+
+        Asks the user first; never runs at import time. Returns False when the user declines or installing fails
+        (with a message saying what to do).
+        """
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                slicer.util.errorDisplay(_("This module needs PyTorch: install the PyTorch extension from the "
+                                           "Extensions Manager, restart Slicer, then click Enhance again."))
+                return False
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation) is None:
+                slicer.util.errorDisplay(_("PyTorch was not installed. Without internet access, install it "
+                                           "from the PyTorch module by hand, then click Enhance again."))
+                return False
+        requirements = self.resourcePath("requirements.txt")
+        if self.requirementsSatisfied(requirements):
+            return True
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                _("MRI Super-Resolution needs a few Python packages (MONAI, safetensors, nibabel ...). "
+                  "Install them now? This needs internet access and takes a minute.")):
+            return False
+        try:
+            with slicer.util.WaitCursor():
+                self.installRequirements(requirements)
+        except Exception as error:
+            slicer.util.errorDisplay(_("Installing the packages failed ({error}). Check the internet connection "
+                                       "(or install them with pip_install in the Python console) and try "
+                                       "again.").format(error=error))
+            return False
+        return True
+
+    @staticmethod
+    def resourcePath(filename: str) -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", filename)
+
+    @staticmethod
+    def requirementsSatisfied(requirementsFile: str) -> bool:
+        pydeps = getattr(slicer, "pydeps", None) or getattr(slicer, "packaging", None)
+        if pydeps is not None and hasattr(pydeps, "pip_check"):
+            return bool(pydeps.pip_check(pydeps.load_requirements(requirementsFile)))
+        from importlib.metadata import PackageNotFoundError, version
+
+        for line in open(requirementsFile).read().splitlines():
+            name = line.split("#")[0].strip().split(">")[0].split("=")[0].split("<")[0].strip()
+            if name:
+                try:
+                    version(name)
+                except PackageNotFoundError:
+                    return False
+        return True
+
+    @staticmethod
+    def installRequirements(requirementsFile: str) -> None:
+        """``pip_ensure`` (Slicer 5.11+), else ``slicer.util.pip_install`` of the requirements file."""
+        pydeps = getattr(slicer, "pydeps", None) or getattr(slicer, "packaging", None)
+        if pydeps is not None and hasattr(pydeps, "pip_ensure"):
+            pydeps.pip_ensure(pydeps.load_requirements(requirementsFile), requester="MRISuperRes")
+        else:
+            slicer.util.pip_install(f"-r {requirementsFile}")
 
 
 #
@@ -225,21 +614,46 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
         self.test_LogicInstantiates()
         self.setUp()
         self.test_EnhanceAddsOutputNodes()
+        self.setUp()
+        self.test_BackgroundEnhanceAndLinkedViews()
 
-    def test_EnhanceAddsOutputNodes(self):
-        """Enhance a small synthetic volume with the shipped default model and check the output nodes."""
+    def _smallVolume(self, name="MRISuperResTestInput"):
         import numpy as np
 
-        volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "MRISuperResTestInput")
+        volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
         volumeNode.CreateDefaultDisplayNodes()
         grid = np.mgrid[0:12, 0:14, 0:10].astype(np.float32)
         slicer.util.updateVolumeFromArray(volumeNode, (np.sin(grid[0] / 3) + np.cos(grid[1] / 4) + grid[2] / 10))
         volumeNode.SetSpacing(2.0, 2.0, 2.0)
-        nodes = MRISuperResLogic().enhance(volumeNode, model="default", scale=2, device="cpu")
-        self.assertEqual(nodes.sr.GetName(), "MRISuperResTestInput_SR_x2")
-        self.assertEqual(nodes.sr.GetImageData().GetDimensions(), (20, 28, 24))
-        self.assertIn("AI-generated", nodes.sr.GetDescription())
+        return volumeNode
+
+    def test_EnhanceAddsOutputNodes(self):
+        """Enhance a small synthetic volume with the shipped default model and check the output nodes."""
+        volumeNode = self._smallVolume()
+        result = MRISuperResLogic().enhance(volumeNode, model="default", scale=2, device="cpu")
+        self.assertEqual(result.srVolumeNode.GetName(), "MRISuperResTestInput_SR_x2")
+        self.assertEqual(result.srVolumeNode.GetImageData().GetDimensions(), (20, 28, 24))
+        self.assertIn("AI-generated", result.srVolumeNode.GetDescription())
+        self.assertIsNotNone(result.differenceVolumeNode)
         self.delayDisplay("Enhance test passed")
+
+    def test_BackgroundEnhanceAndLinkedViews(self):
+        """The widget's path: a background process (blocking here), then the three linked views."""
+        logic = MRISuperResLogic()
+        parameterNode = logic.getParameterNode()
+        parameterNode.inputVolume = self._smallVolume()
+        parameterNode.device = "cpu"
+        process = logic.startEnhance(parameterNode, (2.0, 2.0, 2.0))
+        nodes = process.run_blocking() if process.poll().state == "running" else process.finish()
+        logic.rememberOutputs(parameterNode, nodes)
+        self.assertEqual(parameterNode.srVolume.GetImageData().GetDimensions(), (20, 28, 24))
+        from MRISuperResLib.slicer_layout import CompareLayout
+
+        comparison = CompareLayout(slicer.mrmlScene)
+        comparison.show(parameterNode.inputVolume, parameterNode.srVolume, parameterNode.differenceVolume)
+        comparison.setOrientation("Coronal")
+        comparison.restore()
+        self.delayDisplay("Background enhance and linked views passed")
 
     def test_LogicInstantiates(self):
         """The logic builds without a GUI and gives an empty parameter node in a fresh scene."""
@@ -248,6 +662,6 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
         logic = MRISuperResLogic()
         parameterNode = logic.getParameterNode()
         self.assertIsNone(parameterNode.inputVolume)
-        self.assertIsNone(parameterNode.outputVolume)
+        self.assertEqual(parameterNode.model, "default")
 
         self.delayDisplay("Test passed")

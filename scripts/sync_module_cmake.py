@@ -26,7 +26,7 @@ def scripts() -> list[str]:
 
 
 def resources() -> list[str]:
-    fixed = ["Resources/Icons/${MODULE_NAME}.png", "Resources/UI/${MODULE_NAME}.ui"]
+    fixed = ["Resources/Icons/${MODULE_NAME}.png", "Resources/UI/${MODULE_NAME}.ui", "Resources/requirements.txt"]
     data = sorted(p.relative_to(LIBRARY).as_posix() for pattern in RESOURCE_PATTERNS for p in LIBRARY.glob(pattern))
     return fixed + [f"${{MODULE_NAME}}Lib/{f}" for f in data]
 
