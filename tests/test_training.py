@@ -309,14 +309,18 @@ def test_simulate_and_evaluate_commands(brain_files: list[Path], tmp_path: Path,
     assert low.shape == (high.shape[0], high.shape[1], high.shape[2] // 2)
     assert low.spacing[2] == pytest.approx(2 * high.spacing[2])
     capsys.readouterr()
+    figures = tmp_path / "figures"
+    figures.mkdir()
     assert main(["evaluate", str(brain_files[1]), str(brain_files[2]), "--scale", "2", "--json",
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--figure", str(figures)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [v["name"] for v in report["volumes"]] == ["brain1.nii.gz", "brain2.nii.gz"]
-    # The shipped default is the untrained placeholder: its SR is the B-spline baseline.
     for volume in report["volumes"]:
-        assert volume["psnr_sr"] == pytest.approx(volume["psnr_baseline"], abs=1e-3)
-        assert volume["psnr_baseline"] > 15
+        assert volume["psnr_baseline"] > 15 and np.isfinite(volume["psnr_sr"])
+        assert volume["gain"] == pytest.approx(volume["psnr_sr"] - volume["psnr_baseline"])
+    assert sorted(p.name for p in figures.iterdir()) == ["brain1_x2.png", "brain2_x2.png"]
+    assert main(["evaluate", str(brain_files[1]), "--figure", str(tmp_path / "missing")]) == 1
+    assert "figure folder" in capsys.readouterr().err
     assert main(["evaluate", str(brain_files[1]), "--scale", "3", "--device", "cpu"]) == 1
     assert "no shipped model does scale 3" in capsys.readouterr().err
 

@@ -19,6 +19,7 @@ import numpy as np
 from .checkpoint import LoadedModel
 from .degradation import DegradationSpec, simulate
 from .enhance import EnhanceResult, enhance_volume
+from .errors import InputError
 from .geometry import Scale, format_scale, resampled_grid
 from .metrics import psnr, ssim
 from .volume import Grid, Volume
@@ -83,12 +84,17 @@ def evaluate_files(
     *,
     seed: int = 0,
     low_inputs: list[str | os.PathLike] | None = None,
+    figure_folder: str | os.PathLike | None = None,
     **options: Any,
 ) -> list[VolumeScores]:
     """Evaluate ``model`` on each reference (simulated inputs, or the given registered low-resolution ones).
 
     ``spec`` defaults to the model's own degradation; ``options`` go to :func:`~.enhance.enhance_volume`.
+    ``figure_folder`` (an existing folder) receives one PNG per reference, ``<reference stem>_x<scale>.png``:
+    rows axial / coronal / sagittal, columns input, baseline, SR, reference, difference, consistency.
     """
+    if figure_folder is not None and not Path(figure_folder).is_dir():
+        raise InputError(f"figure folder {figure_folder} does not exist; create it first")
     from .model_zoo import load_model
     from .training.preprocess import foreground_mask
 
@@ -105,7 +111,24 @@ def evaluate_files(
         if result.sr.shape != high.shape:
             raise ValueError(f"SR shape {result.sr.shape} differs from the reference {high.shape}")
         scores.append(score_volume(Path(path).name, result, high, foreground_mask(high)))
+        if figure_folder is not None:
+            save_evaluation_figure(Path(figure_folder), Path(path).name, low, result, high, scores[-1])
     return scores
+
+
+def save_evaluation_figure(folder: Path, name: str, low: Volume, result: EnhanceResult, reference: Volume,
+                           scores: VolumeScores) -> Path:
+    """One evaluation figure (overwriting an earlier one of the same reference and scale)."""
+    from .figure import save_figure
+
+    stem = name.removesuffix(".gz").rsplit(".", 1)[0]
+    panels = {"input": low, "baseline": result.baseline, "SR": result.sr, "reference": reference,
+              "difference": result.difference}
+    if result.consistency is not None:
+        panels["consistency"] = result.consistency
+    title = (f"{result.model.name} x{format_scale(result.scale)} on {name}: PSNR {scores.psnr_sr:.2f} dB vs "
+             f"B-spline {scores.psnr_baseline:.2f} dB (AI-generated, not acquired)")
+    return save_figure(folder / f"{stem}_x{format_scale(result.scale)}.png", panels, title=title, overwrite=True)
 
 
 def scores_table(scores: list[VolumeScores], model_name: str, scale: Scale) -> str:
