@@ -60,6 +60,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--references", nargs="+", required=True, help="held-out high-resolution volumes")
     parser.add_argument("--training-time", default="", help="how long the recipe took, for the card")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "models",
+                        help="folder for the evaluation figures (at the middle noise level) [docs/models]")
     return parser.parse_args(argv)
 
 
@@ -76,8 +78,8 @@ def ship(model_path: Path, default_for: str) -> Path:
                       **arguments)
 
 
-def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[float], threads: int
-             ) -> dict[float, list[VolumeScores]]:
+def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[float], threads: int,
+             figures: Path) -> dict[float, list[VolumeScores]]:
     loaded = load_model_file(path)
     base = DegradationSpec.from_dict(loaded.metadata["degradation"]).to_dict()
     kinds = kind.split(",")
@@ -85,7 +87,9 @@ def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[f
     results = {}
     for noise in noises:
         spec = DegradationSpec.from_dict({**base, "noise": [noise, noise], "bias": 0.0})
-        results[noise] = evaluate_files(references, loaded, scale, spec, seed=0, device="cpu", threads=threads)
+        figure_folder = figures if noise == noises[len(noises) // 2] else None
+        results[noise] = evaluate_files(references, loaded, scale, spec, seed=0, device="cpu", threads=threads,
+                                        figure_folder=figure_folder)
         print(f"noise {noise}:\n{scores_table(results[noise], loaded.name, scale)}\n", flush=True)
     return results
 
@@ -208,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     scale = parse_scale(args.scale)
     references = [str(mni152_t1_path()) if r == "MNI152" else r for r in args.references]
     shipped = ship(args.model, args.default_for)
-    results = evaluate(shipped, references, scale, args.kind, args.noise, args.threads)
+    figures = args.figures / shipped.stem
+    figures.mkdir(parents=True, exist_ok=True)
+    results = evaluate(shipped, references, scale, args.kind, args.noise, args.threads, figures)
     text = card(shipped, args.config.resolve(), scale, args.kind, results, references, args.training_time)
     shipped.with_suffix(".md").write_text(text)
     print(shipped, shipped.with_suffix(".md"))
