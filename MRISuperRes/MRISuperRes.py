@@ -385,7 +385,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = int(round(100 * status.fraction))
         self.ui.progressBar.format = f"{status.stage} %p%" if status.stage else "%p%"
         if status.state == "running":
-            self.ui.statusLabel.text = _("{stage} ({seconds:.0f} s)").format(stage=status.stage, seconds=status.elapsed)
+            self.ui.statusLabel.text = _("{stage} ({seconds:.0f} s)").format(stage=status.stage, seconds=status.elapsed_s)
             return
         self._pollTimer.stop()
         process, self._process = self._process, None
@@ -396,7 +396,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._endRun(_("Enhance failed: {error}").format(error=error), failed=True)
                 return
             self.logic.rememberOutputs(self._parameterNode, nodes)
-            self._endRun(self.logic.statusText(nodes, status.elapsed))
+            self._endRun(self.logic.statusText(nodes, status.elapsed_s))
             for warning in nodes.warnings:
                 slicer.util.warningDisplay(warning, windowTitle=_("MRI Super-Resolution"))
             self.onShowComparison()
@@ -498,7 +498,7 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
             EnhanceLogic(slicer.mrmlScene), parameterNode.inputVolume, model=parameterNode.model, scale=scale,
             device=parameterNode.device, tile=parameterNode.tileSize or None, overlap=parameterNode.overlap,
             uncertainty=parameterNode.uncertainty, mask_background=parameterNode.maskBackground, outputs=reuse,
-            python_executable=self.pythonExecutable(), library_folder=os.path.dirname(os.path.abspath(__file__)))
+            python=self.pythonExecutable(), temp_root=slicer.app.temporaryPath)
         process.start()
         return process
 

@@ -3,6 +3,11 @@
 Errors the user can fix print one line (``mrisuperres: error: ...``) and exit with status 1, without a
 traceback unless ``--debug``. Ctrl-C or SIGTERM stops at once, exit status 130; outputs are written atomically,
 so no partial file is ever left behind.
+
+``enhance --progress-lines`` is for programs that run the CLI in a background process (the Slicer module):
+instead of a progress bar it prints one line per update on stdout, ``MRISUPERRES_PROGRESS <fraction> <stage>``
+with the fraction of the whole run in ``[0, 1]`` to four decimals (see :func:`format_progress_line` and
+:func:`parse_progress_line`); every other stdout line (the ``--json`` summary) is unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from .version import __version__
 EXIT_ERROR = 1
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+
+#: First word of a ``--progress-lines`` line; no other stdout line starts with it.
+PROGRESS_PREFIX = "MRISUPERRES_PROGRESS"
 
 EXAMPLES = """examples:
   mrisuperres enhance t1_2mm.nii.gz t1_sr.nii.gz
@@ -88,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--no-sidecar", action="store_true", help="do not write JSON provenance sidecars")
     enhance.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     enhance.add_argument("--quiet", action="store_true", help="no progress bar")
+    enhance.add_argument("--progress-lines", action="store_true",
+                         help=f"instead of a progress bar, print '{PROGRESS_PREFIX} <fraction 0..1> <stage>' on "
+                         "stdout at every update, for programs running this command in the background")
 
     enhance.add_argument("--figure", metavar="PNG",
                          help="also write a PNG: axial/coronal/sagittal x input, baseline, SR, difference, consistency")
@@ -146,6 +157,44 @@ def _progress_bar(enabled: bool, label: str):  # type: ignore[no-untyped-def]
     return bar, update
 
 
+def format_progress_line(fraction: float, stage: str) -> str:
+    """One ``--progress-lines`` line: ``MRISUPERRES_PROGRESS 0.4200 super-resolving: tile 3/8``.
+
+    ``fraction`` is clamped to ``[0, 1]``; line breaks in ``stage`` become spaces so the update stays one line.
+    """
+    clamped = min(1.0, max(0.0, float(fraction)))
+    text = " ".join(str(stage).split())
+    return f"{PROGRESS_PREFIX} {clamped:.4f} {text}".rstrip()
+
+
+def parse_progress_line(line: str) -> tuple[float, str] | None:
+    """``(fraction, stage)`` from a ``--progress-lines`` line, or ``None`` for any other line.
+
+    The inverse of :func:`format_progress_line`; a trailing newline is ignored.
+    """
+    words = line.strip().split(" ", 2)
+    if len(words) < 2 or words[0] != PROGRESS_PREFIX:
+        return None
+    try:
+        fraction = float(words[1])
+    except ValueError:
+        return None
+    if not 0.0 <= fraction <= 1.0:  # also refuses nan
+        return None
+    return fraction, words[2] if len(words) > 2 else ""
+
+
+def _progress_printer(index: int, count: int, label: str):  # type: ignore[no-untyped-def]
+    """A progress callback printing ``--progress-lines`` for input ``index`` of ``count`` (fractions of the
+    whole batch, stage prefixed with the input's name when there are several)."""
+
+    def update(fraction: float, text: str) -> None:
+        stage = f"{label}: {text}" if count > 1 else text
+        print(format_progress_line((index + fraction) / count, stage), flush=True)
+
+    return update
+
+
 def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Path]]]:
     from .errors import InputError
     from .volume_io import VOLUME_EXTENSIONS, dicom_series_ids, strip_volume_extension, volume_extension
@@ -193,6 +242,9 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Path]]
 
 
 def _run_enhance(args: argparse.Namespace) -> int:
+    if args.progress_lines:
+        # Importing torch takes seconds: say so before it starts, so a watching program sees the run is alive.
+        print(format_progress_line(0.0, "loading the engine"), flush=True)
     from .enhance import enhance_file
     from .errors import MRISuperResError
     from .geometry import parse_scale
@@ -204,13 +256,18 @@ def _run_enhance(args: argparse.Namespace) -> int:
     if not 0.0 <= args.overlap < 1.0:
         raise MRISuperResError(f"--overlap {args.overlap} is outside [0, 1); try 0.25")
     plans = _plan_outputs(args)
+    if args.progress_lines:
+        print(format_progress_line(0.0, "loading the model"), flush=True)
     model = load_model(args.model, scale)
     if len(plans) > 1:
         plans[0][1]["sr"].parent.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
-    for input_path, targets in plans:
-        bar, update = _progress_bar(not (args.quiet or args.json), input_path.name)
+    for index, (input_path, targets) in enumerate(plans):
+        if args.progress_lines:
+            bar, update = None, _progress_printer(index, len(plans), input_path.name)
+        else:
+            bar, update = _progress_bar(not (args.quiet or args.json), input_path.name)
         try:
             result = enhance_file(
                 input_path,

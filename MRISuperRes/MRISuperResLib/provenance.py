@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .checkpoint import LoadedModel
 from .geometry import Scale, format_scale
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .checkpoint import LoadedModel
 
 AI_NOTICE = "AI-generated, not acquired"
 
