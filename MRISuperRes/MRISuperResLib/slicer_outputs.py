@@ -195,14 +195,15 @@ class EnhanceLogic:
                 input or is given twice.
             MRISuperResError: the engine's errors (bad input, model or scale; cancelled).
         """
-        self._check_nodes(volume_node, outputs)
+        self.check_nodes(volume_node, outputs)
         options.setdefault("source_name", volume_node.GetName())
         result = self.enhancer(volume_from_node(volume_node), model, scale, device=device, **options)
         volumes = {role: getattr(result, role) for role in ROLES}
         nodes = self.add_outputs(volume_node, volumes, result.scale, outputs)
         nodes.summary = result.summary()
         nodes.warnings = list(result.warnings)
-        self._record_scores(nodes, result)
+        record_scores(nodes, {"consistency_nrmse": result.consistency_nrmse,
+                              "baseline_consistency_nrmse": result.baseline_consistency_nrmse})
         return nodes
 
     def add_outputs(
@@ -220,7 +221,7 @@ class EnhanceLogic:
             scale: the per-axis scale that was used (for node names).
             outputs: existing nodes to reuse, by role.
         """
-        self._check_nodes(volume_node, outputs)
+        self.check_nodes(volume_node, outputs)
         reuse = outputs.nodes() if outputs is not None else {}
         nodes = EnhanceNodes()
         for role in ROLES:
@@ -247,7 +248,8 @@ class EnhanceLogic:
         else:
             copy_display(input_node.GetDisplayNode(), display)
 
-    def _check_nodes(self, volume_node: Any, outputs: EnhanceNodes | None) -> None:
+    def check_nodes(self, volume_node: Any, outputs: EnhanceNodes | None = None) -> None:
+        """Raise ``ValueError`` unless the input and the reused output nodes can take part in a run."""
         self._check_volume_node(volume_node, "input")
         reused = [node for node in (outputs.nodes() if outputs is not None else {}).values() if node is not None]
         for node in reused:
@@ -266,14 +268,14 @@ class EnhanceLogic:
         if node.GetScene() is not self.scene:
             raise ValueError(f"the {what} node {node.GetName()} is not in this logic's scene")
 
-    @staticmethod
-    def _record_scores(nodes: EnhanceNodes, result: EnhanceResult) -> None:
-        scores = {"consistency_nrmse": result.consistency_nrmse,
-                  "baseline_consistency_nrmse": result.baseline_consistency_nrmse}
-        for node in (nodes.sr, nodes.consistency):
-            if node is not None:
-                for key, value in scores.items():
-                    node.SetAttribute(f"{KEY_PREFIX}{key}", f"{value:.6g}")
+
+def record_scores(nodes: EnhanceNodes, scores: Mapping[str, float]) -> None:
+    """Write the run's scalar scores (``consistency_nrmse`` ...) as ``MRISuperRes.*`` attributes of the SR and
+    consistency nodes."""
+    for node in (nodes.sr, nodes.consistency):
+        if node is not None:
+            for key, value in scores.items():
+                node.SetAttribute(f"{KEY_PREFIX}{key}", f"{float(value):.6g}")
 
 
 def set_provenance(node: Any, metadata: Mapping[str, str]) -> None:

@@ -351,8 +351,7 @@ class EnhanceProcess:
     # --------------------------------------------------------------------------------------------- helpers
 
     def _check_nodes(self) -> None:
-        # add_outputs with no volumes only validates the input and the reused nodes; it adds nothing.
-        self.logic.add_outputs(self.volume_node, {}, self.scale, self.outputs)
+        self.logic.check_nodes(self.volume_node, self.outputs)
         image = self.volume_node.GetImageData()
         if image is None or image.GetNumberOfPoints() == 0:
             raise InputError(f"volume {self.volume_node.GetName()} has no voxels; load or select a volume with "
@@ -423,7 +422,7 @@ class EnhanceProcess:
         return volumes
 
     def _add_to_scene(self, volumes: Mapping[str, Volume]) -> EnhanceNodes:
-        from .provenance import KEY_PREFIX
+        from .slicer_outputs import record_scores
 
         assert self._summary is not None
         scene = self.logic.scene
@@ -435,10 +434,7 @@ class EnhanceProcess:
             summary["wall_time_s"] = round(self.status().elapsed_s, 3)
             nodes.summary = summary
             nodes.warnings = [str(warning) for warning in summary.get("warnings", [])]
-            for node in (nodes.sr, nodes.consistency):
-                if node is not None:
-                    for key in ("consistency_nrmse", "baseline_consistency_nrmse"):
-                        node.SetAttribute(f"{KEY_PREFIX}{key}", f"{float(summary[key]):.6g}")
+            record_scores(nodes, {key: summary[key] for key in ("consistency_nrmse", "baseline_consistency_nrmse")})
         except BaseException:
             _remove_nodes_added_since(scene, before)
             raise
