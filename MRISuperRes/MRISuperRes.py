@@ -125,6 +125,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._process = None
         self._comparison = None
+        self._comparisonShown = False
         self._pollTimer = None
         self._updatingGui = False
 
@@ -195,6 +196,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._process is not None:
             self._cancel()
         self._comparison = None
+        self._comparisonShown = False
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -425,25 +427,31 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not (parameterNode and parameterNode.inputVolume and parameterNode.srVolume):
             slicer.util.errorDisplay(_("Enhance a volume first: the views compare its input and outputs."))
             return
-        from MRISuperResLib.slicer_layout import CompareLayout
+        from MRISuperResLib.slicer_layout import CompareViews
 
         if self._comparison is None:
-            self._comparison = CompareLayout(slicer.mrmlScene)
+            # The application's slice logics fit the real views (and add no extra slice-model nodes).
+            self._comparison = CompareViews(slicer.mrmlScene, application_logic=slicer.app.applicationLogic())
         self._comparison.show(parameterNode.inputVolume, parameterNode.srVolume, parameterNode.differenceVolume,
                               orientation=self.ui.orientationComboBox.currentData,
-                              differenceOpacity=parameterNode.differenceOpacity)
+                              opacity=parameterNode.differenceOpacity)
+        # Fit again once the new views have their final sizes (as CompareVolumes does).
+        slicer.app.processEvents()
+        self._comparison.fit()
+        self._comparisonShown = True
 
     def onRestoreLayout(self) -> None:
         if self._comparison is not None:
             self._comparison.restore()
+        self._comparisonShown = False
 
     def onOrientationChanged(self, index=None) -> None:
-        if self._comparison is not None and self._comparison.isShown():
-            self._comparison.setOrientation(self.ui.orientationComboBox.currentData)
+        if self._comparison is not None and self._comparisonShown:
+            self._comparison.set_orientation(self.ui.orientationComboBox.currentData)
 
     def onDifferenceOpacityChanged(self, value) -> None:
-        if self._comparison is not None and self._comparison.isShown():
-            self._comparison.setDifferenceOpacity(value)
+        if self._comparison is not None and self._comparisonShown:
+            self._comparison.set_difference_opacity(value)
 
 
 #
@@ -647,12 +655,19 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
         nodes = process.run_blocking() if process.poll().state == "running" else process.finish()
         logic.rememberOutputs(parameterNode, nodes)
         self.assertEqual(parameterNode.srVolume.GetImageData().GetDimensions(), (20, 28, 24))
-        from MRISuperResLib.slicer_layout import CompareLayout
+        from MRISuperResLib.slicer_layout import COMPARE_LAYOUT_ID, CompareViews
 
-        comparison = CompareLayout(slicer.mrmlScene)
+        layoutManager = slicer.app.layoutManager()
+        previousLayout = layoutManager.layout if layoutManager else None
+        comparison = CompareViews(slicer.mrmlScene, application_logic=slicer.app.applicationLogic())
         comparison.show(parameterNode.inputVolume, parameterNode.srVolume, parameterNode.differenceVolume)
-        comparison.setOrientation("Coronal")
+        if layoutManager:
+            self.assertEqual(layoutManager.layout, COMPARE_LAYOUT_ID)
+        comparison.set_orientation("Coronal")
+        comparison.set_difference_opacity(0.3)
         comparison.restore()
+        if layoutManager:
+            self.assertEqual(layoutManager.layout, previousLayout)
         self.delayDisplay("Background enhance and linked views passed")
 
     def test_LogicInstantiates(self):
