@@ -39,6 +39,18 @@ def test_extension_cmake_has_required_fields() -> None:
         assert "WITH_GENERIC_TESTS" in (ROOT / module / "CMakeLists.txt").read_text()
 
 
+def test_icon_and_screenshot_urls_point_at_files_in_this_repository() -> None:
+    text = (ROOT / "CMakeLists.txt").read_text()
+    urls = re.findall(r"https://raw\.githubusercontent\.com/[^/]+/[^/]+/main/(\S+?)[\s\"]", text)
+    assert any(u.endswith("MRISuperRes.png") for u in urls) and len(urls) >= 2
+    for relative in urls:
+        assert (ROOT / relative).is_file(), relative
+    from PIL import Image
+
+    with Image.open(ROOT / "Resources" / "Icons" / "MRISuperRes.png") as icon:
+        assert icon.size == (128, 128)
+
+
 def test_engine_never_imports_slicer_or_qt() -> None:
     # Only the MRML bridge modules (slicer_*.py) may import slicer; nothing in the package may import Qt.
     forbidden = {"slicer", "qt", "ctk", "vtk"}
