@@ -102,3 +102,92 @@ def test_default_falls_back_to_any_model_supporting_the_scale(tmp_path: Path, mo
     monkeypatch.setattr(model_zoo, "WEIGHTS_FOLDER", tmp_path)
     assert resolve_model("default", (1.0, 1.0, 4.0)).name == "b-x114"
     assert resolve_model("default", (2.0, 2.0, 2.0)).name == "a-x2"
+
+
+# ------------------------------------------------------------------------------------------------ user models
+@pytest.fixture()
+def user_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private settings folder and no model path from the environment."""
+    monkeypatch.setenv(model_zoo.CONFIG_DIR_VARIABLE, str(tmp_path / "settings"))
+    monkeypatch.delenv(model_zoo.MODEL_PATH_VARIABLE, raising=False)
+    return tmp_path / "settings"
+
+
+def test_models_in_the_environment_folders_are_listed_and_load_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_settings: Path
+) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    make_tiny_model(first / "mine-x2.safetensors", description="my own x2 model")
+    make_tiny_model(second / "thick.safetensors", scale=(1, 1, 4))
+    monkeypatch.setenv(model_zoo.MODEL_PATH_VARIABLE, os.pathsep.join([str(first), str(tmp_path / "absent"),
+                                                                       str(second)]))
+    entries = model_zoo.list_models()
+    shipped = [e.name for e in shipped_models()]
+    assert [e.name for e in entries] == [*shipped, "mine-x2", "thick"]
+    mine = entries[len(shipped)]
+    assert mine.source == "user" and mine.description == "my own x2 model" and mine.scales_text() == "2"
+    assert all(e.source == "shipped" for e in entries[: len(shipped)])
+    assert load_model("mine-x2", (2.0, 2.0, 2.0)).path == first / "mine-x2.safetensors"
+    assert resolve_model("thick", (1.0, 1.0, 4.0)).path == second / "thick.safetensors"
+    # "default" stays a shipped model, whatever the user adds.
+    assert resolve_model("default", (2.0, 2.0, 2.0)).source == "shipped"
+    with pytest.raises(ModelError, match="use one of: .*mine-x2.*thick"):
+        load_model("nothing-like-it", (2.0, 2.0, 2.0))
+
+
+def test_registered_folders_persist_once_each_and_can_be_forgotten(tmp_path: Path, user_settings: Path) -> None:
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    make_tiny_model(folder / "trained-x2.safetensors")
+    assert model_zoo.registered_model_folders() == []
+    assert model_zoo.register_model_folder(folder) == folder.resolve()
+    model_zoo.register_model_folder(str(folder) + os.sep)
+    assert model_zoo.registered_model_folders() == [folder.resolve()]
+    assert (user_settings / model_zoo.MODEL_FOLDERS_FILE).is_file()
+    assert [e.name for e in model_zoo.user_models()] == ["trained-x2"]
+    assert model_zoo.unregister_model_folder(folder) and not model_zoo.unregister_model_folder(folder)
+    assert model_zoo.user_models() == []
+    assert (folder / "trained-x2.safetensors").is_file()
+
+
+def test_bad_files_and_taken_names_are_skipped_and_still_load_by_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_settings: Path
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "broken.safetensors").write_bytes(b"not a model at all")
+    shipped_name = shipped_models()[0].name
+    make_tiny_model(folder / "impostor.safetensors")
+    from MRISuperResLib.checkpoint import load_model_file, save_model
+
+    loaded = load_model_file(folder / "impostor.safetensors")
+    save_model(loaded.network, folder / "impostor.safetensors", name=shipped_name, family="edsr3d",
+               config=loaded.metadata["config"])
+    make_tiny_model(folder / "fine.safetensors")
+    model_zoo.register_model_folder(folder)
+    assert [e.name for e in model_zoo.user_models()] == ["fine"]
+    assert resolve_model(shipped_name, (2.0, 2.0, 2.0)).source == "shipped"
+    assert load_model(folder / "impostor.safetensors", (2.0, 2.0, 2.0)).name == shipped_name
+    with pytest.raises(ModelError, match="corrupted"):
+        load_model(folder / "broken.safetensors", (2.0, 2.0, 2.0))
+
+
+def test_a_model_card_is_read_beside_the_file_or_written_from_the_metadata(tmp_path: Path,
+                                                                          user_settings: Path) -> None:
+    path = make_tiny_model(tmp_path / "carded.safetensors", description="tiny test model",
+                           metrics={"validation": {"psnr": 31.5, "ssim": 0.9, "baseline_psnr": 30.0}},
+                           training={"steps": 40, "best_step": 20, "train": ["a", "b"], "validation": ["c"]})
+    model_zoo.register_model_folder(tmp_path)
+    entry = model_zoo.user_models()[0]
+    assert entry.card_path is None
+    generated = entry.card()
+    assert generated.startswith("# carded\n") and "tiny test model" in generated
+    assert "validation PSNR 31.50 dB (B-spline 30.00 dB, +1.50 dB)" in generated
+    assert "40 steps (best at step 20) on 2 training, 1 validation subjects" in generated
+    card = model_zoo.write_model_card(path)
+    assert card == tmp_path / "carded.md" and entry.card_path == card and entry.card() == generated
+    card.write_text("# hand-written card\n")
+    assert entry.card() == "# hand-written card\n"
+    assert "AI-generated" in model_zoo.model_card_text(shipped_models()[0].metadata)

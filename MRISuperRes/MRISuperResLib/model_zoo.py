@@ -1,29 +1,90 @@
-"""Models shipped with the engine (in ``MRISuperResLib/weights/``) and choosing one by name, path or scale."""
+"""Models shipped with the engine (in ``MRISuperResLib/weights/``), the user's own models, and choosing one by
+name, path or scale.
+
+User models are the ``.safetensors`` model files directly inside *user model folders* (not their subfolders):
+
+* the folders listed in the environment variable :data:`MODEL_PATH_VARIABLE` (``MRISUPERRES_MODEL_PATH``,
+  separated by ``os.pathsep``: ``:`` on Linux and macOS, ``;`` on Windows), then
+* the folders registered with :func:`register_model_folder` (the Slicer training module registers its output
+  folder), kept in ``model_folders.json`` in :func:`user_config_dir`.
+
+A model is known by the ``name`` in its metadata. Shipped names come first: a user model with the name of a
+shipped model, or of a user model found earlier, is left out of :func:`list_models` and loads by path only.
+``"default"`` only ever picks a shipped model.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import MODEL_EXTENSION, LoadedModel, load_model_file, read_metadata
-from .errors import ModelError
+from .errors import ModelError, OutputError
 from .geometry import Scale, format_scale
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FOLDER = Path(__file__).resolve().parent / "weights"
 
 #: The name that asks for the shipped model suited to the requested scale.
 DEFAULT_MODEL = "default"
 
+#: Environment variable listing extra folders of user models (``os.pathsep``-separated).
+MODEL_PATH_VARIABLE = "MRISUPERRES_MODEL_PATH"
+
+#: Environment variable overriding the folder of the engine's user settings (:func:`user_config_dir`).
+CONFIG_DIR_VARIABLE = "MRISUPERRES_CONFIG_DIR"
+
+#: File in :func:`user_config_dir` holding the registered model folders (a JSON list of absolute paths).
+MODEL_FOLDERS_FILE = "model_folders.json"
+
+#: Extension of a model's card: a Markdown file beside the model file, same stem.
+CARD_EXTENSION = ".md"
+
+SHIPPED, USER = "shipped", "user"
+
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model file and its metadata, without the network."""
+    """A model file and its metadata, without the network.
+
+    Attributes:
+        name: the model's name (its metadata ``name``, else the file stem).
+        path: the model file.
+        metadata: the file's metadata (see :mod:`.checkpoint`).
+        source: ``"shipped"`` (in :data:`WEIGHTS_FOLDER`) or ``"user"`` (in a user model folder).
+    """
 
     name: str
     path: Path
     metadata: dict[str, Any]
+    source: str = SHIPPED
+
+    @property
+    def description(self) -> str:
+        """The metadata's one-line description (the family name when it has none)."""
+        return str(self.metadata.get("description") or self.metadata.get("family", "model"))
+
+    @property
+    def card_path(self) -> Path | None:
+        """The Markdown card beside the model file (``<stem>.md``), or ``None`` when there is none."""
+        path = self.path.with_suffix(CARD_EXTENSION)
+        return path if path.is_file() else None
+
+    def card(self) -> str:
+        """The model's card: its Markdown file when present, else one written from the metadata."""
+        path = self.card_path
+        if path is not None:
+            try:
+                return path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                pass
+        return model_card_text(self.metadata, self.name)
 
     @property
     def scales(self) -> list[tuple[float, float, float]] | None:
@@ -50,8 +111,164 @@ def shipped_models() -> list[ModelEntry]:
     return entries
 
 
+def user_config_dir() -> Path:
+    """Folder of the engine's user settings: ``$MRISUPERRES_CONFIG_DIR`` when set, else ``mrisuperres`` in the
+    platform's configuration folder (``$XDG_CONFIG_HOME`` or ``~/.config`` on Linux, ``~/Library/Application
+    Support`` on macOS, ``%APPDATA%`` on Windows). It may not exist yet."""
+    override = os.environ.get(CONFIG_DIR_VARIABLE)
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "mrisuperres"
+
+
+def _folders_file() -> Path:
+    return user_config_dir() / MODEL_FOLDERS_FILE
+
+
+def registered_model_folders() -> list[Path]:
+    """The folders registered with :func:`register_model_folder`, in registration order (existing or not)."""
+    path = _folders_file()
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as error:
+        log.warning("ignoring unreadable model folder list %s: %s", path, error)
+        return []
+    return [Path(value) for value in values if isinstance(value, str)] if isinstance(values, list) else []
+
+
+def _write_registered(folders: list[Path]) -> None:
+    path = _folders_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.partial")
+        temporary.write_text(json.dumps([str(folder) for folder in folders], indent=1), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        raise OutputError(f"cannot save the list of model folders to {path}: {error.strerror or error}; "
+                          f"set {CONFIG_DIR_VARIABLE} to a writable folder") from None
+
+
+def register_model_folder(folder: str | os.PathLike) -> Path:
+    """Remember ``folder`` (made absolute) as a user model folder for later sessions; returns it.
+
+    Registering a folder twice keeps one entry. The folder need not exist yet.
+
+    Raises:
+        OutputError: the list cannot be saved.
+    """
+    folder = Path(folder).expanduser().resolve()
+    folders = registered_model_folders()
+    if folder not in folders:
+        _write_registered([*folders, folder])
+    return folder
+
+
+def unregister_model_folder(folder: str | os.PathLike) -> bool:
+    """Forget a registered folder (its files are left alone); ``True`` when it was registered."""
+    folder = Path(folder).expanduser().resolve()
+    folders = registered_model_folders()
+    if folder not in folders:
+        return False
+    _write_registered([f for f in folders if f != folder])
+    return True
+
+
+def user_model_folders() -> list[Path]:
+    """The existing user model folders, in search order: ``$MRISUPERRES_MODEL_PATH`` first, then the registered
+    ones; each once."""
+    variable = [Path(p).expanduser() for p in os.environ.get(MODEL_PATH_VARIABLE, "").split(os.pathsep) if p]
+    folders: list[Path] = []
+    for folder in [*variable, *registered_model_folders()]:
+        folder = folder.resolve()
+        if folder.is_dir() and folder not in folders:
+            folders.append(folder)
+    return folders
+
+
+def user_models() -> list[ModelEntry]:
+    """The models in the user model folders (folder order, then file name), one per name.
+
+    A file that is not a readable MRISuperRes model (corrupted, pickled, half-copied) is skipped with a logged
+    warning, so one bad file never hides the others; loading it by path reports the problem.
+    """
+    entries: list[ModelEntry] = []
+    taken = {entry.name for entry in shipped_models()}
+    for folder in user_model_folders():
+        for path in sorted(folder.glob(f"*{MODEL_EXTENSION}")):
+            if path.name.startswith("."):
+                continue
+            try:
+                metadata = read_metadata(path)
+            except ModelError as error:
+                log.warning("skipping user model %s: %s", path, error)
+                continue
+            name = str(metadata.get("name", path.stem))
+            if name in taken:
+                log.warning("skipping user model %s: the name %s is already taken; load it by path", path, name)
+                continue
+            taken.add(name)
+            entries.append(ModelEntry(name, path, metadata, USER))
+    return entries
+
+
+def list_models() -> list[ModelEntry]:
+    """Every model known by name: the shipped ones (sorted by name), then the user models (see
+    :func:`user_models`). Each entry has the model's ``description``, ``scales`` and ``card()``."""
+    return [*shipped_models(), *user_models()]
+
+
+def model_card_text(metadata: dict[str, Any], name: str | None = None) -> str:
+    """A Markdown card written from a model file's metadata: what it is, its scales, how it was trained and
+    how it scored against the B-spline baseline on its validation subjects."""
+    name = name or str(metadata.get("name", "model"))
+    scales = metadata.get("scales", "any")
+    scales_text = "any" if scales == "any" else " ".join(format_scale(tuple(float(v) for v in s)) for s in scales)
+    lines = [f"# {name}", "", str(metadata.get("description") or metadata.get("family", "")), "",
+             f"- family: {metadata.get('family', '?')}, {metadata.get('parameters', '?')} parameters",
+             f"- scales: {scales_text}"]
+    degradation = metadata.get("degradation")
+    if isinstance(degradation, dict) and degradation:
+        lines.append(f"- trained for: {', '.join(f'{k} {v}' for k, v in degradation.items())}")
+    training = metadata.get("training") or {}
+    if training:
+        subjects = f"{len(training.get('train', []))} training, {len(training.get('validation', []))} validation"
+        lines.append(f"- training: {training.get('steps', '?')} steps (best at step {training.get('best_step', '?')})"
+                     f" on {subjects} subjects")
+    validation = (metadata.get("metrics") or {}).get("validation") or {}
+    if "psnr" in validation and "baseline_psnr" in validation:
+        gain = validation["psnr"] - validation["baseline_psnr"]
+        lines.append(f"- validation PSNR {validation['psnr']:.2f} dB (B-spline {validation['baseline_psnr']:.2f} dB, "
+                     f"{gain:+.2f} dB); SSIM {validation.get('ssim', float('nan')):.4f}")
+    lines.append(f"- created {metadata.get('created', '?')} with engine {metadata.get('engine_version', '?')}, "
+                 f"version {metadata.get('version', '?')}")
+    lines += ["", "Outputs of this model are AI-generated, not acquired: compare them with the input."]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(model_path: str | os.PathLike) -> Path:
+    """Write the card of a model file beside it (``<stem>.md``, from its metadata, atomically); returns its path."""
+    model_path = Path(model_path)
+    card = model_path.with_suffix(CARD_EXTENSION)
+    temporary = card.with_name(f".{card.name}.partial")
+    try:
+        temporary.write_text(model_card_text(read_metadata(model_path)), encoding="utf-8")
+        os.replace(temporary, card)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write model card {card}: {error.strerror or error}") from None
+    return card
+
+
 def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
-    """Find the model file for a shipped name, ``"default"`` or a path.
+    """Find the model file for a shipped or user model name, ``"default"`` or a path.
 
     ``"default"`` picks the shipped model marked ``default_for`` the kind of scale requested
     (``"isotropic"`` or ``"anisotropic"``) that supports ``scale``, else any shipped model supporting it.
@@ -75,8 +292,14 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
     if text in by_name:
         return by_name[text]
     path = Path(text).expanduser()
-    if path.suffix == MODEL_EXTENSION or path.exists() or os.sep in text:
-        return ModelEntry(path.stem, path, read_metadata(path))
+    looks_like_path = path.suffix == MODEL_EXTENSION or os.sep in text or (os.altsep or os.sep) in text
+    if not looks_like_path:
+        by_name.update((e.name, e) for e in user_models())
+        if text in by_name:
+            return by_name[text]
+    if looks_like_path or path.exists():
+        source = SHIPPED if path.resolve().parent == WEIGHTS_FOLDER else USER
+        return ModelEntry(path.stem, path, read_metadata(path), source)
     raise ModelError(
         f"unknown model {text!r}; use one of: {', '.join(by_name) or 'none shipped'}, or a path to a .safetensors file"
     )
