@@ -181,8 +181,19 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
-        """Called each time the user opens this module."""
+        """Called each time the user opens this module: models trained since appear in the list."""
+        self._populateModels()
         self.initializeParameterNode()
+        self._updateGuiFromParameterNode()
+
+    def selectModel(self, value: str) -> None:
+        """Select a model by shipped or trained name, or by file path (a file is remembered like Browse... does)."""
+        if self.ui.modelComboBox.findData(value) < 0 and os.path.isfile(value):
+            slicer.app.settings().setValue(MODEL_FILES_SETTING, [f for f in self._modelFiles() if f != value] + [value])
+            self._populateModels()
+        if self.ui.modelComboBox.findData(value) < 0:
+            raise ValueError(f"unknown model {value!r}")
+        self._parameterNode.model = value
 
     def exit(self) -> None:
         """Called each time the user opens a different module (a running enhance goes on)."""
@@ -268,6 +279,13 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _populateModels(self) -> None:
         """Fill the model selector; without the dependencies yet, only "Default" (installed on first Enhance)."""
+        wasUpdating, self._updatingGui = self._updatingGui, True  # refilling must not change the parameter node
+        try:
+            self._fillModelComboBox()
+        finally:
+            self._updatingGui = wasUpdating
+
+    def _fillModelComboBox(self) -> None:
         self.ui.modelComboBox.clear()
         try:
             from MRISuperResLib.slicer_logic import model_choices

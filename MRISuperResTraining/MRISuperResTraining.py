@@ -449,15 +449,9 @@ class MRISuperResTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         job = self.logic.training().job
         if job is None or not job.model_path.is_file():
             return
-        from MRISuperRes import MODEL_FILES_SETTING, MRISuperResLogic
-
-        # Remembered like a model file picked with its Browse... button, so that its model list shows it.
-        path = str(job.model_path)
-        files = slicer.app.settings().value(MODEL_FILES_SETTING) or []
-        files = [files] if isinstance(files, str) else [str(f) for f in files]
-        slicer.app.settings().setValue(MODEL_FILES_SETTING, [f for f in files if f != path] + [path])
         slicer.util.selectModule("MRISuperRes")
-        MRISuperResLogic().getParameterNode().model = path
+        # By file path: the Enhance list remembers it like a file picked with its Browse... button.
+        slicer.modules.mrisuperres.widgetRepresentation().self().selectModel(str(job.model_path))
 
     def _updateButtons(self) -> None:
         training = self.logic.isTraining() if self.logic else False

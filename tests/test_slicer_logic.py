@@ -100,3 +100,21 @@ def test_the_documented_result_shape(scene, single_thread) -> None:
     assert result.srVolumeNode.GetImageData().GetDimensions() == (24, 20, 16)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
     assert slicer_logic.EnhanceLogic is EnhanceLogic
+
+
+def test_models_trained_into_a_user_folder_are_offered_by_name(tmp_path, monkeypatch, capsys) -> None:
+    from conftest import make_tiny_model
+
+    from MRISuperResLib.cli import main
+
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    path = make_tiny_model(folder / "my-t2-model.safetensors", description="trained on my T2 scans")
+    monkeypatch.setenv("MRISUPERRES_MODEL_PATH", str(folder))
+    monkeypatch.setenv("MRISUPERRES_CONFIG_DIR", str(tmp_path / "config"))
+    choices = model_choices([path])  # also browsed to: listed once
+    assert [c.value for c in choices].count("my-t2-model") == 1 and str(path) not in [c.value for c in choices]
+    assert "trained on my T2 scans" in next(c for c in choices if c.value == "my-t2-model").description
+    assert scale_problem("my-t2-model", (2.0, 2.0, 2.0)) is None
+    assert main(["models"]) == 0
+    assert "my-t2-model" in capsys.readouterr().out.split("families")[0]

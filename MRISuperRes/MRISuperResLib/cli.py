@@ -316,7 +316,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
 
 def _run_models(args: argparse.Namespace) -> int:
     from . import models
-    from .model_zoo import shipped_models
+    from .model_zoo import list_models
 
     def cost(family: str, config: dict[str, Any]) -> float | None:
         # Counted once per model on a meta-device copy (no weights, no compute), so the listing stays fast;
@@ -327,10 +327,11 @@ def _run_models(args: argparse.Namespace) -> int:
             return None
 
     rows = []
-    for entry in shipped_models():
+    for entry in list_models():
         family = str(entry.metadata.get("family", ""))
         rows.append({
             "name": entry.name,
+            "source": entry.source,
             "family": family,
             "scales": entry.scales_text(),
             "parameters": entry.metadata.get("parameters", 0),
@@ -350,6 +351,7 @@ def _run_models(args: argparse.Namespace) -> int:
     print(f"{'name':<28} {'family':<10} {'scales':<10} {'params':>11} {'FLOP/vox':>9} {'size':>8}  description")
     for row in rows:
         default = f" [default: {', '.join(row['default_for'])}]" if row["default_for"] else ""
+        default += " [trained here]" if row["source"] != "shipped" else ""
         print(f"{row['name']:<28} {row['family']:<10} {row['scales']:<10} {row['parameters']:>11,} "
               f"{flops_text(row['flops_per_output_voxel']):>9} {row['size_mb']:>6.1f}MB  {row['description']}{default}")
     import torch

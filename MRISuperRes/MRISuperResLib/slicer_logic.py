@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .geometry import Scale, format_scale
-from .model_zoo import DEFAULT_MODEL, ModelEntry, check_scale, resolve_model, shipped_models
+from .model_zoo import DEFAULT_MODEL, ModelEntry, check_scale, resolve_model, shipped_models, user_models
 from .slicer_outputs import EnhanceLogic, EnhanceNodes
 
 __all__ = [
@@ -70,7 +70,8 @@ class ModelChoice:
 
 
 def model_choices(extra_files: Iterable[str | os.PathLike] = ()) -> list[ModelChoice]:
-    """``"default"`` first, then every shipped model, then the model files the user browsed to.
+    """``"default"`` first, then every shipped model, the models trained into the user model folders (by name; see
+    :func:`~.model_zoo.user_models`), then the model files the user browsed to.
 
     Unreadable extra files are skipped (they are reported when chosen, by :func:`scale_problem`).
     """
@@ -82,7 +83,11 @@ def model_choices(extra_files: Iterable[str | os.PathLike] = ()) -> list[ModelCh
                            "the shipped model suited to the scale: "
                            + "; ".join(f"{e.name} ({e.scales_text()})" for e in shipped if e.metadata.get("default_for")))]
     choices += [_choice(entry.name, entry) for entry in shipped]
+    choices += [_choice(entry.name, entry) for entry in user_models()]
+    listed = {choice.entry.path.resolve() for choice in choices if choice.entry is not None}
     for path in extra_files:
+        if Path(path).resolve() in listed:
+            continue
         try:
             metadata = read_metadata(path)
             entry = ModelEntry(str(metadata.get("name", Path(path).stem)), Path(path), metadata)
