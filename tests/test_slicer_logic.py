@@ -69,10 +69,15 @@ def test_model_choices_list_default_then_shipped_models_with_scales(tmp_path) ->
     assert all("scales:" in c.description for c in choices[1:])
 
 
-def test_a_browsed_model_file_is_offered_by_its_path() -> None:
-    path = shipped_models()[0].path
+def test_a_browsed_model_file_is_offered_by_its_path(tmp_path) -> None:
+    import shutil
+
+    path = tmp_path / "browsed.safetensors"
+    shutil.copy(shipped_models()[0].path, path)
     choice = model_choices([path])[-1]
     assert choice.value == str(path) and choice.supports(shipped_models()[0].scales[0])
+    # A browsed file that is a listed model is not listed twice.
+    assert len(model_choices([shipped_models()[0].path])) == len(model_choices())
 
 
 def test_scale_problems_name_the_supported_scales() -> None:
