@@ -99,7 +99,7 @@ class MRISuperResParameterNode:
     tileSize: Annotated[int, WithinRange(0, 1024)] = 0
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.25
     uncertainty: bool = False
-    maskBackground: bool = False
+    maskBackground: bool = True
     reuseOutputs: bool = False
     differenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     srVolume: vtkMRMLScalarVolumeNode

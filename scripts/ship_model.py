@@ -72,7 +72,9 @@ def ship(model_path: Path, default_for: str) -> Path:
     arguments = {key: metadata.pop(key) for key in SAVE_ARGUMENTS if key in metadata}
     for key in COMPUTED:
         metadata.pop(key, None)
-    metadata.update({"default_for": [default_for], "card": f"{arguments['name']}.md"})
+    # Trained with noisy inputs, the model cleans the background; outside the head that is invention, so the
+    # shipped models keep the B-spline baseline there unless the user asks otherwise (--no-mask-background).
+    metadata.update({"default_for": [default_for], "card": f"{arguments['name']}.md", "mask_background": True})
     metadata.pop("untrained", None)
     return save_model(loaded.network, WEIGHTS_FOLDER / f"{arguments['name']}.safetensors", extra=metadata,
                       **arguments)
@@ -168,8 +170,8 @@ def card(path: Path, config_path: Path, scale, kind: str, results: dict[float, l
         + ", ".join(f"`{Path(r).name}`" for r in references)
         + f". Command: `mrisuperres evaluate <references> --model {meta['name']} --scale {format_scale(scale)} "
         f"--kind {kind} --noise <level>`. The low-resolution input is simulated from each reference with the forward "
-        "model (no bias field); PSNR in dB inside the head (whole volume in brackets), SSIM on the whole volume, "
-        "consistency NRMSE of the SR against the input.",
+        "model (no bias field); the model runs with its defaults (background masking on); PSNR in dB inside the head "
+        "(whole volume in brackets), SSIM on the whole volume, consistency NRMSE of the SR against the input.",
         "",
     ]
     for noise, scores in results.items():
@@ -189,7 +191,9 @@ def card(path: Path, config_path: Path, scale, kind: str, results: dict[float, l
         "sidecar) above it: the result then disagrees with the measured data more than on any validation scan."
         if threshold is not None else "- Data-consistency threshold: not calibrated.",
         "- Uncertainty: `--uncertainty` (flip ensemble) shows where the output changes under flips of the input.",
-        "- `--mask-background` keeps the B-spline baseline outside the head, so nothing is invented there.",
+        "- Background masking is **on by default** for this model: outside the head (the input's foreground mask) "
+        "the output is the B-spline baseline, so nothing is invented there (`--no-mask-background` turns it off; "
+        "trained on noisy inputs, the network would otherwise also clean the background).",
         "- Provenance (model, version, checksum, scale, date, \"AI-generated, not acquired\") is written into every "
         "output file and its JSON sidecar.",
         "",

@@ -25,14 +25,17 @@ def test_flip_ensemble_gives_mean_and_spread(small_real_volume: Volume, tiny_mod
     assert ensemble.uncertainty.metadata["MRISuperRes.role"] == "uncertainty"
 
 
-def test_flip_ensemble_of_the_placeholder_is_certain(small_real_volume: Volume) -> None:
+def test_flip_ensemble_of_an_untrained_model_is_certain(small_real_volume: Volume, tmp_path: Path) -> None:
+    from conftest import make_tiny_model
+
     from MRISuperResLib.volume import Grid
 
     crop = small_real_volume.array[8:28, 10:30, 8:28]
     grid = small_real_volume.grid
     volume = Volume(crop, Grid(crop.shape, grid.spacing, tuple(grid.physical_points(np.array([8.0, 10.0, 8.0]))),
                                grid.direction))
-    result = enhance_volume(volume, "default", 2, device="cpu", uncertainty=True)
+    untrained = make_tiny_model(tmp_path / "untrained.safetensors", random_tail=False)  # output = B-spline
+    result = enhance_volume(volume, str(untrained), 2, device="cpu", uncertainty=True)
     assert np.all(result.uncertainty.array == 0)
     np.testing.assert_array_equal(result.sr.array, result.baseline.array)
 
@@ -49,6 +52,23 @@ def test_background_masking_keeps_the_baseline_outside_the_head(small_real_volum
     assert 0 < inside.mean() < 1
     np.testing.assert_array_equal(result.sr.array[~inside], result.baseline.array[~inside])
     assert np.abs(result.difference.array[inside]).max() > 0
+
+
+def test_a_model_can_ask_for_background_masking_by_default(small_real_volume: Volume, tmp_path: Path) -> None:
+    from conftest import make_tiny_model
+
+    masked = load_model_file(make_tiny_model(tmp_path / "masked.safetensors", extra={"mask_background": True}))
+    default = enhance_volume(small_real_volume, masked, 2, device="cpu")
+    explicit = enhance_volume(small_real_volume, masked, 2, device="cpu", mask_background=True)
+    off = enhance_volume(small_real_volume, masked, 2, device="cpu", mask_background=False)
+    np.testing.assert_array_equal(default.sr.array, explicit.sr.array)
+    assert not np.array_equal(default.sr.array, off.sr.array)
+    source = write_volume(small_real_volume, tmp_path / "in.nii.gz")
+    for flag, reference in (("--no-mask-background", off), ("--mask-background", explicit)):
+        out = tmp_path / f"sr{flag}.nii.gz"
+        assert main(["enhance", str(source), str(out), "--model", str(tmp_path / "masked.safetensors"), flag,
+                     "--quiet", "--device", "cpu"]) == 0
+        np.testing.assert_allclose(read_volume(out).array, reference.sr.array, rtol=1e-6, atol=1e-4)
 
 
 def test_cli_writes_the_uncertainty_map(small_real_volume: Volume, tiny_model: Path, tmp_path: Path) -> None:

@@ -80,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--uncertainty", metavar="FILE",
                          help="also write the spread of a test-time flip ensemble here (8 passes; the SR becomes "
                          "their mean)")
-    enhance.add_argument("--mask-background", action="store_true",
-                         help="keep the B-spline baseline outside the head, so the network adds nothing there")
+    background = enhance.add_mutually_exclusive_group()
+    background.add_argument("--mask-background", dest="mask_background", action="store_true", default=None,
+                            help="keep the B-spline baseline outside the head, so the network adds nothing there "
+                                 "[default: as the model's card says; on for the shipped models]")
+    background.add_argument("--no-mask-background", dest="mask_background", action="store_false",
+                            help="let the network change the background too")
     enhance.add_argument("--companions", action="store_true",
                          help="write baseline, difference and consistency beside each output "
                          "(<name>_baseline, <name>_difference, <name>_consistency)")

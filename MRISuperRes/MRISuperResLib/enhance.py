@@ -156,7 +156,7 @@ def enhance_volume(
     keep_dtype: bool = False,
     consistency: bool = True,
     uncertainty: bool = False,
-    mask_background: bool = False,
+    mask_background: bool | None = None,
     source_name: str = "input",
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
@@ -176,7 +176,8 @@ def enhance_volume(
         uncertainty: run the network on the 8 flipped versions of the input (test-time flip ensemble): the SR is
             their mean and the uncertainty map their standard deviation (intensity units); 8 times the work.
         mask_background: outside the head (foreground mask of the input), keep the B-spline baseline so the
-            network adds nothing there.
+            network adds nothing there. ``None`` follows the model (its metadata's ``mask_background``: on for the
+            shipped brain models, whose training taught them to clean the background), else off.
         source_name: the input's name, for messages and provenance.
         progress: ``(fraction, stage text)`` callback.
         cancel: polled between tiles; returning true raises :class:`~.errors.CancelledError`.
@@ -229,6 +230,8 @@ def enhance_volume(
         outputs.append(np.flip(output, axes) if axes else output)
     network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
     spread = np.std(outputs, axis=0, dtype=np.float32) * np.float32(normalizer.scale) if uncertainty else None
+    if mask_background is None:
+        mask_background = bool(loaded.metadata.get("mask_background", False))
     if mask_background:
         from .training.preprocess import foreground_mask
 

@@ -118,7 +118,7 @@ class EnhanceProcess:
         overlap: tile overlap fraction in ``[0, 1)``.
         threads: CPU threads of the child's torch; ``None`` keeps torch's default.
         uncertainty: also compute the flip-ensemble uncertainty map (8 times the work).
-        mask_background: keep the B-spline baseline outside the head.
+        mask_background: keep the B-spline baseline outside the head (``None``: as the model says).
         outputs: existing nodes to reuse, by role (updated in place by :meth:`finish`).
         python: the Python that runs the engine (in Slicer: the ``PythonSlicer`` launcher); default
             ``sys.executable``.
@@ -144,7 +144,7 @@ class EnhanceProcess:
         overlap: float = 0.0,
         threads: int | None = None,
         uncertainty: bool = False,
-        mask_background: bool = False,
+        mask_background: bool | None = None,
         outputs: EnhanceNodes | None = None,
         python: str | os.PathLike | None = None,
         env: Mapping[str, str] | None = None,
@@ -206,8 +206,8 @@ class EnhanceProcess:
                    "--overlap", repr(float(self.overlap)), "--no-sidecar", "--json", "--progress-lines"]
         if self.uncertainty:
             command += ["--uncertainty", files["uncertainty"]]
-        if self.mask_background:
-            command.append("--mask-background")
+        if self.mask_background is not None:
+            command.append("--mask-background" if self.mask_background else "--no-mask-background")
         if self.tile is not None:
             command += ["--tile", str(int(self.tile))]
         if self.threads is not None:
