@@ -131,9 +131,9 @@ def test_summary_describes_the_run(x2_result: EnhanceResult) -> None:
     json.dumps(summary)
 
 
-def test_shipped_untrained_default_model_returns_the_baseline_exactly(small_crop: Volume) -> None:
-    result = enhance_volume(small_crop, "default", 2, device="cpu")
-    assert result.model.metadata.get("untrained") is True
+def test_an_untrained_model_returns_the_baseline_exactly(small_crop: Volume, model_folder: Path) -> None:
+    untrained = make_tiny_model(model_folder / "untrained-x2.safetensors", random_tail=False)
+    result = enhance_volume(small_crop, str(untrained), 2, device="cpu")
     assert np.array_equal(result.sr.array, result.baseline.array)
     assert np.count_nonzero(result.difference.array) == 0
     assert result.consistency_nrmse == result.baseline_consistency_nrmse
@@ -219,7 +219,7 @@ def smooth_oblique_volume() -> Volume:
     [
         ("trilinear", (2, 2, 2), 0.5, 4.0),
         ("trilinear", (1, 1, 4), 0.5, 4.0),
-        ("default", (2, 2, 2), 0.05, 20.0),
+        ("untrained", (2, 2, 2), 0.05, 20.0),
     ],
 )
 def test_sr_overlays_the_function_at_its_physical_voxel_centres(
@@ -230,7 +230,8 @@ def test_sr_overlays_the_function_at_its_physical_voxel_centres(
         model = make_tiny_model(model_folder / f"trilinear-{'-'.join(map(str, scale))}.safetensors", scale=scale,
                                 global_skip="trilinear", random_tail=False, normalization=FULL_RANGE)
     else:
-        model = "default"  # untrained shipped model: output = cubic B-spline
+        # Untrained "baseline" skip (zero last layer): output = cubic B-spline.
+        model = make_tiny_model(model_folder / "untrained-x2.safetensors", random_tail=False)
     result = enhance_volume(smooth_oblique_volume, model, scale, device="cpu", consistency=False)
     fine = result.sr.grid
     factors = tuple(float(s) for s in scale)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import make_tiny_model
+
 from MRISuperResLib.checkpoint import load_model_file
 from MRISuperResLib.cli import main
 from MRISuperResLib.enhance import enhance_volume
@@ -26,8 +28,6 @@ def test_flip_ensemble_gives_mean_and_spread(small_real_volume: Volume, tiny_mod
 
 
 def test_flip_ensemble_of_an_untrained_model_is_certain(small_real_volume: Volume, tmp_path: Path) -> None:
-    from conftest import make_tiny_model
-
     from MRISuperResLib.volume import Grid
 
     crop = small_real_volume.array[8:28, 10:30, 8:28]
@@ -55,8 +55,6 @@ def test_background_masking_keeps_the_baseline_outside_the_head(small_real_volum
 
 
 def test_a_model_can_ask_for_background_masking_by_default(small_real_volume: Volume, tmp_path: Path) -> None:
-    from conftest import make_tiny_model
-
     masked = load_model_file(make_tiny_model(tmp_path / "masked.safetensors", extra={"mask_background": True}))
     default = enhance_volume(small_real_volume, masked, 2, device="cpu")
     explicit = enhance_volume(small_real_volume, masked, 2, device="cpu", mask_background=True)
@@ -81,8 +79,6 @@ def test_cli_writes_the_uncertainty_map(small_real_volume: Volume, tiny_model: P
 
 
 def test_a_calibrated_threshold_flags_inconsistent_results(small_real_volume: Volume, tmp_path: Path) -> None:
-    from conftest import make_tiny_model
-
     strict = make_tiny_model(tmp_path / "strict.safetensors", extra={"consistency": {"threshold": 1e-9}})
     lenient = make_tiny_model(tmp_path / "lenient.safetensors", extra={"consistency": {"threshold": 10.0}})
     flagged = enhance_volume(small_real_volume, load_model_file(strict), 2, device="cpu")
@@ -91,5 +87,6 @@ def test_a_calibrated_threshold_flags_inconsistent_results(small_real_volume: Vo
     calm = enhance_volume(small_real_volume, load_model_file(lenient), 2, device="cpu")
     assert calm.consistency_suspicious is False and not calm.warnings
     assert calm.summary()["consistency_threshold"] == 10.0
-    uncalibrated = enhance_volume(small_real_volume, "default", 2, device="cpu")
+    uncalibrated = enhance_volume(small_real_volume, str(make_tiny_model(tmp_path / "plain.safetensors")), 2,
+                                  device="cpu")
     assert uncalibrated.consistency_suspicious is None

@@ -50,8 +50,18 @@ def test_load_with_a_scale_the_model_cannot_do_names_the_supported_scales() -> N
 
 
 def test_default_without_a_shipped_model_for_the_scale_lists_shipped_scales() -> None:
-    with pytest.raises(ModelError, match=r"no shipped model does scale 7.*edsr3d-x2-untrained \(2\)"):
+    with pytest.raises(ModelError, match=r"no shipped model does scale 7.*edsr3d-x2-brain \(2\)"):
         load_model("default", (7.0, 7.0, 7.0))
+
+
+def test_default_picks_the_x2_brain_model_or_the_thick_slice_model_by_scale() -> None:
+    assert resolve_model("default", (2.0, 2.0, 2.0)).name == "edsr3d-x2-brain"
+    assert resolve_model("default", (1.0, 1.0, 4.0)).name == "edsr3d-thick-x4-brain"
+    for entry in shipped_models():
+        assert entry.metadata.get("mask_background") is True and not entry.metadata.get("untrained")
+        assert entry.metadata["consistency"]["threshold"] > 0
+        card = entry.path.with_suffix(".md").read_text()
+        assert "## Held-out evaluation" in card and "mrisuperres train --config configs/" in card
 
 
 def test_unknown_model_name_lists_the_shipped_names() -> None:
