@@ -25,9 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MRISuperRes"))
 
-from MRISuperResLib.checkpoint import load_model_file, save_model  # noqa: E402
-from MRISuperResLib.degradation import DegradationSpec  # noqa: E402
-from MRISuperResLib.evaluation import VolumeScores, evaluate_files, scores_table  # noqa: E402
+from MRISuperResLib.checkpoint import load_model_file, read_metadata, save_model  # noqa: E402
+from MRISuperResLib.evaluation import VolumeScores, evaluate_files, evaluation_spec, scores_table  # noqa: E402
 from MRISuperResLib.geometry import format_scale, parse_scale  # noqa: E402
 from MRISuperResLib.model_zoo import WEIGHTS_FOLDER  # noqa: E402
 from MRISuperResLib.samples import mni152_t1_path  # noqa: E402
@@ -83,12 +82,9 @@ def ship(model_path: Path, default_for: str) -> Path:
 def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[float], threads: int,
              figures: Path) -> dict[float, list[VolumeScores]]:
     loaded = load_model_file(path)
-    base = DegradationSpec.from_dict(loaded.metadata["degradation"]).to_dict()
-    kinds = kind.split(",")
-    base["kind"] = kinds[0] if len(kinds) == 1 else kinds
     results = {}
     for noise in noises:
-        spec = DegradationSpec.from_dict({**base, "noise": [noise, noise], "bias": 0.0})
+        spec = evaluation_spec(loaded.metadata["degradation"], kind, noise)
         figure_folder = figures if noise == noises[len(noises) // 2] else None
         results[noise] = evaluate_files(references, loaded, scale, spec, seed=0, device="cpu", threads=threads,
                                         figure_folder=figure_folder)
@@ -98,8 +94,7 @@ def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[f
 
 def card(path: Path, config_path: Path, scale, kind: str, results: dict[float, list[VolumeScores]],
          references: list[str], training_time: str) -> str:
-    loaded = load_model_file(path)
-    meta = loaded.metadata
+    meta = read_metadata(path)
     training = meta.get("training", {})
     consistency = meta.get("consistency", {})
     validation = meta.get("metrics", {}).get("validation", {})

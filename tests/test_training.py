@@ -358,3 +358,14 @@ def test_a_user_supplied_mask_drives_patch_sampling(brain_files: list[Path], tmp
     assert subject.mask_high.sum() == box[: subject.mask_high.shape[0], : subject.mask_high.shape[1],
                                           : subject.mask_high.shape[2]].sum()
     assert 0 < subject.mask_low.sum() <= box.sum() / 8
+
+
+def test_evaluation_spec_overrides_the_models_forward_model() -> None:
+    from MRISuperResLib.evaluation import evaluation_spec
+
+    model = {"kind": "kspace", "noise": [0.0, 0.02], "bias": 0.1}
+    spec = evaluation_spec(model, "kspace,kspace,box", 0.01, 0.2)
+    assert tuple(spec.kind) == ("kspace", "kspace", "box") and spec.noise == (0.01, 0.01) and spec.gap == 0.2
+    assert evaluation_spec(model).noise == (0.0, 0.02)
+    with pytest.raises(ValueError):
+        evaluation_spec(model, "sinc")

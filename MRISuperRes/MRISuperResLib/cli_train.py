@@ -131,9 +131,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .degradation import DegradationSpec
     from .errors import MRISuperResError
-    from .evaluation import evaluate_files, scores_table
+    from .evaluation import evaluate_files, evaluation_spec, scores_table
     from .geometry import parse_scale
     from .model_zoo import load_model
 
@@ -144,15 +143,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model, scale)
     spec = None
     if args.kind or args.noise is not None or args.gap:
-        base = DegradationSpec.from_dict(model.metadata.get("degradation")).to_dict()
-        if args.kind:
-            kinds = args.kind.split(",")
-            base["kind"] = kinds[0] if len(kinds) == 1 else kinds
-        if args.noise is not None:
-            base["noise"] = [args.noise, args.noise]
-        base["gap"] = args.gap
         try:
-            spec = DegradationSpec.from_dict(base)
+            spec = evaluation_spec(model.metadata.get("degradation"), args.kind, args.noise, args.gap)
         except ValueError as error:
             raise MRISuperResError(str(error)) from None
     scores = evaluate_files(args.references, model, scale, spec, seed=args.seed, low_inputs=args.low,

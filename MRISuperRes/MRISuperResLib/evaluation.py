@@ -44,6 +44,28 @@ class VolumeScores:
         return self.psnr_sr - self.psnr_baseline
 
 
+def evaluation_spec(
+    model_degradation: dict[str, Any] | None,
+    kind: str | None = None,
+    noise: float | None = None,
+    gap: float = 0.0,
+) -> DegradationSpec:
+    """The forward model of an evaluation: the model's own (its metadata ``degradation``) with the kind (one, or
+    ``i,j,k`` list), a fixed noise level and the slice gap replaced where given.
+
+    Raises:
+        ValueError: the result is not a valid :class:`DegradationSpec`.
+    """
+    base = DegradationSpec.from_dict(model_degradation).to_dict()
+    if kind:
+        kinds = kind.split(",")
+        base["kind"] = kinds[0] if len(kinds) == 1 else kinds
+    if noise is not None:
+        base["noise"] = [noise, noise]
+    base["gap"] = gap
+    return DegradationSpec.from_dict(base)
+
+
 def simulated_pair(reference: Volume, scale: Scale, spec: DegradationSpec, seed: int) -> tuple[Volume, Volume]:
     """Crop ``reference`` to a multiple of ``scale`` and simulate its low-resolution acquisition.
 
