@@ -172,6 +172,24 @@ def test_through_plane_scale_with_a_matching_model(
     assert result.consistency is not None and result.consistency.shape == volume.shape
 
 
+@pytest.mark.parametrize(("scale", "order"), [((4, 1, 1), (1, 2, 0)), ((1, 4, 1), (0, 2, 1))])
+def test_a_permuted_scale_runs_the_model_on_permuted_axes(
+    small_crop: Volume, model_folder: Path, scale: tuple[int, int, int], order: tuple[int, int, int]
+) -> None:
+    model = make_tiny_model(model_folder / "tiny-x114.safetensors", scale=(1, 1, 4))
+    result = enhance_volume(small_crop, model, scale, device="cpu", tile=(6, 7, 8), mask_background=False)
+    assert result.axis_order == order and result.summary()["axis_order"] == "".join("ijk"[a] for a in order)
+    assert result.sr.shape == tuple(n * f for n, f in zip(small_crop.shape, scale))
+    assert result.sr.grid.same_geometry(upsampled_grid(small_crop.grid, tuple(map(float, scale))), tolerance=0.0)
+    # The same as transposing the input by hand to put the thick axis at k, enhancing at 1,1,4 and transposing back.
+    array = np.ascontiguousarray(np.transpose(small_crop.array, order))
+    transposed = Volume(array, Grid(array.shape, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))
+    by_hand = enhance_volume(transposed, model, (1, 1, 4), device="cpu", mask_background=False)
+    restore = tuple(int(a) for a in np.argsort(order))
+    assert np.allclose(result.difference.array, np.transpose(by_hand.difference.array, restore), atol=1e-5)
+    assert not np.allclose(result.difference.array, 0.0)
+
+
 def test_a_scale_the_model_cannot_do_is_refused(small_crop: Volume, tiny_x2: LoadedModel) -> None:
     with pytest.raises(ModelError, match="supports 2"):
         enhance_volume(small_crop, tiny_x2, "1,1,4", device="cpu")

@@ -64,6 +64,29 @@ def test_default_picks_the_x2_brain_model_or_the_thick_slice_model_by_scale() ->
         assert "## Held-out evaluation" in card and "mrisuperres train --config configs/" in card
 
 
+@pytest.mark.parametrize(
+    ("scale", "expected"),
+    [((1.0, 1.0, 4.0), (0, 1, 2)), ((4.0, 1.0, 1.0), (1, 2, 0)), ((1.0, 4.0, 1.0), (0, 2, 1)), ((2.0, 2.0, 2.0), None),
+     ((1.0, 1.0, 3.0), None)],
+)
+def test_axis_order_moves_the_thick_axis_to_where_the_model_expects_it(scale, expected) -> None:
+    order = model_zoo.axis_order([(1.0, 1.0, 4.0)], scale)
+    assert order == expected
+    if order is not None:
+        assert tuple(scale[a] for a in order) == (1.0, 1.0, 4.0)
+
+
+def test_axis_order_is_the_identity_for_models_of_any_scale_and_for_supported_scales() -> None:
+    assert model_zoo.axis_order(None, (1.0, 3.0, 1.5)) == (0, 1, 2)
+    assert model_zoo.axis_order([(2.0, 2.0, 2.0)], (2.0, 2.0, 2.0)) == (0, 1, 2)
+
+
+def test_default_restores_thick_slices_along_any_axis_with_the_thick_slice_model() -> None:
+    for scale in [(4.0, 1.0, 1.0), (1.0, 4.0, 1.0)]:
+        entry = resolve_model("default", scale)
+        assert entry.name == "edsr3d-thick-x4-brain" and entry.supports(scale)
+
+
 def test_unknown_model_name_lists_the_shipped_names() -> None:
     names = [e.name for e in shipped_models()]
     with pytest.raises(ModelError, match="unknown model 'no-such-model'") as error:

@@ -33,7 +33,7 @@ from .errors import InputError
 from .geometry import Scale, format_scale, parse_scale, upsampled_grid
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from .interpolation import bspline_upsample_volume
-from .model_zoo import DEFAULT_MODEL, check_scale, load_model
+from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, axis_order, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
 from .provenance import header_fields, make_provenance, short_description
 from .volume import Volume
@@ -68,6 +68,8 @@ class EnhanceResult:
         scale: per-axis scale used.
         input_shape: shape of the input volume ``(i, j, k)``.
         model: the model that ran.
+        axis_order: the input's axes in the order the network saw them (``(0, 1, 2)`` unless the model runs
+            ``scale`` with its axes permuted, e.g. ``(1, 2, 0)`` for a ``1,1,4`` model asked for ``4,1,1``).
         device: description of where the network ran.
         timings: seconds per stage.
         warnings: messages for the user (device fallback, label-map-like input).
@@ -85,6 +87,7 @@ class EnhanceResult:
     input_shape: tuple[int, int, int]
     model: LoadedModel
     device: str
+    axis_order: tuple[int, int, int] = IDENTITY_ORDER
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)
@@ -114,6 +117,7 @@ class EnhanceResult:
             "output_shape": list(self.sr.shape),
             "output_spacing": list(self.sr.spacing),
             "device": self.device,
+            "axis_order": "ijk"[self.axis_order[0]] + "ijk"[self.axis_order[1]] + "ijk"[self.axis_order[2]],
             "consistency_nrmse": self.consistency_nrmse,
             "baseline_consistency_nrmse": self.baseline_consistency_nrmse,
             "consistency_threshold": self.consistency_threshold,
@@ -203,6 +207,11 @@ def enhance_volume(
     )
     network_input = normalizer.normalize(volume.array, clip=bool(settings.get("clip", True)))
     fine_grid = upsampled_grid(volume.grid, scale)
+    # A model made for another axis order of this scale (1,1,4 asked for 4,1,1) sees the axes permuted.
+    order = axis_order(loaded.scales, scale) or IDENTITY_ORDER
+    restore = tuple(int(a) for a in np.argsort(order))
+    network_input = np.ascontiguousarray(np.transpose(network_input, order))
+    network_tile = tuple(tile[a] for a in order) if isinstance(tile, (tuple, list)) else tile
 
     stage = time.perf_counter()
     report(0.02, "interpolating baseline")
@@ -222,12 +231,13 @@ def enhance_volume(
         flipped = np.flip(network_input, axes).copy() if axes else network_input
         if getattr(loaded.network, "arbitrary_scale", False):
             # Arbitrary-scale (implicit) models decode the fine grid directly, block by block.
-            output = run_tiled_implicit(loaded.network, flipped, fine_grid.shape, choice, tile=tile,
-                                        progress=tile_progress, cancel=cancel)
+            output = run_tiled_implicit(loaded.network, flipped, tuple(fine_grid.shape[a] for a in order), choice,
+                                        tile=network_tile, progress=tile_progress, cancel=cancel)
         else:
-            output = run_tiled(loaded.network, flipped, choice, tile=tile, overlap=overlap,
+            output = run_tiled(loaded.network, flipped, choice, tile=network_tile, overlap=overlap,
                                progress=tile_progress, cancel=cancel)
-        outputs.append(np.flip(output, axes) if axes else output)
+        output = np.flip(output, axes) if axes else output
+        outputs.append(np.ascontiguousarray(np.transpose(output, restore)) if order != IDENTITY_ORDER else output)
     network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
     spread = np.std(outputs, axis=0, dtype=np.float32) * np.float32(normalizer.scale) if uncertainty else None
     if mask_background is None:
@@ -281,6 +291,7 @@ def enhance_volume(
         input_shape=volume.shape,
         model=loaded,
         device=described,
+        axis_order=order,
         warnings=warnings,
     )
     if result.consistency_suspicious:

@@ -15,6 +15,7 @@ shipped model, or of a user model found earlier, is left out of :func:`list_mode
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -92,7 +93,8 @@ class ModelEntry:
         return None if scales == "any" else [tuple(float(s) for s in scale) for scale in scales]  # type: ignore[misc]
 
     def supports(self, scale: Scale) -> bool:
-        return self.scales is None or any(_same_scale(s, scale) for s in self.scales)
+        """True when the model runs at ``scale`` as given or with the input's axes permuted (:func:`axis_order`)."""
+        return axis_order(self.scales, scale) is not None
 
     def scales_text(self) -> str:
         return "any" if self.scales is None else " ".join(format_scale(s) for s in self.scales)
@@ -100,6 +102,26 @@ class ModelEntry:
 
 def _same_scale(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(abs(x - y) < 1e-6 for x, y in zip(a, b))
+
+
+IDENTITY_ORDER = (0, 1, 2)
+
+
+def axis_order(scales: list[tuple[float, float, float]] | None, scale: Scale) -> tuple[int, int, int] | None:
+    """The order in which to hand the input's axes ``(i, j, k)`` to a model so that it runs at one of its scales.
+
+    Returns a permutation ``p`` with ``(scale[p[0]], scale[p[1]], scale[p[2]])`` among ``scales``: the network sees
+    ``np.transpose(input, p)`` and its output is transposed back. The identity when ``scale`` is supported as
+    given or ``scales`` is ``None`` (any scale); ``None`` when no permutation fits. So a model for ``1,1,4`` (thick
+    slices along k) also restores ``4,1,1`` and ``1,4,1``: the thick axis is moved to k and back.
+    """
+    if scales is None:
+        return IDENTITY_ORDER
+    for order in itertools.permutations(IDENTITY_ORDER):  # the identity comes first
+        permuted = tuple(scale[axis] for axis in order)
+        if any(_same_scale(s, permuted) for s in scales):
+            return order  # type: ignore[return-value]
+    return None
 
 
 def shipped_models() -> list[ModelEntry]:
@@ -308,11 +330,12 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
 def check_scale(entry: ModelEntry | LoadedModel, scale: Scale) -> None:
     """Raise :class:`ModelError` when the model cannot produce ``scale``."""
     scales = entry.scales
-    if scales is not None and not any(_same_scale(s, scale) for s in scales):
+    if scales is not None and axis_order(scales, scale) is None:
         name = entry.name
         raise ModelError(
             f"model {name} cannot do scale {format_scale(scale)}; it supports "
-            f"{' or '.join(format_scale(s) for s in scales)}: pick one of those or another model (mrisuperres models)"
+            f"{' or '.join(format_scale(s) for s in scales)} (in any axis order): pick one of those or another model "
+            "(mrisuperres models)"
         )
 
 
