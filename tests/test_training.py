@@ -344,6 +344,36 @@ def test_training_can_start_from_a_model_file(brain_files: list[Path], tmp_path:
         Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
 
 
+def test_partial_initialisation_copies_the_body_of_a_model_of_another_scale(
+    brain_files: list[Path], tmp_path: Path
+) -> None:
+    from MRISuperResLib import models
+    from MRISuperResLib.checkpoint import save_model
+    from MRISuperResLib.training.loop import Trainer
+
+    config = tiny_config(brain_files, tmp_path / "run")
+    other = {**config["model"]["config"], "scale": [1, 1, 4]}
+    torch.manual_seed(12)
+    start = models.create("edsr3d", **other)
+    path = save_model(start, tmp_path / "thick4.safetensors", name="thick4", family="edsr3d", config=other)
+    config["model"]["init_from"] = str(path)
+    with pytest.raises(ConfigError, match="init_partial"):
+        Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
+    config["model"]["init_partial"] = True
+    messages: list[str] = []
+    trainer = Trainer(config_from_dict(config, tmp_path), show_progress=False, log=messages.append)
+    source = start.state_dict()
+    copied = [name for name, tensor in trainer.network.state_dict().items()
+              if name in source and source[name].shape == tensor.shape]
+    fresh = [name for name, tensor in trainer.network.state_dict().items() if name not in copied]
+    assert copied and fresh
+    assert all(torch.equal(trainer.network.state_dict()[name], source[name]) for name in copied)
+    assert any(f"initialised {len(copied)} of" in message for message in messages)
+    config["model"]["family"], config["model"]["config"] = "srdensenet", {"spatial_dims": 3}
+    with pytest.raises(ConfigError, match="must still be a srdensenet"):
+        Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
+
+
 def test_a_user_supplied_mask_drives_patch_sampling(brain_files: list[Path], tmp_path: Path) -> None:
     from MRISuperResLib.training.data import load_subject
     from MRISuperResLib.volume_io import read_volume

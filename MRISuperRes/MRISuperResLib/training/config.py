@@ -31,12 +31,16 @@ class ModelSection:
         critic: family and config of the patch critic for adversarial training (``{}``: built-in 3D critic).
         init_from: an engine model file (``.safetensors``) of the same family and config to start from
             (fine-tuning, or continuing a finished training with new data or settings).
+        init_partial: with ``init_from``, the file may differ in config (another scale, say): every tensor whose
+            name and shape match is copied, the rest (e.g. the upsampler of another factor) keeps its fresh
+            initialisation. The family must still match, and at least one tensor must.
     """
 
     family: str = "edsr3d"
     config: dict[str, Any] = field(default_factory=dict)
     critic: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
+    init_partial: bool = False
 
 
 @dataclass

@@ -187,9 +187,24 @@ class Trainer:
         from ..checkpoint import load_model_file
 
         start = load_model_file(path)
-        if start.metadata.get("family") != self.config.model.family or start.metadata.get("config") != self.model_config:
-            raise ConfigError(f"model.init_from {path} is a {start.metadata.get('family')} with config "
-                              f"{start.metadata.get('config')}; it must match model.family and model.config")
+        family, config = start.metadata.get("family"), start.metadata.get("config")
+        if self.config.model.init_partial:
+            if family != self.config.model.family:
+                raise ConfigError(f"model.init_from {path} is a {family}; with init_partial it must still be a "
+                                  f"{self.config.model.family}")
+            own = self.network.state_dict()
+            matching = {name: tensor for name, tensor in start.network.state_dict().items()
+                        if name in own and own[name].shape == tensor.shape}
+            if not matching:
+                raise ConfigError(f"model.init_from {path} shares no tensor of matching name and shape with this "
+                                  "model; start from a model of the same family and channels")
+            self.network.load_state_dict(matching, strict=False)
+            self.log(f"initialised {len(matching)} of {len(own)} tensors from {path.name}; "
+                     f"{len(own) - len(matching)} start fresh")
+            return
+        if family != self.config.model.family or config != self.model_config:
+            raise ConfigError(f"model.init_from {path} is a {family} with config {config}; it must match "
+                              "model.family and model.config (or set model.init_partial: true)")
         self.network.load_state_dict(start.network.state_dict())
 
     def _make_scheduler(self):  # type: ignore[no-untyped-def]
