@@ -4,10 +4,11 @@ The card (``weights/<name>.md``) states the training data and licences, the forw
 and config), the validation result, the calibrated data-consistency threshold, per-volume PSNR / SSIM against
 cubic B-spline on held-out subjects at several noise levels, and the intended use and limits.
 
-Usage (from the repository root, after ``mrisuperres train --config configs/default_x2.yaml``)::
+Usage (from the repository root, after the recipe's ``mrisuperres train --config ...`` stages)::
 
-    python scripts/ship_model.py runs/edsr3d-x2-brain/edsr3d-x2-brain.safetensors \
-        --config configs/default_x2.yaml --default-for isotropic --scale 2 --kind kspace \
+    python scripts/ship_model.py runs/edsr3d-x2-brain-stage3/edsr3d-x2-brain.safetensors \
+        --config configs/default_x2.yaml configs/default_x2_stage2.yaml configs/default_x2_stage3.yaml \
+        --default-for isotropic --scale 2 --kind kspace \
         --references MNI152 ../shared/data/pairs/IXI002_T1.nii.gz ../shared/data/pairs/IXI002_T2.nii.gz
 
 ``MNI152`` stands for the MNI152 2009 template shipped inside nilearn.
@@ -50,7 +51,8 @@ LICENCES = {
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="trained model file (runs/<name>/<name>.safetensors)")
-    parser.add_argument("--config", required=True, type=Path, help="the training config (the recipe)")
+    parser.add_argument("--config", required=True, type=Path, nargs="+",
+                        help="the training config (the recipe); several for a staged recipe, in order")
     parser.add_argument("--default-for", choices=("isotropic", "anisotropic"), required=True)
     parser.add_argument("--scale", required=True, help="scale to evaluate, i,j,k")
     parser.add_argument("--kind", required=True, help="forward model of the evaluation (kspace, box, or i,j,k list)")
@@ -92,14 +94,14 @@ def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[f
     return results
 
 
-def card(path: Path, config_path: Path, scale, kind: str, results: dict[float, list[VolumeScores]],
+def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[float, list[VolumeScores]],
          references: list[str], training_time: str) -> str:
     meta = read_metadata(path)
     training = meta.get("training", {})
     consistency = meta.get("consistency", {})
     validation = meta.get("metrics", {}).get("validation", {})
     degradation = meta["degradation"]
-    recipe = config_path.relative_to(ROOT) if config_path.is_absolute() else config_path
+    recipe = [p.relative_to(ROOT) if p.is_absolute() else p for p in config_paths]
     lines = [
         f"# Model card: {meta['name']}",
         "",
@@ -149,7 +151,7 @@ def card(path: Path, config_path: Path, scale, kind: str, results: dict[float, l
         "## Recipe",
         "",
         "```",
-        f"mrisuperres train --config {recipe}",
+        *[f"mrisuperres train --config {config}" for config in recipe],
         "```",
         "",
         f"{training.get('steps')} steps (best validation at step {training.get('best_step')}), seed "
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = args.figures / shipped.stem
     figures.mkdir(parents=True, exist_ok=True)
     results = evaluate(shipped, references, scale, args.kind, args.noise, args.threads, figures)
-    text = card(shipped, args.config.resolve(), scale, args.kind, results, references, args.training_time)
+    text = card(shipped, [c.resolve() for c in args.config], scale, args.kind, results, references, args.training_time)
     shipped.with_suffix(".md").write_text(text)
     print(shipped, shipped.with_suffix(".md"))
     return 0
