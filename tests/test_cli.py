@@ -819,6 +819,18 @@ def test_models_lists_the_shipped_model(capsys):
     assert "default" in out
 
 
+def test_default_model_restores_thick_slices_along_i(layout, capsys):
+    """Without --model, 4,1,1 picks the shipped 1,1,4 model and runs it with the thick axis moved to k."""
+    target = layout["out"] / "t1_iso.nii.gz"
+    code, out, err = run_main(capsys, "enhance", layout["input"], target, "--scale", "4,1,1", "--device", "cpu",
+                              "--threads", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["model"] == "edsr3d-thick-x4-brain" and result["axis_order"] == "jki"
+    assert result["output_shape"] == [4 * SHAPE[0], SHAPE[1], SHAPE[2]]
+    assert sitk.ReadImage(str(target)).GetSpacing() == pytest.approx((SPACING[0] / 4, SPACING[1], SPACING[2]))
+
+
 def test_models_json(capsys):
     code, out, _ = run_main(capsys, "models", "--json")
     assert code == 0

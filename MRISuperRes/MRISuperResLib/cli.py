@@ -358,6 +358,7 @@ def _run_models(args: argparse.Namespace) -> int:
         default += " [trained here]" if row["source"] != "shipped" else ""
         print(f"{row['name']:<28} {row['family']:<10} {row['scales']:<10} {row['parameters']:>11,} "
               f"{flops_text(row['flops_per_output_voxel']):>9} {row['size_mb']:>6.1f}MB  {row['description']}{default}")
+    print("(a per-axis scale runs in any axis order: a 1,1,4 model also restores 4,1,1 and 1,4,1)")
     import torch
 
     from .geometry import format_scale
