@@ -89,6 +89,11 @@ def test_scale_problems_name_the_supported_scales() -> None:
     assert "no shipped model does scale 7" in scale_problem("default", (7.0, 7.0, 7.0))
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 4.0), (4.0, 1.0, 1.0), (1.0, 4.1, 1.0)])
+def test_restoring_4x_thick_slices_along_any_axis_has_a_default_model(spacing) -> None:
+    assert scale_problem("default", thick_slice_scale(spacing)) is None
+
+
 def test_devices_always_offer_auto_and_cpu() -> None:
     values = [value for _, value in device_choices()]
     assert values[:2] == ["auto", "cpu"]
