@@ -33,7 +33,7 @@ from .errors import InputError
 from .geometry import Scale, format_scale, parse_scale, upsampled_grid
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from .interpolation import bspline_upsample_volume
-from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, axis_order, check_scale, load_model
+from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
 from .provenance import header_fields, make_provenance, short_description
 from .volume import Volume
@@ -117,7 +117,7 @@ class EnhanceResult:
             "output_shape": list(self.sr.shape),
             "output_spacing": list(self.sr.spacing),
             "device": self.device,
-            "axis_order": "ijk"[self.axis_order[0]] + "ijk"[self.axis_order[1]] + "ijk"[self.axis_order[2]],
+            "axis_order": "".join("ijk"[axis] for axis in self.axis_order),
             "consistency_nrmse": self.consistency_nrmse,
             "baseline_consistency_nrmse": self.baseline_consistency_nrmse,
             "consistency_threshold": self.consistency_threshold,
@@ -191,7 +191,8 @@ def enhance_volume(
     start = time.perf_counter()
     scale = parse_scale(scale)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
-    check_scale(loaded, scale)
+    # A model made for another axis order of this scale (1,1,4 asked for 4,1,1) sees the axes permuted.
+    order = check_scale(loaded, scale)
     warnings = check_input(volume, source_name, loaded)
     choice = select_device(device)
     if choice.note:
@@ -207,8 +208,6 @@ def enhance_volume(
     )
     network_input = normalizer.normalize(volume.array, clip=bool(settings.get("clip", True)))
     fine_grid = upsampled_grid(volume.grid, scale)
-    # A model made for another axis order of this scale (1,1,4 asked for 4,1,1) sees the axes permuted.
-    order = axis_order(loaded.scales, scale) or IDENTITY_ORDER
     restore = tuple(int(a) for a in np.argsort(order))
     network_input = np.ascontiguousarray(np.transpose(network_input, order))
     network_tile = tuple(tile[a] for a in order) if isinstance(tile, (tuple, list)) else tile
@@ -237,7 +236,7 @@ def enhance_volume(
             output = run_tiled(loaded.network, flipped, choice, tile=network_tile, overlap=overlap,
                                progress=tile_progress, cancel=cancel)
         output = np.flip(output, axes) if axes else output
-        outputs.append(np.ascontiguousarray(np.transpose(output, restore)) if order != IDENTITY_ORDER else output)
+        outputs.append(np.ascontiguousarray(np.transpose(output, restore)))
     network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
     spread = np.std(outputs, axis=0, dtype=np.float32) * np.float32(normalizer.scale) if uncertainty else None
     if mask_background is None:

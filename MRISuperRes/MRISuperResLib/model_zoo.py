@@ -327,16 +327,16 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
     )
 
 
-def check_scale(entry: ModelEntry | LoadedModel, scale: Scale) -> None:
-    """Raise :class:`ModelError` when the model cannot produce ``scale``."""
-    scales = entry.scales
-    if scales is not None and axis_order(scales, scale) is None:
-        name = entry.name
+def check_scale(entry: ModelEntry | LoadedModel, scale: Scale) -> tuple[int, int, int]:
+    """The model's :func:`axis_order` for ``scale``; raise :class:`ModelError` when it cannot produce ``scale``."""
+    order = axis_order(entry.scales, scale)
+    if order is None:
         raise ModelError(
-            f"model {name} cannot do scale {format_scale(scale)}; it supports "
-            f"{' or '.join(format_scale(s) for s in scales)} (in any axis order): pick one of those or another model "
-            "(mrisuperres models)"
+            f"model {entry.name} cannot do scale {format_scale(scale)}; it supports "
+            f"{' or '.join(format_scale(s) for s in entry.scales or [])} (in any axis order): pick one of those or "
+            "another model (mrisuperres models)"
         )
+    return order
 
 
 def load_model(model: str | os.PathLike = DEFAULT_MODEL, scale: Scale = (2.0, 2.0, 2.0)) -> LoadedModel:
