@@ -27,6 +27,36 @@ def test_flip_ensemble_gives_mean_and_spread(small_real_volume: Volume, tiny_mod
     assert ensemble.uncertainty.metadata["MRISuperRes.role"] == "uncertainty"
 
 
+def test_flip_ensemble_alone_gives_the_same_mean_without_a_map(small_real_volume: Volume, tiny_model: Path) -> None:
+    model = load_model_file(tiny_model)
+    with_map = enhance_volume(small_real_volume, model, 2, device="cpu", uncertainty=True)
+    alone = enhance_volume(small_real_volume, model, 2, device="cpu", flip_ensemble=True)
+    single = enhance_volume(small_real_volume, model, 2, device="cpu")
+    assert alone.uncertainty is None
+    np.testing.assert_array_equal(alone.sr.array, with_map.sr.array)
+    assert (alone.summary()["ensemble_passes"], with_map.ensemble_passes, single.summary()["ensemble_passes"]) == (
+        8, 8, 1)
+
+
+def test_cli_flip_ensemble_in_enhance_and_evaluate(small_real_volume: Volume, tiny_model: Path, tmp_path: Path,
+                                                   capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    model = load_model_file(tiny_model)
+    expected = enhance_volume(small_real_volume, model, 2, device="cpu", flip_ensemble=True)
+    source = write_volume(small_real_volume, tmp_path / "in.nii.gz")
+    out = tmp_path / "sr.nii.gz"
+    assert main(["enhance", str(source), str(out), "--model", str(tiny_model), "--flip-ensemble", "--json",
+                 "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["ensemble_passes"] == 8
+    np.testing.assert_allclose(read_volume(out).array, expected.sr.array, rtol=1e-6, atol=1e-4)
+    scores = []
+    for flag in ([], ["--flip-ensemble"]):
+        assert main(["evaluate", str(source), "--model", str(tiny_model), "--device", "cpu", "--json", *flag]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["volumes"][0]["psnr_sr"])
+    assert scores[0] != scores[1]
+
+
 def test_flip_ensemble_of_an_untrained_model_is_certain(small_real_volume: Volume, tmp_path: Path) -> None:
     from MRISuperResLib.volume import Grid
 

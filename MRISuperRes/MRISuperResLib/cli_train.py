@@ -121,6 +121,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--gap", type=float, default=0.0, help="slice gap for box/gaussian profiles [0]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated noise [0]")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
+    parser.add_argument("--flip-ensemble", action="store_true",
+                        help="average the network over the 8 flips of each input (test-time ensemble, 8 passes)")
     parser.add_argument("--output", metavar="MD", help="also write the table to this Markdown file")
     parser.add_argument("--figure", metavar="FOLDER",
                         help="write one PNG per reference into this existing folder (rows axial/coronal/sagittal; "
@@ -148,7 +150,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise MRISuperResError(str(error)) from None
     scores = evaluate_files(args.references, model, scale, spec, seed=args.seed, low_inputs=args.low,
-                            figure_folder=args.figure, device=args.device)
+                            figure_folder=args.figure, device=args.device,
+                            flip_ensemble=args.flip_ensemble)
     table = scores_table(scores, model.name, scale)
     if args.output:
         Path(args.output).write_text(table + "\n")

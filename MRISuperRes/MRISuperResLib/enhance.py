@@ -71,6 +71,7 @@ class EnhanceResult:
         axis_order: the input's axes in the order the network saw them (``(0, 1, 2)`` unless the model runs
             ``scale`` with its axes permuted, e.g. ``(1, 2, 0)`` for a ``1,1,4`` model asked for ``4,1,1``).
         device: description of where the network ran.
+        ensemble_passes: network passes averaged into ``sr`` (8 with the flip ensemble, else 1).
         timings: seconds per stage.
         warnings: messages for the user (device fallback, label-map-like input).
         paths: written files by role, filled by :func:`enhance_file`.
@@ -88,6 +89,7 @@ class EnhanceResult:
     model: LoadedModel
     device: str
     axis_order: tuple[int, int, int] = IDENTITY_ORDER
+    ensemble_passes: int = 1
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)
@@ -118,6 +120,7 @@ class EnhanceResult:
             "output_spacing": list(self.sr.spacing),
             "device": self.device,
             "axis_order": "".join("ijk"[axis] for axis in self.axis_order),
+            "ensemble_passes": self.ensemble_passes,
             "consistency_nrmse": self.consistency_nrmse,
             "baseline_consistency_nrmse": self.baseline_consistency_nrmse,
             "consistency_threshold": self.consistency_threshold,
@@ -160,6 +163,7 @@ def enhance_volume(
     keep_dtype: bool = False,
     consistency: bool = True,
     uncertainty: bool = False,
+    flip_ensemble: bool = False,
     mask_background: bool | None = None,
     source_name: str = "input",
     progress: ProgressCallback | None = None,
@@ -179,6 +183,8 @@ def enhance_volume(
         consistency: compute the data-consistency map and scores.
         uncertainty: run the network on the 8 flipped versions of the input (test-time flip ensemble): the SR is
             their mean and the uncertainty map their standard deviation (intensity units); 8 times the work.
+        flip_ensemble: the same 8-pass mean as the SR without the uncertainty map (a test-time self-ensemble:
+            about +0.1 dB PSNR over one pass for the shipped models, 8 times the work).
         mask_background: outside the head (foreground mask of the input), keep the B-spline baseline so the
             network adds nothing there. ``None`` follows the model (its metadata's ``mask_background``: on for the
             shipped brain models, whose training taught them to clean the background), else off.
@@ -218,7 +224,8 @@ def enhance_volume(
     timings["baseline"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    flips = [axes for count in range(4) for axes in itertools.combinations((0, 1, 2), count)] if uncertainty else [()]
+    ensemble = uncertainty or flip_ensemble
+    flips = [axes for count in range(4) for axes in itertools.combinations((0, 1, 2), count)] if ensemble else [()]
     outputs = []
     for number, axes in enumerate(flips):
 
@@ -291,6 +298,7 @@ def enhance_volume(
         model=loaded,
         device=described,
         axis_order=order,
+        ensemble_passes=len(flips),
         warnings=warnings,
     )
     if result.consistency_suspicious:
