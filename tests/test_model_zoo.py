@@ -59,6 +59,8 @@ def test_default_picks_the_x2_brain_model_or_the_thick_slice_model_by_scale() ->
     assert resolve_model("default", (1.0, 1.0, 4.0)).name == "edsr3d-thick-x4-brain"
     assert resolve_model("default", (1.0, 1.0, 2.0)).name == "edsr3d-thick-x2-brain"
     assert resolve_model("default", (2.0, 1.0, 1.0)).name == "edsr3d-thick-x2-brain"
+    assert resolve_model("default", (1.0, 3.0, 1.0)).name == "edsr3d-thick-x3-brain"
+    assert resolve_model("default", (5.0, 1.0, 1.0)).name == "edsr3d-thick-x5-brain"
     for entry in shipped_models():
         assert entry.metadata.get("mask_background") is True and not entry.metadata.get("untrained")
         assert entry.metadata["consistency"]["threshold"] > 0
