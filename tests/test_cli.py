@@ -931,6 +931,8 @@ def test_console_script_interrupted_leaves_no_partial_output(big_volume, tmp_pat
         [*console_script(), "enhance", str(big_volume), str(output), "--tile", "16", "--threads", "1",
          "--device", "cpu", "--baseline", str(out_dir / "big_base.nii.gz")],
         stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+        # The default SIGINT disposition of an interactive shell, whatever the test runner inherited.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     os.close(slave)
     chunks: list[bytes] = []
