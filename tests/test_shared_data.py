@@ -35,7 +35,12 @@ def test_real_anisotropic_volume_is_enhanced_in_place(shared_data: Path) -> None
     volume = read_volume(shared_data / "thick/aniso_4x4x5.nii.gz")
     result = enhance_volume(volume, "default", 2, device="cpu")
     assert result.sr.shape == tuple(2 * n for n in volume.shape)
-    # The SR volume sits where its input sits: same physical centre of mass to a fraction of a fine voxel.
-    shift = np.linalg.norm(centre_of_mass_lps(result.sr) - centre_of_mass_lps(volume))
-    assert shift < 0.1 * min(result.sr.spacing)
+    # The fine grid sits where the input sits: the B-spline baseline keeps the input's physical centre of mass to a
+    # tenth of a fine voxel, and the SR volume shares the baseline's grid. The network changes the content (it
+    # denoises inside the head), which may move the SR's centre of mass a little, never by a grid offset (half a
+    # fine voxel or more).
+    assert result.sr.grid.same_geometry(result.baseline.grid, tolerance=1e-9)
+    centre = centre_of_mass_lps(volume)
+    assert np.linalg.norm(centre_of_mass_lps(result.baseline) - centre) < 0.1 * min(result.sr.spacing)
+    assert np.linalg.norm(centre_of_mass_lps(result.sr) - centre) < 0.25 * min(result.sr.spacing)
     assert np.isfinite(result.consistency_nrmse)
