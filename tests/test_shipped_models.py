@@ -2,7 +2,7 @@
 
 A guard against shipping a broken or mis-wired model: a central 64 mm cube of the template, degraded with each
 model's own forward model at 1 % k-space noise, enhanced with the model's defaults. Measured on this dense cube:
-+2.3 dB at x2, +2.8 dB for 4x thicker slices along k or along i (whole-head means are in the model cards); the floors
++3.0 dB at x2, +2.8 dB for 4x thicker slices along k or along i (whole-head means are in the model cards); the floors
 below leave room for retrained models.
 """
 
