@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -20,7 +23,50 @@ def tiny_edsr(scale=(2, 2, 2), global_skip: str = "baseline") -> EDSR3D:
 
 def test_registry_lists_edsr3d() -> None:
     assert "edsr3d" in models.FAMILIES
-    assert models.family_spec("edsr3d").builder is EDSR3D
+    assert models.family_class("edsr3d") is EDSR3D
+    assert isinstance(models.family_spec("edsr3d").builder(**TINY), EDSR3D)
+
+
+def test_monai_convolution_and_conv_block_share_names_and_outputs() -> None:
+    """ConvBlock stands in for MONAI's Convolution in the families: same tensor names, same arithmetic."""
+    from monai.networks.blocks import Convolution
+
+    from MRISuperResLib.models.layers import ConvBlock
+
+    x3, x2 = torch.randn(1, 4, 6, 7, 5), torch.randn(1, 4, 6, 7)
+    cases = [
+        (Convolution(3, 4, 3, kernel_size=3, conv_only=True), ConvBlock(3, 4, 3, 3), x3),
+        (Convolution(3, 4, 3, kernel_size=1, act="RELU", norm=None), ConvBlock(3, 4, 3, 1, relu=True), x3),
+        (Convolution(2, 4, 3, kernel_size=5, act="RELU", norm=None), ConvBlock(2, 4, 3, 5, relu=True), x2),
+        (Convolution(3, 4, 3, strides=(2, 2, 1), kernel_size=(4, 4, 3), padding=(1, 1, 1), output_padding=0,
+                     is_transposed=True, act="RELU", norm=None),
+         ConvBlock(3, 4, 3, (4, 4, 3), relu=True, transposed=True, stride=(2, 2, 1), padding=(1, 1, 1)), x3),
+    ]
+    for reference, block, x in cases:
+        assert list(block.state_dict()) == list(reference.state_dict())
+        block.load_state_dict(reference.state_dict())
+        with torch.no_grad():
+            assert torch.equal(block(x), reference(x))
+
+
+def test_running_the_shipped_family_imports_no_monai() -> None:
+    """Loading and running an EDSR-3D model (every shipped model) must not pay MONAI's import in the process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from MRISuperResLib.model_zoo import load_model\n"
+        "from MRISuperResLib.enhance import enhance_volume\n"
+        "from MRISuperResLib.volume import Grid, Volume\n"
+        "volume = Volume(np.random.default_rng(0).random((12, 12, 12), dtype=np.float32), Grid((12, 12, 12), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))\n"
+        "enhance_volume(volume, load_model('default', (2.0, 2.0, 2.0)), 2, device='cpu')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('monai', 'matplotlib')))\n"
+    )
+    root = Path(__file__).resolve().parents[1] / "MRISuperRes"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert done.stdout.strip() == "[]"
 
 
 def test_create_with_unknown_family_names_the_known_ones() -> None:

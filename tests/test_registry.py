@@ -10,6 +10,7 @@ clearly above cubic B-spline.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -292,7 +293,7 @@ def test_enhance_refuses_a_scale_a_fixed_scale_model_was_not_built_for(tmp_path:
 
 
 def test_models_listing_reports_parameters_and_flops(capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["models"]) == 0
+    assert cli.main(["models", "--families"]) == 0
     out = capsys.readouterr().out
     assert "FLOP/vox" in out
     for family in models.FAMILIES:
@@ -301,6 +302,29 @@ def test_models_listing_reports_parameters_and_flops(capsys: pytest.CaptureFixtu
     assert cli.main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert all(row["flops_per_output_voxel"] > 0 for row in rows)
+
+
+def test_model_files_store_their_flops_and_the_listing_reads_only_headers(tmp_path: Path) -> None:
+    """The cost stored at save time is the counted one, and ``mrisuperres models`` imports neither torch nor
+    MONAI (it answers from the files' headers)."""
+    import subprocess
+    import sys
+
+    from MRISuperResLib.checkpoint import read_metadata
+    from MRISuperResLib.model_zoo import shipped_models
+
+    for entry in shipped_models():
+        counted = models.config_flops_per_output_voxel(entry.metadata["family"], entry.metadata["config"])
+        assert entry.metadata["flops_per_output_voxel"] == pytest.approx(counted)
+    family, config, network = small_model("srdensenet-2d")
+    saved = read_metadata(save_model(network, tmp_path / "m.safetensors", name="m", family=family, config=config))
+    assert saved["flops_per_output_voxel"] == pytest.approx(models.config_flops_per_output_voxel(family, config))
+    code = ("import sys\nfrom MRISuperResLib import cli\nassert cli.main(['models']) == 0\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'monai'}))")
+    root = Path(__file__).resolve().parents[1] / "MRISuperRes"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_shipped_models_metadata_still_loads() -> None:

@@ -16,26 +16,24 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from . import models
 from .errors import ModelError
+from .model_file import (  # noqa: F401  (re-exported: the header API predates model_file)
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MODEL_EXTENSION,
+    file_checksum,
+    read_metadata,
+)
 from .version import __version__
-
-FORMAT_NAME = "mrisuperres-model"
-FORMAT_VERSION = "1"
-MODEL_EXTENSION = ".safetensors"
-
-_PICKLE_SIGNATURES = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
-
 
 @dataclass
 class LoadedModel:
@@ -78,13 +76,13 @@ def weights_checksum(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def file_checksum(path: Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _flops_or_none(family: str, config: dict[str, Any]) -> float | None:
+    # Stored so that listings read the cost from the header without building the network; arbitrary-scale
+    # models are counted at scale 2.
+    try:
+        return float(models.config_flops_per_output_voxel(family, config))
+    except Exception:  # a family the counter cannot trace: the listing shows "?"
+        return None
 
 
 def save_model(
@@ -125,6 +123,7 @@ def save_model(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "engine_version": __version__,
         "parameters": models.parameter_count(network),
+        "flops_per_output_voxel": _flops_or_none(family, config),
         "weights_sha256": weights_checksum(state),
         **(extra or {}),
     }
@@ -137,40 +136,6 @@ def save_model(
     finally:
         temporary.unlink(missing_ok=True)
     return path
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a model file's metadata without building the network.
-
-    Raises:
-        ModelError: missing file, pickled checkpoint, or not a valid MRISuperRes model file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist; give a shipped model name or a .safetensors path")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if head.startswith(_PICKLE_SIGNATURES):
-        raise ModelError(
-            f"model file {path} is a pickled PyTorch checkpoint; MRISuperRes never unpickles model files "
-            "(they can run code): save the weights as .safetensors with MRISuperResLib.checkpoint.save_model"
-        )
-    if len(head) < 8 or struct.unpack("<Q", head)[0] > path.stat().st_size:
-        raise ModelError(f"model file {path} is corrupted or not a safetensors file; download or export it again")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except Exception as error:  # safetensors raises several internal error types
-        raise ModelError(f"model file {path} is corrupted or not a safetensors file ({error}); export it again") from None
-    if header.get("format") != FORMAT_NAME:
-        raise ModelError(
-            f"model file {path} is a safetensors file without MRISuperRes metadata; save it with "
-            "MRISuperResLib.checkpoint.save_model so its family and config are known"
-        )
-    try:
-        return json.loads(header["metadata"])
-    except (KeyError, json.JSONDecodeError):
-        raise ModelError(f"model file {path} has unreadable metadata; export it again") from None
 
 
 def load_model_file(path: str | os.PathLike) -> LoadedModel:

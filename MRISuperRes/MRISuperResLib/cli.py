@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("models", help="list shipped models",
                                   description="List the shipped models with their scales, size and description.")
     listing.add_argument("--json", action="store_true", help="print machine-readable results")
+    listing.add_argument("--families", action="store_true",
+                         help="also list the model families in the configuration of the source documents "
+                              "(builds each on PyTorch's meta device: a few seconds)")
     # Every subcommand also accepts --debug after its name; SUPPRESS keeps the top-level value otherwise.
     for subparser in commands.choices.values():
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -323,27 +326,20 @@ def _run_enhance(args: argparse.Namespace) -> int:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from . import models
+    # Only the model files' headers are read here (no torch, no MONAI), so the listing answers at once; a model
+    # saved before FLOP counts were stored in its metadata shows "?".
     from .model_zoo import list_models
-
-    def cost(family: str, config: dict[str, Any]) -> float | None:
-        # Counted once per model on a meta-device copy (no weights, no compute), so the listing stays fast;
-        # arbitrary-scale models are counted at scale 2.
-        try:
-            return models.config_flops_per_output_voxel(family, config)
-        except Exception:  # an unknown family or an old config: list the model without a cost
-            return None
 
     rows = []
     for entry in list_models():
-        family = str(entry.metadata.get("family", ""))
+        flops = entry.metadata.get("flops_per_output_voxel")
         rows.append({
             "name": entry.name,
             "source": entry.source,
-            "family": family,
+            "family": str(entry.metadata.get("family", "")),
             "scales": entry.scales_text(),
             "parameters": entry.metadata.get("parameters", 0),
-            "flops_per_output_voxel": cost(family, dict(entry.metadata.get("config", {}))),
+            "flops_per_output_voxel": float(flops) if flops is not None else None,
             "size_mb": round(entry.path.stat().st_size / 1e6, 2),
             "default_for": entry.metadata.get("default_for", []),
             "description": entry.metadata.get("description", ""),
@@ -352,19 +348,19 @@ def _run_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-
-    def flops_text(flops: float | None) -> str:
-        return "?" if flops is None else f"{flops / 1e6:.2f}M"
-
     print(f"{'name':<28} {'family':<10} {'scales':<10} {'params':>11} {'FLOP/vox':>9} {'size':>8}  description")
     for row in rows:
         default = f" [default: {', '.join(row['default_for'])}]" if row["default_for"] else ""
         default += " [trained here]" if row["source"] != "shipped" else ""
         print(f"{row['name']:<28} {row['family']:<10} {row['scales']:<10} {row['parameters']:>11,} "
-              f"{flops_text(row['flops_per_output_voxel']):>9} {row['size_mb']:>6.1f}MB  {row['description']}{default}")
+              f"{_flops_text(row['flops_per_output_voxel']):>9} {row['size_mb']:>6.1f}MB  {row['description']}{default}")
     print("(a per-axis scale runs in any axis order: a 1,1,4 model also restores 4,1,1 and 1,4,1)")
+    if not args.families:
+        print("(mrisuperres models --families lists the model families in the configuration of the source documents)")
+        return 0
     import torch
 
+    from . import models
     from .geometry import format_scale
 
     print("\nfamilies, in the configuration of the source documents (build with MRISuperResLib.models.create):")
@@ -375,9 +371,14 @@ def _run_models(args: argparse.Namespace) -> int:
             parameters = models.parameter_count(models.create(family, **config))
         scales = models.supported_scales(family, config)
         scale = "any" if scales is None else format_scale(scales[0])
-        print(f"{family:<12} {scale:<8} {parameters:>11,} {flops_text(cost(family, config)):>9}  "
+        flops = models.config_flops_per_output_voxel(family, config)
+        print(f"{family:<12} {scale:<8} {parameters:>11,} {_flops_text(flops):>9}  "
               f"{models.family_spec(family).description}")
     return 0
+
+
+def _flops_text(flops: float | None) -> str:
+    return "?" if flops is None else f"{flops / 1e6:.2f}M"
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -353,10 +353,13 @@ def enhance_file(
         check_writable_target(path, overwrite)
         if sidecar:
             check_writable_target(sidecar_path(path), overwrite, volume_format=False)
+    read_start = time.perf_counter()
     volume = read_volume(input_path)
+    read_seconds = time.perf_counter() - read_start
     if uncertainty_path is not None:
         options["uncertainty"] = True
     result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
+    result.timings["read"] = read_seconds
     outputs = {"sr": result.sr, "baseline": result.baseline, "difference": result.difference,
                "consistency": result.consistency, "uncertainty": result.uncertainty}
     stage = time.perf_counter()

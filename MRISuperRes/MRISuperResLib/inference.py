@@ -1,10 +1,12 @@
-"""Running a network over a whole volume in overlapping tiles (MONAI ``SlidingWindowInferer``).
+"""Running a network over a whole volume in tiles.
 
-MONAI places the windows and blends them with Gaussian weights; the network's output may be larger than its
-input tile (MONAI derives the zoom from the output size). A convolutional network run on a bare tile sees zero
-padding at the tile's faces, which makes seams; so each window is run with a *halo* of real neighbouring voxels
-(the network's receptive radius, clipped at the volume's faces) and its output is cropped back to the window.
-With a full halo, tiled inference equals whole-volume inference up to float rounding. Progress is reported and
+A convolutional network run on a bare tile sees zero padding at the tile's faces, which makes seams; so each
+window is run with a *halo* of real neighbouring voxels (the network's receptive radius, clipped at the volume's
+faces) and its output is cropped back to the window. With a full halo, tiled inference equals whole-volume
+inference up to float rounding, so by default the windows only touch (overlap 0) and are pasted in place: this
+path imports no MONAI (importing MONAI costs seconds in every process). With ``overlap > 0`` MONAI's
+``SlidingWindowInferer`` places the windows and blends them with Gaussian weights (the network's output may be
+larger than its input tile: MONAI derives the zoom from the output size). Progress is reported and
 cancellation checked between tiles. The tile edge is chosen from the memory available on the device unless given.
 """
 
@@ -15,8 +17,6 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from monai.data.utils import dense_patch_slices
-from monai.inferers import SlidingWindowInferer
 from torch import nn
 
 from .device import DeviceChoice, available_memory_bytes
@@ -100,8 +100,30 @@ def fit_tile(tile: tuple[int, int, int], shape: tuple[int, int, int]) -> tuple[i
     return tuple(min(t, n) for t, n in zip(tile, shape))  # type: ignore[return-value]
 
 
+def window_starts(size: int, tile: int) -> list[int]:
+    """Start indices of touching windows of ``tile`` voxels covering ``size`` voxels along one axis.
+
+    Windows step by ``tile``; the last one is moved back to end at the volume's face (as MONAI's
+    ``dense_patch_slices`` places them with no overlap), so no window reaches outside the volume.
+    """
+    starts = list(range(0, max(size - tile, 0) + 1, tile))
+    if starts[-1] + tile < size:
+        starts.append(size - tile)
+    return starts
+
+
+def touching_windows(shape: tuple[int, int, int], tile: tuple[int, int, int]) -> list[list[slice]]:
+    """The windows (``[i, j, k]`` slices) that cover ``shape`` with no overlap, in C order."""
+    per_axis = [[slice(s, s + t) for s in window_starts(n, t)] for n, t in zip(shape, tile)]
+    return [[a, b, c] for a in per_axis[0] for b in per_axis[1] for c in per_axis[2]]
+
+
 def count_tiles(shape: tuple[int, int, int], tile: tuple[int, int, int], overlap: float) -> int:
-    """Number of windows MONAI's sliding window visits for this shape, tile and overlap."""
+    """Number of windows visited for this shape, tile and overlap."""
+    if overlap == 0:
+        return len(touching_windows(shape, tile))
+    from monai.data.utils import dense_patch_slices
+
     interval = [t if t == n else max(int(t * (1 - overlap)), 1) for t, n in zip(tile, shape)]
     return len(dense_patch_slices(shape, tile, interval))
 
@@ -188,6 +210,10 @@ def run_tiled(
         roi = fit_tile((tile,) * 3 if isinstance(tile, int) else tuple(tile), shape)  # type: ignore[arg-type]
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     runner = _TileRunner(network, tensor, device, halo, count_tiles(shape, roi, overlap), progress, cancel)
+    if overlap == 0:
+        return _run_touching(runner, shape, roi)
+    from monai.inferers import SlidingWindowInferer
+
     inferer = SlidingWindowInferer(
         roi_size=roi,
         sw_batch_size=1,
@@ -200,6 +226,21 @@ def run_tiled(
     with torch.inference_mode():
         out = inferer(tensor, runner)
     return out[0, 0].float().numpy()
+
+
+def _run_touching(runner: _TileRunner, shape: tuple[int, int, int], tile: tuple[int, int, int]) -> np.ndarray:
+    """Run touching windows and paste each output in place (windows moved back at a face overlap their
+    neighbour; with the full halo both computed the same values there)."""
+    out: np.ndarray | None = None
+    with torch.inference_mode():
+        for window in touching_windows(shape, tile):
+            result = runner(runner.volume, [[slice(None), slice(None), *window]])[0, 0].float()
+            factors = [o // (w.stop - w.start) for o, w in zip(result.shape, window)]
+            if out is None:
+                out = np.empty([n * f for n, f in zip(shape, factors)], dtype=np.float32)
+            out[tuple(slice(w.start * f, w.stop * f) for w, f in zip(window, factors))] = result.cpu().numpy()
+    assert out is not None
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -22,11 +22,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .checkpoint import MODEL_EXTENSION, LoadedModel, load_model_file, read_metadata
 from .errors import ModelError, OutputError
 from .geometry import Scale, format_scale
+from .model_file import MODEL_EXTENSION, read_metadata
+
+if TYPE_CHECKING:  # the network side needs torch; listing and resolving models must not import it
+    from .checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +346,8 @@ def load_model(model: str | os.PathLike = DEFAULT_MODEL, scale: Scale = (2.0, 2.
     """Resolve ``model`` (name, ``"default"`` or path), check it supports ``scale`` and load it on the CPU."""
     entry = resolve_model(model, scale)
     check_scale(entry, scale)
+    from .checkpoint import load_model_file
+
     loaded = load_model_file(entry.path)
     if entry.path.parent == WEIGHTS_FOLDER:
         loaded.metadata.setdefault("shipped", True)

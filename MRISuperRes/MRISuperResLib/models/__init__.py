@@ -61,10 +61,41 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arssr import ArSSR
-from .edsr3d import EDSR3D
-from .srdensenet import SRDenseNet
-from .unet25d import PatchDiscriminator2d, UNet25D
+from importlib import import_module
+
+#: Each family's class, as ``module:Class``. Imported on first use, so that running an EDSR-3D model never
+#: loads the 2.5D U-Net's MONAI networks (importing MONAI costs seconds per process).
+_CLASSES = {
+    "ArSSR": ".arssr",
+    "EDSR3D": ".edsr3d",
+    "SRDenseNet": ".srdensenet",
+    "UNet25D": ".unet25d",
+    "PatchDiscriminator2d": ".unet25d",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES:
+        return getattr(import_module(_CLASSES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _LazyClass:
+    """Builds a family's class, imported on first use (see :data:`_CLASSES`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def resolve(self) -> type[nn.Module]:
+        return __getattr__(self.name)
+
+    def __call__(self, **config: Any) -> nn.Module:
+        return self.resolve()(**config)
+
+
+def _lazy(name: str) -> _LazyClass:
+    return _LazyClass(name)
+
 
 Scale3 = tuple[float, float, float]
 
@@ -106,7 +137,7 @@ def _srdensenet_dims(scale: Sequence[int] | None) -> int:
 
 _REGISTRY: dict[str, FamilySpec] = {
     "edsr3d": FamilySpec(
-        builder=EDSR3D,
+        builder=_lazy("EDSR3D"),
         scales=_fixed_scale,
         min_input_size=lambda config: 4,
         description="EDSR-style 3D residual network with sub-pixel (or B-spline) upsampling (seed 001)",
@@ -116,7 +147,7 @@ _REGISTRY: dict[str, FamilySpec] = {
                              "upsample_features": 8},
     ),
     "srdensenet": FamilySpec(
-        builder=SRDenseNet,
+        builder=_lazy("SRDenseNet"),
         scales=lambda config: _fixed_scale({"scale": config.get("scale", (2, 2, 1))}),
         min_input_size=lambda config: 2,
         description="SRDenseNet_All, dense blocks + deconvolution, 2D slice-wise or 3D (seed 003)",
@@ -126,7 +157,7 @@ _REGISTRY: dict[str, FamilySpec] = {
                              "blocks": 2, "layers": 3, "growth": 8, "bottleneck": 32},
     ),
     "unet25d": FamilySpec(
-        builder=UNet25D,
+        builder=_lazy("UNet25D"),
         scales=_fixed_scale,
         min_input_size=lambda config: 2,
         description="2.5D attention residual U-Net (GroupNorm, SiLU, AdaDM, self/cross-attention) (seed 002)",
@@ -137,7 +168,7 @@ _REGISTRY: dict[str, FamilySpec] = {
                              "channel_mult": [1, 2], "res_blocks": 1, "groups": 4, "attention_heads": 1},
     ),
     "arssr": FamilySpec(
-        builder=ArSSR,
+        builder=_lazy("ArSSR"),
         scales=lambda config: None,
         min_input_size=lambda config: 2,
         description="ArSSR implicit decoder on RDN/ResCNN/SRResNet features, any scale (seed 004)",
@@ -151,7 +182,7 @@ _REGISTRY: dict[str, FamilySpec] = {
 FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
 
 #: Critics for adversarial training, built by :func:`create` too (keyword arguments of their class).
-_CRITICS: dict[str, Callable[..., nn.Module]] = {"patch_discriminator": PatchDiscriminator2d}
+_CRITICS: dict[str, Callable[..., nn.Module]] = {"patch_discriminator": _lazy("PatchDiscriminator2d")}
 CRITICS: tuple[str, ...] = tuple(_CRITICS)
 
 
@@ -161,6 +192,12 @@ def family_spec(family: str) -> FamilySpec:
         return _REGISTRY[family]
     except KeyError:
         raise ValueError(f"unknown model family {family!r}; known families: {', '.join(FAMILIES)}") from None
+
+
+def family_class(family: str) -> type[nn.Module]:
+    """The class that builds ``family`` (imported now); ``ValueError`` naming the known families otherwise."""
+    builder = family_spec(family).builder
+    return builder.resolve() if isinstance(builder, _LazyClass) else builder  # type: ignore[return-value]
 
 
 def create(family: str, **config: Any) -> nn.Module:
@@ -192,12 +229,13 @@ def is_arbitrary_scale(model: nn.Module) -> bool:
 
 
 def create_discriminator(in_channels: int = 1, channels: int = 256, layers: int = 4,
-                         slice_axis: int = 2) -> PatchDiscriminator2d:
+                         slice_axis: int = 2) -> nn.Module:
     """The WGAN-GP patch critic of the 2.5D U-Net (seed 002, table 3: 256 channels, 4 layers).
 
     Same as ``create("patch_discriminator", ...)``; see :class:`.unet25d.PatchDiscriminator2d`.
     """
-    return PatchDiscriminator2d(in_channels=in_channels, channels=channels, layers=layers, slice_axis=slice_axis)
+    return _CRITICS["patch_discriminator"](in_channels=in_channels, channels=channels, layers=layers,
+                                           slice_axis=slice_axis)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -245,7 +283,7 @@ def config_flops_per_output_voxel(family: str, config: dict[str, Any], scale: Se
 
 
 __all__ = [
-    "FAMILIES", "CRITICS", "FamilySpec", "create", "create_discriminator", "family_spec", "supported_scales",
+    "FAMILIES", "CRITICS", "FamilySpec", "family_class", "create", "create_discriminator", "family_spec", "supported_scales",
     "seed_config", "small_config", "is_arbitrary_scale", "parameter_count", "flops_per_output_voxel",
     "config_flops_per_output_voxel", "ArSSR", "EDSR3D", "SRDenseNet", "UNet25D", "PatchDiscriminator2d",
 ]

@@ -34,7 +34,8 @@ Running: :meth:`ArSSR.encode` once per volume or tile, then :meth:`ArSSR.query` 
 (``forward(x, output_shape)`` does both for a whole input; :func:`MRISuperResLib.inference.run_tiled_implicit`
 for large volumes). The reference re-runs the encoder for every output slice; here it runs once.
 
-MONAI blocks used: :class:`monai.networks.blocks.Convolution` for every convolution (with its ReLU).
+Layers: :class:`~.layers.ConvBlock` (MONAI ``Convolution``'s layout and tensor names, without importing MONAI)
+for every convolution (with its ReLU).
 """
 
 from __future__ import annotations
@@ -43,11 +44,10 @@ import contextlib
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import Convolution
 from torch import nn
 from torch.nn import functional as F
 
-from .layers import fine_voxel_positions
+from .layers import ConvBlock, fine_voxel_positions
 
 ENCODERS = ("rdn", "rescnn", "srresnet")
 GLOBAL_SKIPS = ("baseline", "none")
@@ -56,10 +56,8 @@ GLOBAL_SKIPS = ("baseline", "none")
 DEFAULT_CHUNK_POINTS = 1 << 17
 
 
-def _conv(in_channels: int, out_channels: int, kernel_size: int = 3, relu: bool = False) -> Convolution:
-    if relu:
-        return Convolution(3, in_channels, out_channels, kernel_size=kernel_size, act="RELU", norm=None)
-    return Convolution(3, in_channels, out_channels, kernel_size=kernel_size, conv_only=True)
+def _conv(in_channels: int, out_channels: int, kernel_size: int = 3, relu: bool = False) -> ConvBlock:
+    return ConvBlock(3, in_channels, out_channels, kernel_size, relu=relu)
 
 
 class _DenseLayer(nn.Module):

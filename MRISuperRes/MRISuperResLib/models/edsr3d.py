@@ -24,8 +24,8 @@ Upsampler (``upsampler``):
 The seed configuration is 9 blocks x 64 channels x 3^3 kernels: 2.99 M parameters at x2 with the sub-pixel
 upsampler (2.0 M of them in the residual blocks), 2.55 M at (1, 1, 4), 2.11 M for the refining variant.
 
-MONAI blocks used: :class:`monai.networks.blocks.Convolution`. MONAI's ``SubpixelUpsample`` shuffles by one factor
-on every axis; :class:`~.layers.AnisotropicPixelShuffle3d` allows per-axis factors such as ``(1, 1, 4)``.
+Layers: :class:`~.layers.ConvBlock` (MONAI ``Convolution``'s layout and tensor names, without importing MONAI).
+MONAI's ``SubpixelUpsample`` shuffles by one factor on every axis; :class:`~.layers.AnisotropicPixelShuffle3d` allows per-axis factors such as ``(1, 1, 4)``.
 """
 
 from __future__ import annotations
@@ -33,18 +33,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import Convolution
 from torch import nn
 
 from ..bspline import bspline_upsample
-from .layers import BSPLINE_HALO, AnisotropicPixelShuffle3d, check_integer_factors, trilinear_upsample
+from .layers import BSPLINE_HALO, AnisotropicPixelShuffle3d, ConvBlock, check_integer_factors, trilinear_upsample
 
 GLOBAL_SKIPS = ("baseline", "trilinear", "none")
 UPSAMPLERS = ("subpixel", "bspline")
 
 
-def _conv(in_channels: int, out_channels: int, kernel_size: int) -> Convolution:
-    return Convolution(3, in_channels, out_channels, kernel_size=kernel_size, conv_only=True)
+def _conv(in_channels: int, out_channels: int, kernel_size: int) -> ConvBlock:
+    return ConvBlock(3, in_channels, out_channels, kernel_size)
 
 
 class ResidualBlock3d(nn.Module):

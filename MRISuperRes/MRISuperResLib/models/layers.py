@@ -9,6 +9,58 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class ConvBlock(nn.Sequential):
+    """A convolution (optionally transposed) with "same" padding, optionally followed by a ReLU.
+
+    The module layout and parameter names are those of MONAI's ``monai.networks.blocks.Convolution`` with
+    ``conv_only=True`` (child ``conv``) or with ``act="RELU", norm=None`` (children ``conv`` and ``adn.A``), so
+    model files hold the same tensor names, and the arithmetic is the same ``torch.nn`` convolution. The block is
+    written here because importing MONAI loads every MONAI subpackage (about 4 s on a 2-core CPU): the engine
+    pays that on every ``enhance`` process for one layer type; training keeps using MONAI's losses, metrics and
+    networks. A test checks that this block and MONAI's give identical names and outputs.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels, out_channels: channel counts.
+        kernel_size: odd kernel edge (int or per axis); padding keeps the size (``(k - 1) // 2``).
+        relu: append a ReLU (MONAI's ``adn`` with ``A``).
+        transposed: a transposed convolution with ``stride``, ``padding`` and ``output_padding`` as given.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int] = 3,
+        *,
+        relu: bool = False,
+        transposed: bool = False,
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | None = None,
+        output_padding: int | Sequence[int] = 0,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        kernel = (kernel_size,) * spatial_dims if isinstance(kernel_size, int) else tuple(kernel_size)
+        same = tuple((k - 1) // 2 for k in kernel)
+        if transposed:
+            layer: nn.Module = (nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d)(
+                in_channels, out_channels, kernel, stride=stride, padding=same if padding is None else padding,
+                output_padding=output_padding,
+            )
+        else:
+            layer = (nn.Conv3d if spatial_dims == 3 else nn.Conv2d)(
+                in_channels, out_channels, kernel, stride=stride, padding=same if padding is None else padding
+            )
+        self.add_module("conv", layer)
+        if relu:
+            activation = nn.Sequential()
+            activation.add_module("A", nn.ReLU())
+            self.add_module("adn", activation)
+
+
 class AnisotropicPixelShuffle3d(nn.Module):
     """Rearrange ``C * r_i * r_j * r_k`` channels into an ``(r_i, r_j, r_k)``-times larger 3D grid.
 

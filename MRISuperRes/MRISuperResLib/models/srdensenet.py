@@ -25,8 +25,8 @@ the baseline); with ``"none"`` its output is the result, as in the paper.
 Seed configuration (2D): 8 blocks x 8 layers, growth 16, bottleneck 256; 1.55 M parameters at x2
 (one deconvolution) and 2.14 M at x4 (two), the ~2 M reported by Tong et al. for x4.
 
-MONAI blocks used: :class:`monai.networks.blocks.Convolution` for every convolution and transposed convolution
-(with its ReLU).
+Layers: :class:`~.layers.ConvBlock` (MONAI ``Convolution``'s layout and tensor names, without importing MONAI)
+for every convolution and transposed convolution (with its ReLU).
 """
 
 from __future__ import annotations
@@ -35,18 +35,15 @@ import math
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import Convolution
 from torch import nn
 
-from .layers import check_integer_factors, transposed_conv_geometry, upsample_stages
+from .layers import ConvBlock, check_integer_factors, transposed_conv_geometry, upsample_stages
 
 GLOBAL_SKIPS = ("baseline", "none")
 
 
-def _conv(dims: int, in_channels: int, out_channels: int, kernel_size: int, relu: bool = True) -> Convolution:
-    if relu:
-        return Convolution(dims, in_channels, out_channels, kernel_size=kernel_size, act="RELU", norm=None)
-    return Convolution(dims, in_channels, out_channels, kernel_size=kernel_size, conv_only=True)
+def _conv(dims: int, in_channels: int, out_channels: int, kernel_size: int, relu: bool = True) -> ConvBlock:
+    return ConvBlock(dims, in_channels, out_channels, kernel_size, relu=relu)
 
 
 class DenseBlock(nn.Module):
@@ -139,10 +136,9 @@ class SRDenseNet(nn.Module):
         for stride in upsample_stages(factors):
             geometry = [transposed_conv_geometry(s) for s in stride]
             stages.append(
-                Convolution(
-                    dims, bottleneck, bottleneck, strides=stride, kernel_size=[g[0] for g in geometry],
-                    padding=[g[1] for g in geometry], output_padding=[g[2] for g in geometry],
-                    is_transposed=True, act="RELU", norm=None,
+                ConvBlock(
+                    dims, bottleneck, bottleneck, [g[0] for g in geometry], relu=True, transposed=True,
+                    stride=stride, padding=[g[1] for g in geometry], output_padding=[g[2] for g in geometry],
                 )
             )
         self.upsample = nn.Sequential(*stages)

@@ -140,7 +140,7 @@ class Trainer:
                               "upper_percentile": float(config.data.normalization.get("upper_percentile", 99.0))}
         torch.manual_seed(config.seed)
         model_config = dict(config.model.config)
-        if "scale" in models.family_spec(config.model.family).builder.__init__.__code__.co_varnames:
+        if "scale" in models.family_class(config.model.family).__init__.__code__.co_varnames:
             model_config.setdefault("scale", list(self.scale))
         self.model_config = model_config
         try:
