@@ -255,3 +255,23 @@ def test_from_sitk_and_to_sitk_transpose_between_kji_and_ijk() -> None:
 def test_volume_extension_and_stem(name: str, extension: str, stem: str) -> None:
     assert volume_io.volume_extension(name) == extension
     assert volume_io.strip_volume_extension(name) == stem
+
+
+def test_large_nifti_gz_is_written_as_gzip_members_every_reader_reads(tmp_path: Path) -> None:
+    """A .nii.gz larger than one compression block holds several gzip members; SimpleITK, nibabel, Python's
+    gzip and our own reader all see the whole volume."""
+    import gzip
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(3)
+    array = rng.normal(500, 100, size=(64, 80, 3 * volume_io._GZIP_BLOCK // (64 * 80 * 4) + 5)).astype(np.float32)
+    volume = Volume(array, oblique_grid(array.shape))
+    path = tmp_path / "big.nii.gz"
+    write_volume(volume, path)
+    raw = path.read_bytes()
+    assert raw.count(b"\x1f\x8b\x08") >= 4  # several members
+    assert len(gzip.decompress(raw)) == 352 + array.nbytes
+    np.testing.assert_array_equal(read_volume(path).array, array)
+    np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), array)
+    assert sitk.ReadImage(str(path)).GetSize() == array.shape
