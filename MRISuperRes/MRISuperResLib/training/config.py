@@ -56,7 +56,12 @@ class DataSection:
         masks: user-supplied foreground masks by volume file name (``{t1.nii.gz: t1_brain_mask.nii.gz}``),
             used for patch sampling and masked validation metrics instead of the threshold mask.
         scale: per-axis scale ``(i, j, k)``; taken from the model config when omitted.
-        degradation: forward model, noise and bias for simulation (see ``degradation.DegradationSpec``).
+        degradation: the model's nominal forward model, noise and bias (see ``degradation.DegradationSpec``):
+            stored in the model file, used by the consistency map and for validation inputs.
+        acquisition: when given (a mapping, ``{}`` for the defaults), training inputs are simulated with the
+            scanner-like variation of ``acquisition.AcquisitionRanges`` (slice profiles and gaps, apodisation,
+            partial Fourier, Rician noise, bias fields, contrast) instead of ``degradation``; ``null`` (default):
+            training inputs follow ``degradation``.
         normalization: clipped-percentile normalisation ``{lower_percentile, upper_percentile}``, the same at
             training and inference time (stored in the trained model's metadata).
         patch_size: low-resolution patch size (voxels, ``i, j, k``); the high-resolution patch is ``scale`` times it.
@@ -75,6 +80,7 @@ class DataSection:
     masks: dict[str, str] = field(default_factory=dict)
     scale: list[float] | None = None
     degradation: dict[str, Any] = field(default_factory=lambda: {"kind": "kspace"})
+    acquisition: dict[str, Any] | None = None
     normalization: dict[str, float] = field(
         default_factory=lambda: {"lower_percentile": 1.0, "upper_percentile": 99.0}
     )
@@ -285,6 +291,15 @@ def _check(config: TrainConfig) -> None:
         DegradationSpec.from_dict(config.data.degradation)
     except ValueError as error:
         raise ConfigError(f"data.degradation: {error}") from None
+    if config.data.acquisition is not None:
+        from ..acquisition import AcquisitionRanges
+
+        if not isinstance(config.data.acquisition, dict):
+            raise ConfigError("data.acquisition must be a mapping of ranges ({} for the defaults) or null")
+        try:
+            AcquisitionRanges.from_dict(config.data.acquisition)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"data.acquisition: {error}") from None
     if config.optim.name not in ("adam", "adamw"):
         raise ConfigError(f"optim.name {config.optim.name!r} is not adam or adamw")
     if config.optim.schedule not in ("none", "plateau", "step", "exponential", "cosine"):

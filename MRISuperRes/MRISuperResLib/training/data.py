@@ -19,13 +19,14 @@ from __future__ import annotations
 import glob
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..bspline import bspline_upsample
+from ..acquisition import AcquisitionRanges, acquire
 from ..degradation import DegradationSpec, simulate
 from ..errors import InputError
 from ..geometry import resampled_grid
@@ -161,12 +162,23 @@ def refresh_subject(
     rng: np.random.Generator,
     normalization: dict[str, float],
     gmm_probability: float = 0.0,
+    acquisition: AcquisitionRanges | None = None,
 ) -> None:
-    """Draw a new low-resolution input (simulated, or the real partner) and its baseline and target."""
+    """Draw a new low-resolution input (simulated, or the real partner) and its baseline and target.
+
+    Simulated inputs follow ``spec`` or, when ``acquisition`` is given, one acquisition drawn from its ranges
+    (:mod:`..acquisition`); the target is the (contrast-remapped, when drawn) high-resolution volume.
+    """
     high = subject.high_source.astype(np.float32)
     if gmm_probability > 0 and rng.random() < gmm_probability:
         high = gmm_contrast(high, subject.mask_high, rng)
-    if subject.real_low is None:
+    if subject.real_low is None and acquisition is not None:
+        factors = [h / l for h, l in zip(subject.high_grid.shape, subject.low_grid.shape)]
+        drawn = acquisition.draw(rng, factors)
+        if drawn.gamma != 1.0:
+            high = np.power(np.clip(high, 0.0, None), drawn.gamma).astype(np.float32)
+        low = acquire(high, subject.low_grid.shape, replace(drawn, gamma=1.0))
+    elif subject.real_low is None:
         low = simulate(high, subject.low_grid.shape, spec, rng)
     else:
         low = subject.real_low

@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import models
 from ..checkpoint import save_model
+from ..acquisition import AcquisitionRanges
 from ..degradation import DegradationSpec
 from ..device import DeviceChoice, select_device
 from ..errors import InputError, MRISuperResError
@@ -136,6 +137,8 @@ class Trainer:
         scale = config.data.scale or config.model.config.get("scale") or [2, 2, 2]
         self.scale = integer_scale(scale if len(scale) == 3 else list(scale) * 3)
         self.spec = DegradationSpec.from_dict(config.data.degradation)
+        self.acquisition = (AcquisitionRanges.from_dict(config.data.acquisition)
+                            if config.data.acquisition is not None else None)
         self.normalization = {"lower_percentile": float(config.data.normalization.get("lower_percentile", 1.0)),
                               "upper_percentile": float(config.data.normalization.get("upper_percentile", 99.0))}
         torch.manual_seed(config.seed)
@@ -277,7 +280,7 @@ class Trainer:
         index = step // self.config.data.resimulate_every
         for number, subject in enumerate(self.train_subjects):
             refresh_subject(subject, self.spec, refresh_rng(self.config.seed, index, number), self.normalization,
-                            self.config.augment.gmm_contrast)
+                            self.config.augment.gmm_contrast, self.acquisition)
 
     def _predict(self, network: nn.Module, batch: PatchBatch) -> torch.Tensor:
         low = batch.low.to(self.device.device)
