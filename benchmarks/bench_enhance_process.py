@@ -9,7 +9,7 @@ splits the process's wall time into:
 * start-up: process start until the engine begins (imports, argument parsing, model file read) =
   wall - (read + load + baseline + network + consistency + write);
 * the stages the run reports in its ``timings_s`` (``read``, ``load``, ``baseline``, ``inference`` = the network
-  incl. tiling and background masking, ``consistency``, ``write``).
+  with its tiling, ``mask`` = keeping the baseline outside the head, ``consistency``, ``write``).
 
 It also times ``mrisuperres --help`` and ``mrisuperres models`` (start-up only) and the bare imports of torch and
 MONAI for reference. Each command runs ``--repeats`` times; the table shows the fastest run.
@@ -101,7 +101,7 @@ def main() -> None:
         wall, stdout = timed(command, args.repeats)
         summary = json.loads(stdout)
         timings = summary["timings_s"]
-        stages = {key: float(timings.get(key, 0.0)) for key in ("read", "load", "baseline", "inference",
+        stages = {key: float(timings.get(key, 0.0)) for key in ("read", "load", "baseline", "inference", "mask",
                                                               "consistency", "write")}
         stages = {"start-up": wall - sum(stages.values()), **stages}
         sizes = {path.name: path.stat().st_size for path in (folder / "out").iterdir() if path.suffix == ".gz"}
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"\n`mrisuperres enhance` {args.size}^3 x2 with --companions ({summary['device']}): wall {wall:.2f} s\n")
     print("| stage | s | share of wall |\n|---|---|---|")
     for stage, seconds in stages.items():
-        label = "network" if stage == "inference" else stage
+        label = {"inference": "network", "mask": "background mask"}.get(stage, stage)
         print(f"| {label} | {seconds:.2f} | {100 * seconds / wall:.1f} % |")
     print(f"| **total (process wall)** | {wall:.2f} | 100 % |")
     print(f"\ncompressed outputs: {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in sorted(sizes.items()))}")

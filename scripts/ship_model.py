@@ -36,7 +36,8 @@ from MRISuperResLib.samples import mni152_t1_path  # noqa: E402
 SAVE_ARGUMENTS = ("name", "family", "config", "version", "description", "normalization", "degradation", "training",
                   "metrics", "license")
 #: Keys save_model computes itself.
-COMPUTED = ("scales", "min_input_size", "created", "engine_version", "parameters", "weights_sha256")
+COMPUTED = ("scales", "min_input_size", "created", "engine_version", "parameters", "flops_per_output_voxel",
+            "weights_sha256")
 
 LICENCES = {
     "stroke_T1.nii.gz": "neurolabusc/VolumeRenderingData stroke T1w (MIT)",

@@ -246,6 +246,8 @@ def enhance_volume(
         outputs.append(np.ascontiguousarray(np.transpose(output, restore)))
     network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
     spread = np.std(outputs, axis=0, dtype=np.float32) * np.float32(normalizer.scale) if uncertainty else None
+    timings["inference"] = time.perf_counter() - stage
+    stage = time.perf_counter()
     if mask_background is None:
         mask_background = bool(loaded.metadata.get("mask_background", False))
     if mask_background:
@@ -259,7 +261,7 @@ def enhance_volume(
             network_output = np.where(inside, network_output, 0.0).astype(np.float32)
         if spread is not None:
             spread = np.where(inside, spread, 0.0).astype(np.float32)
-    timings["inference"] = time.perf_counter() - stage
+    timings["mask"] = time.perf_counter() - stage
     if network_output.shape != fine_grid.shape:
         raise RuntimeError(f"model output shape {network_output.shape} differs from the grid {fine_grid.shape}")
     if loaded.residual_to_baseline:
