@@ -143,11 +143,11 @@ class _Display:
             from .cli import format_progress_line
 
             label = self.items[index].input.name
-            print(format_progress_line((self.finished + fraction) / max(self.total, 1), f"{label}: {text}"),
+            print(format_progress_line((index + fraction) / max(self.total, 1), f"{label}: {text}"),
                   flush=True)
         elif self.args.progress_json:
             self._emit({"event": "progress", "index": index, "total": self.total, "fraction": round(fraction, 4),
-                        "cohort_fraction": round((self.finished + fraction) / max(self.total, 1), 4),
+                        "cohort_fraction": round((index + fraction) / max(self.total, 1), 4),
                         "stage": text})
         elif self.scan_bar is not None:
             self.scan_bar.n = round(100 * fraction, 1)
