@@ -36,6 +36,8 @@ EXAMPLES = """examples:
       --difference t1_diff.nii.gz --consistency t1_dc.nii.gz --json
   mrisuperres enhance t2_thick.nrrd t2_iso.nrrd --scale 1,1,4 --device cuda
   mrisuperres enhance scans/ enhanced/ --companions        (every volume in a folder)
+  mrisuperres enhance bids/ enhanced/ --recursive --manifest enhanced/manifest.csv --shard 1/4
+  mrisuperres report enhanced/manifest.csv -o review.html   (review page of a cohort)
   mrisuperres enhance dicom_series_folder/ sr.nii.gz
   mrisuperres models
   mrisuperres simulate t1_1mm.nii.gz t1_2mm.nii.gz --scale 2 --kind kspace --noise 0.02
