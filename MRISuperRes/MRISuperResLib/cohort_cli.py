@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cohort import CohortItem, parse_shard, plan_cohort, select_shard, shard_from_environment
-from .cohort_run import CohortRun, ScanOutcome, run_cohort
 from .errors import InputError
-from .geometry import Scale
-from .manifest import append_manifest_row, make_row
+
+if TYPE_CHECKING:  # the engine (torch) loads only when a cohort runs: building the parser stays light
+    from .cohort import CohortItem
+    from .cohort_run import CohortRun, ScanOutcome
+    from .geometry import Scale
 
 SINGLE_FILE_OPTIONS = ("baseline", "difference", "consistency", "figure", "uncertainty")
 
@@ -74,6 +76,8 @@ def plan(args: argparse.Namespace) -> tuple[list[CohortItem], int, tuple[int, in
     Raises:
         InputError: a bad shard, single-file companion options, an OUTPUT that is a file, no inputs.
     """
+    from .cohort import parse_shard, plan_cohort, select_shard, shard_from_environment
+
     paths = [Path(p) for p in args.paths]
     sources, output = paths[:-1], paths[-1]
     if any(getattr(args, role) for role in SINGLE_FILE_OPTIONS):
@@ -248,6 +252,8 @@ def run(args: argparse.Namespace, scale: Scale, model: Any,
         planned: tuple[list[CohortItem], int, tuple[int, int], str]) -> int:
     """Run the cohort ``planned`` by :func:`plan` with the loaded ``model``; return the exit status."""
     from .cli import EXIT_ERROR
+    from .cohort_run import run_cohort
+    from .manifest import append_manifest_row, make_row
 
     items, total, (index, count), origin = planned
     shard_text = f"{index + 1}/{count}"
@@ -259,9 +265,10 @@ def run(args: argparse.Namespace, scale: Scale, model: Any,
     display = _Display(args, items, shard_text)
 
     def finished(outcome: ScanOutcome) -> None:
-        row = make_row(input=outcome.item.input, output=outcome.item.output, status=outcome.status,
-                       summary=outcome.summary, error=outcome.error, seconds=outcome.seconds,
-                       input_sha256=outcome.input_sha256, shard=shard_text)
+        # Absolute paths: the manifest and its review page work from any working directory.
+        row = make_row(input=os.path.abspath(outcome.item.input), output=os.path.abspath(outcome.item.output),
+                       status=outcome.status, summary=outcome.summary, error=outcome.error,
+                       seconds=outcome.seconds, input_sha256=outcome.input_sha256, shard=shard_text)
         if args.manifest is not None:
             append_manifest_row(args.manifest, row)
         display.finish(outcome, row)

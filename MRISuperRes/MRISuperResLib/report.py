@@ -58,7 +58,8 @@ code { font-size: 0.85em; }
 """
 
 
-def _middle_slices(input_path: Path, sr_path: Path, difference_path: Path | None) -> dict[str, tuple[np.ndarray, float]]:
+def _middle_slices(input_path: Path, sr_path: Path,
+                   difference_path: Path | None) -> dict[str, tuple[np.ndarray, float]]:
     """The three panels on the SR's middle axial slice (LPS-oriented), with their pixel aspect (height/width)."""
     import SimpleITK as sitk
 
