@@ -448,3 +448,29 @@ def test_slicer_console_loop_appends_the_same_manifest_rows(model, tmp_path):
         ("T1", "T1_SR_x2", "done"), ("T2", "T2_SR_x2", "done"), ("tiny", "", "failed")]
     assert rows[0]["model_sha256"] == json.loads(json.dumps(rows[1]["model_sha256"])) and rows[0]["device"]
     assert "needs at least" in rows[2]["error"]
+
+
+def test_terminal_shows_a_cohort_bar_above_the_scan_bar_and_warnings_name_their_file(model, tmp_path, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    scans = tmp_path / "scans"
+    write_scan(scans / "a.nii.gz", seed=1)
+    labels = sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 5, (10, 14, 12)).astype(np.uint8))
+    sitk.WriteImage(labels, str(scans / "b_labels.nrrd"))  # integer with few values: a label-map warning
+    write_scan(scans / "c.nii.gz", seed=2)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code = cli.main(["enhance", str(scans), str(tmp_path / "out"), "--model", str(model), "--threads", "1"])
+    monkeypatch.undo()
+    assert code == 0
+    shown = terminal.getvalue()
+    assert "cohort: 0/3 scans" in shown and "cohort: 3/3 scans" in shown and "ETA 0:00:0" in shown
+    assert "%|" in shown and "super-resolving" in shown and "c.nii.gz: " in shown  # the scan's own bar
+    warnings = [line for line in shown.splitlines() if "mrisuperres: warning:" in line]
+    assert len(warnings) == 1 and f"mrisuperres: warning: {scans / 'b_labels.nrrd'}: input b_labels.nrrd looks " \
+        "like a label map" in warnings[0]
+    assert "mrisuperres: cohort summary: 3 done, 0 skipped, 0 failed, 0 flagged (3 scans" in shown
