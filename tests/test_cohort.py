@@ -474,3 +474,26 @@ def test_terminal_shows_a_cohort_bar_above_the_scan_bar_and_warnings_name_their_
     assert len(warnings) == 1 and f"mrisuperres: warning: {scans / 'b_labels.nrrd'}: input b_labels.nrrd looks " \
         "like a label map" in warnings[0]
     assert "mrisuperres: cohort summary: 3 done, 0 skipped, 0 failed, 0 flagged (3 scans" in shown
+
+
+def test_outputs_inside_the_input_tree_are_not_inputs(model, tmp_path, capsys):
+    """An output folder inside the input tree (BIDS derivatives): a re-run does not enhance the results."""
+    bids = tmp_path / "bids"
+    write_scan(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz", seed=1)
+    (bids / "sub-01" / "anat" / "sub-01_T1w.json").write_text('{"RepetitionTime": 2.3}\n')  # a BIDS sidecar
+    out = bids / "derivatives" / "sr"
+    for _ in range(2):
+        code, _, err = run_main(capsys, "enhance", bids, out, "--recursive", "--model", model, "--quiet")
+        assert code == 0, err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz")) == ["sub-01/anat/sub-01_T1w_sr.nii.gz"]
+
+
+def test_a_manifest_that_cannot_take_rows_is_refused_before_any_work(model, tmp_path, capsys):
+    scans = tmp_path / "scans"
+    write_scan(scans / "a.nii.gz")
+    write_scan(scans / "b.nii.gz", seed=1)
+    other = tmp_path / "other.csv"
+    other.write_text("name,size\nx,1\n")
+    code, _, err = run_main(capsys, "enhance", scans, tmp_path / "out", "--model", model, "--manifest", other)
+    assert code == cli.EXIT_ERROR and "other columns" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -93,6 +93,21 @@ def _is_input_file(path: Path) -> bool:
     return path.is_file() and bool(volume_extension(path)) and not path.name.startswith(".")
 
 
+def is_our_output(path: Path) -> bool:
+    """True when ``path`` is a result of this software (its JSON sidecar says so): never an input of a cohort,
+    so that an output folder inside the input tree (``bids/derivatives/sr``) is not enhanced again."""
+    from .enhance import sidecar_path
+
+    side = sidecar_path(path)
+    if not side.is_file():
+        return False
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and (record.get("provenance") or {}).get("software") == "MRISuperRes"
+
+
 def find_inputs(folder: Path, *, pattern: str | None = None, recursive: bool = False) -> list[Path]:
     """Volume files (and DICOM series folders) under ``folder``, sorted.
 
@@ -103,6 +118,8 @@ def find_inputs(folder: Path, *, pattern: str | None = None, recursive: bool = F
             pattern without ``/`` is matched against the file name alone (``"*_T1w.nii.gz"``). Implies a
             recursive search.
         recursive: search sub-folders too (hidden ones, such as staging folders, are skipped).
+
+    Results of this software (see :func:`is_our_output`) are left out.
 
     Raises:
         InputError: nothing matched.
@@ -123,6 +140,7 @@ def find_inputs(folder: Path, *, pattern: str | None = None, recursive: bool = F
                 dirs.remove(name)
     if pattern is not None:
         found = [p for p in found if _glob_match(p.relative_to(folder).as_posix(), pattern)]
+    found = [p for p in found if not is_our_output(p)]
     if not found:
         what = f"matching {pattern!r}" if pattern else f"({', '.join(VOLUME_EXTENSIONS)}) and no DICOM series"
         raise InputError(f"input folder {folder} holds no volume files {what}"

@@ -253,9 +253,11 @@ def run(args: argparse.Namespace, scale: Scale, model: Any,
     """Run the cohort ``planned`` by :func:`plan` with the loaded ``model``; return the exit status."""
     from .cli import EXIT_ERROR
     from .cohort_run import run_cohort
-    from .manifest import append_manifest_row, make_row
+    from .manifest import append_manifest_row, check_manifest, make_row
 
     items, total, (index, count), origin = planned
+    if args.manifest is not None:
+        check_manifest(args.manifest)
     shard_text = f"{index + 1}/{count}"
     if count > 1 and not (args.quiet or args.json or args.progress_json):
         print(f"mrisuperres: shard {shard_text} ({origin}): {len(items)} of {total} scans", file=sys.stderr)

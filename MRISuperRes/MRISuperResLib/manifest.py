@@ -130,6 +130,28 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
+def check_manifest(path: str | os.PathLike) -> None:
+    """Check before a cohort starts that rows can be appended to ``path``.
+
+    Raises:
+        OutputError: its folder cannot be created or written, or it is a CSV with other columns.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the manifest's folder {path.parent}: {error.strerror or error}") from None
+    if path.is_dir():
+        raise OutputError(f"manifest {path} is a folder; name a .csv or .jsonl file")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise OutputError(f"manifest {path} is not writable; choose a file you can write to")
+    if path.exists() and not is_jsonl(path):
+        with open(path, encoding="utf-8", newline="") as stream:
+            header = stream.readline()
+        if header and header.rstrip("\r\n") != _csv_line(FIELDS).rstrip("\n"):
+            raise OutputError(f"manifest {path} has other columns than a manifest's; choose a new file")
+
+
 def append_manifest_row(path: str | os.PathLike, row: Mapping[str, Any] | None = None, **fields: Any
                         ) -> dict[str, Any]:
     """Append one scan's row to the manifest ``path`` (created with its header when new); return the row.
