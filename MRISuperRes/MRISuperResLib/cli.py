@@ -36,6 +36,8 @@ EXAMPLES = """examples:
       --difference t1_diff.nii.gz --consistency t1_dc.nii.gz --json
   mrisuperres enhance t2_thick.nrrd t2_iso.nrrd --scale 1,1,4 --device cuda
   mrisuperres enhance scans/ enhanced/ --companions        (every volume in a folder)
+  mrisuperres enhance bids/ enhanced/ --recursive --manifest enhanced/manifest.csv --shard 1/4
+  mrisuperres report enhanced/manifest.csv -o review.html   (review page of a cohort)
   mrisuperres enhance dicom_series_folder/ sr.nii.gz
   mrisuperres models
   mrisuperres simulate t1_1mm.nii.gz t1_2mm.nii.gz --scale 2 --kind kspace --noise 0.02
@@ -109,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     enhance.add_argument("--figure", metavar="PNG",
                          help="also write a PNG: axial/coronal/sagittal x input, baseline, SR, difference, consistency")
+    from . import cohort_cli
+
+    cohort_cli.add_arguments(enhance)
 
     demo = commands.add_parser(
         "demo",
@@ -136,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         cli_register.add_parser(commands)
     except ImportError:  # registration needs SimpleITK only; absent only in a partial checkout
         pass
+
+    from . import report
+
+    report.add_parser(commands)
 
     listing = commands.add_parser("models", help="list shipped models",
                                   description="List the shipped models with their scales, size and description.")
@@ -265,10 +274,17 @@ def _run_enhance(args: argparse.Namespace) -> int:
         raise MRISuperResError(f"--tile {args.tile} is too small; use at least 4 (or leave it out for auto)")
     if not 0.0 <= args.overlap < 1.0:
         raise MRISuperResError(f"--overlap {args.overlap} is outside [0, 1); try 0.25")
-    plans = _plan_outputs(args)
+    from . import cohort_cli
+
+    cohort = cohort_cli.plan(args) if cohort_cli.wants_cohort(args) else None
+    if cohort is None:
+        cohort_cli.check_single_run(args)
+    plans = _plan_outputs(args) if cohort is None else []
     if args.progress_lines:
         print(format_progress_line(0.0, "loading the model"), flush=True)
     model = load_model(args.model, scale)
+    if cohort is not None:
+        return cohort_cli.run(args, scale, model, cohort)
     if len(plans) > 1:
         plans[0][1]["sr"].parent.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -407,6 +423,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    return report.run(args)
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -427,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         handlers = {"enhance": _run_enhance, "demo": _run_demo, "models": _run_models,
                     "train": cli_train.run_train, "simulate": cli_train.run_simulate,
-                    "evaluate": cli_train.run_evaluate}
+                    "evaluate": cli_train.run_evaluate, "report": _run_report}
         if args.command == "register":
             from . import cli_register
 

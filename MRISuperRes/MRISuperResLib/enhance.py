@@ -328,17 +328,44 @@ def enhance_file(
     uncertainty_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     sidecar: bool = True,
+    sidecar_extra: dict[str, Any] | None = None,
     **options: Any,
 ) -> EnhanceResult:
     """Read a volume file (or DICOM series folder), enhance it, write the requested outputs.
 
     Every target is checked before any work starts. All files are staged and renamed into place together at
     the end (all or nothing). Each volume gets a JSON sidecar (``<output stem>.json``) holding its provenance and
-    the run summary unless ``sidecar`` is false. ``figure_path`` adds a PNG (see :mod:`.figure`).
-    ``options`` are passed to :func:`enhance_volume`.
+    the run summary unless ``sidecar`` is false; ``sidecar_extra`` adds top-level keys to every sidecar.
+    ``figure_path`` adds a PNG (see :mod:`.figure`). ``options`` are passed to :func:`enhance_volume`.
     """
     targets = {"sr": output_path, "baseline": baseline_path, "difference": difference_path,
                "consistency": consistency_path, "uncertainty": uncertainty_path}
+    planned, figure = check_targets(input_path, targets, figure_path, overwrite=overwrite, sidecar=sidecar)
+    read_start = time.perf_counter()
+    volume = read_volume(input_path)
+    read_seconds = time.perf_counter() - read_start
+    if uncertainty_path is not None:
+        options["uncertainty"] = True
+    result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
+    result.timings["read"] = read_seconds
+    write_outputs(result, volume, planned, figure, overwrite=overwrite, sidecar=sidecar, sidecar_extra=sidecar_extra)
+    return result
+
+
+def check_targets(
+    input_path: str | os.PathLike,
+    targets: dict[str, str | os.PathLike | None],
+    figure_path: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    sidecar: bool = True,
+) -> tuple[dict[str, Path], Path | None]:
+    """Check every output target of one input before any work: ``(role -> path, figure)`` of those given.
+
+    Raises:
+        InputError: two outputs share a path, or an output is the input.
+        OutputError: a target exists (without ``overwrite``), its folder is missing or not writable.
+    """
     planned = {role: Path(path) for role, path in targets.items() if path is not None}
     resolved = [p.resolve() for p in planned.values()]
     if len(set(resolved)) != len(resolved):
@@ -355,13 +382,24 @@ def enhance_file(
         check_writable_target(path, overwrite)
         if sidecar:
             check_writable_target(sidecar_path(path), overwrite, volume_format=False)
-    read_start = time.perf_counter()
-    volume = read_volume(input_path)
-    read_seconds = time.perf_counter() - read_start
-    if uncertainty_path is not None:
-        options["uncertainty"] = True
-    result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
-    result.timings["read"] = read_seconds
+    return planned, figure
+
+
+def write_outputs(
+    result: EnhanceResult,
+    volume: Volume,
+    planned: dict[str, Path],
+    figure: Path | None = None,
+    *,
+    overwrite: bool = False,
+    sidecar: bool = True,
+    sidecar_extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``result``'s outputs (role -> path from :func:`check_targets`), sidecars and figure, all or nothing.
+
+    Every file is staged in a hidden folder beside its target and renamed into place only when all were written;
+    ``result.paths`` and ``result.timings["write"]`` are filled. ``volume`` is the input (for the figure).
+    """
     outputs = {"sr": result.sr, "baseline": result.baseline, "difference": result.difference,
                "consistency": result.consistency, "uncertainty": result.uncertainty}
     stage = time.perf_counter()
@@ -378,7 +416,7 @@ def enhance_file(
             stage_volume(output, staging[path.parent.resolve()], path.name,
                          description=short_description(provenance))
             if sidecar:
-                record = {"provenance": provenance, "run": result.summary()}
+                record = {"provenance": provenance, "run": result.summary(), **(sidecar_extra or {})}
                 side = sidecar_path(path)
                 (staging[path.parent.resolve()] / side.name).write_text(json.dumps(record, indent=2) + "\n")
         if figure is not None:
@@ -392,7 +430,6 @@ def enhance_file(
             result.paths["figure"] = str(figure)
         commit_staged(staging, overwrite)
     result.timings["write"] = time.perf_counter() - stage
-    return result
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
