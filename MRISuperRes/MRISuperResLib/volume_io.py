@@ -13,13 +13,19 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from . import dicom_io
 from .errors import InputError, OutputError
+from .file_integrity import check_complete
+from .image_kind import kind_of_sitk_info, refusal
+from .native_output import LibraryWarning, library_output
+from .nifti_header import NiftiFrame, nifti_frame, nifti_kind
 from .volume import Grid, Volume
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -43,23 +49,36 @@ def strip_volume_extension(path: str | os.PathLike) -> str:
 
 def dicom_series_ids(folder: str | os.PathLike) -> tuple[str, ...]:
     """The DICOM series instance UIDs found directly in ``folder`` (empty when none)."""
-    return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
+    return dicom_io.series_ids(folder)
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
     """Read a scalar 3D volume from a file or a DICOM series folder.
 
+    Before any voxel is used: a file must be complete (:mod:`.file_integrity`), must hold a scalar 3D volume
+    (:mod:`.image_kind` names what else it holds), a NIfTI file is placed by the frame the neuroimaging tools use
+    (:mod:`.nifti_header`), and a DICOM series must have parallel, evenly spaced slices (:mod:`.dicom_io`).
+    What ITK prints meanwhile becomes one-line warnings (:mod:`.native_output`).
+
     Raises:
-        InputError: missing or unreadable path, 2D, 4D or vector images, or non-finite voxels.
+        InputError: missing, incomplete or unreadable path; not a scalar 3D volume (2D, 4D, 5D, vector, RGB,
+            complex); a sheared NIfTI frame; an uneven or non-parallel DICOM series; non-finite voxels.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"input {path} does not exist; check the path")
+    is_nifti = volume_extension(path) in (".nii", ".nii.gz")
+    frame = None
     try:
         if path.is_dir():
-            image = _read_dicom_series(path)
+            image, _series = dicom_io.read_series(path)
         else:
-            image = sitk.ReadImage(str(path))
+            check_complete(path)
+            _check_kind(path, is_nifti)
+            if is_nifti:
+                frame = nifti_frame(path)
+            with library_output(path.name):
+                image = sitk.ReadImage(str(path))
     except InputError:
         raise
     except RuntimeError as error:
@@ -69,11 +88,47 @@ def read_volume(path: str | os.PathLike) -> Volume:
             f"cannot read {path}: not a readable NIfTI, NRRD, MetaImage or DICOM volume ({detail.strip()[:120]})"
         ) from None
     image = _as_scalar_3d(image, path)
+    if frame is not None:
+        _place_by_frame(image, frame, path)
     volume = from_sitk(image)
     check_finite(volume, str(path))
-    if volume_extension(path) in (".nii", ".nii.gz") and np.issubdtype(volume.array.dtype, np.floating):
+    if is_nifti and np.issubdtype(volume.array.dtype, np.floating):
         _check_nifti_finite(path)
     return volume
+
+
+def _check_kind(path: Path, is_nifti: bool) -> None:
+    kind = nifti_kind(path) if is_nifti else None
+    if kind is None:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        with library_output(path.name):
+            reader.ReadImageInformation()
+        kind = kind_of_sitk_info(reader.GetSize(), reader.GetNumberOfComponents(),
+                                 sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    why = refusal(kind)
+    if why is not None:
+        raise InputError(f"input {path} {why}")
+
+
+def _place_by_frame(image: sitk.Image, frame: NiftiFrame, path: Path) -> None:
+    """Put ``image`` where ``frame`` says (ITK may have used the other NIfTI frame)."""
+    grid = frame.grid(tuple(image.GetSize()))
+    itk_lps = Grid(image.GetSize(), image.GetSpacing(), image.GetOrigin(),
+                   np.asarray(image.GetDirection()).reshape(3, 3)).ijk_to_lps()
+    corners = np.array([[i, j, k, 1.0] for i in (0, grid.shape[0] - 1) for j in (0, grid.shape[1] - 1)
+                        for k in (0, grid.shape[2] - 1)])
+    moved = float(np.linalg.norm((corners @ (itk_lps - frame.ijk_to_lps).T)[:, :3], axis=1).max())
+    if moved > 1e-3:
+        image.SetOrigin(grid.origin)
+        image.SetSpacing(grid.spacing)
+        image.SetDirection(tuple(grid.direction.ravel()))
+    if frame.disagreement_mm > 0.01:
+        warnings.warn(
+            f"{path.name}: its sform and qform disagree by up to {frame.disagreement_mm:.1f} mm; placed by the sform "
+            "(sform_code > 0), as FSL, nibabel and FreeSurfer do",
+            LibraryWarning, stacklevel=3,
+        )
 
 
 def _check_nifti_finite(path: Path) -> None:
@@ -89,41 +144,17 @@ def _check_nifti_finite(path: Path) -> None:
             )
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    series = dicom_series_ids(folder)
-    if not series:
-        raise InputError(f"input folder {folder} holds no DICOM series; give a volume file or a DICOM series folder")
-    if len(series) > 1:
-        raise InputError(
-            f"input folder {folder} holds {len(series)} DICOM series; put each series in its own folder"
-        )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return reader.Execute()
-
-
 def _as_scalar_3d(image: sitk.Image, path: Path) -> sitk.Image:
-    components = image.GetNumberOfComponentsPerPixel()
-    if components > 1:
-        raise InputError(
-            f"input {path} is a vector image with {components} components per voxel (e.g. RGB or a tensor); "
-            "give a single scalar volume"
-        )
-    size = image.GetSize()
-    if image.GetDimension() == 4:
-        if size[3] != 1:
-            raise InputError(
-                f"input {path} is a 4D image with {size[3]} volumes; extract one 3D volume first"
-            )
-        image = image[:, :, :, 0]
-        size = image.GetSize()
-    if image.GetDimension() == 2 or min(size) < 2:
-        raise InputError(
-            f"input {path} is a 2D image (size {'x'.join(map(str, size))}); give a 3D volume with at least 2 voxels "
-            "along every axis"
-        )
-    if image.GetDimension() != 3:
-        raise InputError(f"input {path} has {image.GetDimension()} dimensions; give a 3D volume")
+    """Drop singleton time / component axes; refuse (naming the kind) anything but a scalar 3D volume."""
+    kind = kind_of_sitk_info(image.GetSize(), image.GetNumberOfComponentsPerPixel(), image.GetPixelIDTypeAsString())
+    why = refusal(kind)
+    if why is not None:
+        raise InputError(f"input {path} {why}")
+    while image.GetDimension() > 3:
+        index = [0] * image.GetDimension()
+        size = list(image.GetSize())
+        size[-1] = 0  # extract collapses axes of size 0
+        image = sitk.Extract(image, size, index)
     return image
 
 

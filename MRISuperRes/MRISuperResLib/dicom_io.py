@@ -1,0 +1,207 @@
+"""Reading a DICOM series folder with its geometry checked slice by slice.
+
+ITK's series reader stacks the slices it is given and spreads them evenly between the first and the last, so a
+series with a missing slice, slices at uneven distances, tilted slices or a sheared stack (gantry tilt) would
+be read onto a regular grid where the anatomy is not. Here every slice's ImagePositionPatient and
+ImageOrientationPatient are read first (pydicom, headers only) and such a series is refused in one line.
+
+Geometry (LPS mm, as DICOM): the ``i`` axis runs along the row direction (first three ImageOrientationPatient
+values) with spacing PixelSpacing[1], ``j`` along the column direction with PixelSpacing[0], and ``k`` along the
+slice normal ``row x column``, slices sorted by their position along it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .native_output import library_output
+from .volume import Grid
+
+#: Largest angle (degrees) between two slices' orientations still taken as parallel.
+PARALLEL_TOLERANCE_DEG = 0.05
+#: Slice gaps may differ from their median by this fraction (or by ``GAP_TOLERANCE_MM``, whichever is larger).
+GAP_TOLERANCE_FRACTION = 0.01
+GAP_TOLERANCE_MM = 0.01
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """What the geometry check and a derived series need from one source slice."""
+
+    path: Path
+    position: np.ndarray  # ImagePositionPatient, LPS mm
+    orientation: np.ndarray  # ImageOrientationPatient: row then column direction cosines (6 values)
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float]  # (between rows, between columns) mm
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+@dataclass
+class DicomSeries:
+    """A checked DICOM series: its slices sorted along the normal, the grid they lie on, and the header of its
+    first slice (patient, study and series attributes for a derived series)."""
+
+    folder: Path
+    slices: list[SliceHeader]
+    grid: Grid
+    first_header: Any = None  # pydicom Dataset without pixel data
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def series_ids(folder: str | os.PathLike) -> tuple[str, ...]:
+    """The DICOM series instance UIDs found directly in ``folder`` (empty when none)."""
+    with library_output(str(folder)):
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
+
+
+def _series_files(folder: Path) -> list[Path]:
+    series = series_ids(folder)
+    if not series:
+        raise InputError(f"input folder {folder} holds no DICOM series; give a volume file or a DICOM series folder")
+    if len(series) > 1:
+        raise InputError(f"input folder {folder} holds {len(series)} DICOM series; put each series in its own folder")
+    with library_output(str(folder)):
+        names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    return [Path(name) for name in names]
+
+
+def _floats(value: Any, count: int, what: str, path: Path) -> np.ndarray:
+    try:
+        numbers = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        numbers = np.array([])
+    if numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
+        raise InputError(f"input slice {path} has no valid {what}; the series cannot be placed in space "
+                         "(was it anonymised or converted without geometry?)")
+    return numbers
+
+
+def read_slice_header(path: Path) -> tuple[SliceHeader, Any]:
+    """The geometry of one slice file, and its header (pydicom Dataset, no pixel data)."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as error:  # pydicom raises many kinds for damaged files
+        raise InputError(f"cannot read DICOM slice {path}: {str(error).splitlines()[0][:120]}") from None
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise InputError(f"input {path} is a multi-frame DICOM object ({frames} frames) inside a series folder; "
+                         "give a folder of single-frame slices, or convert it to NIfTI first")
+    position = _floats(header.get("ImagePositionPatient"), 3, "ImagePositionPatient", path)
+    orientation = _floats(header.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path)
+    spacing = _floats(header.get("PixelSpacing"), 2, "PixelSpacing", path)
+    return SliceHeader(path, position, orientation, int(header.get("Rows", 0)), int(header.get("Columns", 0)),
+                       (float(spacing[0]), float(spacing[1])), str(header.get("SOPClassUID", "")),
+                       str(header.get("SOPInstanceUID", ""))), header
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    cosine = abs(float(a @ b)) / (np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def check_series_geometry(folder: Path, slices: list[SliceHeader]) -> tuple[list[SliceHeader], Grid]:
+    """Sort ``slices`` along their normal and return them with the regular grid they lie on.
+
+    Raises:
+        InputError: fewer than 2 slices, slices of different sizes or pixel spacings, non-parallel slices,
+            slices sharing a position, unevenly spaced (missing) slices, or a stack shifted sideways.
+    """
+    if len(slices) < 2:
+        raise InputError(f"input folder {folder} holds a single DICOM slice (a 2D image); give a series of at least "
+                         "2 slices")
+    first = slices[0]
+    sizes = {(s.rows, s.columns) for s in slices}
+    if len(sizes) > 1:
+        raise InputError(f"input folder {folder}: its slices have different sizes {sorted(sizes)}; a series must "
+                         "have one matrix size")
+    spacings = np.array([s.pixel_spacing for s in slices])
+    if np.abs(spacings - spacings[0]).max() > 1e-4:
+        raise InputError(f"input folder {folder}: its slices have different PixelSpacing; a series must have one")
+    row, column = first.orientation[:3], first.orientation[3:]
+    normal = np.cross(row, column)
+    if np.linalg.norm(normal) < 0.5 or abs(float(row @ column)) > 1e-3:
+        raise InputError(f"input slice {first.path} has an invalid ImageOrientationPatient (rows and columns not "
+                         "perpendicular unit vectors)")
+    normal = normal / np.linalg.norm(normal)
+    tilts = [max(_angle_deg(s.orientation[:3], row), _angle_deg(s.orientation[3:], column)) for s in slices]
+    worst = int(np.argmax(tilts))
+    if tilts[worst] > PARALLEL_TOLERANCE_DEG:
+        raise InputError(
+            f"input folder {folder} is a DICOM series whose slices are not parallel ({slices[worst].path.name} is "
+            f"tilted {tilts[worst]:.2f} degrees against {first.path.name}: a localiser or several stacks?); put "
+            "each stack of parallel slices in its own folder"
+        )
+    ordered = sorted(slices, key=lambda s: float(s.position @ normal))
+    along = np.array([float(s.position @ normal) for s in ordered])
+    gaps = np.diff(along)
+    median = float(np.median(gaps))
+    shared = int(np.count_nonzero(gaps < max(GAP_TOLERANCE_MM, 0.01 * median)))
+    if shared:
+        raise InputError(
+            f"input folder {folder} is a DICOM series with slices at the same position ({shared} repeated of "
+            f"{len(ordered)}: several echoes, time points or stacks in one series?); put each 3D volume in its own "
+            "folder"
+        )
+    tolerance = max(GAP_TOLERANCE_MM, GAP_TOLERANCE_FRACTION * median)
+    if np.abs(gaps - median).max() > tolerance:
+        largest = int(np.argmax(np.abs(gaps - median)))
+        missing = int(round(float(gaps.max()) / median)) - 1 if gaps.max() > median else 0
+        hint = f" ({missing} slice{'s' if missing != 1 else ''} missing?)" if missing > 0 else ""
+        raise InputError(
+            f"input folder {folder} is a DICOM series of {len(ordered)} unevenly spaced slices: gaps between "
+            f"slice positions range from {gaps.min():.3g} to {gaps.max():.3g} mm (at {along[largest]:.1f} mm along "
+            f"the slice normal{hint}); they cannot lie on one regular grid; export the complete series"
+        )
+    offsets = np.array([s.position - ordered[0].position for s in ordered])
+    sideways = offsets - np.outer(offsets @ normal, normal)
+    if np.linalg.norm(sideways, axis=1).max() > tolerance:
+        raise InputError(
+            f"input folder {folder} is a DICOM series whose slices are shifted sideways along the stack by up to "
+            f"{np.linalg.norm(sideways, axis=1).max():.2f} mm (a tilted gantry?): the grid is sheared; resample it "
+            "onto an untilted grid first (e.g. dcm2niix corrects gantry tilt)"
+        )
+    # The mean gap (ends of the stack) averages out the rounding of single positions.
+    spacing = (first.pixel_spacing[1], first.pixel_spacing[0], float(along[-1] - along[0]) / (len(ordered) - 1))
+    direction = np.column_stack([row / np.linalg.norm(row), column / np.linalg.norm(column), normal])
+    grid = Grid((first.columns, first.rows, len(ordered)), spacing, tuple(ordered[0].position), direction)
+    return ordered, grid
+
+
+def scan_series(folder: str | os.PathLike) -> DicomSeries:
+    """Read every slice header of the one series in ``folder`` and check its geometry (no pixel data read)."""
+    folder = Path(folder)
+    files = _series_files(folder)
+    read = [read_slice_header(path) for path in files]
+    ordered, grid = check_series_geometry(folder, [slice_ for slice_, _ in read])
+    first_path = ordered[0].path
+    first_header = next(header for slice_, header in read if slice_.path == first_path)
+    return DicomSeries(folder, ordered, grid, first_header)
+
+
+def read_series(folder: str | os.PathLike) -> tuple[sitk.Image, DicomSeries]:
+    """Read the checked series in ``folder``: a 3D image on the grid its headers give, and the scan.
+
+    Raises:
+        InputError: see :func:`check_series_geometry`; also an unreadable slice.
+    """
+    series = scan_series(folder)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(s.path) for s in series.slices])
+    with library_output(str(series.folder)):
+        image = reader.Execute()
+    if image.GetDimension() == 3 and tuple(image.GetSize()) == series.grid.shape:
+        image.SetOrigin(series.grid.origin)
+        image.SetSpacing(series.grid.spacing)
+        image.SetDirection(tuple(series.grid.direction.ravel()))
+    return image, series
