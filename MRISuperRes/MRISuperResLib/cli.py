@@ -17,6 +17,7 @@ import json
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -419,6 +420,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _raise_interrupt)
+    from . import native_output
+
+    native_output.SHOW_RAW = bool(args.debug)
+    shown_warning = warnings.showwarning
+
+    def show_warning(message: Any, category: type, *rest: Any, **kwargs: Any) -> None:
+        # Notices about input files (ITK / GDCM text, NIfTI frames) are one line, like every other warning.
+        if issubclass(category, native_output.LibraryWarning):
+            print(f"mrisuperres: warning: {message}", file=sys.stderr)
+        else:
+            shown_warning(message, category, *rest, **kwargs)
+
+    warnings.showwarning = show_warning
     try:
         from .errors import MRISuperResError
 
@@ -452,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"unexpected {type(error).__name__}: {error}"
         print(f"mrisuperres: error: {kind} (run with --debug for details)", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        warnings.showwarning = shown_warning
 
 
 if __name__ == "__main__":

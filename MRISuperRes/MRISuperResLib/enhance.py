@@ -33,6 +33,7 @@ from .errors import InputError
 from .geometry import Scale, format_scale, parse_scale, upsampled_grid
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from .interpolation import bspline_upsample_volume
+from .dicom_io import scan_series
 from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
 from .provenance import header_fields, make_provenance, short_description
@@ -45,6 +46,7 @@ from .volume_io import (
     stage_volume,
     staging_folder,
     strip_volume_extension,
+    volume_extension,
 )
 
 #: Integer volumes with at most this many distinct values are probably label maps.
@@ -354,6 +356,9 @@ def enhance_file(
         if sidecar:
             check_writable_target(sidecar_path(path), overwrite, volume_format=False)
     volume = read_volume(input_path)
+    # A DICOM output of a DICOM input joins the source's patient and study as a derived series.
+    dicom_outputs = any(not volume_extension(path) for path in planned.values())
+    dicom_source = scan_series(input_path) if dicom_outputs and Path(input_path).is_dir() else None
     if uncertainty_path is not None:
         options["uncertainty"] = True
     result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
@@ -371,7 +376,7 @@ def enhance_file(
                 continue
             provenance = {k.partition(".")[2]: v for k, v in output.metadata.items()}
             stage_volume(output, staging[path.parent.resolve()], path.name,
-                         description=short_description(provenance))
+                         description=short_description(provenance), dicom_source=dicom_source)
             if sidecar:
                 record = {"provenance": provenance, "run": result.summary()}
                 side = sidecar_path(path)

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,6 +243,7 @@ def write_volume(
     overwrite: bool = False,
     description: str = "",
     compress: bool = True,
+    dicom_source: dicom_io.DicomSeries | None = None,
 ) -> Path:
     """Write ``volume`` atomically to a volume file, or to a new folder as a DICOM series.
 
@@ -253,6 +253,8 @@ def write_volume(
         overwrite: replace an existing target instead of refusing.
         description: short text for the NIfTI ``descrip`` field (79 characters kept) and DICOM SeriesDescription.
         compress: compress the data where the format allows.
+        dicom_source: for a DICOM output, the source series (from :func:`.dicom_io.scan_series`) whose patient
+            and study the result joins as a derived series.
 
     Returns:
         The written path.
@@ -260,19 +262,24 @@ def write_volume(
     path = Path(path)
     check_writable_target(path, overwrite)
     with staging_folder(path.parent) as staging:
-        stage_volume(volume, staging, path.name, description=description, compress=compress)
+        stage_volume(volume, staging, path.name, description=description, compress=compress,
+                     dicom_source=dicom_source)
         commit_staged({path.parent: staging}, overwrite)
     return path
 
 
 def stage_volume(
-    volume: Volume, staging: Path, name: str, *, description: str = "", compress: bool = True
+    volume: Volume, staging: Path, name: str, *, description: str = "", compress: bool = True,
+    dicom_source: dicom_io.DicomSeries | None = None,
 ) -> None:
     """Write ``volume`` under its final ``name`` into a staging folder (see :func:`staging_folder`)."""
     if not volume_extension(name):
         series_folder = staging / name
         series_folder.mkdir()
-        write_dicom_series(volume, series_folder, description=description)
+        if dicom_source is None:
+            write_dicom_series(volume, series_folder, description=description)
+        else:
+            write_dicom_series(volume, series_folder, description=description, source=dicom_source)
         return
     image = to_sitk(volume)
     for key, value in volume.metadata.items():
@@ -309,55 +316,9 @@ def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
         os.replace(item, target)
 
 
-def write_dicom_series(volume: Volume, folder: Path, description: str = "") -> None:
-    """Write ``volume`` as a DICOM MR series (one file per ``k`` slice) into an existing empty ``folder``.
+def write_dicom_series(volume: Volume, folder: Path, description: str = "", source: dicom_io.DicomSeries | None = None
+                       ) -> None:
+    """Write ``volume`` as a derived DICOM MR series into an existing empty ``folder`` (see :mod:`.dicom_write`)."""
+    from .dicom_write import write_dicom_series as write_series
 
-    Integer voxels within int16 are stored as they are; other voxels as int16 with RescaleSlope/Intercept
-    chosen so that values are kept to within ``range / 130000``. Geometry goes into ImagePositionPatient / ImageOrientationPatient / PixelSpacing.
-    """
-    values = volume.array.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    is_integer = np.issubdtype(volume.array.dtype, np.integer) and low >= -32768 and high <= 32767
-    if is_integer:
-        stored = volume.array.astype(np.int16)
-        rescale_tags: dict[str, str] = {}
-    else:
-        # GDCM turns float voxels into int16 with these rescale tags (intercept must be a whole number).
-        slope = max((high - low) / 65000.0, 1e-6)
-        intercept = float(np.rint(low + 32500.0 * slope))
-        stored = values.astype(np.float32)
-        rescale_tags = {
-            "0028|1053": f"{slope:.10g}",
-            "0028|1052": f"{intercept:.10g}",
-            "0028|0100": "16",
-            "0028|0101": "16",
-            "0028|0102": "15",
-            "0028|0103": "1",
-        }
-    image = to_sitk(volume, stored)
-    direction = volume.grid.direction
-    series_uid = f"2.25.{uuid.uuid4().int}"
-    study_uid = f"2.25.{uuid.uuid4().int}"
-    orientation = "\\".join(f"{v:.10g}" for v in (*direction[:, 0], *direction[:, 1]))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(volume.grid.shape[2]):
-        slice_image = image[:, :, k]
-        position = volume.grid.physical_points(np.array([0.0, 0.0, float(k)]))
-        tags = {
-            "0008|0060": "MR",
-            "0008|103e": description[:64],
-            "0020|000d": study_uid,
-            "0020|000e": series_uid,
-            "0008|0018": f"{series_uid}.{k + 1}",
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.10g}" for v in position),
-            "0020|0037": orientation,
-            "0028|0030": f"{volume.grid.spacing[1]:.10g}\\{volume.grid.spacing[0]:.10g}",
-            "0018|0050": f"{volume.grid.spacing[2]:.10g}",
-            **rescale_tags,
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
-        writer.Execute(slice_image)
+    write_series(volume, folder, description=description, source=source)
