@@ -117,18 +117,17 @@ def _zlib_or_gzip() -> object:
 def _check_nifti(path: Path) -> None:
     import nibabel
 
+    # The stream is measured first: a cut stream can make even the header unreadable.
+    compressed = path.name.lower().endswith(".gz")
+    actual = _decompressed_length(path, 0, "gzip", _gzip) if compressed else path.stat().st_size
     try:
-        header = nibabel.load(str(path)).header
-        shape = tuple(int(n) for n in header.get_data_shape())
-        offset = int(header.get_data_offset())
-        bits = int(header["bitpix"])
+        image = nibabel.load(str(path))
+        shape = tuple(int(n) for n in image.header.get_data_shape())
+        offset = int(image.dataobj.offset)  # (image.header is a copy whose offset is reset)
+        bits = int(image.header["bitpix"])
     except Exception:  # an unreadable header: the reader reports it
         return
     expected = offset + int(np.prod(shape, dtype=np.int64)) * bits // 8
-    if path.name.lower().endswith(".gz"):
-        actual = _decompressed_length(path, 0, "gzip", _gzip)
-    else:
-        actual = path.stat().st_size
     if actual < expected:
         raise _incomplete(path, expected - offset, max(actual - offset, 0))
 
