@@ -426,11 +426,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown_warning = warnings.showwarning
 
     def show_warning(message: Any, category: type, *rest: Any, **kwargs: Any) -> None:
-        # Notices about input files (ITK / GDCM text, NIfTI frames) are one line, like every other warning.
-        if issubclass(category, native_output.LibraryWarning):
-            print(f"mrisuperres: warning: {message}", file=sys.stderr)
-        else:
+        # Every warning is one line, like the errors; the libraries' own (pydicom, torch...) are named as such.
+        if args.debug and not issubclass(category, native_output.LibraryWarning):
             shown_warning(message, category, *rest, **kwargs)
+            return
+        text = " ".join(str(message).split())
+        if not issubclass(category, native_output.LibraryWarning):
+            text = f"{category.__name__} from a library: {text[:200]}"
+        print(f"mrisuperres: warning: {text}", file=sys.stderr)
 
     warnings.showwarning = show_warning
     try:

@@ -118,7 +118,8 @@ def _check_nifti(path: Path) -> None:
     import nibabel
 
     # The stream is measured first: a cut stream can make even the header unreadable.
-    compressed = path.name.lower().endswith(".gz")
+    with open(path, "rb") as stream:
+        compressed = stream.read(2) == b"\x1f\x8b"  # (zlib and ITK also read an uncompressed file named .gz)
     actual = _decompressed_length(path, 0, "gzip", _gzip) if compressed else path.stat().st_size
     try:
         image = nibabel.load(str(path))
