@@ -282,3 +282,19 @@ def test_derived_slices_pass_dciodvfy_without_errors(enhanced_series) -> None:
     report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
     errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
     assert errors == [], report.stderr
+
+
+@pytest.mark.parametrize("cut", [200, 3000], ids=["pixel-data-cut", "header-readable-pixels-half"])
+def test_series_with_a_truncated_slice_is_refused_as_incomplete(tmp_path: Path, cut: int) -> None:
+    folder = make_series(tmp_path / "series", count=6, shape=(64, 64))
+    path = folder / "IM0002.dcm"
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) - cut])
+    with pytest.raises(InputError, match="IM0002.dcm .*(incomplete|cannot be read)"):
+        read_volume(folder)
+
+
+def test_non_dicom_files_beside_the_series_are_ignored(tmp_path: Path) -> None:
+    folder = make_series(tmp_path / "series", count=5)
+    (folder / "notes.txt").write_text("scanned on Tuesday")
+    assert read_volume(folder).shape[2] == 5

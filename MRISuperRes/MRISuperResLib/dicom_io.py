@@ -71,7 +71,9 @@ def _series_files(folder: Path) -> list[Path]:
         raise InputError(f"input folder {folder} holds {len(series)} DICOM series; put each series in its own folder")
     with library_output(str(folder)):
         names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
-    return [Path(name) for name in names]
+    files = [Path(name) for name in names]
+    _unlisted_slices(folder, files, series[0])
+    return files
 
 
 def _floats(value: Any, count: int, what: str, path: Path) -> np.ndarray:
@@ -90,9 +92,12 @@ def read_slice_header(path: Path) -> tuple[SliceHeader, Any]:
     import pydicom
 
     try:
-        header = pydicom.dcmread(str(path), stop_before_pixels=True)
+        header = pydicom.dcmread(str(path))
     except Exception as error:  # pydicom raises many kinds for damaged files
         raise InputError(f"cannot read DICOM slice {path}: {str(error).splitlines()[0][:120]}") from None
+    _check_pixel_data_complete(header, path)
+    if "PixelData" in header:
+        del header.PixelData  # only the header is kept
     frames = int(header.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise InputError(f"input {path} is a multi-frame DICOM object ({frames} frames) inside a series folder; "
@@ -103,6 +108,38 @@ def read_slice_header(path: Path) -> tuple[SliceHeader, Any]:
     return SliceHeader(path, position, orientation, int(header.get("Rows", 0)), int(header.get("Columns", 0)),
                        (float(spacing[0]), float(spacing[1])), str(header.get("SOPClassUID", "")),
                        str(header.get("SOPInstanceUID", ""))), header
+
+
+def _check_pixel_data_complete(header: Any, path: Path) -> None:
+    """Refuse a slice whose uncompressed pixel data is shorter than Rows x Columns x samples x bytes."""
+    syntax = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and getattr(syntax, "is_compressed", False):
+        return
+    if "PixelData" not in header:
+        raise InputError(f"input slice {path} has no pixel data; export the series again")
+    expected = (int(header.get("Rows", 0)) * int(header.get("Columns", 0)) * int(header.get("SamplesPerPixel", 1))
+                * int(header.get("BitsAllocated", 16)) // 8)
+    actual = len(header.PixelData)
+    if actual < expected:
+        raise InputError(f"input slice {path} is incomplete: {actual} of {expected} bytes of pixel data (an "
+                         "interrupted copy?); copy the series again")
+
+
+def _unlisted_slices(folder: Path, listed: list[Path], series_uid: str) -> None:
+    """Refuse files of the series that GDCM left out because it could not read them (damaged or cut short)."""
+    import pydicom
+
+    names = {path.name for path in listed}
+    for path in sorted(folder.iterdir()):
+        if path.name in names or path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            header = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except Exception:  # not DICOM at all (notes, DICOMDIR parts): not part of the series
+            continue
+        if str(header.get("SeriesInstanceUID", "")) == series_uid:
+            raise InputError(f"input slice {path} of the series cannot be read (damaged or cut short by an "
+                             "interrupted copy?); copy the series again")
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
