@@ -298,3 +298,48 @@ def test_non_dicom_files_beside_the_series_are_ignored(tmp_path: Path) -> None:
     folder = make_series(tmp_path / "series", count=5)
     (folder / "notes.txt").write_text("scanned on Tuesday")
     assert read_volume(folder).shape[2] == 5
+
+
+def test_missing_slice_is_interpolated_only_when_asked_with_a_warning(tmp_path: Path) -> None:
+    from MRISuperResLib.errors import InputWarning
+
+    folder = make_series(tmp_path / "series", skip=(11,))
+    with pytest.warns(InputWarning, match=r"unevenly spaced .* 1 of them are interpolated") as record:
+        volume = read_volume(folder, resample_uneven_slices=True)
+    assert len([w for w in record if issubclass(w.category, InputWarning)]) == 1
+    assert volume.shape == (12, 10, 24)
+    np.testing.assert_allclose(volume.spacing, (0.8, 0.9, 1.2), atol=1e-6)
+    np.testing.assert_allclose(volume.array[0, 0, :], np.arange(24), atol=1e-4)  # slice 11 = mean of 10 and 12
+    np.testing.assert_allclose(volume.grid.origin, (-40.0, 25.0, 12.5), atol=1e-5)
+
+
+def test_resampling_puts_a_moved_slice_back_on_the_grid(tmp_path: Path) -> None:
+    positions = [np.array([0.0, 0.0, 2.0 * k]) for k in range(6)]
+    positions[3] = positions[3] + np.array([0.0, 0.0, 1.0])  # slice 3 at 7 mm instead of 6 mm
+    folder = make_series(tmp_path / "series", count=6, orientation=np.eye(3), positions=positions)
+    with pytest.warns(UserWarning):
+        volume = read_volume(folder, resample_uneven_slices=True)
+    assert volume.shape[2] == 6
+    # at 6 mm: between slice 2 (4 mm, marker 2) and slice 3 (7 mm, marker 3): 2 + 2/3
+    assert volume.array[0, 0, 3] == pytest.approx(2.0 + 2.0 / 3.0, abs=1e-4)
+
+
+def test_resampling_still_refuses_tilted_slices(tmp_path: Path) -> None:
+    folder = make_series(tmp_path / "series", count=6, skip=(2,))
+    tilted = pydicom.dcmread(folder / "IM0004.dcm")
+    rotation = rotation_matrix((0.3, 1.0, 0.2), 0.4) @ rotation_matrix((0.0, 1.0, 0.0), np.radians(3.0))
+    tilted.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([rotation[:, 0], rotation[:, 1]])]
+    tilted.save_as(folder / "IM0004.dcm")
+    with pytest.raises(InputError, match="not parallel"):
+        read_volume(folder, resample_uneven_slices=True)
+
+
+def test_cli_resamples_an_uneven_series_on_request_with_one_warning_line(tmp_path: Path, capsys) -> None:
+    folder = make_series(tmp_path / "series", skip=(11,))
+    model = make_tiny_model(tmp_path / "tiny.safetensors")
+    code = cli.main(["enhance", str(folder), str(tmp_path / "sr.nii.gz"), "--model", str(model), "--quiet",
+                     "--resample-uneven-slices"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("\n") == 1 and err.startswith("mrisuperres: warning: series: the 23 DICOM slices")
+    assert "interpolated" in err and "not acquired" in err

@@ -14,9 +14,8 @@ import SimpleITK as sitk
 from conftest import make_tiny_model, rotation_matrix
 
 from MRISuperResLib import cli
-from MRISuperResLib.errors import InputError
+from MRISuperResLib.errors import InputError, InputWarning
 from MRISuperResLib.image_kind import ImageKind, refusal
-from MRISuperResLib.native_output import LibraryWarning
 from MRISuperResLib.volume import LPS_TO_RAS
 from MRISuperResLib.volume_io import read_volume
 
@@ -77,7 +76,7 @@ def test_sheared_sform_is_refused_in_one_line(tmp_path: Path, qform_code: int, a
 @pytest.mark.parametrize("sform_code", [1, 2, 4])
 def test_rigid_sform_that_disagrees_with_the_qform_wins_as_in_nibabel(tmp_path: Path, sform_code: int) -> None:
     path = save_nifti(tmp_path / "v.nii.gz", rigid(12.0), sform_code, qform_matrix(), 1)
-    with pytest.warns(LibraryWarning, match="sform and qform disagree by up to"):
+    with pytest.warns(InputWarning, match="sform and qform disagree by up to"):
         volume = read_volume(path)
     np.testing.assert_allclose(volume.grid.ijk_to_lps(), lps_from_nibabel(path), atol=1e-4)
     np.testing.assert_array_equal(volume.array, volume_array())
@@ -95,7 +94,7 @@ def test_agreeing_frames_and_no_frames_read_as_before(tmp_path: Path, recwarn) -
     none = save_nifti(tmp_path / "none.nii", None, 0, None, 0)
     volume = read_volume(none)
     np.testing.assert_allclose(volume.spacing, (1.5, 1.5, 2.0), atol=1e-6)  # NIfTI method 1: voxel sizes only
-    assert not [w for w in recwarn if issubclass(w.category, LibraryWarning)]
+    assert not [w for w in recwarn if issubclass(w.category, InputWarning)]
 
 
 def test_enhanced_output_lands_where_nibabel_places_the_input(tmp_path: Path, capsys) -> None:

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--keep-dtype", action="store_true",
                          help="write the SR volume in the input's data type (rounded, clipped)")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    enhance.add_argument("--resample-uneven-slices", action="store_true",
+                         help="interpolate a DICOM series with missing or unevenly spaced slices onto a regular "
+                         "grid (with a warning) instead of refusing it")
     enhance.add_argument("--no-sidecar", action="store_true", help="do not write JSON provenance sidecars")
     enhance.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     enhance.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -291,6 +294,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
                 flip_ensemble=args.flip_ensemble,
                 overwrite=args.overwrite,
                 sidecar=not args.no_sidecar,
+                resample_uneven_slices=args.resample_uneven_slices,
                 device=args.device,
                 tile=args.tile,
                 overlap=args.overlap,
@@ -421,17 +425,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _raise_interrupt)
     from . import native_output
+    from .errors import InputWarning
 
     native_output.SHOW_RAW = bool(args.debug)
     shown_warning = warnings.showwarning
 
     def show_warning(message: Any, category: type, *rest: Any, **kwargs: Any) -> None:
         # Every warning is one line, like the errors; the libraries' own (pydicom, torch...) are named as such.
-        if args.debug and not issubclass(category, native_output.LibraryWarning):
+        if args.debug and not issubclass(category, InputWarning):
             shown_warning(message, category, *rest, **kwargs)
             return
         text = " ".join(str(message).split())
-        if not issubclass(category, native_output.LibraryWarning):
+        if not issubclass(category, InputWarning):
             text = f"{category.__name__} from a library: {text[:200]}"
         print(f"mrisuperres: warning: {text}", file=sys.stderr)
 

@@ -13,14 +13,15 @@ slice normal ``row x column``, slices sorted by their position along it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import InputError, InputWarning
 from .native_output import library_output
 from .volume import Grid
 
@@ -54,7 +55,8 @@ class DicomSeries:
     slices: list[SliceHeader]
     grid: Grid
     first_header: Any = None  # pydicom Dataset without pixel data
-    extra: dict[str, str] = field(default_factory=dict)
+    #: Position (mm along the normal) of each sorted slice when they are unevenly spaced and resampling was asked.
+    uneven_positions: np.ndarray | None = None
 
 
 def series_ids(folder: str | os.PathLike) -> tuple[str, ...]:
@@ -147,12 +149,18 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
 
 
-def check_series_geometry(folder: Path, slices: list[SliceHeader]) -> tuple[list[SliceHeader], Grid]:
+def check_series_geometry(folder: Path, slices: list[SliceHeader], resample_uneven: bool = False
+                          ) -> tuple[list[SliceHeader], Grid, np.ndarray | None]:
     """Sort ``slices`` along their normal and return them with the regular grid they lie on.
+
+    With ``resample_uneven``, unevenly spaced (parallel) slices are accepted: the grid then spans them with the
+    median gap, and their positions along the normal (mm, relative to the first) come back for resampling;
+    otherwise that third value is ``None``.
 
     Raises:
         InputError: fewer than 2 slices, slices of different sizes or pixel spacings, non-parallel slices,
-            slices sharing a position, unevenly spaced (missing) slices, or a stack shifted sideways.
+            slices sharing a position, unevenly spaced (missing) slices unless ``resample_uneven``, or a stack
+            shifted sideways.
     """
     if len(slices) < 2:
         raise InputError(f"input folder {folder} holds a single DICOM slice (a 2D image); give a series of at least "
@@ -191,14 +199,16 @@ def check_series_geometry(folder: Path, slices: list[SliceHeader]) -> tuple[list
             "folder"
         )
     tolerance = max(GAP_TOLERANCE_MM, GAP_TOLERANCE_FRACTION * median)
-    if np.abs(gaps - median).max() > tolerance:
+    uneven = bool(np.abs(gaps - median).max() > tolerance)
+    if uneven and not resample_uneven:
         largest = int(np.argmax(np.abs(gaps - median)))
         missing = int(round(float(gaps.max()) / median)) - 1 if gaps.max() > median else 0
         hint = f" ({missing} slice{'s' if missing != 1 else ''} missing?)" if missing > 0 else ""
         raise InputError(
             f"input folder {folder} is a DICOM series of {len(ordered)} unevenly spaced slices: gaps between "
             f"slice positions range from {gaps.min():.3g} to {gaps.max():.3g} mm (at {along[largest]:.1f} mm along "
-            f"the slice normal{hint}); they cannot lie on one regular grid; export the complete series"
+            f"the slice normal{hint}); they cannot lie on one regular grid; export the complete series (or pass "
+            "--resample-uneven-slices to interpolate onto a regular grid)"
         )
     offsets = np.array([s.position - ordered[0].position for s in ordered])
     sideways = offsets - np.outer(offsets @ normal, normal)
@@ -208,35 +218,69 @@ def check_series_geometry(folder: Path, slices: list[SliceHeader]) -> tuple[list
             f"{np.linalg.norm(sideways, axis=1).max():.2f} mm (a tilted gantry?): the grid is sheared; resample it "
             "onto an untilted grid first (e.g. dcm2niix corrects gantry tilt)"
         )
+    direction = np.column_stack([row / np.linalg.norm(row), column / np.linalg.norm(column), normal])
+    if uneven:
+        count = int(round(float(along[-1] - along[0]) / median)) + 1
+        spacing = (first.pixel_spacing[1], first.pixel_spacing[0], median)
+        grid = Grid((first.columns, first.rows, count), spacing, tuple(ordered[0].position), direction)
+        return ordered, grid, along - along[0]
     # The mean gap (ends of the stack) averages out the rounding of single positions.
     spacing = (first.pixel_spacing[1], first.pixel_spacing[0], float(along[-1] - along[0]) / (len(ordered) - 1))
-    direction = np.column_stack([row / np.linalg.norm(row), column / np.linalg.norm(column), normal])
     grid = Grid((first.columns, first.rows, len(ordered)), spacing, tuple(ordered[0].position), direction)
-    return ordered, grid
+    return ordered, grid, None
 
 
-def scan_series(folder: str | os.PathLike) -> DicomSeries:
-    """Read every slice header of the one series in ``folder`` and check its geometry (no pixel data read)."""
+def scan_series(folder: str | os.PathLike, resample_uneven: bool = False) -> DicomSeries:
+    """Read every slice header of the one series in ``folder`` and check its geometry (see
+    :func:`check_series_geometry`)."""
     folder = Path(folder)
     files = _series_files(folder)
     read = [read_slice_header(path) for path in files]
-    ordered, grid = check_series_geometry(folder, [slice_ for slice_, _ in read])
+    ordered, grid, positions = check_series_geometry(folder, [slice_ for slice_, _ in read], resample_uneven)
     first_path = ordered[0].path
     first_header = next(header for slice_, header in read if slice_.path == first_path)
-    return DicomSeries(folder, ordered, grid, first_header)
+    return DicomSeries(folder, ordered, grid, first_header, positions)
 
 
-def read_series(folder: str | os.PathLike) -> tuple[sitk.Image, DicomSeries]:
+def resample_along_normal(stack: np.ndarray, positions: np.ndarray, count: int, spacing: float) -> np.ndarray:
+    """Linear interpolation of slices ``stack[k, j, i]`` at ``positions`` (mm, increasing) onto ``count`` slices
+    ``spacing`` mm apart from ``positions[0]`` (targets past the last slice take the last slice)."""
+    targets = np.minimum(np.arange(count) * spacing, positions[-1])
+    upper = np.clip(np.searchsorted(positions, targets, side="left"), 1, len(positions) - 1)
+    lower = upper - 1
+    weight = ((targets - positions[lower]) / (positions[upper] - positions[lower]))[:, None, None]
+    values = stack.astype(np.float64)
+    return (1.0 - weight) * values[lower] + weight * values[upper]
+
+
+def read_series(folder: str | os.PathLike, resample_uneven: bool = False) -> tuple[sitk.Image, DicomSeries]:
     """Read the checked series in ``folder``: a 3D image on the grid its headers give, and the scan.
+
+    With ``resample_uneven``, unevenly spaced slices are interpolated onto a regular grid (float32), with a
+    one-line :class:`.errors.InputWarning` saying how many slices are interpolated.
 
     Raises:
         InputError: see :func:`check_series_geometry`; also an unreadable slice.
     """
-    series = scan_series(folder)
+    series = scan_series(folder, resample_uneven)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in series.slices])
     with library_output(str(series.folder)):
         image = reader.Execute()
+    if series.uneven_positions is not None and image.GetNumberOfComponentsPerPixel() == 1:
+        positions, spacing = series.uneven_positions, series.grid.spacing[2]
+        values = resample_along_normal(sitk.GetArrayFromImage(image), positions, series.grid.shape[2], spacing)
+        image = sitk.GetImageFromArray(values.astype(np.float32))
+        targets = np.arange(series.grid.shape[2]) * spacing
+        interpolated = int(np.count_nonzero(np.abs(targets[:, None] - positions[None, :]).min(axis=1)
+                                            > max(GAP_TOLERANCE_MM, GAP_TOLERANCE_FRACTION * spacing)))
+        warnings.warn(
+            f"{series.folder.name}: the {len(positions)} DICOM slices are unevenly spaced (gaps "
+            f"{np.diff(positions).min():.3g} to {np.diff(positions).max():.3g} mm); resampled linearly onto "
+            f"{series.grid.shape[2]} slices {spacing:.3g} mm apart as --resample-uneven-slices asks: {interpolated} "
+            "of them are interpolated between acquired slices, not acquired",
+            InputWarning, stacklevel=3,
+        )
     if image.GetDimension() == 3 and tuple(image.GetSize()) == series.grid.shape:
         image.SetOrigin(series.grid.origin)
         image.SetSpacing(series.grid.spacing)

@@ -328,9 +328,13 @@ def enhance_file(
     uncertainty_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     sidecar: bool = True,
+    resample_uneven_slices: bool = False,
     **options: Any,
 ) -> EnhanceResult:
     """Read a volume file (or DICOM series folder), enhance it, write the requested outputs.
+
+    ``resample_uneven_slices`` interpolates a DICOM series with missing or unevenly spaced slices onto a regular
+    grid (with a warning) instead of refusing it (see :func:`.volume_io.read_volume`).
 
     Every target is checked before any work starts. All files are staged and renamed into place together at
     the end (all or nothing). Each volume gets a JSON sidecar (``<output stem>.json``) holding its provenance and
@@ -355,10 +359,11 @@ def enhance_file(
         check_writable_target(path, overwrite)
         if sidecar:
             check_writable_target(sidecar_path(path), overwrite, volume_format=False)
-    volume = read_volume(input_path)
+    volume = read_volume(input_path, resample_uneven_slices=resample_uneven_slices)
     # A DICOM output of a DICOM input joins the source's patient and study as a derived series.
     dicom_outputs = any(not volume_extension(path) for path in planned.values())
-    dicom_source = scan_series(input_path) if dicom_outputs and Path(input_path).is_dir() else None
+    dicom_source = (scan_series(input_path, resample_uneven_slices) if dicom_outputs and Path(input_path).is_dir()
+                    else None)
     if uncertainty_path is not None:
         options["uncertainty"] = True
     result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)

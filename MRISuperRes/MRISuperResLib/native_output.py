@@ -17,11 +17,13 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 
+from .errors import InputWarning
+
 #: Echo the libraries' raw text on stderr as well (set by the command line's ``--debug``).
 SHOW_RAW = False
 
 
-class LibraryWarning(UserWarning):
+class LibraryWarning(InputWarning):
     """A notice from ITK / GDCM about a file, reduced to one line."""
 
 

@@ -20,10 +20,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import dicom_io
-from .errors import InputError, OutputError
+from .errors import InputError, InputWarning, OutputError
 from .file_integrity import check_complete
 from .image_kind import kind_of_sitk_info, refusal
-from .native_output import LibraryWarning, library_output
+from .native_output import library_output
 from .nifti_header import NiftiFrame, nifti_frame, nifti_kind
 from .volume import Grid, Volume
 
@@ -51,8 +51,11 @@ def dicom_series_ids(folder: str | os.PathLike) -> tuple[str, ...]:
     return dicom_io.series_ids(folder)
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
+def read_volume(path: str | os.PathLike, *, resample_uneven_slices: bool = False) -> Volume:
     """Read a scalar 3D volume from a file or a DICOM series folder.
+
+    With ``resample_uneven_slices``, a DICOM series with missing or unevenly spaced (but parallel) slices is
+    interpolated linearly onto a regular grid with a one-line :class:`.errors.InputWarning` instead of refused.
 
     Before any voxel is used: a file must be complete (:mod:`.file_integrity`), must hold a scalar 3D volume
     (:mod:`.image_kind` names what else it holds), a NIfTI file is placed by the frame the neuroimaging tools use
@@ -70,7 +73,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
     frame = None
     try:
         if path.is_dir():
-            image, _series = dicom_io.read_series(path)
+            image, _series = dicom_io.read_series(path, resample_uneven=resample_uneven_slices)
         else:
             check_complete(path)
             _check_kind(path, is_nifti)
@@ -126,7 +129,7 @@ def _place_by_frame(image: sitk.Image, frame: NiftiFrame, path: Path) -> None:
         warnings.warn(
             f"{path.name}: its sform and qform disagree by up to {frame.disagreement_mm:.1f} mm; placed by the sform "
             "(sform_code > 0), as FSL, nibabel and FreeSurfer do",
-            LibraryWarning, stacklevel=3,
+            InputWarning, stacklevel=3,
         )
 
 
