@@ -17,6 +17,11 @@ from MRISuperResLib import cli, native_output
 from MRISuperResLib.native_output import LibraryWarning, library_output, messages, one_line_warnings
 from MRISuperResLib.volume_io import read_volume
 
+@pytest.fixture(autouse=True)
+def fresh_warning_memory() -> None:
+    native_output._WARNED.clear()  # each notice is given once per process; each test is a fresh "process"
+
+
 ITK_TEXT = (
     "WARNING: In /build/ITK/Modules/IO/Foo/src/itkFooImageIO.cxx, line 123\n"
     "FooImageIO (0x55d1c2a0): odd.foo has an odd field\nthat spans two lines\n\n"
@@ -113,9 +118,9 @@ def test_cli_prints_python_warnings_of_libraries_in_one_line(tmp_path: Path, cap
 
     real = enhance.read_volume
 
-    def chatty(path):
+    def chatty(path, **kwargs):
         warnings.warn("Invalid value for VR DS: '1.0000000000000001'\nsecond line", UserWarning)
-        return real(path)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(enhance, "read_volume", chatty)
     path = tmp_path / "v.nii.gz"
@@ -126,3 +131,12 @@ def test_cli_prints_python_warnings_of_libraries_in_one_line(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert "mrisuperres: warning: UserWarning from a library: Invalid value for VR DS" in err
     assert all(line.startswith("mrisuperres: ") for line in err.splitlines()), err
+
+
+def test_nibabel_header_fixes_become_one_warning_line(tmp_path: Path, capsys) -> None:
+    path = zero_pixdim_nifti(tmp_path / "v.nii")
+    model = make_tiny_model(tmp_path / "tiny.safetensors")
+    assert cli.main(["enhance", str(path), str(tmp_path / "sr.nii.gz"), "--model", str(model), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("pixdim[1,2,3] should be non-zero") == 1, err
+    assert all(line.startswith("mrisuperres: warning: ") for line in err.splitlines()), err

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .native_output import library_output
 
 _CHUNK = 1 << 22
 
@@ -122,7 +123,8 @@ def _check_nifti(path: Path) -> None:
         compressed = stream.read(2) == b"\x1f\x8b"  # (zlib and ITK also read an uncompressed file named .gz)
     actual = _decompressed_length(path, 0, "gzip", _gzip) if compressed else path.stat().st_size
     try:
-        image = nibabel.load(str(path))
+        with library_output(path.name):
+            image = nibabel.load(str(path))
         shape = tuple(int(n) for n in image.header.get_data_shape())
         offset = int(image.dataobj.offset)  # (image.header is a copy whose offset is reset)
         bits = int(image.header["bitpix"])

@@ -10,6 +10,7 @@ one line), and the raw text is echoed on stderr only when :data:`SHOW_RAW` is se
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -21,6 +22,10 @@ from .errors import InputWarning
 
 #: Echo the libraries' raw text on stderr as well (set by the command line's ``--debug``).
 SHOW_RAW = False
+
+
+#: Warnings already given in this process.
+_WARNED: set[str] = set()
 
 
 class LibraryWarning(InputWarning):
@@ -67,9 +72,37 @@ def one_line_warnings(text: str, context: str) -> list[str]:
     return result
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name.split('.')[0]}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def _library_logs() -> Iterator[_Collect]:
+    """Collect what nibabel logs (header fixes, printed on stderr by its own handler) inside the block."""
+    logger = logging.getLogger("nibabel.global")
+    handlers, propagate = list(logger.handlers), logger.propagate
+    collect = _Collect()
+    for handler in handlers:
+        logger.removeHandler(handler)
+    logger.addHandler(collect)
+    logger.propagate = False
+    try:
+        yield collect
+    finally:
+        logger.removeHandler(collect)
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.propagate = propagate
+
+
 @contextlib.contextmanager
 def library_output(context: str) -> Iterator[None]:
-    """Capture what native code prints on stderr inside the block; warn in one line afterwards.
+    """Capture what native code prints on stderr (and nibabel logs) inside the block; warn in one line afterwards.
 
     Args:
         context: what the block works on (a file name), named in the warnings.
@@ -80,7 +113,7 @@ def library_output(context: str) -> Iterator[None]:
     except (OSError, ValueError, AttributeError):  # no real descriptor 2 (embedded interpreters)
         yield
         return
-    with tempfile.TemporaryFile() as capture:
+    with tempfile.TemporaryFile() as capture, _library_logs() as logs:
         os.dup2(capture.fileno(), 2)
         failed = True
         try:
@@ -91,8 +124,11 @@ def library_output(context: str) -> Iterator[None]:
             os.close(saved)
             capture.seek(0)
             text = capture.read().decode("utf-8", errors="replace")
+            text += "".join(f"\n\n{line}\n" for line in logs.lines)
             if text.strip() and SHOW_RAW:
                 print(f"[raw image library output, {context}]\n{text.rstrip()}", file=sys.stderr)
             # After a failure the error itself is the one line the user sees.
             for line in [] if failed else one_line_warnings(text, context):
-                warnings.warn(line, LibraryWarning, stacklevel=3)
+                if line not in _WARNED:  # one file is opened by several checks; say each thing once
+                    _WARNED.add(line)
+                    warnings.warn(line, LibraryWarning, stacklevel=3)

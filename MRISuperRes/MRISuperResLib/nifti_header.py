@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .image_kind import ImageKind
+from .native_output import library_output
 from .volume import LPS_TO_RAS, Grid
 
 #: Largest deviation of the direction matrix from orthonormal (``|D^T D - I|``) still taken as a rigid frame;
@@ -62,7 +63,8 @@ def _header(path: Path):  # -> nibabel Nifti1Header | Nifti2Header | None
     import nibabel
 
     try:
-        return nibabel.load(str(path)).header
+        with library_output(path.name):
+            return nibabel.load(str(path)).header
     except Exception:  # not a NIfTI file nibabel can parse: the reader reports it
         return None
 

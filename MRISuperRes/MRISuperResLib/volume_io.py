@@ -137,7 +137,8 @@ def _check_nifti_finite(path: Path) -> None:
     # ITK's NIfTI reader silently turns NaN and infinite voxels into 0, so look at the stored values themselves.
     import nibabel
 
-    stored = np.asanyarray(nibabel.load(str(path)).dataobj.get_unscaled())
+    with library_output(path.name):
+        stored = np.asanyarray(nibabel.load(str(path)).dataobj.get_unscaled())
     if np.issubdtype(stored.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(stored)))
         if bad:
