@@ -15,6 +15,7 @@ from conftest import make_tiny_model, rotation_matrix
 
 from MRISuperResLib import cli
 from MRISuperResLib.errors import InputError, InputWarning
+from MRISuperResLib.file_integrity import check_complete
 from MRISuperResLib.image_kind import ImageKind, refusal
 from MRISuperResLib.volume import LPS_TO_RAS
 from MRISuperResLib.volume_io import read_volume
@@ -287,3 +288,21 @@ def test_cli_exits_1_on_a_truncated_input_and_writes_nothing(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert code == cli.EXIT_ERROR and err.count("\n") == 1 and "cut short" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "tiny.safetensors"]
+
+
+@pytest.mark.parametrize("keep", [0.5, 1.0], ids=["cut", "complete"])
+def test_bzip2_nrrd_is_measured_too(tmp_path: Path, keep: float) -> None:
+    import bz2
+
+    array = volume_array()
+    header = ("NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 12 10 8\n"
+              "encoding: bzip2\nendian: little\n"
+              "space directions: (1,0,0) (0,1,0) (0,0,1)\nspace origin: (0,0,0)\n\n").encode()
+    data = bz2.compress(array.transpose(2, 1, 0).astype("<i2").tobytes())
+    path = tmp_path / "v.nrrd"
+    path.write_bytes(header + data[: int(len(data) * keep)])
+    if keep < 1.0:
+        with pytest.raises(InputError, match="bzip2 data stream ends"):
+            read_volume(path)
+    else:  # (ITK's NrrdIO itself cannot decode bzip2, so only the completeness check is run)
+        check_complete(path)

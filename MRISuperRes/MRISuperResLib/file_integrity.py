@@ -24,6 +24,7 @@ from .errors import InputError
 from .native_output import library_output
 
 _CHUNK = 1 << 22
+_OUT_CHUNK = 1 << 20
 
 _NRRD_TYPE_BYTES = {
     **dict.fromkeys(("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"), 1),
@@ -82,11 +83,25 @@ def _file_chunks(path: Path, offset: int = 0) -> Iterator[bytes]:
             yield chunk
 
 
+def _feed(decompressor: object, data: bytes) -> int:
+    """Decompress ``data`` in bounded pieces (a small file of zeros may inflate to gigabytes); bytes produced."""
+    total = 0
+    if hasattr(decompressor, "unconsumed_tail"):  # zlib
+        while data:
+            total += len(decompressor.decompress(data, _OUT_CHUNK))  # type: ignore[attr-defined]
+            data = decompressor.unconsumed_tail  # type: ignore[attr-defined]
+    else:  # bz2
+        total += len(decompressor.decompress(data, _OUT_CHUNK))  # type: ignore[attr-defined]
+        while not decompressor.eof and not decompressor.needs_input:  # type: ignore[attr-defined]
+            total += len(decompressor.decompress(b"", _OUT_CHUNK))  # type: ignore[attr-defined]
+    return total
+
+
 def _decompressed_length(path: Path, offset: int, kind: str, make: Callable[[], object]) -> int:
     """Length of the decompressed stream starting at ``offset``; raises when it does not end properly.
 
-    ``make`` builds a decompressor with ``decompress``, ``eof`` and ``unused_data`` (zlib or bz2). Concatenated
-    gzip members (allowed by the format) are followed one after the other.
+    ``make`` builds a decompressor (zlib or bz2). Concatenated gzip members (allowed by the format) are followed
+    one after the other; zero padding after the last one is allowed.
     """
     total = 0
     decompressor = make()
@@ -94,11 +109,11 @@ def _decompressed_length(path: Path, offset: int, kind: str, make: Callable[[], 
         data = chunk
         while data:
             if decompressor.eof:  # type: ignore[attr-defined]
-                if not data.strip(b"\0"):  # zero padding after the last member
+                if not data.strip(b"\0"):
                     break
                 decompressor = make()
             try:
-                total += len(decompressor.decompress(data))  # type: ignore[attr-defined]
+                total += _feed(decompressor, data)
             except (zlib.error, OSError, ValueError, EOFError) as error:
                 raise _corrupt_stream(path, kind, str(error)[:80]) from None
             data = decompressor.unused_data if decompressor.eof else b""  # type: ignore[attr-defined]
