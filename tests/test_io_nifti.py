@@ -306,3 +306,32 @@ def test_bzip2_nrrd_is_measured_too(tmp_path: Path, keep: float) -> None:
             read_volume(path)
     else:  # (ITK's NrrdIO itself cannot decode bzip2, so only the completeness check is run)
         check_complete(path)
+
+
+def test_plain_nifti_named_nii_gz_is_read_as_itk_reads_it(tmp_path: Path) -> None:
+    plain = write_complete(tmp_path, ".nii", False)
+    named = tmp_path / "plain.nii.gz"
+    named.write_bytes(plain.read_bytes())
+    np.testing.assert_array_equal(read_volume(named).array, volume_array())
+    named.write_bytes(plain.read_bytes()[:-500])
+    with pytest.raises(InputError, match="incomplete"):
+        read_volume(named)
+
+
+def test_sform_precedence_holds_for_a_plain_nifti_named_nii_gz(tmp_path: Path) -> None:
+    path = save_nifti(tmp_path / "v.nii", rigid(12.0), 2, qform_matrix(), 1)
+    named = tmp_path / "v.nii.gz"
+    named.write_bytes(path.read_bytes())
+    with pytest.warns(InputWarning, match="sform and qform disagree"):
+        volume = read_volume(named)
+    np.testing.assert_allclose(volume.grid.ijk_to_lps(), lps_from_nibabel(path), atol=1e-4)
+
+
+def test_nifti2_completeness_is_measured_too(tmp_path: Path) -> None:
+    # (ITK's NIfTI reader does not read NIfTI-2; the check must still parse its 540-byte header)
+    path = tmp_path / "v2.nii"
+    nibabel.save(nibabel.Nifti2Image(volume_array(), np.eye(4)), str(path))
+    check_complete(path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputError, match="promises 1920 bytes of voxel data but only 1820"):
+        check_complete(path)

@@ -13,6 +13,8 @@ Frames are converted from NIfTI's RAS to the engine's LPS with :data:`.volume.LP
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,19 +61,28 @@ class NiftiFrame:
         return Grid(shape, tuple(spacing), tuple(self.ijk_to_lps[:3, 3]), columns / spacing)
 
 
-def _header(path: Path):  # -> nibabel Nifti1Header | Nifti2Header | None
+def read_header(path: str | os.PathLike):  # -> nibabel Nifti1Header | Nifti2Header | None
+    """The NIfTI-1 or NIfTI-2 header of ``path`` (gzip-compressed or not, whatever its name says), or ``None``
+    when it is not one; only the first 540 bytes are read, so a file cut short still gives its header."""
     import nibabel
 
+    path = Path(path)
     try:
+        with open(path, "rb") as stream:
+            compressed = stream.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+            head = stream.read(540)
+        sizes = (int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big"))
+        header_class = nibabel.Nifti2Header if 540 in sizes else nibabel.Nifti1Header
         with library_output(path.name):
-            return nibabel.load(str(path)).header
-    except Exception:  # not a NIfTI file nibabel can parse: the reader reports it
+            return header_class.from_fileobj(io.BytesIO(head))
+    except Exception:  # not a NIfTI header (or not even 348 bytes): the reader reports it
         return None
 
 
 def nifti_kind(path: str | os.PathLike) -> ImageKind | None:
     """The :class:`ImageKind` of a NIfTI file from its header (any number of axes), or ``None`` if unreadable."""
-    header = _header(Path(path))
+    header = read_header(path)
     if header is None:
         return None
     dtype = header.get_data_dtype()
@@ -103,7 +114,7 @@ def nifti_frame(path: str | os.PathLike) -> NiftiFrame | None:
             an orthonormal direction; the message says how to resample it.
     """
     path = Path(path)
-    header = _header(path)
+    header = read_header(path)
     if header is None:
         return None
     sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])

@@ -1,7 +1,8 @@
 """Reading and writing volumes through SimpleITK, keeping geometry exactly.
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``, ``.mhd``) and a
-folder holding one DICOM series (read and write). Writes are atomic: files are written into a hidden
+folder holding one DICOM series (read and write; series geometry in :mod:`.dicom_io`, the derived series written
+by :mod:`.dicom_write`). Every input is checked before its voxels are used (see :func:`read_volume`). Writes are atomic: files are written into a hidden
 temporary folder beside the target and renamed into place, so an interrupted run leaves no partial output.
 Arrays are converted between SimpleITK's ``[k, j, i]`` view and the engine's ``[i, j, k]`` order here only.
 """
