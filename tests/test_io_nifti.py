@@ -335,3 +335,10 @@ def test_nifti2_completeness_is_measured_too(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(InputError, match="promises 1920 bytes of voxel data but only 1820"):
         check_complete(path)
+
+
+def test_nifti2_is_refused_by_name_not_as_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "v2.nii.gz"
+    nibabel.save(nibabel.Nifti2Image(volume_array(), np.eye(4)), str(path))
+    with pytest.raises(InputError, match="is a NIfTI-2 file.*save it as NIfTI-1"):
+        read_volume(path)

@@ -81,10 +81,17 @@ def read_header(path: str | os.PathLike):  # -> nibabel Nifti1Header | Nifti2Hea
 
 
 def nifti_kind(path: str | os.PathLike) -> ImageKind | None:
-    """The :class:`ImageKind` of a NIfTI file from its header (any number of axes), or ``None`` if unreadable."""
+    """The :class:`ImageKind` of a NIfTI file from its header (any number of axes), or ``None`` if unreadable.
+
+    Raises:
+        InputError: a NIfTI-2 file, which ITK's reader cannot read (the message says how to convert it).
+    """
     header = read_header(path)
     if header is None:
         return None
+    if int(header["sizeof_hdr"]) == 540:
+        raise InputError(f"input {path} is a NIfTI-2 file, which the image reader (ITK) cannot read; save it as "
+                         "NIfTI-1 (e.g. nibabel.Nifti1Image(img.dataobj, img.affine, img.header), or fslchfiletype)")
     dtype = header.get_data_dtype()
     is_rgb = dtype.names is not None and len(dtype.names) in (3, 4)
     intent = _INTENT_NAMES.get(int(header["intent_code"]), "")
