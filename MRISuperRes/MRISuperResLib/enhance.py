@@ -29,11 +29,11 @@ from .checkpoint import LoadedModel
 from .consistency import consistency_report
 from .degradation import DegradationSpec
 from .device import select_device
+from .dicom_io import scan_series
 from .errors import InputError
 from .geometry import Scale, format_scale, parse_scale, upsampled_grid
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from .interpolation import bspline_upsample_volume
-from .dicom_io import scan_series
 from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
 from .provenance import header_fields, make_provenance, short_description
