@@ -203,7 +203,8 @@ def test_corrupt_file_in_the_middle_fails_alone(model, tmp_path, capsys):
     assert "Traceback" not in err
     rows = {Path(r["input"]).name: r for r in read_manifest(manifest)}
     assert [rows[n]["status"] for n in ("a.nii.gz", "b.nii.gz", "c.nii.gz")] == ["done", "failed", "done"]
-    assert "cannot read" in rows["b.nii.gz"]["error"]
+    assert "b.nii.gz" in rows["b.nii.gz"]["error"] and ("corrupt" in rows["b.nii.gz"]["error"]
+                                                    or "cannot read" in rows["b.nii.gz"]["error"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_sr.json", "a_sr.nii.gz", "c_sr.json",
                                                                     "c_sr.nii.gz"]
     errors = [line for line in err.splitlines() if line.startswith("mrisuperres: error:")]

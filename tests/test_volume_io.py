@@ -124,7 +124,7 @@ def test_reading_a_single_slice_3d_image_is_refused_as_2d(tmp_path: Path) -> Non
 def test_reading_a_4d_image_with_three_volumes_is_refused(tmp_path: Path) -> None:
     volumes = [sitk.GetImageFromArray(np.full((4, 5, 6), t, np.float32)) for t in range(3)]
     path = write_sitk(sitk.JoinSeries(volumes), tmp_path / "series.nii.gz")
-    with pytest.raises(InputError, match="4D image with 3 volumes"):
+    with pytest.raises(InputError, match="4D time series with 3 volumes"):
         read_volume(path)
 
 

@@ -17,6 +17,7 @@ import json
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--keep-dtype", action="store_true",
                          help="write the SR volume in the input's data type (rounded, clipped)")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    enhance.add_argument("--resample-uneven-slices", action="store_true",
+                         help="interpolate a DICOM series with missing or unevenly spaced slices onto a regular "
+                         "grid (with a warning) instead of refusing it")
     enhance.add_argument("--no-sidecar", action="store_true", help="do not write JSON provenance sidecars")
     enhance.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     enhance.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -309,6 +313,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
                 flip_ensemble=args.flip_ensemble,
                 overwrite=args.overwrite,
                 sidecar=not args.no_sidecar,
+                resample_uneven_slices=args.resample_uneven_slices,
                 device=args.device,
                 tile=args.tile,
                 overlap=args.overlap,
@@ -442,6 +447,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _raise_interrupt)
+    from . import native_output
+    from .errors import InputWarning
+
+    native_output.SHOW_RAW = bool(args.debug)
+    shown_warning = warnings.showwarning
+
+    def show_warning(message: Any, category: type, *rest: Any, **kwargs: Any) -> None:
+        # Every warning is one line, like the errors; the libraries' own (pydicom, torch...) are named as such.
+        if args.debug and not issubclass(category, InputWarning):
+            shown_warning(message, category, *rest, **kwargs)
+            return
+        text = " ".join(str(message).split())
+        if not issubclass(category, InputWarning):
+            text = f"{category.__name__} from a library: {text[:200]}"
+        print(f"mrisuperres: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show_warning
     try:
         from .errors import MRISuperResError
 
@@ -475,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"unexpected {type(error).__name__}: {error}"
         print(f"mrisuperres: error: {kind} (run with --debug for details)", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        warnings.showwarning = shown_warning
 
 
 if __name__ == "__main__":

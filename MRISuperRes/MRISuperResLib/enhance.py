@@ -30,6 +30,7 @@ from .checkpoint import LoadedModel
 from .consistency import consistency_report
 from .degradation import DegradationSpec
 from .device import select_device
+from .dicom_io import DicomSeries, scan_series
 from .errors import InputError
 from .geometry import Scale, format_scale, parse_scale, upsampled_grid
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
@@ -46,6 +47,7 @@ from .volume_io import (
     stage_volume,
     staging_folder,
     strip_volume_extension,
+    volume_extension,
 )
 
 #: Integer volumes with at most this many distinct values are probably label maps.
@@ -346,9 +348,13 @@ def enhance_file(
     overwrite: bool = False,
     sidecar: bool = True,
     sidecar_extra: dict[str, Any] | None = None,
+    resample_uneven_slices: bool = False,
     **options: Any,
 ) -> EnhanceResult:
     """Read a volume file (or DICOM series folder), enhance it, write the requested outputs.
+
+    ``resample_uneven_slices`` interpolates a DICOM series with missing or unevenly spaced slices onto a regular
+    grid (with a warning) instead of refusing it (see :func:`.volume_io.read_volume`).
 
     Every target is checked before any work starts. All files are staged and renamed into place together at
     the end (all or nothing). Each volume gets a JSON sidecar (``<output stem>.json``) holding its provenance and
@@ -359,13 +365,18 @@ def enhance_file(
                "consistency": consistency_path, "uncertainty": uncertainty_path}
     planned, figure = check_targets(input_path, targets, figure_path, overwrite=overwrite, sidecar=sidecar)
     read_start = time.perf_counter()
-    volume = read_volume(input_path)
+    volume = read_volume(input_path, resample_uneven_slices=resample_uneven_slices)
+    # A DICOM output of a DICOM input joins the source's patient and study as a derived series.
+    dicom_outputs = any(not volume_extension(path) for path in planned.values())
+    dicom_source = (scan_series(input_path, resample_uneven_slices) if dicom_outputs and Path(input_path).is_dir()
+                    else None)
     read_seconds = time.perf_counter() - read_start
     if uncertainty_path is not None:
         options["uncertainty"] = True
     result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
     result.timings["read"] = read_seconds
-    write_outputs(result, volume, planned, figure, overwrite=overwrite, sidecar=sidecar, sidecar_extra=sidecar_extra)
+    write_outputs(result, volume, planned, figure, overwrite=overwrite, sidecar=sidecar, sidecar_extra=sidecar_extra,
+                  dicom_source=dicom_source)
     return result
 
 
@@ -411,8 +422,12 @@ def write_outputs(
     overwrite: bool = False,
     sidecar: bool = True,
     sidecar_extra: dict[str, Any] | None = None,
+    dicom_source: DicomSeries | None = None,
 ) -> None:
     """Write ``result``'s outputs (role -> path from :func:`check_targets`), sidecars and figure, all or nothing.
+
+    ``dicom_source`` (the input's DICOM series, see :func:`.dicom_io.scan_series`) makes DICOM outputs derived
+    series of the source's patient and study.
 
     Every file is staged in a hidden folder beside its target and renamed into place only when all were written;
     ``result.paths`` and ``result.timings["write"]`` are filled. ``volume`` is the input (for the figure).
@@ -431,7 +446,7 @@ def write_outputs(
                 continue
             provenance = {k.partition(".")[2]: v for k, v in output.metadata.items()}
             stage_volume(output, staging[path.parent.resolve()], path.name,
-                         description=short_description(provenance))
+                         description=short_description(provenance), dicom_source=dicom_source)
             if sidecar:
                 record = {"provenance": provenance, "run": result.summary(), **(sidecar_extra or {})}
                 side = sidecar_path(path)

@@ -23,3 +23,7 @@ class OutputError(MRISuperResError):
 
 class CancelledError(MRISuperResError):
     """The user cancelled a running job; nothing was written."""
+
+
+class InputWarning(UserWarning):
+    """Something about an input the user should know, in one line (the result is still made)."""

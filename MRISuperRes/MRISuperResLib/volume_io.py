@@ -1,7 +1,8 @@
 """Reading and writing volumes through SimpleITK, keeping geometry exactly.
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``, ``.mhd``) and a
-folder holding one DICOM series (read and write). Writes are atomic: files are written into a hidden
+folder holding one DICOM series (read and write; series geometry in :mod:`.dicom_io`, the derived series written
+by :mod:`.dicom_write`). Every input is checked before its voxels are used (see :func:`read_volume`). Writes are atomic: files are written into a hidden
 temporary folder beside the target and renamed into place, so an interrupted run leaves no partial output.
 Arrays are converted between SimpleITK's ``[k, j, i]`` view and the engine's ``[i, j, k]`` order here only.
 """
@@ -13,7 +14,7 @@ import gzip
 import os
 import shutil
 import tempfile
-import uuid
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, OutputError
+from . import dicom_io
+from .errors import InputError, InputWarning, OutputError
+from .file_integrity import check_complete
+from .image_kind import kind_of_sitk_info, refusal
+from .native_output import library_output
+from .nifti_header import NiftiFrame, nifti_frame, nifti_kind
 from .volume import Grid, Volume
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -45,23 +51,39 @@ def strip_volume_extension(path: str | os.PathLike) -> str:
 
 def dicom_series_ids(folder: str | os.PathLike) -> tuple[str, ...]:
     """The DICOM series instance UIDs found directly in ``folder`` (empty when none)."""
-    return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
+    return dicom_io.series_ids(folder)
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
+def read_volume(path: str | os.PathLike, *, resample_uneven_slices: bool = False) -> Volume:
     """Read a scalar 3D volume from a file or a DICOM series folder.
 
+    With ``resample_uneven_slices``, a DICOM series with missing or unevenly spaced (but parallel) slices is
+    interpolated linearly onto a regular grid with a one-line :class:`.errors.InputWarning` instead of refused.
+
+    Before any voxel is used: a file must be complete (:mod:`.file_integrity`), must hold a scalar 3D volume
+    (:mod:`.image_kind` names what else it holds), a NIfTI file is placed by the frame the neuroimaging tools use
+    (:mod:`.nifti_header`), and a DICOM series must have parallel, evenly spaced slices (:mod:`.dicom_io`).
+    What ITK prints meanwhile becomes one-line warnings (:mod:`.native_output`).
+
     Raises:
-        InputError: missing or unreadable path, 2D, 4D or vector images, or non-finite voxels.
+        InputError: missing, incomplete or unreadable path; not a scalar 3D volume (2D, 4D, 5D, vector, RGB,
+            complex); a sheared NIfTI frame; an uneven or non-parallel DICOM series; non-finite voxels.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"input {path} does not exist; check the path")
+    is_nifti = volume_extension(path) in (".nii", ".nii.gz")
+    frame = None
     try:
         if path.is_dir():
-            image = _read_dicom_series(path)
+            image, _series = dicom_io.read_series(path, resample_uneven=resample_uneven_slices)
         else:
-            image = sitk.ReadImage(str(path))
+            check_complete(path)
+            _check_kind(path, is_nifti)
+            if is_nifti:
+                frame = nifti_frame(path)
+            with library_output(path.name):
+                image = sitk.ReadImage(str(path))
     except InputError:
         raise
     except RuntimeError as error:
@@ -71,18 +93,55 @@ def read_volume(path: str | os.PathLike) -> Volume:
             f"cannot read {path}: not a readable NIfTI, NRRD, MetaImage or DICOM volume ({detail.strip()[:120]})"
         ) from None
     image = _as_scalar_3d(image, path)
+    if frame is not None:
+        _place_by_frame(image, frame, path)
     volume = from_sitk(image)
     check_finite(volume, str(path))
-    if volume_extension(path) in (".nii", ".nii.gz") and np.issubdtype(volume.array.dtype, np.floating):
+    if is_nifti and np.issubdtype(volume.array.dtype, np.floating):
         _check_nifti_finite(path)
     return volume
+
+
+def _check_kind(path: Path, is_nifti: bool) -> None:
+    kind = nifti_kind(path) if is_nifti else None
+    if kind is None:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        with library_output(path.name):
+            reader.ReadImageInformation()
+        kind = kind_of_sitk_info(reader.GetSize(), reader.GetNumberOfComponents(),
+                                 sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    why = refusal(kind)
+    if why is not None:
+        raise InputError(f"input {path} {why}")
+
+
+def _place_by_frame(image: sitk.Image, frame: NiftiFrame, path: Path) -> None:
+    """Put ``image`` where ``frame`` says (ITK may have used the other NIfTI frame)."""
+    grid = frame.grid(tuple(image.GetSize()))
+    itk_lps = Grid(image.GetSize(), image.GetSpacing(), image.GetOrigin(),
+                   np.asarray(image.GetDirection()).reshape(3, 3)).ijk_to_lps()
+    corners = np.array([[i, j, k, 1.0] for i in (0, grid.shape[0] - 1) for j in (0, grid.shape[1] - 1)
+                        for k in (0, grid.shape[2] - 1)])
+    moved = float(np.linalg.norm((corners @ (itk_lps - frame.ijk_to_lps).T)[:, :3], axis=1).max())
+    if moved > 1e-3:
+        image.SetOrigin(grid.origin)
+        image.SetSpacing(grid.spacing)
+        image.SetDirection(tuple(grid.direction.ravel()))
+    if frame.disagreement_mm > 0.01:
+        warnings.warn(
+            f"{path.name}: its sform and qform disagree by up to {frame.disagreement_mm:.1f} mm; placed by the sform "
+            "(sform_code > 0), as FSL, nibabel and FreeSurfer do",
+            InputWarning, stacklevel=3,
+        )
 
 
 def _check_nifti_finite(path: Path) -> None:
     # ITK's NIfTI reader silently turns NaN and infinite voxels into 0, so look at the stored values themselves.
     import nibabel
 
-    stored = np.asanyarray(nibabel.load(str(path)).dataobj.get_unscaled())
+    with library_output(path.name):
+        stored = np.asanyarray(nibabel.load(str(path)).dataobj.get_unscaled())
     if np.issubdtype(stored.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(stored)))
         if bad:
@@ -91,41 +150,17 @@ def _check_nifti_finite(path: Path) -> None:
             )
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    series = dicom_series_ids(folder)
-    if not series:
-        raise InputError(f"input folder {folder} holds no DICOM series; give a volume file or a DICOM series folder")
-    if len(series) > 1:
-        raise InputError(
-            f"input folder {folder} holds {len(series)} DICOM series; put each series in its own folder"
-        )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return reader.Execute()
-
-
 def _as_scalar_3d(image: sitk.Image, path: Path) -> sitk.Image:
-    components = image.GetNumberOfComponentsPerPixel()
-    if components > 1:
-        raise InputError(
-            f"input {path} is a vector image with {components} components per voxel (e.g. RGB or a tensor); "
-            "give a single scalar volume"
-        )
-    size = image.GetSize()
-    if image.GetDimension() == 4:
-        if size[3] != 1:
-            raise InputError(
-                f"input {path} is a 4D image with {size[3]} volumes; extract one 3D volume first"
-            )
-        image = image[:, :, :, 0]
-        size = image.GetSize()
-    if image.GetDimension() == 2 or min(size) < 2:
-        raise InputError(
-            f"input {path} is a 2D image (size {'x'.join(map(str, size))}); give a 3D volume with at least 2 voxels "
-            "along every axis"
-        )
-    if image.GetDimension() != 3:
-        raise InputError(f"input {path} has {image.GetDimension()} dimensions; give a 3D volume")
+    """Drop singleton time / component axes; refuse (naming the kind) anything but a scalar 3D volume."""
+    kind = kind_of_sitk_info(image.GetSize(), image.GetNumberOfComponentsPerPixel(), image.GetPixelIDTypeAsString())
+    why = refusal(kind)
+    if why is not None:
+        raise InputError(f"input {path} {why}")
+    while image.GetDimension() > 3:
+        index = [0] * image.GetDimension()
+        size = list(image.GetSize())
+        size[-1] = 0  # extract collapses axes of size 0
+        image = sitk.Extract(image, size, index)
     return image
 
 
@@ -215,6 +250,7 @@ def write_volume(
     overwrite: bool = False,
     description: str = "",
     compress: bool = True,
+    dicom_source: dicom_io.DicomSeries | None = None,
 ) -> Path:
     """Write ``volume`` atomically to a volume file, or to a new folder as a DICOM series.
 
@@ -224,6 +260,8 @@ def write_volume(
         overwrite: replace an existing target instead of refusing.
         description: short text for the NIfTI ``descrip`` field (79 characters kept) and DICOM SeriesDescription.
         compress: compress the data where the format allows.
+        dicom_source: for a DICOM output, the source series (from :func:`.dicom_io.scan_series`) whose patient
+            and study the result joins as a derived series.
 
     Returns:
         The written path.
@@ -231,19 +269,24 @@ def write_volume(
     path = Path(path)
     check_writable_target(path, overwrite)
     with staging_folder(path.parent) as staging:
-        stage_volume(volume, staging, path.name, description=description, compress=compress)
+        stage_volume(volume, staging, path.name, description=description, compress=compress,
+                     dicom_source=dicom_source)
         commit_staged({path.parent: staging}, overwrite)
     return path
 
 
 def stage_volume(
-    volume: Volume, staging: Path, name: str, *, description: str = "", compress: bool = True
+    volume: Volume, staging: Path, name: str, *, description: str = "", compress: bool = True,
+    dicom_source: dicom_io.DicomSeries | None = None,
 ) -> None:
     """Write ``volume`` under its final ``name`` into a staging folder (see :func:`staging_folder`)."""
     if not volume_extension(name):
         series_folder = staging / name
         series_folder.mkdir()
-        write_dicom_series(volume, series_folder, description=description)
+        if dicom_source is None:
+            write_dicom_series(volume, series_folder, description=description)
+        else:
+            write_dicom_series(volume, series_folder, description=description, source=dicom_source)
         return
     image = to_sitk(volume)
     for key, value in volume.metadata.items():
@@ -315,55 +358,9 @@ def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
         os.replace(item, target)
 
 
-def write_dicom_series(volume: Volume, folder: Path, description: str = "") -> None:
-    """Write ``volume`` as a DICOM MR series (one file per ``k`` slice) into an existing empty ``folder``.
+def write_dicom_series(volume: Volume, folder: Path, description: str = "", source: dicom_io.DicomSeries | None = None
+                       ) -> None:
+    """Write ``volume`` as a derived DICOM MR series into an existing empty ``folder`` (see :mod:`.dicom_write`)."""
+    from .dicom_write import write_dicom_series as write_series
 
-    Integer voxels within int16 are stored as they are; other voxels as int16 with RescaleSlope/Intercept
-    chosen so that values are kept to within ``range / 130000``. Geometry goes into ImagePositionPatient / ImageOrientationPatient / PixelSpacing.
-    """
-    values = volume.array.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    is_integer = np.issubdtype(volume.array.dtype, np.integer) and low >= -32768 and high <= 32767
-    if is_integer:
-        stored = volume.array.astype(np.int16)
-        rescale_tags: dict[str, str] = {}
-    else:
-        # GDCM turns float voxels into int16 with these rescale tags (intercept must be a whole number).
-        slope = max((high - low) / 65000.0, 1e-6)
-        intercept = float(np.rint(low + 32500.0 * slope))
-        stored = values.astype(np.float32)
-        rescale_tags = {
-            "0028|1053": f"{slope:.10g}",
-            "0028|1052": f"{intercept:.10g}",
-            "0028|0100": "16",
-            "0028|0101": "16",
-            "0028|0102": "15",
-            "0028|0103": "1",
-        }
-    image = to_sitk(volume, stored)
-    direction = volume.grid.direction
-    series_uid = f"2.25.{uuid.uuid4().int}"
-    study_uid = f"2.25.{uuid.uuid4().int}"
-    orientation = "\\".join(f"{v:.10g}" for v in (*direction[:, 0], *direction[:, 1]))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(volume.grid.shape[2]):
-        slice_image = image[:, :, k]
-        position = volume.grid.physical_points(np.array([0.0, 0.0, float(k)]))
-        tags = {
-            "0008|0060": "MR",
-            "0008|103e": description[:64],
-            "0020|000d": study_uid,
-            "0020|000e": series_uid,
-            "0008|0018": f"{series_uid}.{k + 1}",
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.10g}" for v in position),
-            "0020|0037": orientation,
-            "0028|0030": f"{volume.grid.spacing[1]:.10g}\\{volume.grid.spacing[0]:.10g}",
-            "0018|0050": f"{volume.grid.spacing[2]:.10g}",
-            **rescale_tags,
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
-        writer.Execute(slice_image)
+    write_series(volume, folder, description=description, source=source)
