@@ -105,7 +105,7 @@ def test_cli_writes_the_uncertainty_map(small_real_volume: Volume, tiny_model: P
     assert main(["enhance", str(source), str(out), "--model", str(tiny_model), "--uncertainty", str(spread),
                  "--mask-background", "--quiet", "--device", "cpu"]) == 0
     assert read_volume(spread).shape == read_volume(out).shape
-    assert (tmp_path / "spread.json").is_file()
+    assert (tmp_path / "spread.nii.gz.json").is_file()
 
 
 def test_a_calibrated_threshold_flags_inconsistent_results(small_real_volume: Volume, tmp_path: Path) -> None:

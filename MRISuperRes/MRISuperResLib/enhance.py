@@ -35,17 +35,11 @@ from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_impli
 from .interpolation import bspline_upsample_volume
 from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
+from .output_paths import check_output_plan, sidecar_path, written_path
 from .provenance import header_fields, make_provenance, short_description
+from .verified_write import verify_png, write_failure, write_text_verified
 from .volume import Volume
-from .volume_io import (
-    check_finite,
-    check_writable_target,
-    commit_staged,
-    read_volume,
-    stage_volume,
-    staging_folder,
-    strip_volume_extension,
-)
+from .volume_io import check_finite, commit_staged, read_volume, stage_volume, staging_folder
 
 #: Integer volumes with at most this many distinct values are probably label maps.
 LABEL_MAP_MAX_VALUES = 32
@@ -330,33 +324,31 @@ def enhance_file(
 ) -> EnhanceResult:
     """Read a volume file (or DICOM series folder), enhance it, write the requested outputs.
 
-    Every target is checked before any work starts. All files are staged and renamed into place together at
-    the end (all or nothing). Each volume gets a JSON sidecar (``<output stem>.json``) holding its provenance and
-    the run summary unless ``sidecar`` is false. ``figure_path`` adds a PNG (see :mod:`.figure`).
-    ``options`` are passed to :func:`enhance_volume`.
+    Every target is checked before any work starts (see :func:`.output_paths.check_output_plan`): the format
+    comes from the extension in any letter case, and a file is written with its extension in lower case
+    (``SR.NII.GZ`` -> ``SR.nii.gz``, with a warning); ``result.paths`` holds the paths written. All files are
+    staged, flushed to disk, read back and compared with the result, and renamed into place together at the end
+    (all or nothing). Each volume gets a JSON sidecar named after its full file name (``sr.nii.gz.json``) holding
+    its provenance and the run summary unless ``sidecar`` is false. ``figure_path`` adds a PNG (see
+    :mod:`.figure`). ``options`` are passed to :func:`enhance_volume`.
+
+    Raises:
+        MRISuperResError: a refused input or output name (before any work), or a failed write (nothing left).
     """
     targets = {"sr": output_path, "baseline": baseline_path, "difference": difference_path,
                "consistency": consistency_path, "uncertainty": uncertainty_path}
-    planned = {role: Path(path) for role, path in targets.items() if path is not None}
-    resolved = [p.resolve() for p in planned.values()]
-    if len(set(resolved)) != len(resolved):
-        raise InputError("two outputs share one path; give each output its own file name")
-    input_resolved = Path(input_path).resolve()
+    requested = {role: Path(path) for role, path in targets.items() if path is not None}
     figure = Path(figure_path) if figure_path is not None else None
-    if figure is not None:
-        if figure.resolve() in resolved or figure.resolve() == input_resolved:
-            raise InputError(f"the figure {figure} has the path of another file; give it its own name")
-        check_writable_target(figure, overwrite, volume_format=False)
-    for role, path in planned.items():
-        if path.resolve() == input_resolved:
-            raise InputError(f"the {role} output {path} is the input; choose another output path")
-        check_writable_target(path, overwrite)
-        if sidecar:
-            check_writable_target(sidecar_path(path), overwrite, volume_format=False)
+    check_output_plan([(Path(input_path), {**requested, **({"figure": figure} if figure else {})})],
+                      overwrite=overwrite, sidecar=sidecar)
+    planned = {role: written_path(path) for role, path in requested.items()}
+    renamed = [f"output {requested[role]} is written as {path.name}: a lower-case extension is the one every "
+               "reader recognises" for role, path in planned.items() if path != requested[role]]
     volume = read_volume(input_path)
     if uncertainty_path is not None:
         options["uncertainty"] = True
     result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
+    result.warnings.extend(renamed)
     outputs = {"sr": result.sr, "baseline": result.baseline, "difference": result.difference,
                "consistency": result.consistency, "uncertainty": result.uncertainty}
     stage = time.perf_counter()
@@ -375,22 +367,22 @@ def enhance_file(
             if sidecar:
                 record = {"provenance": provenance, "run": result.summary()}
                 side = sidecar_path(path)
-                (staging[path.parent.resolve()] / side.name).write_text(json.dumps(record, indent=2) + "\n")
+                write_text_verified(staging[path.parent.resolve()] / side.name, json.dumps(record, indent=2) + "\n",
+                                    side)
         if figure is not None:
             from .figure import save_figure
 
             panels = {"input": volume, "baseline": result.baseline, "SR": result.sr, "difference": result.difference}
             if result.consistency is not None:
                 panels["consistency"] = result.consistency
-            save_figure(staging[figure.parent.resolve()] / figure.name, panels,
-                        title=f"{result.model.name} x{format_scale(result.scale)}: AI-generated, not acquired")
+            staged_figure = staging[figure.parent.resolve()] / figure.name
+            try:
+                save_figure(staged_figure, panels,
+                            title=f"{result.model.name} x{format_scale(result.scale)}: AI-generated, not acquired")
+            except OSError as error:
+                raise write_failure(figure, error.strerror or type(error).__name__) from None
+            verify_png(staged_figure, figure)
             result.paths["figure"] = str(figure)
         commit_staged(staging, overwrite)
     result.timings["write"] = time.perf_counter() - stage
     return result
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """The JSON sidecar next to an output: ``sr.nii.gz`` -> ``sr.json``; a DICOM folder ``out`` -> ``out.json``."""
-    path = Path(path)
-    return path.with_name(strip_volume_extension(path) + ".json")

@@ -178,6 +178,9 @@ def check_writable_target(path: str | os.PathLike, overwrite: bool, volume_forma
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputError(f"output {path} already exists; choose another name or pass --overwrite")
+    if volume_format and volume_extension(path) and path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name (a DICOM series takes a name without "
+                          "extension)")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"output folder {folder} does not exist; create it first")
@@ -224,9 +227,15 @@ def write_volume(
         compress: compress the data where the format allows.
 
     Returns:
-        The written path.
+        The written path: ``path`` with its volume extension in lower case (``SR.NII.GZ`` -> ``SR.nii.gz``).
+
+    Raises:
+        OutputError: the target is refused (see :func:`check_writable_target`), or the file could not be written
+            completely (disk full, quota); nothing is left behind then.
     """
-    path = Path(path)
+    from .output_paths import written_path
+
+    path = written_path(path)
     check_writable_target(path, overwrite)
     with staging_folder(path.parent) as staging:
         stage_volume(volume, staging, path.name, description=description, compress=compress)
@@ -237,11 +246,26 @@ def write_volume(
 def stage_volume(
     volume: Volume, staging: Path, name: str, *, description: str = "", compress: bool = True
 ) -> None:
-    """Write ``volume`` under its final ``name`` into a staging folder (see :func:`staging_folder`)."""
+    """Write ``volume`` under its final ``name`` into a staging folder (see :func:`staging_folder`), then flush
+    it to disk and read it back completely: a file cut short (disk full, quota) never counts as written.
+
+    ``name`` must already be the name to write (see :func:`.output_paths.written_path`).
+
+    Raises:
+        OutputError: non-finite voxels, or the write failed or does not read back as ``volume``.
+    """
+    from .verified_write import check_finite_output, verify_series_folder, verify_volume_file, write_failure
+
+    target = staging.parent / name
+    check_finite_output(volume.array, name)
     if not volume_extension(name):
         series_folder = staging / name
         series_folder.mkdir()
-        write_dicom_series(volume, series_folder, description=description)
+        try:
+            write_dicom_series(volume, series_folder, description=description)
+        except (OSError, RuntimeError) as error:
+            raise write_failure(target, _scrubbed(error, staging)) from None
+        verify_series_folder(series_folder, to_sitk(volume), target)
         return
     image = to_sitk(volume)
     for key, value in volume.metadata.items():
@@ -251,8 +275,14 @@ def stage_volume(
     try:
         sitk.WriteImage(image, str(staging / name), useCompression=compress)
     except RuntimeError as error:
-        detail = str(error).strip().splitlines()[-1][:160]
-        raise OutputError(f"cannot write {name} into {staging.parent}: {detail}") from None
+        raise write_failure(target, _scrubbed(error, staging)) from None
+    verify_volume_file(staging / name, image, target)
+
+
+def _scrubbed(error: BaseException, staging: Path) -> str:
+    """The last line of a writer's error, with the hidden staging folder replaced by the target folder."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+    return lines[-1].replace(str(staging), str(staging.parent)).strip()[:160]
 
 
 def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
@@ -276,6 +306,10 @@ def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
         if target.is_dir():
             shutil.rmtree(target)
         os.replace(item, target)
+    from .verified_write import fsync_folder
+
+    for folder in staged_folders:
+        fsync_folder(folder)  # the renames themselves are on disk only once the folder's entries are
 
 
 def write_dicom_series(volume: Volume, folder: Path, description: str = "") -> None:
