@@ -316,7 +316,7 @@ def write_dicom_series(volume: Volume, folder: Path, description: str = "") -> N
     """Write ``volume`` as a DICOM MR series (one file per ``k`` slice) into an existing empty ``folder``.
 
     Integer voxels within int16 are stored as they are; other voxels as int16 with RescaleSlope/Intercept
-    chosen so that values are kept to within ``range / 130000``. Geometry goes into ImagePositionPatient / ImageOrientationPatient / PixelSpacing.
+    chosen so that values are kept to within ``range / 60000`` (``range / 128000`` for ranges over a few hundred). Geometry goes into ImagePositionPatient / ImageOrientationPatient / PixelSpacing.
     """
     values = volume.array.astype(np.float64)
     low, high = float(values.min()), float(values.max())
@@ -326,8 +326,10 @@ def write_dicom_series(volume: Volume, folder: Path, description: str = "") -> N
         rescale_tags: dict[str, str] = {}
     else:
         # GDCM turns float voxels into int16 with these rescale tags (intercept must be a whole number).
-        slope = max((high - low) / 65000.0, 1e-6)
-        intercept = float(np.rint(low + 32500.0 * slope))
+        # The rounded intercept moves the stored range off centre by up to half a unit: size the slope for the
+        # larger side, or small ranges (< ~120) overflow int16.
+        intercept = float(np.rint((low + high) / 2.0))
+        slope = max(high - intercept, intercept - low, 0.0) / 32000.0 or 1e-6
         stored = values.astype(np.float32)
         rescale_tags = {
             "0028|1053": f"{slope:.10g}",
