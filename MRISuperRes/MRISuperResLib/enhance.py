@@ -37,7 +37,8 @@ from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
 from .output_paths import check_output_plan, sidecar_path, written_path
 from .provenance import header_fields, make_provenance, short_description
-from .verified_write import verify_png, write_failure, write_text_verified
+from .value_range import check_float32_range
+from .verified_write import check_finite_output, verify_png, write_failure, write_text_verified
 from .volume import Volume
 from .volume_io import check_finite, commit_staged, read_volume, stage_volume, staging_folder
 
@@ -128,6 +129,7 @@ class EnhanceResult:
 def check_input(volume: Volume, name: str, model: LoadedModel) -> list[str]:
     """Validate an input for ``model``; return warnings, raise :class:`InputError` for unusable input."""
     check_finite(volume, name)
+    check_float32_range(volume.array, name)
     minimum = int(model.metadata.get("min_input_size", 1))
     if min(volume.shape) < minimum:
         raise InputError(
@@ -279,6 +281,8 @@ def enhance_volume(
         return target.with_array(target.array, metadata=header_fields(provenance))
 
     sr_values = cast_like_input(sr_array, volume.array.dtype) if keep_dtype else sr_array.astype(np.float32)
+    # Never hand back a result with NaN or infinite voxels (a broken model, or arithmetic that overflowed).
+    check_finite_output(sr_values, source_name)
     result = EnhanceResult(
         sr=tagged(baseline.with_array(sr_values), "super-resolved"),
         baseline=tagged(baseline, "baseline"),
