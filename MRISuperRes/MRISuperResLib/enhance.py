@@ -42,8 +42,12 @@ from .verified_write import check_finite_output, verify_png, write_failure, writ
 from .volume import Volume
 from .volume_io import check_finite, commit_staged, read_volume, stage_volume, staging_folder
 
-#: Integer volumes with at most this many distinct values are probably label maps.
+#: Volumes of whole numbers (integer or float voxels) with at most this many distinct values are probably label maps.
 LABEL_MAP_MAX_VALUES = 32
+
+#: A result is suspicious only when its consistency NRMSE is also this many times the B-spline baseline's on the
+#: same input: where interpolation disagrees with the input as much, the input is unusual, not the network.
+BASELINE_CONSISTENCY_MARGIN = 1.25
 
 OUTPUT_ROLES = ("sr", "baseline", "difference", "consistency")
 
@@ -98,11 +102,40 @@ class EnhanceResult:
 
     @property
     def consistency_suspicious(self) -> bool | None:
-        """True when the consistency NRMSE exceeds the calibrated threshold (``None`` without calibration)."""
+        """True when the consistency NRMSE exceeds the calibrated threshold and also clearly exceeds the B-spline
+        baseline's on the same input (``BASELINE_CONSISTENCY_MARGIN`` times); ``None`` without calibration."""
         threshold = self.consistency_threshold
         if threshold is None or self.consistency_nrmse != self.consistency_nrmse:
             return None
-        return self.consistency_nrmse > threshold
+        baseline = self.baseline_consistency_nrmse
+        beyond_baseline = baseline != baseline or self.consistency_nrmse > BASELINE_CONSISTENCY_MARGIN * baseline
+        return self.consistency_nrmse > threshold and beyond_baseline
+
+    def consistency_warning(self) -> str | None:
+        """The warning the consistency scores call for, naming the culprit, or ``None``.
+
+        A suspicious result (see :attr:`consistency_suspicious`) is blamed on the result; a result above the
+        threshold whose B-spline baseline is about as inconsistent is blamed on the input (extreme voxels, or an
+        acquisition unlike the model's forward model).
+        """
+        threshold = self.consistency_threshold
+        if threshold is None or not self.consistency_nrmse > threshold:
+            return None
+        score, baseline = self.consistency_nrmse, self.baseline_consistency_nrmse
+        name = self.model.name
+        if self.consistency_suspicious:
+            text, limit = distinct_numbers(score, threshold)
+            versus = ""
+            if baseline == baseline:
+                versus = f" and {_ratio(score, baseline)} x B-spline's {distinct_numbers(baseline, score)[0]} on this input"
+            return (f"consistency NRMSE {text} is {_ratio(score, threshold)} x model {name}'s calibrated threshold "
+                    f"{limit}{versus}: the result disagrees with the measured data more than on validation scans and "
+                    "more than interpolation does; inspect the consistency map before trusting details")
+        text, base = distinct_numbers(score, baseline)
+        return (f"the input disagrees with model {name}'s forward model: B-spline's consistency NRMSE {base} is "
+                f"{_ratio(baseline, threshold)} x the calibrated threshold {distinct_numbers(threshold, baseline)[0]}, "
+                f"like the result's {text}; check the input for extreme voxels or an acquisition unlike the model's "
+                "before trusting details")
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description of the run (what ``--json`` prints)."""
@@ -137,14 +170,38 @@ def check_input(volume: Volume, name: str, model: LoadedModel) -> list[str]:
             f"{minimum} along every axis"
         )
     warnings = []
-    if np.issubdtype(volume.array.dtype, np.integer):
-        distinct = np.unique(volume.array[:: max(1, volume.array.shape[0] // 64)]).size
+    sample = volume.array[:: max(1, volume.array.shape[0] // 64)]
+    whole = np.issubdtype(sample.dtype, np.integer) or (
+        np.issubdtype(sample.dtype, np.floating) and bool(np.all(sample == np.round(sample))))
+    if whole:
+        distinct = np.unique(sample).size
         if distinct <= LABEL_MAP_MAX_VALUES:
+            stored = "" if np.issubdtype(sample.dtype, np.integer) else f", stored as {sample.dtype}"
             warnings.append(
-                f"input {name} looks like a label map ({distinct} distinct integer values); super-resolution is "
-                "meant for intensity images"
+                f"input {name} looks like a label map ({distinct} distinct integer values{stored}); "
+                "super-resolution is meant for intensity images"
             )
     return warnings
+
+
+def _ratio(value: float, reference: float) -> str:
+    """``value / reference`` with two decimals, or more (up to eight) while they would read as exactly 1."""
+    ratio = value / reference
+    for places in range(2, 9):
+        text = f"{ratio:.{places}f}"
+        if float(text) != 1.0 or ratio == 1.0:
+            break
+    return text
+
+
+def distinct_numbers(value: float, other: float, digits: int = 4) -> tuple[str, str]:
+    """``value`` and ``other`` printed with ``digits`` significant digits, or more until they read differently
+    (so ``0.009134`` is never shown as "0.0091 is above 0.0091"); at most 10."""
+    for places in range(digits, 11):
+        first, second = f"{value:.{places}g}", f"{other:.{places}g}"
+        if first != second or value == other:
+            break
+    return first, second
 
 
 def enhance_volume(
@@ -299,12 +356,9 @@ def enhance_volume(
         ensemble_passes=len(flips),
         warnings=warnings,
     )
-    if result.consistency_suspicious:
-        result.warnings.append(
-            f"consistency NRMSE {score:.4f} is above model {loaded.name}'s calibrated threshold "
-            f"{result.consistency_threshold:.4f}: the result disagrees with the measured data more than on validation "
-            "scans; inspect the consistency map before trusting details"
-        )
+    consistency_warning = result.consistency_warning()
+    if consistency_warning:
+        result.warnings.append(consistency_warning)
     timings["total"] = time.perf_counter() - start
     result.timings = timings
     report(1.0, "done")
