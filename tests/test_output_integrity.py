@@ -370,3 +370,44 @@ def test_dicom_series_of_any_float_range_reads_back_within_its_precision(tmp_pat
     volume = volume.with_array((offset + span * volume.array).astype(np.float32))
     written = write_volume(volume, tmp_path / "series")
     np.testing.assert_allclose(read_volume(written).array, volume.array, rtol=0, atol=span / 60000)
+
+
+def test_a_figure_cut_short_is_refused(tmp_path: Path) -> None:
+    code = f"""
+        import numpy as np
+        from MRISuperResLib.errors import MRISuperResError
+        from MRISuperResLib.figure import save_figure
+        from MRISuperResLib.volume import Grid, Volume
+        volume = Volume(np.random.default_rng(0).random((20, 20, 20)).astype(np.float32),
+                        Grid((20, 20, 20), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)))
+        try:
+            save_figure({str(tmp_path / "out" / "f.png")!r}, {{"input": volume, "SR": volume}})
+            print("written")
+        except MRISuperResError as error:
+            print(error)
+    """
+    (tmp_path / "out").mkdir()
+    done = run_with_file_size_limit(code, 20_000, tmp_path)
+    assert done.stdout.startswith(f"cannot write {tmp_path / 'out' / 'f.png'}"), done.stdout + done.stderr
+    assert everything_under(tmp_path / "out") == []
+
+
+def test_text_reports_are_replaced_atomically_and_verified(tmp_path: Path) -> None:
+    from MRISuperResLib.verified_write import replace_text_file
+
+    target = tmp_path / "table.md"
+    target.write_text("old\n")
+    replace_text_file(target, "| a | b |\n")
+    assert target.read_text() == "| a | b |\n" and sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]
+    code = f"""
+        from MRISuperResLib.errors import OutputError
+        from MRISuperResLib.verified_write import replace_text_file
+        try:
+            replace_text_file({str(target)!r}, "x" * 50000)
+        except OutputError as error:
+            print(error)
+    """
+    done = run_with_file_size_limit(code, 10_000, tmp_path)
+    assert "File too large" in done.stdout, done.stdout + done.stderr
+    assert target.read_text() == "| a | b |\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["limited.py", "table.md"]

@@ -154,7 +154,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             flip_ensemble=args.flip_ensemble)
     table = scores_table(scores, model.name, scale)
     if args.output:
-        Path(args.output).write_text(table + "\n")
+        from .verified_write import replace_text_file
+
+        replace_text_file(args.output, table + "\n")
     if args.json:
         print(json.dumps({"model": model.name, "scale": list(scale),
                           "volumes": [{**asdict(s), "gain": s.gain} for s in scores]}, indent=2))

@@ -38,7 +38,7 @@ from .normalization import PercentileNormalizer, cast_like_input
 from .output_paths import check_output_plan, sidecar_path, written_path
 from .provenance import header_fields, make_provenance, short_description
 from .value_range import check_float32_range
-from .verified_write import check_finite_output, verify_png, write_failure, write_text_verified
+from .verified_write import check_finite_output, write_text_verified
 from .volume import Volume
 from .volume_io import check_finite, commit_staged, read_volume, stage_volume, staging_folder
 
@@ -433,13 +433,9 @@ def enhance_file(
             panels = {"input": volume, "baseline": result.baseline, "SR": result.sr, "difference": result.difference}
             if result.consistency is not None:
                 panels["consistency"] = result.consistency
-            staged_figure = staging[figure.parent.resolve()] / figure.name
-            try:
-                save_figure(staged_figure, panels,
-                            title=f"{result.model.name} x{format_scale(result.scale)}: AI-generated, not acquired")
-            except OSError as error:
-                raise write_failure(figure, error.strerror or type(error).__name__) from None
-            verify_png(staged_figure, figure)
+            # save_figure flushes and decodes what it wrote before it counts.
+            save_figure(staging[figure.parent.resolve()] / figure.name, panels,
+                        title=f"{result.model.name} x{format_scale(result.scale)}: AI-generated, not acquired")
             result.paths["figure"] = str(figure)
         commit_staged(staging, overwrite)
     result.timings["write"] = time.perf_counter() - stage

@@ -194,3 +194,28 @@ def verify_png(path: Path, target: str | os.PathLike) -> None:
             image.load()
     except Exception as error:  # PIL raises OSError, SyntaxError or ValueError for a broken file
         raise write_failure(target, f"the written figure does not read back ({str(error)[:80]})") from None
+
+
+def replace_text_file(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (staged beside it, flushed, read back, renamed into place),
+    replacing an existing file.
+
+    Raises:
+        OutputError: the folder is missing or the write failed (nothing is left behind then).
+    """
+    import tempfile
+
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"output folder {folder} does not exist; create it first")
+    descriptor, staged_name = tempfile.mkstemp(prefix=".mrisuperres-partial-", dir=folder)
+    os.close(descriptor)
+    staged = Path(staged_name)
+    try:
+        write_text_verified(staged, text, path)
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
+    fsync_folder(folder)
+    return path
