@@ -411,3 +411,17 @@ def test_text_reports_are_replaced_atomically_and_verified(tmp_path: Path) -> No
     assert "File too large" in done.stdout, done.stdout + done.stderr
     assert target.read_text() == "| a | b |\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["limited.py", "table.md"]
+
+
+def test_simulate_and_register_take_upper_case_output_names_and_refuse_outputs_on_inputs(tmp_path: Path,
+                                                                                          capsys) -> None:
+    source = smooth_input(tmp_path / "in" / "t1.nii.gz", shape=(16, 16, 12))
+    code, out, err = run_main(capsys, "simulate", source, tmp_path / "LOW.NII.GZ", "--scale", "2")
+    assert code == 0, err
+    assert (tmp_path / "LOW.nii.gz").is_file() and f"{tmp_path / 'LOW.nii.gz'}:" in out
+    before = source.read_bytes()
+    code, _, err = run_main(capsys, "simulate", source, source, "--scale", "2", "--overwrite")
+    assert code == 1 and "is the input" in error_lines(err)[0], err
+    code, _, err = run_main(capsys, "register", source, tmp_path / "LOW.nii.gz", source, "--overwrite")
+    assert code == 1 and "is the input" in error_lines(err)[0], err
+    assert source.read_bytes() == before
