@@ -425,3 +425,19 @@ def test_simulate_and_register_take_upper_case_output_names_and_refuse_outputs_o
     code, _, err = run_main(capsys, "register", source, tmp_path / "LOW.nii.gz", source, "--overwrite")
     assert code == 1 and "is the input" in error_lines(err)[0], err
     assert source.read_bytes() == before
+
+
+def test_a_failed_overwrite_keeps_the_earlier_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "v.nii.gz"
+    earlier = write_volume(random_volume((8, 8, 8), seed=1), target).read_bytes()
+    real_write = sitk.WriteImage
+
+    def truncating_write(image: sitk.Image, name: str, *args, **kwargs) -> None:
+        real_write(image, name, *args, **kwargs)
+        with open(name, "r+b") as stream:
+            stream.truncate(100)
+
+    monkeypatch.setattr(volume_io.sitk, "WriteImage", truncating_write)
+    with pytest.raises(OutputError, match="nothing was written"):
+        write_volume(random_volume((8, 8, 8), seed=2), target, overwrite=True)
+    assert target.read_bytes() == earlier and everything_under(tmp_path) == ["v.nii.gz"]
