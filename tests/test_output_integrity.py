@@ -84,9 +84,11 @@ def run_with_file_size_limit(code: str, limit: int, tmp_path: Path) -> subproces
                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
 
 
-def test_writes_cut_short_by_a_full_disk_are_refused_for_every_format(tmp_path: Path) -> None:
-    """64^3 float32 (1 MB) against a 300 KB file-size limit: ITK reports the failure for some formats and
-    silently truncates others (NIfTI); every one must be refused, with nothing left in the folder."""
+@pytest.mark.parametrize(("names", "limit"), [([f"v{ext}" for ext in FORMATS], 300_000), (["series"], 4_000)],
+                         ids=["volume-files", "dicom-series"])
+def test_writes_cut_short_by_a_full_disk_are_refused_for_every_format(tmp_path: Path, names, limit: int) -> None:
+    """64^3 float32 (1 MB; 8 KB per DICOM slice) against a smaller file-size limit: ITK reports the failure for
+    some formats and silently truncates others (NIfTI); every one must be refused, with nothing left behind."""
     out = tmp_path / "out"
     out.mkdir()
     code = f"""
@@ -97,7 +99,7 @@ def test_writes_cut_short_by_a_full_disk_are_refused_for_every_format(tmp_path: 
         volume = Volume(np.random.default_rng(0).random((64, 64, 64)).astype(np.float32),
                         Grid((64, 64, 64), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)))
         outcome = {{}}
-        for name in {[f"v{ext}" for ext in FORMATS] + ["series"]!r}:
+        for name in {names!r}:
             try:
                 write_volume(volume, {str(out)!r} + "/" + name)
                 outcome[name] = "written"
@@ -105,9 +107,10 @@ def test_writes_cut_short_by_a_full_disk_are_refused_for_every_format(tmp_path: 
                 outcome[name] = str(error)
         print(json.dumps(outcome))
     """
-    done = run_with_file_size_limit(code, 300_000, tmp_path)
+    done = run_with_file_size_limit(code, limit, tmp_path)
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(outcome) == sorted(names)
     for name, message in outcome.items():
         assert message.startswith(f"cannot write {out / name}"), (name, message)
         assert "nothing was written" in message and "\n" not in message

@@ -96,7 +96,9 @@ def test_a_float64_offset_within_float32_resolution_is_accepted(tiny) -> None:
     np.testing.assert_allclose(offset.sr.array - 1e4, plain.sr.array, atol=0.02)
 
 
-def test_a_model_that_produces_nan_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("dtype", "keep_dtype"), [(np.float32, False), (np.int16, True)])
+def test_a_model_that_produces_nan_is_refused_and_nothing_is_written(tmp_path: Path, dtype, keep_dtype: bool) -> None:
+    """Also with --keep-dtype, whose cast to integers would otherwise turn NaN into arbitrary values."""
     torch.manual_seed(0)
     config = {"scale": [2, 2, 2], "channels": 8, "blocks": 1, "kernel_size": 3, "res_scale": 1.0,
               "upsample_features": 2, "global_skip": "baseline"}
@@ -105,9 +107,9 @@ def test_a_model_that_produces_nan_is_refused_and_nothing_is_written(tmp_path: P
         network.tail.conv.weight.fill_(float("nan"))
     path = save_model(network, tmp_path / "broken.safetensors", name="broken", family="edsr3d", config=config)
     source = tmp_path / "in.nii.gz"
-    image = sitk.GetImageFromArray(np.ascontiguousarray(smooth().astype(np.float32).transpose(2, 1, 0)))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(smooth().astype(dtype).transpose(2, 1, 0)))
     sitk.WriteImage(image, str(source))
     (tmp_path / "out").mkdir()
     with pytest.raises(OutputError, match="NaN or infinite voxels"):
-        enhance_file(source, tmp_path / "out" / "sr.nii.gz", str(path), 2, device="cpu")
+        enhance_file(source, tmp_path / "out" / "sr.nii.gz", str(path), 2, device="cpu", keep_dtype=keep_dtype)
     assert list((tmp_path / "out").iterdir()) == []

@@ -337,9 +337,10 @@ def enhance_volume(
         provenance = make_provenance(loaded, scale, role, source_name, described)
         return target.with_array(target.array, metadata=header_fields(provenance))
 
+    # Never hand back a result with NaN or infinite voxels (a broken model, or arithmetic that overflowed); checked
+    # before --keep-dtype's cast, which would turn them into arbitrary integers.
+    check_finite_output(sr_array, source_name)
     sr_values = cast_like_input(sr_array, volume.array.dtype) if keep_dtype else sr_array.astype(np.float32)
-    # Never hand back a result with NaN or infinite voxels (a broken model, or arithmetic that overflowed).
-    check_finite_output(sr_values, source_name)
     result = EnhanceResult(
         sr=tagged(baseline.with_array(sr_values), "super-resolved"),
         baseline=tagged(baseline, "baseline"),
