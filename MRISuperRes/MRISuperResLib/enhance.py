@@ -127,7 +127,8 @@ class EnhanceResult:
             text, limit = distinct_numbers(score, threshold)
             versus = ""
             if baseline == baseline:
-                versus = f" and {_ratio(score, baseline)} x B-spline's {distinct_numbers(baseline, score)[0]} on this input"
+                versus = (f" and {_ratio(score, baseline)} x B-spline's {distinct_numbers(baseline, score)[0]} "
+                          "on this input")
             return (f"consistency NRMSE {text} is {_ratio(score, threshold)} x model {name}'s calibrated threshold "
                     f"{limit}{versus}: the result disagrees with the measured data more than on validation scans and "
                     "more than interpolation does; inspect the consistency map before trusting details")

@@ -316,7 +316,8 @@ def write_dicom_series(volume: Volume, folder: Path, description: str = "") -> N
     """Write ``volume`` as a DICOM MR series (one file per ``k`` slice) into an existing empty ``folder``.
 
     Integer voxels within int16 are stored as they are; other voxels as int16 with RescaleSlope/Intercept
-    chosen so that values are kept to within ``range / 60000`` (``range / 128000`` for ranges over a few hundred). Geometry goes into ImagePositionPatient / ImageOrientationPatient / PixelSpacing.
+    chosen so that values are kept to within ``range / 60000`` (``range / 128000`` for ranges over a few hundred).
+    Geometry goes into ImagePositionPatient / ImageOrientationPatient / PixelSpacing.
     """
     values = volume.array.astype(np.float64)
     low, high = float(values.min()), float(values.max())
