@@ -444,3 +444,37 @@ def test_a_failed_overwrite_keeps_the_earlier_file(tmp_path: Path, monkeypatch: 
     with pytest.raises(OutputError, match="nothing was written"):
         write_volume(random_volume((8, 8, 8), seed=2), target, overwrite=True)
     assert target.read_bytes() == earlier and everything_under(tmp_path) == ["v.nii.gz"]
+
+
+@pytest.mark.parametrize("failure", [OSError(13, "Permission denied"), KeyboardInterrupt()],
+                         ids=["rename-fails", "interrupted"])
+def test_a_commit_that_fails_half_way_puts_every_earlier_file_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    """Four outputs replacing earlier ones; the last rename into place fails (or Ctrl-C arrives there): the three
+    already renamed are undone and every earlier file is back, byte for byte."""
+    from MRISuperResLib.enhance import enhance_file
+
+    source = smooth_input(tmp_path / "in" / "t1.nii.gz")
+    model = make_tiny_model(tmp_path / "tiny-x2.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    names = ["sr.nii.gz", "sr.nii.gz.json", "baseline.nrrd", "baseline.nrrd.json"]
+    for name in names:
+        (out / name).write_bytes(f"earlier {name}".encode())
+    real_replace = os.replace
+    failed: list[bool] = []
+
+    def failing_replace(source_path, target_path):
+        staged = Path(source_path).name == "sr.nii.gz.json" and ".mrisuperres-partial-" in str(source_path)
+        if Path(target_path) == out / "sr.nii.gz.json" and staged and not failed:
+            failed.append(True)
+            raise failure
+        return real_replace(source_path, target_path)
+
+    monkeypatch.setattr(volume_io.os, "replace", failing_replace)
+    with pytest.raises(type(failure) if isinstance(failure, KeyboardInterrupt) else OutputError):
+        enhance_file(source, out / "sr.nii.gz", model, 2, baseline_path=out / "baseline.nrrd", overwrite=True,
+                     device="cpu")
+    assert failed
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {name: f"earlier {name}".encode() for name in names}

@@ -293,7 +293,12 @@ def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
         overwrite: replace existing targets; otherwise an existing target anywhere stops everything first.
 
     Data files (``.raw``/``.gz`` beside ``.mhd``/``.nhdr`` headers) go first and headers and sidecars last, so a
-    header never points at missing data.
+    header never points at missing data. A file being replaced is first moved aside into the staging folder (and
+    removed with it); if any rename fails or is interrupted, the renames done so far are undone and the earlier
+    files put back, so the targets are left as they were.
+
+    Raises:
+        OutputError: a target exists without ``overwrite``, or a rename failed (everything undone).
     """
     moves = []
     for folder, staging in staged_folders.items():
@@ -302,10 +307,30 @@ def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
     for _item, target in moves:
         if target.exists() and not overwrite:
             raise OutputError(f"output {target} already exists; choose another name or pass --overwrite")
-    for item, target in moves:
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
+    done: list[tuple[Path, Path, Path | None]] = []
+    try:
+        for item, target in moves:
+            earlier = None
+            if target.exists() or target.is_symlink():
+                earlier = item.with_name(f".earlier-{uuid.uuid4().hex}")
+                os.replace(target, earlier)
+            try:
+                os.replace(item, target)
+            except BaseException:
+                if earlier is not None:
+                    os.replace(earlier, target)
+                raise
+            done.append((item, target, earlier))
+    except BaseException as error:
+        for item, target, earlier in reversed(done):
+            with contextlib.suppress(OSError):
+                os.replace(target, item)
+                if earlier is not None:
+                    os.replace(earlier, target)
+        if isinstance(error, OSError):
+            raise OutputError(f"cannot move the outputs into place ({error.strerror or error}); nothing was "
+                              "changed") from None
+        raise
     from .verified_write import fsync_folder
 
     for folder in staged_folders:
