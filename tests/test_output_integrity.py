@@ -271,6 +271,7 @@ def _refusal_cases(tmp: Path, source: Path) -> dict[str, tuple[list, str]]:
     return {
         "unknown extension": ([source, out / "sr.png"], "unknown extension"),
         "double extension": ([source, out / "sr.nii.gz.bak"], "unknown extension"),
+        "extension only": ([source, out / ".NII.GZ"], "no name before its extension"),
         "missing folder": ([source, tmp / "nowhere" / "sr.nii.gz"], "does not exist"),
         "output is the input": ([source, source, "--overwrite"], "is the input"),
         "two outputs one path": ([source, out / "sr.nii.gz", "--baseline", out / "sr.NII.GZ"], "share one path"),
@@ -281,7 +282,8 @@ def _refusal_cases(tmp: Path, source: Path) -> dict[str, tuple[list, str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["unknown extension", "double extension", "missing folder", "output is the input",
+@pytest.mark.parametrize("case", ["unknown extension", "double extension", "extension only", "missing folder",
+                                  "output is the input",
                                   "two outputs one path", "output is a folder", "figure not png", "sidecar exists",
                                   "data file exists"])
 def test_output_name_problems_are_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture,

@@ -46,6 +46,8 @@ def written_path(path: str | os.PathLike) -> Path:
         if path.suffix and not path.is_dir():
             raise OutputError(unknown_extension_message(path))
         return path
+    if not strip_volume_extension(path).strip(". "):
+        raise OutputError(f"output {path} has no name before its extension; give it one, e.g. sr{extension}")
     return path.with_name(strip_volume_extension(path) + extension)
 
 
