@@ -40,13 +40,14 @@ SHAPE = (12, 14, 10)
 PARTIAL_PREFIX = ".mrisuperres-partial-"
 
 
-def write_scan(path: Path, seed: int = 0, shape=SHAPE, noise: bool = False) -> Path:
-    """A small float32 volume (2 mm): smooth, or white noise when ``noise``; ``path``'s folder is created."""
+def write_scan(path: Path, seed: int = 0, shape=SHAPE, noise: bool = False, sigma: float = 1.0) -> Path:
+    """A small float32 volume (2 mm): random voxels smoothed with a Gaussian of ``sigma`` voxels, or white noise
+    when ``noise``; ``path``'s folder is created."""
     rng = np.random.default_rng(seed)
     array = rng.random(tuple(reversed(shape))).astype(np.float32)
     image = sitk.GetImageFromArray(array)
     if not noise and min(shape) >= 4:  # the recursive Gaussian needs four voxels along every axis
-        image = sitk.SmoothingRecursiveGaussian(image, 1.0)
+        image = sitk.SmoothingRecursiveGaussian(image, sigma)
     image = sitk.RescaleIntensity(image, 100.0, 200.0)
     image.SetSpacing((2.0, 2.0, 2.0))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +183,7 @@ def test_two_shards_cover_every_input_exactly_once(tree, model, tmp_path, capsys
         assert Path(row["output"]).is_file() and row["device"].startswith("cpu") and row["seconds"] > 0
         assert row["input_sha256"] == input_sha256(row["input"]) and len(row["model_sha256"]) == 64
         assert row["consistency_nrmse"] > 0 and row["flagged"] is None  # the tiny model has no threshold
-        sidecar = json.loads(Path(row["output"]).with_name(Path(row["output"]).name.split(".")[0] + ".json")
+        sidecar = json.loads(Path(row["output"]).with_name(Path(row["output"]).name + ".json")
                              .read_text())
         assert sidecar["job"]["input_sha256"] == row["input_sha256"]
         assert sidecar["job"]["options"]["scale"] == "2"
@@ -205,8 +206,8 @@ def test_corrupt_file_in_the_middle_fails_alone(model, tmp_path, capsys):
     assert [rows[n]["status"] for n in ("a.nii.gz", "b.nii.gz", "c.nii.gz")] == ["done", "failed", "done"]
     assert "b.nii.gz" in rows["b.nii.gz"]["error"] and ("corrupt" in rows["b.nii.gz"]["error"]
                                                     or "cannot read" in rows["b.nii.gz"]["error"])
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_sr.json", "a_sr.nii.gz", "c_sr.json",
-                                                                    "c_sr.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_sr.nii.gz", "a_sr.nii.gz.json", "c_sr.nii.gz",
+                                                                    "c_sr.nii.gz.json"]
     errors = [line for line in err.splitlines() if line.startswith("mrisuperres: error:")]
     assert len(errors) == 1 and "b.nii.gz" in errors[0]
     assert "1 of 3 inputs failed" in err and "2 done, 0 skipped, 1 failed, 0 flagged" in err
@@ -253,7 +254,7 @@ def test_a_commit_cut_short_is_redone(model, tmp_path, capsys):
     assert run_main(capsys, *base)[0] == 0
     # as if the run had been killed between two renames of s0's commit: a companion and its sidecar missing
     (out / "s0_sr_consistency.nii.gz").unlink()
-    (out / "s0_sr_consistency.json").unlink()
+    (out / "s0_sr_consistency.nii.gz.json").unlink()
     kept = (out / "s1_sr.nii.gz").stat().st_mtime_ns
     code, stdout, err = run_main(capsys, *base[:-1])
     assert code == 0, err
@@ -273,7 +274,7 @@ def test_completion_state(model, tmp_path, capsys):
                "overlap": 0.0, "outputs": ["sr"]}
     assert completion_state(item, digest, "x", options) == "absent"
     assert run_main(capsys, "enhance", scans, out, "--model", model, "--quiet")[0] == 0
-    sha = json.loads((out / "s_sr.json").read_text())["provenance"]["model_sha256"]
+    sha = json.loads((out / "s_sr.nii.gz.json").read_text())["provenance"]["model_sha256"]
     assert completion_state(item, digest, sha, options) == "complete"
     assert completion_state(item, digest, "0" * 64, options) == "foreign"
     assert completion_state(item, digest, sha, {**options, "scale": "3"}) == "foreign"

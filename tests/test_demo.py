@@ -15,6 +15,6 @@ def test_demo_writes_every_output_and_scores_them(tmp_path: Path, capsys: pytest
     printed = capsys.readouterr().out
     for name in ("mni152_t1_2mm.nii.gz", "mni152_t1_sr.nii.gz", "mni152_t1_bspline.nii.gz",
                  "mni152_t1_difference.nii.gz", "mni152_t1_consistency.nii.gz", "mni152_t1_figure.png",
-                 "mni152_t1_sr.json"):
+                 "mni152_t1_sr.nii.gz.json"):
         assert (tmp_path / name).is_file(), name
     assert "B-spline baseline" in printed and "gain over baseline" in printed

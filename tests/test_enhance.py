@@ -299,8 +299,8 @@ def test_enhance_file_writes_every_output_with_a_sidecar(tmp_path: Path, input_f
     paths = four_outputs(out)
     result = enhance_file(input_file, model=tiny_x2, scale=2, device="cpu", **paths)
     assert output_names(out) == sorted(
-        ["sr.nii.gz", "sr.json", "baseline.nrrd", "baseline.json", "difference.mha", "difference.json",
-         "consistency.nii", "consistency.json"]
+        ["sr.nii.gz", "sr.nii.gz.json", "baseline.nrrd", "baseline.nrrd.json", "difference.mha",
+         "difference.mha.json", "consistency.nii", "consistency.nii.json"]
     )
     assert result.paths == {"sr": str(paths["output_path"]), "baseline": str(paths["baseline_path"]),
                             "difference": str(paths["difference_path"]),
@@ -309,15 +309,15 @@ def test_enhance_file_writes_every_output_with_a_sidecar(tmp_path: Path, input_f
     assert sr.grid.same_geometry(result.sr.grid, tolerance=1e-5)
     np.testing.assert_array_equal(sr.array, result.sr.array)
     assert read_volume(paths["consistency_path"]).grid.same_geometry(read_volume(input_file).grid, tolerance=1e-5)
-    for role, name in [("super-resolved", "sr"), ("baseline", "baseline"), ("difference", "difference"),
-                       ("consistency", "consistency")]:
+    for role, name in [("super-resolved", "sr.nii.gz"), ("baseline", "baseline.nrrd"),
+                       ("difference", "difference.mha"), ("consistency", "consistency.nii")]:
         record = json.loads((out / f"{name}.json").read_text())
         assert record["provenance"]["role"] == role
         assert record["provenance"]["model"] == "tiny-x2"
         assert record["provenance"]["source"] == "t1.nii.gz"
         assert record["provenance"]["model_sha256"] == tiny_x2.file_sha256
         assert record["run"]["output_shape"] == list(result.sr.shape)
-    assert "AI-generated" in json.loads((out / "sr.json").read_text())["provenance"]["notice"]
+    assert "AI-generated" in json.loads((out / "sr.nii.gz.json").read_text())["provenance"]["notice"]
     assert not list(out.glob(".mrisuperres-partial-*"))
 
 
@@ -352,7 +352,7 @@ def test_enhance_file_reads_and_writes_dicom_series(tmp_path: Path, small_crop: 
     out = tmp_path / "out"
     out.mkdir()
     result = enhance_file(series, out / "sr", tiny_x2, 2, device="cpu", consistency=False)
-    assert (out / "sr.json").is_file()
+    assert (out / "sr.json").is_file()  # a DICOM folder "sr" has the sidecar "sr.json"
     read = read_volume(out / "sr")
     assert read.grid.same_geometry(result.sr.grid, tolerance=1e-6)
 
@@ -373,10 +373,10 @@ def test_enhance_file_refuses_when_any_output_exists_and_writes_nothing(
 def test_enhance_file_refuses_when_a_sidecar_exists(tmp_path: Path, input_file: Path, tiny_x2: LoadedModel) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "sr.json").write_text("{}")
-    with pytest.raises(OutputError, match="sr.json already exists"):
+    (out / "sr.nii.gz.json").write_text("{}")
+    with pytest.raises(OutputError, match="sr.nii.gz.json already exists"):
         enhance_file(input_file, out / "sr.nii.gz", tiny_x2, 2, device="cpu")
-    assert output_names(out) == ["sr.json"]
+    assert output_names(out) == ["sr.nii.gz.json"]
 
 
 def test_enhance_file_with_overwrite_replaces_existing_outputs(
@@ -385,17 +385,17 @@ def test_enhance_file_with_overwrite_replaces_existing_outputs(
     out = tmp_path / "out"
     out.mkdir()
     (out / "sr.nii.gz").write_bytes(b"old")
-    (out / "sr.json").write_text("{}")
+    (out / "sr.nii.gz.json").write_text("{}")
     enhance_file(input_file, out / "sr.nii.gz", tiny_x2, 2, device="cpu", overwrite=True)
     assert read_volume(out / "sr.nii.gz").shape == (48, 56, 48)
-    assert "provenance" in json.loads((out / "sr.json").read_text())
+    assert "provenance" in json.loads((out / "sr.nii.gz.json").read_text())
 
 
 def test_enhance_file_refuses_to_overwrite_its_input(tmp_path: Path, input_file: Path, tiny_x2: LoadedModel) -> None:
     before = input_file.read_bytes()
-    with pytest.raises(InputError, match="is the input"):
+    with pytest.raises(OutputError, match="is the input"):
         enhance_file(input_file, input_file, tiny_x2, 2, device="cpu", overwrite=True)
-    with pytest.raises(InputError, match="is the input"):
+    with pytest.raises(OutputError, match="is the input"):
         enhance_file(input_file, tmp_path / "sr.nii.gz", tiny_x2, 2, device="cpu", baseline_path=input_file,
                      overwrite=True)
     assert input_file.read_bytes() == before
@@ -403,7 +403,7 @@ def test_enhance_file_refuses_to_overwrite_its_input(tmp_path: Path, input_file:
 
 
 def test_enhance_file_refuses_two_outputs_on_one_path(tmp_path: Path, input_file: Path, tiny_x2: LoadedModel) -> None:
-    with pytest.raises(InputError, match="share one path"):
+    with pytest.raises(OutputError, match="share one path"):
         enhance_file(input_file, tmp_path / "sr.nii.gz", tiny_x2, 2, baseline_path=tmp_path / "sr.nii.gz")
 
 
@@ -478,8 +478,9 @@ def test_an_output_appearing_during_the_run_leaves_no_output_at_all(
 
 @pytest.mark.parametrize(
     ("output", "sidecar"),
-    [("out/sr.nii.gz", "out/sr.json"), ("sr.nrrd", "sr.json"), ("series", "series.json"), ("a.b.mhd", "a.b.json")],
+    [("out/sr.nii.gz", "out/sr.nii.gz.json"), ("sr.nrrd", "sr.nrrd.json"), ("series", "series.json"),
+     ("a.b.mhd", "a.b.mhd.json")],
 )
-def test_sidecar_path_replaces_the_volume_extension(output: str, sidecar: str) -> None:
+def test_sidecar_path_is_the_full_output_name_plus_json(output: str, sidecar: str) -> None:
     assert sidecar_path(output) == Path(sidecar)
 

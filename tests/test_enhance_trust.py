@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
+import pytest
 from conftest import make_tiny_model
 
 from MRISuperResLib.checkpoint import load_model_file
 from MRISuperResLib.cli import main
-from MRISuperResLib.enhance import enhance_volume
+from MRISuperResLib.enhance import check_input, distinct_numbers, enhance_volume
 from MRISuperResLib.volume import Volume
 from MRISuperResLib.volume_io import read_volume, write_volume
 
@@ -110,7 +110,7 @@ def test_cli_writes_the_uncertainty_map(small_real_volume: Volume, tiny_model: P
     assert main(["enhance", str(source), str(out), "--model", str(tiny_model), "--uncertainty", str(spread),
                  "--mask-background", "--quiet", "--device", "cpu"]) == 0
     assert read_volume(spread).shape == read_volume(out).shape
-    assert (tmp_path / "spread.json").is_file()
+    assert (tmp_path / "spread.nii.gz.json").is_file()
 
 
 def test_a_calibrated_threshold_flags_inconsistent_results(small_real_volume: Volume, tmp_path: Path) -> None:
@@ -125,3 +125,90 @@ def test_a_calibrated_threshold_flags_inconsistent_results(small_real_volume: Vo
     uncalibrated = enhance_volume(small_real_volume, str(make_tiny_model(tmp_path / "plain.safetensors")), 2,
                                   device="cpu")
     assert uncalibrated.consistency_suspicious is None
+
+
+# ----------------------------------------------------------------------- warnings that name the culprit
+
+
+def calibrated_model(path: Path, volume: Volume) -> Path:
+    """The tiny random model with a threshold calibrated as training does: 1.5 x its score on a clean input."""
+    score = enhance_volume(volume, load_model_file(make_tiny_model(path.with_name("probe.safetensors"))), 2,
+                           device="cpu").consistency_nrmse
+    return make_tiny_model(path, extra={"consistency": {"threshold": 1.5 * score}})
+
+
+@pytest.mark.parametrize("spikes", [[(20, 24, 20, 1e5)], [(20, 24, 20, -1e5)],
+                                    [(5, 6, 7, 3e4), (30, 30, 30, 3e4), (12, 40, 22, 3e4)]],
+                         ids=["bright", "dark", "three"])
+def test_extreme_input_voxels_blame_the_input_not_the_result(small_real_volume: Volume, tmp_path: Path,
+                                                              spikes) -> None:
+    """Extreme voxels make B-spline as inconsistent as the result: not suspicious, and the warning says the
+    input is unusual (with the baseline's score beside the result's)."""
+    model = load_model_file(calibrated_model(tmp_path / "calibrated.safetensors", small_real_volume))
+    spiked = small_real_volume.array.copy()
+    for i, j, k, value in spikes:
+        spiked[i, j, k] = value
+    result = enhance_volume(small_real_volume.with_array(spiked), model, 2, device="cpu")
+    assert result.consistency_nrmse > result.consistency_threshold
+    assert result.baseline_consistency_nrmse > result.consistency_threshold
+    assert result.consistency_suspicious is False and result.summary()["consistency_suspicious"] is False
+    [warning] = [w for w in result.warnings if "consistency" in w]
+    assert warning.startswith(f"the input disagrees with model {model.name}'s forward model")
+    assert "extreme voxels" in warning and "B-spline" in warning
+
+
+def test_a_result_clearly_worse_than_b_spline_is_still_suspicious(small_real_volume: Volume, tmp_path: Path) -> None:
+    """The random tiny network disagrees with the input about 4 x more than B-spline: above a threshold it is
+    flagged, and the warning gives both ratios."""
+    model = load_model_file(make_tiny_model(tmp_path / "strict.safetensors", extra={"consistency": {"threshold": 0.02}}))
+    result = enhance_volume(small_real_volume, model, 2, device="cpu")
+    assert result.consistency_nrmse > 1.25 * result.baseline_consistency_nrmse
+    assert result.consistency_suspicious is True
+    [warning] = [w for w in result.warnings if "consistency" in w]
+    assert "x model strict's calibrated threshold 0.02" in warning and "x B-spline's" in warning
+
+
+def test_a_score_just_above_the_threshold_never_reads_as_equal(small_real_volume: Volume, tmp_path: Path) -> None:
+    probe = enhance_volume(small_real_volume, load_model_file(make_tiny_model(tmp_path / "p.safetensors")), 2,
+                           device="cpu").consistency_nrmse
+    threshold = probe * (1 - 2e-5)
+    model = load_model_file(make_tiny_model(tmp_path / "edge.safetensors",
+                                            extra={"consistency": {"threshold": threshold}}))
+    result = enhance_volume(small_real_volume, model, 2, device="cpu")
+    [warning] = [w for w in result.warnings if "consistency" in w]
+    shown = warning.split("consistency NRMSE ")[1].split(" ")[0]
+    limit = warning.split("calibrated threshold ")[1].split(" ")[0]
+    ratio = warning.split(f"{shown} is ")[1].split(" x")[0]
+    assert float(shown) > float(limit) and float(ratio) > 1.0, warning
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    (0.009134, 0.009101, ("0.009134", "0.009101")),
+    (0.0091004, 0.0091001, ("0.0091004", "0.0091001")),
+    (0.5, 0.5, ("0.5", "0.5")),
+    (12.3456, 0.01, ("12.35", "0.01")),
+])
+def test_distinct_numbers_adds_digits_until_they_differ(a: float, b: float, expected) -> None:
+    assert distinct_numbers(a, b) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_label_map_stored_as_float_gets_the_label_map_warning(small_real_volume: Volume, tiny_model: Path,
+                                                                 dtype) -> None:
+    labels = np.digitize(small_real_volume.array, np.percentile(small_real_volume.array, [30, 60, 90]))
+    volume = small_real_volume.with_array(labels.astype(dtype))
+    warnings = check_input(volume, "seg.nii.gz", load_model_file(tiny_model))
+    assert len(warnings) == 1 and "looks like a label map (" in warnings[0]
+    assert "distinct integer values, stored as" in warnings[0]
+    assert np.dtype(dtype).name in warnings[0]
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: np.rint(v * 10).astype(np.float32),                      # an intensity image rounded to integers
+    lambda v: (np.digitize(v, np.percentile(v, [30, 60, 90])) + 0.5).astype(np.float32),  # few, not integers
+    lambda v: v.astype(np.float32),
+], ids=["rounded-intensities", "few-fractional-values", "intensities"])
+def test_intensity_images_stored_as_float_get_no_label_map_warning(small_real_volume: Volume, tiny_model: Path,
+                                                                   make) -> None:
+    volume = small_real_volume.with_array(make(small_real_volume.array))
+    assert check_input(volume, "t1.nii.gz", load_model_file(tiny_model)) == []

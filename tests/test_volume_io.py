@@ -225,7 +225,7 @@ def test_failed_dicom_write_leaves_no_folder(tmp_path: Path, monkeypatch: pytest
         raise OSError("No space left on device")
 
     monkeypatch.setattr(volume_io, "write_dicom_series", failing_series)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="No space left on device"):
         write_volume(Volume(sample_array(np.int16), GRID), tmp_path / "series")
     assert list(tmp_path.iterdir()) == []
 

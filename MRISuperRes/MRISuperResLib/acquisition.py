@@ -28,7 +28,7 @@ zero-filling (ibid., 13.4), contrast and resolution randomisation (Iglesias et a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 

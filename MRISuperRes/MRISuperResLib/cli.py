@@ -261,6 +261,10 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Path]]
                              "use --companions")
         if output.exists() and not output.is_dir():
             raise InputError(f"with several inputs OUTPUT must be a folder, and {output} is a file")
+    from .output_paths import check_output_plan
+
+    # Every name, folder, existing file and collision (two inputs x.nii.gz in a/ and b/) before any work.
+    check_output_plan(plans, overwrite=args.overwrite, sidecar=not args.no_sidecar, folders_created=batch)
     return plans
 
 
@@ -336,7 +340,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
         results.append(summary)
         if not args.json:
             score = f"{result.consistency_nrmse:.4f}" if result.consistency_nrmse == result.consistency_nrmse else "n/a"
-            print(f"{input_path} -> {targets['sr']}  (x{summary['scale']}, {result.device}, "
+            print(f"{input_path} -> {result.paths.get('sr', targets['sr'])}  (x{summary['scale']}, {result.device}, "
                   f"{result.timings['total']:.1f} s, consistency NRMSE {score})")
     if args.json:
         payload: Any = results[0] if len(plans) == 1 else {"results": results, "failed": failures}

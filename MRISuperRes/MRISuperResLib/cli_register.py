@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         volume_extension,
     )
 
-    output = Path(args.output)
+    from .output_paths import check_no_collisions, written_path
+
+    output = written_path(args.output)  # any letter case in the extension; written lower-case
     transform_path = Path(args.transform) if args.transform else output.with_name(
         f"{strip_volume_extension(output)}.tfm")
     if not volume_extension(output):
@@ -84,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise MRISuperResError("--transform must differ from OUTPUT")
     check_writable_target(output, args.overwrite)
     check_transform_path(transform_path, args.overwrite)
+    check_no_collisions({f"the output {output}": [output], f"the transform {transform_path}": [transform_path]},
+                        inputs=[args.fixed, args.moving])
     grid_choice = _parse_grid(args.grid)
 
     fixed = read_volume(args.fixed)

@@ -80,7 +80,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     from .geometry import parse_scale
     from .training.data import integer_scale
     from .volume import Volume
-    from .volume_io import check_writable_target, read_volume, write_volume
+    from .volume_io import read_volume, write_volume
 
     scale = integer_scale(parse_scale(args.scale))
     kinds = args.kind.split(",")
@@ -89,17 +89,21 @@ def run_simulate(args: argparse.Namespace) -> int:
                                noise=(args.noise, args.noise), bias=args.bias)
     except ValueError as error:
         raise MRISuperResError(str(error)) from None
-    check_writable_target(args.output, args.overwrite)
+    from .output_paths import check_output_plan
+
+    # Name, folder, existing file and output-on-input checks before any work; written with a lower-case extension.
+    check_output_plan([(Path(args.high), {"simulated": Path(args.output)})], overwrite=args.overwrite, sidecar=False)
     high = read_volume(args.high)
     cropped, low = simulated_pair(high, tuple(float(s) for s in scale), spec, args.seed)  # type: ignore[arg-type]
     usable = cropped.shape
     metadata = {"MRISuperRes.simulated": json.dumps({"source": Path(args.high).name, "scale": list(scale),
                                                       "degradation": spec.to_dict(), "seed": args.seed})}
-    write_volume(Volume(low.array, low.grid, metadata), args.output, overwrite=args.overwrite,
-                 description=f"simulated x{','.join(map(str, scale))} {args.kind} from {Path(args.high).name}")
+    written = write_volume(Volume(low.array, low.grid, metadata), args.output, overwrite=args.overwrite,
+                           description=f"simulated x{','.join(map(str, scale))} {args.kind} from "
+                           f"{Path(args.high).name}")
     if usable != high.shape:
         print(f"note: {args.high} was cropped to {usable} voxels so the scale divides it")
-    print(f"{args.output}: {low.shape} voxels at {', '.join(f'{s:g}' for s in low.spacing)} mm")
+    print(f"{written}: {low.shape} voxels at {', '.join(f'{s:g}' for s in low.spacing)} mm")
     return 0
 
 
@@ -154,7 +158,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             flip_ensemble=args.flip_ensemble)
     table = scores_table(scores, model.name, scale)
     if args.output:
-        Path(args.output).write_text(table + "\n")
+        from .verified_write import replace_text_file
+
+        replace_text_file(args.output, table + "\n")
     if args.json:
         print(json.dumps({"model": model.name, "scale": list(scale),
                           "volumes": [{**asdict(s), "gain": s.gain} for s in scores]}, indent=2))

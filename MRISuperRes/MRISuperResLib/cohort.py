@@ -237,6 +237,12 @@ def plan_cohort(
             raise InputError(f"inputs {items[key].input} and {path} would both write {output_folder / key}; "
                              "rename one or give per-row output names in a CSV list")
         items[key] = CohortItem(path, output_targets(output_folder / key, companions), key)
+    inputs = {item.input.resolve(): item.input for item in items.values()}
+    for item in items.values():
+        for role, target in item.targets.items():
+            if target.resolve() in inputs:
+                raise InputError(f"the {role} output of {item.input} is {target}, which is the input "
+                                 f"{inputs[target.resolve()]} of this cohort; choose another output folder")
     return [items[key] for key in sorted(items)]
 
 

@@ -14,8 +14,11 @@ committed: a stopped cohort loses at most the scan that was in the network.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,8 +215,11 @@ def run_cohort(
     def collect_write() -> None:
         nonlocal writing
         if writing is not None:
-            done, writing = writing, None
-            finish(done.result())
+            # Cleared only once its result is in: a stop while waiting here still commits and reports it below.
+            outcome = writing.result()
+            with _signals_held():
+                writing = None
+                finish(outcome)
 
     try:
         if reader is not None and items:
@@ -249,7 +255,8 @@ def run_cohort(
             outcome.warnings = list(result.warnings)
             collect_write()
             if writer is not None:
-                writing = writer.submit(write, prepared, result)
+                with _signals_held():  # a stop between submitting and remembering the write would lose its row
+                    writing = writer.submit(write, prepared, result)
             else:
                 finish(write(prepared, result))
         collect_write()
@@ -268,3 +275,17 @@ def run_cohort(
             writer.shutdown(wait=True)
     wall = time.perf_counter() - wall_start
     return CohortRun([finished[i] for i in sorted(finished)], wall)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (POSIX, main thread) until the block ends; elsewhere a no-op."""
+    hold = getattr(signal, "pthread_sigmask", None)
+    if hold is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = hold(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        hold(signal.SIG_SETMASK, previous)

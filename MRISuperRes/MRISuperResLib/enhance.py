@@ -37,21 +37,19 @@ from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_impli
 from .interpolation import bspline_upsample_volume
 from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
+from .output_paths import check_output_plan, sidecar_path, written_path
 from .provenance import header_fields, make_provenance, short_description
+from .value_range import check_float32_range
+from .verified_write import check_finite_output, write_text_verified
 from .volume import Volume
-from .volume_io import (
-    check_finite,
-    check_writable_target,
-    commit_staged,
-    read_volume,
-    stage_volume,
-    staging_folder,
-    strip_volume_extension,
-    volume_extension,
-)
+from .volume_io import check_finite, commit_staged, read_volume, stage_volume, staging_folder, volume_extension
 
-#: Integer volumes with at most this many distinct values are probably label maps.
+#: Volumes of whole numbers (integer or float voxels) with at most this many distinct values are probably label maps.
 LABEL_MAP_MAX_VALUES = 32
+
+#: A result is suspicious only when its consistency NRMSE is also this many times the B-spline baseline's on the
+#: same input: where interpolation disagrees with the input as much, the input is unusual, not the network.
+BASELINE_CONSISTENCY_MARGIN = 1.25
 
 OUTPUT_ROLES = ("sr", "baseline", "difference", "consistency")
 
@@ -106,11 +104,41 @@ class EnhanceResult:
 
     @property
     def consistency_suspicious(self) -> bool | None:
-        """True when the consistency NRMSE exceeds the calibrated threshold (``None`` without calibration)."""
+        """True when the consistency NRMSE exceeds the calibrated threshold and also clearly exceeds the B-spline
+        baseline's on the same input (``BASELINE_CONSISTENCY_MARGIN`` times); ``None`` without calibration."""
         threshold = self.consistency_threshold
         if threshold is None or self.consistency_nrmse != self.consistency_nrmse:
             return None
-        return self.consistency_nrmse > threshold
+        baseline = self.baseline_consistency_nrmse
+        beyond_baseline = baseline != baseline or self.consistency_nrmse > BASELINE_CONSISTENCY_MARGIN * baseline
+        return self.consistency_nrmse > threshold and beyond_baseline
+
+    def consistency_warning(self) -> str | None:
+        """The warning the consistency scores call for, naming the culprit, or ``None``.
+
+        A suspicious result (see :attr:`consistency_suspicious`) is blamed on the result; a result above the
+        threshold whose B-spline baseline is about as inconsistent is blamed on the input (extreme voxels, or an
+        acquisition unlike the model's forward model).
+        """
+        threshold = self.consistency_threshold
+        if threshold is None or not self.consistency_nrmse > threshold:
+            return None
+        score, baseline = self.consistency_nrmse, self.baseline_consistency_nrmse
+        name = self.model.name
+        if self.consistency_suspicious:
+            text, limit = distinct_numbers(score, threshold)
+            versus = ""
+            if baseline == baseline:
+                versus = (f" and {_ratio(score, baseline)} x B-spline's {distinct_numbers(baseline, score)[0]} "
+                          "on this input")
+            return (f"consistency NRMSE {text} is {_ratio(score, threshold)} x model {name}'s calibrated threshold "
+                    f"{limit}{versus}: the result disagrees with the measured data more than on validation scans and "
+                    "more than interpolation does; inspect the consistency map before trusting details")
+        text, base = distinct_numbers(score, baseline)
+        return (f"the input disagrees with model {name}'s forward model: B-spline's consistency NRMSE {base} is "
+                f"{_ratio(baseline, threshold)} x the calibrated threshold {distinct_numbers(threshold, baseline)[0]}, "
+                f"like the result's {text}; check the input for extreme voxels or an acquisition unlike the model's "
+                "before trusting details")
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description of the run (what ``--json`` prints)."""
@@ -137,6 +165,7 @@ class EnhanceResult:
 def check_input(volume: Volume, name: str, model: LoadedModel) -> list[str]:
     """Validate an input for ``model``; return warnings, raise :class:`InputError` for unusable input."""
     check_finite(volume, name)
+    check_float32_range(volume.array, name)
     minimum = int(model.metadata.get("min_input_size", 1))
     if min(volume.shape) < minimum:
         raise InputError(
@@ -144,12 +173,16 @@ def check_input(volume: Volume, name: str, model: LoadedModel) -> list[str]:
             f"{minimum} along every axis"
         )
     warnings = []
-    if np.issubdtype(volume.array.dtype, np.integer):
-        distinct = np.unique(volume.array[:: max(1, volume.array.shape[0] // 64)]).size
+    sample = volume.array[:: max(1, volume.array.shape[0] // 64)]
+    whole = np.issubdtype(sample.dtype, np.integer) or (
+        np.issubdtype(sample.dtype, np.floating) and bool(np.all(sample == np.round(sample))))
+    if whole:
+        distinct = np.unique(sample).size
         if distinct <= LABEL_MAP_MAX_VALUES:
+            stored = "" if np.issubdtype(sample.dtype, np.integer) else f", stored as {sample.dtype}"
             warnings.append(
-                f"input {name} looks like a label map ({distinct} distinct integer values); super-resolution is "
-                "meant for intensity images"
+                f"input {name} looks like a label map ({distinct} distinct integer values{stored}); "
+                "super-resolution is meant for intensity images"
             )
     return warnings
 
@@ -165,6 +198,26 @@ def fine_mask(mask: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         values = torch.from_numpy(mask.astype(np.float32))[None, None]
         fine = torch.nn.functional.interpolate(values, size=tuple(shape), mode="trilinear", align_corners=False)
     return fine[0, 0].numpy() > 0.5
+
+
+def _ratio(value: float, reference: float) -> str:
+    """``value / reference`` with two decimals, or more (up to eight) while they would read as exactly 1."""
+    ratio = value / reference
+    for places in range(2, 9):
+        text = f"{ratio:.{places}f}"
+        if float(text) != 1.0 or ratio == 1.0:
+            break
+    return text
+
+
+def distinct_numbers(value: float, other: float, digits: int = 4) -> tuple[str, str]:
+    """``value`` and ``other`` printed with ``digits`` significant digits, or more until they read differently
+    (so ``0.009134`` is never shown as "0.0091 is above 0.0091"); at most 10."""
+    for places in range(digits, 11):
+        first, second = f"{value:.{places}g}", f"{other:.{places}g}"
+        if first != second or value == other:
+            break
+    return first, second
 
 
 def enhance_volume(
@@ -305,6 +358,9 @@ def enhance_volume(
         provenance = make_provenance(loaded, scale, role, source_name, described)
         return target.with_array(target.array, metadata=header_fields(provenance))
 
+    # Never hand back a result with NaN or infinite voxels (a broken model, or arithmetic that overflowed); checked
+    # before --keep-dtype's cast, which would turn them into arbitrary integers.
+    check_finite_output(sr_array, source_name)
     sr_values = cast_like_input(sr_array, volume.array.dtype) if keep_dtype else sr_array.astype(np.float32)
     result = EnhanceResult(
         sr=tagged(baseline.with_array(sr_values), "super-resolved"),
@@ -322,12 +378,9 @@ def enhance_volume(
         ensemble_passes=len(flips),
         warnings=warnings,
     )
-    if result.consistency_suspicious:
-        result.warnings.append(
-            f"consistency NRMSE {score:.4f} is above model {loaded.name}'s calibrated threshold "
-            f"{result.consistency_threshold:.4f}: the result disagrees with the measured data more than on validation "
-            "scans; inspect the consistency map before trusting details"
-        )
+    consistency_warning = result.consistency_warning()
+    if consistency_warning:
+        result.warnings.append(consistency_warning)
     timings["total"] = time.perf_counter() - start
     result.timings = timings
     report(1.0, "done")
@@ -353,17 +406,24 @@ def enhance_file(
 ) -> EnhanceResult:
     """Read a volume file (or DICOM series folder), enhance it, write the requested outputs.
 
-    ``resample_uneven_slices`` interpolates a DICOM series with missing or unevenly spaced slices onto a regular
-    grid (with a warning) instead of refusing it (see :func:`.volume_io.read_volume`).
+    Every target is checked before any work starts (see :func:`.output_paths.check_output_plan`): the format
+    comes from the extension in any letter case, and a file is written with its extension in lower case
+    (``SR.NII.GZ`` -> ``SR.nii.gz``, with a warning); ``result.paths`` holds the paths written. All files are
+    staged, flushed to disk, read back and compared with the result, and renamed into place together at the end
+    (all or nothing). Each volume gets a JSON sidecar named after its full file name (``sr.nii.gz.json``) holding
+    its provenance and the run summary unless ``sidecar`` is false; ``sidecar_extra`` adds top-level keys to every
+    sidecar. ``figure_path`` adds a PNG (see :mod:`.figure`). ``resample_uneven_slices`` interpolates a DICOM
+    series with missing or unevenly spaced slices onto a regular grid (with a warning) instead of refusing it (see
+    :func:`.volume_io.read_volume`). ``options`` are passed to :func:`enhance_volume`.
 
-    Every target is checked before any work starts. All files are staged and renamed into place together at
-    the end (all or nothing). Each volume gets a JSON sidecar (``<output stem>.json``) holding its provenance and
-    the run summary unless ``sidecar`` is false; ``sidecar_extra`` adds top-level keys to every sidecar.
-    ``figure_path`` adds a PNG (see :mod:`.figure`). ``options`` are passed to :func:`enhance_volume`.
+    Raises:
+        MRISuperResError: a refused input or output name (before any work), or a failed write (nothing left).
     """
     targets = {"sr": output_path, "baseline": baseline_path, "difference": difference_path,
                "consistency": consistency_path, "uncertainty": uncertainty_path}
     planned, figure = check_targets(input_path, targets, figure_path, overwrite=overwrite, sidecar=sidecar)
+    renamed = [f"output {targets[role]} is written as {path.name}: a lower-case extension is the one every "
+               "reader recognises" for role, path in planned.items() if path != Path(targets[role])]  # type: ignore[arg-type]
     read_start = time.perf_counter()
     volume = read_volume(input_path, resample_uneven_slices=resample_uneven_slices)
     # A DICOM output of a DICOM input joins the source's patient and study as a derived series.
@@ -375,6 +435,7 @@ def enhance_file(
         options["uncertainty"] = True
     result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
     result.timings["read"] = read_seconds
+    result.warnings.extend(renamed)
     write_outputs(result, volume, planned, figure, overwrite=overwrite, sidecar=sidecar, sidecar_extra=sidecar_extra,
                   dicom_source=dicom_source)
     return result
@@ -388,29 +449,21 @@ def check_targets(
     overwrite: bool = False,
     sidecar: bool = True,
 ) -> tuple[dict[str, Path], Path | None]:
-    """Check every output target of one input before any work: ``(role -> path, figure)`` of those given.
+    """Check every output target of one input before any work (see :func:`.output_paths.check_output_plan`).
+
+    Returns:
+        ``(role -> path to write, figure)`` for the targets given; paths to write have their volume extension in
+        lower case (see :func:`.output_paths.written_path`).
 
     Raises:
-        InputError: two outputs share a path, or an output is the input.
-        OutputError: a target exists (without ``overwrite``), its folder is missing or not writable.
+        MRISuperResError: an unknown format, two outputs on one path, an output on the input, an existing target
+            (without ``overwrite``), a missing or unwritable folder.
     """
-    planned = {role: Path(path) for role, path in targets.items() if path is not None}
-    resolved = [p.resolve() for p in planned.values()]
-    if len(set(resolved)) != len(resolved):
-        raise InputError("two outputs share one path; give each output its own file name")
-    input_resolved = Path(input_path).resolve()
+    requested = {role: Path(path) for role, path in targets.items() if path is not None}
     figure = Path(figure_path) if figure_path is not None else None
-    if figure is not None:
-        if figure.resolve() in resolved or figure.resolve() == input_resolved:
-            raise InputError(f"the figure {figure} has the path of another file; give it its own name")
-        check_writable_target(figure, overwrite, volume_format=False)
-    for role, path in planned.items():
-        if path.resolve() == input_resolved:
-            raise InputError(f"the {role} output {path} is the input; choose another output path")
-        check_writable_target(path, overwrite)
-        if sidecar:
-            check_writable_target(sidecar_path(path), overwrite, volume_format=False)
-    return planned, figure
+    check_output_plan([(Path(input_path), {**requested, **({"figure": figure} if figure else {})})],
+                      overwrite=overwrite, sidecar=sidecar)
+    return {role: written_path(path) for role, path in requested.items()}, figure
 
 
 def write_outputs(
@@ -429,8 +482,9 @@ def write_outputs(
     ``dicom_source`` (the input's DICOM series, see :func:`.dicom_io.scan_series`) makes DICOM outputs derived
     series of the source's patient and study.
 
-    Every file is staged in a hidden folder beside its target and renamed into place only when all were written;
-    ``result.paths`` and ``result.timings["write"]`` are filled. ``volume`` is the input (for the figure).
+    Every file is staged in a hidden folder beside its target, flushed, read back and compared, and renamed into
+    place only when all were written; ``result.paths`` and ``result.timings["write"]`` are filled. The volumes are
+    staged side by side (their writers and zlib release the GIL). ``volume`` is the input (for the figure).
     """
     outputs = {"sr": result.sr, "baseline": result.baseline, "difference": result.difference,
                "consistency": result.consistency, "uncertainty": result.uncertainty}
@@ -440,23 +494,28 @@ def write_outputs(
         # Stage every file first and rename them into place only when all were written: all or nothing.
         staging = {folder: stack.enter_context(staging_folder(folder)) for folder in folders}
         result.paths = {role: str(path) for role, path in planned.items() if outputs[role] is not None}
-        for role, path in planned.items():
+        written = {role: path for role, path in planned.items() if outputs[role] is not None}
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(written)))) as pool:
+            jobs = [pool.submit(stage_volume, outputs[role], staging[path.parent.resolve()], path.name,
+                                description=short_description(_provenance(outputs[role])), dicom_source=dicom_source)
+                    for role, path in written.items()]
+            for job in jobs:
+                job.result()  # the first failure is raised; the staging folders are removed on the way out
+        for role, path in written.items():
             output = outputs[role]
-            if output is None:
-                continue
-            provenance = {k.partition(".")[2]: v for k, v in output.metadata.items()}
-            stage_volume(output, staging[path.parent.resolve()], path.name,
-                         description=short_description(provenance), dicom_source=dicom_source)
+            provenance = _provenance(output)
             if sidecar:
                 record = {"provenance": provenance, "run": result.summary(), **(sidecar_extra or {})}
                 side = sidecar_path(path)
-                (staging[path.parent.resolve()] / side.name).write_text(json.dumps(record, indent=2) + "\n")
+                write_text_verified(staging[path.parent.resolve()] / side.name, json.dumps(record, indent=2) + "\n",
+                                    side)
         if figure is not None:
             from .figure import save_figure
 
             panels = {"input": volume, "baseline": result.baseline, "SR": result.sr, "difference": result.difference}
             if result.consistency is not None:
                 panels["consistency"] = result.consistency
+            # save_figure flushes and decodes what it wrote before it counts.
             save_figure(staging[figure.parent.resolve()] / figure.name, panels,
                         title=f"{result.model.name} x{format_scale(result.scale)}: AI-generated, not acquired")
             result.paths["figure"] = str(figure)
@@ -464,7 +523,6 @@ def write_outputs(
     result.timings["write"] = time.perf_counter() - stage
 
 
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """The JSON sidecar next to an output: ``sr.nii.gz`` -> ``sr.json``; a DICOM folder ``out`` -> ``out.json``."""
-    path = Path(path)
-    return path.with_name(strip_volume_extension(path) + ".json")
+def _provenance(output: Volume) -> dict[str, str]:
+    """An output's provenance fields (its ``MRISuperRes.*`` metadata without the prefix)."""
+    return {k.partition(".")[2]: v for k, v in output.metadata.items()}

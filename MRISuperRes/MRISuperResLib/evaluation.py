@@ -20,6 +20,7 @@ from .checkpoint import LoadedModel
 from .degradation import DegradationSpec, simulate
 from .enhance import EnhanceResult, enhance_volume
 from .errors import InputError
+from .evaluation_geometry import overlay_on_reference
 from .geometry import Scale, format_scale, resampled_grid
 from .metrics import psnr, ssim
 from .volume import Grid, Volume
@@ -38,6 +39,7 @@ class VolumeScores:
     ssim_sr: float
     ssim_baseline: float
     consistency_nrmse: float
+    alignment: str = "same grid"
 
     @property
     def gain(self) -> float:
@@ -84,17 +86,29 @@ def simulated_pair(reference: Volume, scale: Scale, spec: DegradationSpec, seed:
 
 
 def score_volume(name: str, result: EnhanceResult, reference: Volume, mask: np.ndarray) -> VolumeScores:
-    """PSNR (masked and whole) and SSIM of the SR and baseline of ``result`` against ``reference``."""
-    sr, baseline, truth = result.sr.array.astype(np.float32), result.baseline.array, reference.array
+    """PSNR (inside ``mask`` and whole) and SSIM of the SR and baseline of ``result`` against ``reference``,
+    compared in physical space: the result is first put onto the reference grid (see
+    :func:`~.evaluation_geometry.overlay_on_reference`: re-indexed exactly when its voxel centres lie on the
+    reference's, resampled otherwise) and scored over the reference voxels it covers.
+
+    Raises:
+        InputError: the result covers less than half of the reference (the pair is not registered).
+    """
+    overlay = overlay_on_reference([result.sr, result.baseline], reference, name)
+    (sr, baseline), truth, covered = overlay.estimates, overlay.reference, overlay.covered
+    window = tuple(slice(lo, hi) for lo, hi in overlay.block)
+    inside = mask[window] & covered
+    whole = None if covered.all() else covered
     return VolumeScores(
         name=name,
-        psnr_sr=psnr(sr, truth, mask),
-        psnr_baseline=psnr(baseline, truth, mask),
-        psnr_sr_whole=psnr(sr, truth),
-        psnr_baseline_whole=psnr(baseline, truth),
+        psnr_sr=psnr(sr, truth, inside),
+        psnr_baseline=psnr(baseline, truth, inside),
+        psnr_sr_whole=psnr(sr, truth, whole),
+        psnr_baseline_whole=psnr(baseline, truth, whole),
         ssim_sr=ssim(sr, truth),
         ssim_baseline=ssim(baseline, truth),
         consistency_nrmse=result.consistency_nrmse,
+        alignment=overlay.how,
     )
 
 
@@ -130,8 +144,6 @@ def evaluate_files(
         else:
             high, low = simulated_pair(reference, scale, spec, seed + index)
         result = enhance_volume(low, loaded, scale, source_name=Path(path).name, **options)
-        if result.sr.shape != high.shape:
-            raise ValueError(f"SR shape {result.sr.shape} differs from the reference {high.shape}")
         scores.append(score_volume(Path(path).name, result, high, foreground_mask(high)))
         if figure_folder is not None:
             save_evaluation_figure(Path(figure_folder), Path(path).name, low, result, high, scores[-1])
@@ -165,9 +177,13 @@ def scores_table(scores: list[VolumeScores], model_name: str, scale: Scale) -> s
         lines.append(f"| {s.name} | {s.psnr_baseline:.2f} ({s.psnr_baseline_whole:.2f}) | {s.psnr_sr:.2f} "
                      f"({s.psnr_sr_whole:.2f}) | {s.gain:+.2f} | {s.ssim_baseline:.4f} | {s.ssim_sr:.4f} | "
                      f"{s.consistency_nrmse:.4f} |")
+    moved = [f"{s.name}: scored on the reference grid ({s.alignment})" for s in scores if s.alignment != "same grid"]
     if len(scores) > 1:
-        mean = {k: float(np.mean([getattr(s, k) for s in scores])) for k in asdict(scores[0]) if k != "name"}
+        mean = {k: float(np.mean([getattr(s, k) for s in scores])) for k in asdict(scores[0])
+                if k not in ("name", "alignment")}
         lines.append(f"| **mean** | {mean['psnr_baseline']:.2f} | {mean['psnr_sr']:.2f} | "
                      f"{mean['psnr_sr'] - mean['psnr_baseline']:+.2f} | {mean['ssim_baseline']:.4f} | "
                      f"{mean['ssim_sr']:.4f} | {mean['consistency_nrmse']:.4f} |")
+    if moved:
+        lines += ["", *moved]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import MRISuperResError
+from .verified_write import verify_png, write_failure
 from .volume import Volume
 from .volume_io import from_sitk, staging_folder, to_sitk
 
@@ -96,7 +97,11 @@ def save_figure(
     try:
         with staging_folder(path.parent) as staging:
             staged = staging / path.name
-            figure.savefig(staged, dpi=110)
+            try:
+                figure.savefig(staged, dpi=110, format="png")
+            except OSError as error:
+                raise write_failure(path, error.strerror or type(error).__name__) from None
+            verify_png(staged, path)  # flushed and decoded: a figure cut short by a full disk is never committed
             os.replace(staged, path)
     finally:
         plt.close(figure)

@@ -14,6 +14,7 @@ import gzip
 import os
 import shutil
 import tempfile
+import uuid
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -215,6 +216,9 @@ def check_writable_target(path: str | os.PathLike, overwrite: bool, volume_forma
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputError(f"output {path} already exists; choose another name or pass --overwrite")
+    if volume_format and volume_extension(path) and path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name (a DICOM series takes a name without "
+                          "extension)")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"output folder {folder} does not exist; create it first")
@@ -264,9 +268,15 @@ def write_volume(
             and study the result joins as a derived series.
 
     Returns:
-        The written path.
+        The written path: ``path`` with its volume extension in lower case (``SR.NII.GZ`` -> ``SR.nii.gz``).
+
+    Raises:
+        OutputError: the target is refused (see :func:`check_writable_target`), or the file could not be written
+            completely (disk full, quota); nothing is left behind then.
     """
-    path = Path(path)
+    from .output_paths import written_path
+
+    path = written_path(path)
     check_writable_target(path, overwrite)
     with staging_folder(path.parent) as staging:
         stage_volume(volume, staging, path.name, description=description, compress=compress,
@@ -279,14 +289,29 @@ def stage_volume(
     volume: Volume, staging: Path, name: str, *, description: str = "", compress: bool = True,
     dicom_source: dicom_io.DicomSeries | None = None,
 ) -> None:
-    """Write ``volume`` under its final ``name`` into a staging folder (see :func:`staging_folder`)."""
+    """Write ``volume`` under its final ``name`` into a staging folder (see :func:`staging_folder`), then flush
+    it to disk and read it back completely: a file cut short (disk full, quota) never counts as written.
+
+    ``name`` must already be the name to write (see :func:`.output_paths.written_path`).
+
+    Raises:
+        OutputError: non-finite voxels, or the write failed or does not read back as ``volume``.
+    """
+    from .verified_write import check_finite_output, verify_series_folder, verify_volume_file, write_failure
+
+    target = staging.parent / name
+    check_finite_output(volume.array, name)
     if not volume_extension(name):
         series_folder = staging / name
         series_folder.mkdir()
-        if dicom_source is None:
-            write_dicom_series(volume, series_folder, description=description)
-        else:
-            write_dicom_series(volume, series_folder, description=description, source=dicom_source)
+        try:
+            if dicom_source is None:
+                write_dicom_series(volume, series_folder, description=description)
+            else:
+                write_dicom_series(volume, series_folder, description=description, source=dicom_source)
+        except (OSError, RuntimeError) as error:
+            raise write_failure(target, _scrubbed(error, staging)) from None
+        verify_series_folder(series_folder, to_sitk(volume), target)
         return
     image = to_sitk(volume)
     for key, value in volume.metadata.items():
@@ -299,10 +324,16 @@ def stage_volume(
         else:
             sitk.WriteImage(image, str(staging / name), useCompression=compress, compressionLevel=GZIP_LEVEL)
     except RuntimeError as error:
-        detail = str(error).strip().splitlines()[-1][:160]
-        raise OutputError(f"cannot write {name} into {staging.parent}: {detail}") from None
-    except OSError as error:
-        raise OutputError(f"cannot write {name} into {staging.parent}: {error.strerror or error}") from None
+        raise write_failure(target, _scrubbed(error, staging)) from None
+    except OSError as error:  # our own gzip writer: a full disk or quota raises here
+        raise write_failure(target, error.strerror or str(error)) from None
+    verify_volume_file(staging / name, image, target)
+
+
+def _scrubbed(error: BaseException, staging: Path) -> str:
+    """The last line of a writer's error, with the hidden staging folder replaced by the target folder."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+    return lines[-1].replace(str(staging), str(staging.parent)).strip()[:160]
 
 
 #: zlib level of compressed outputs. Float32 volumes compress to about 80 % whatever the level, and level 1 takes
@@ -343,7 +374,12 @@ def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
         overwrite: replace existing targets; otherwise an existing target anywhere stops everything first.
 
     Data files (``.raw``/``.gz`` beside ``.mhd``/``.nhdr`` headers) go first and headers and sidecars last, so a
-    header never points at missing data.
+    header never points at missing data. A file being replaced is first moved aside into the staging folder (and
+    removed with it); if any rename fails or is interrupted, the renames done so far are undone and the earlier
+    files put back, so the targets are left as they were.
+
+    Raises:
+        OutputError: a target exists without ``overwrite``, or a rename failed (everything undone).
     """
     moves = []
     for folder, staging in staged_folders.items():
@@ -352,10 +388,34 @@ def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
     for _item, target in moves:
         if target.exists() and not overwrite:
             raise OutputError(f"output {target} already exists; choose another name or pass --overwrite")
-    for item, target in moves:
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
+    done: list[tuple[Path, Path, Path | None]] = []
+    try:
+        for item, target in moves:
+            earlier = None
+            if target.exists() or target.is_symlink():
+                earlier = item.with_name(f".earlier-{uuid.uuid4().hex}")
+                os.replace(target, earlier)
+            try:
+                os.replace(item, target)
+            except BaseException:
+                if earlier is not None:
+                    os.replace(earlier, target)
+                raise
+            done.append((item, target, earlier))
+    except BaseException as error:
+        for item, target, earlier in reversed(done):
+            with contextlib.suppress(OSError):
+                os.replace(target, item)
+                if earlier is not None:
+                    os.replace(earlier, target)
+        if isinstance(error, OSError):
+            raise OutputError(f"cannot move the outputs into place ({error.strerror or error}); nothing was "
+                              "changed") from None
+        raise
+    from .verified_write import fsync_folder
+
+    for folder in staged_folders:
+        fsync_folder(folder)  # the renames themselves are on disk only once the folder's entries are
 
 
 def write_dicom_series(volume: Volume, folder: Path, description: str = "", source: dicom_io.DicomSeries | None = None
