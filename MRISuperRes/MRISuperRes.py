@@ -557,39 +557,63 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------------------------------ dependencies
     def ensureDependencies(self, askConfirmation=True) -> bool:
-        """Install PyTorch (through the PyTorch extension) and the packages of ``Resources/requirements.txt``.
+        """Install what is missing: PyTorch through the PyTorch extension, then the packages of
+        ``Resources/requirements.txt`` (version specifiers honoured), asking the user once.
 
-        Asks the user first; never runs at import time. Returns False when the user declines or installing fails
-        (with a message saying what to do).
+        The installed torch, numpy and SimpleITK are pinned while pip runs, so the PyTorch extension's build is
+        never replaced (see ``MRISuperResLib.slicer_dependencies``). When a package that was already imported
+        changed, offers to restart Slicer. Never runs at import time. Returns False when the user declines or
+        installing fails (with a message saying what to do).
         """
-        try:
-            import torch  # noqa: F401
-        except ImportError:
+        from MRISuperResLib import slicer_dependencies as dependencies
+
+        requirements = self.resourcePath("requirements.txt")
+        plan = dependencies.dependency_plan(requirements)
+        if plan.satisfied:
+            return True
+        if not plan.install_torch and not plan.torch_ok:
+            slicer.util.errorDisplay(_(
+                "PyTorch {version} is installed, MRI Super-Resolution needs torch{requirement}. In the PyTorch Utils "
+                "module, uninstall PyTorch, restart Slicer and click Enhance again: a suitable build is then "
+                "installed.").format(version=plan.torch_version, requirement=dependencies.TORCH_REQUIREMENT))
+            return False
+        if plan.install_torch:
             try:
                 import PyTorchUtils
             except ImportError:
                 slicer.util.errorDisplay(_("This module needs PyTorch: install the PyTorch extension from the "
                                            "Extensions Manager, restart Slicer, then click Enhance again."))
                 return False
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation) is None:
-                slicer.util.errorDisplay(_("PyTorch was not installed. Without internet access, install it "
-                                           "from the PyTorch module by hand, then click Enhance again."))
-                return False
-        requirements = self.resourcePath("requirements.txt")
-        if self.requirementsSatisfied(requirements):
-            return True
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("MRI Super-Resolution needs a few Python packages (MONAI, safetensors, nibabel ...). "
-                  "Install them now? This needs internet access and takes a minute.")):
+                _("MRI Super-Resolution needs these Python packages:") + "\n" + plan.describe() + "\n\n"
+                + _("Install them now? This needs internet access and takes a few minutes; the installed PyTorch, "
+                    "numpy and SimpleITK are kept."), windowTitle=_("MRI Super-Resolution")):
             return False
+        before = dependencies.installed_versions()
         try:
-            with slicer.util.WaitCursor():
-                self.installRequirements(requirements)
+            if plan.install_torch:
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, torchVersionRequirement=dependencies.TORCH_REQUIREMENT)
+                if torch is None:
+                    slicer.util.errorDisplay(_("PyTorch was not installed. Without internet access, install it "
+                                               "from the PyTorch Utils module by hand, then click Enhance again."))
+                    return False
+            self.installRequirements(requirements)
         except Exception as error:
             slicer.util.errorDisplay(_("Installing the packages failed ({error}). Check the internet connection "
-                                       "(or install them with pip_install in the Python console) and try "
-                                       "again.").format(error=error))
+                                       "and try again, or install them from the Python console with "
+                                       "slicer.util.pip_install.").format(error=error))
             return False
+        still = dependencies.dependency_plan(requirements)
+        if not still.satisfied:
+            slicer.util.errorDisplay(_("These packages are still missing after installing:") + "\n" + still.describe())
+            return False
+        changed = dependencies.changed_loaded_packages(before, dependencies.installed_versions())
+        if changed and slicer.util.confirmYesNoDisplay(
+                _("These packages were already loaded and changed version; Slicer must restart to use them:") + "\n"
+                + "\n".join(f"- {name} {old or '-'} -> {new}" for name, old, new in changed) + "\n\n"
+                + _("Restart now?"), windowTitle=_("MRI Super-Resolution")):
+            slicer.util.restart()
         return True
 
     @staticmethod
@@ -598,28 +622,44 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def requirementsSatisfied(requirementsFile: str) -> bool:
-        pydeps = getattr(slicer, "pydeps", None) or getattr(slicer, "packaging", None)
-        if pydeps is not None and hasattr(pydeps, "pip_check"):
-            return bool(pydeps.pip_check(pydeps.load_requirements(requirementsFile)))
-        from importlib.metadata import PackageNotFoundError, version
+        """Every requirement of the file is installed at a version its specifier accepts."""
+        from MRISuperResLib import slicer_dependencies as dependencies
 
-        for line in open(requirementsFile).read().splitlines():
-            name = line.split("#")[0].strip().split(">")[0].split("=")[0].split("<")[0].strip()
-            if name:
-                try:
-                    version(name)
-                except PackageNotFoundError:
-                    return False
-        return True
+        return not dependencies.unmet_requirements(dependencies.read_requirements(requirementsFile))
 
     @staticmethod
     def installRequirements(requirementsFile: str) -> None:
-        """``pip_ensure`` (Slicer 5.11+), else ``slicer.util.pip_install`` of the requirements file."""
-        pydeps = getattr(slicer, "pydeps", None) or getattr(slicer, "packaging", None)
-        if pydeps is not None and hasattr(pydeps, "pip_ensure"):
-            pydeps.pip_ensure(pydeps.load_requirements(requirementsFile), requester="MRISuperRes")
+        """Install the unmet requirements of the file, with the installed torch, numpy and SimpleITK pinned.
+
+        Slicer 5.12+: ``slicer.packaging.pip_ensure(load_requirements(file), constraints=...)``; before:
+        ``slicer.util.pip_install`` with an argument list (paths with spaces stay whole). Asks nothing: the caller
+        asked. Raises what pip raises (``subprocess.CalledProcessError``).
+        """
+        import tempfile
+
+        from MRISuperResLib import slicer_dependencies as dependencies
+
+        unmet = [requirement for requirement, _version in
+                 dependencies.unmet_requirements(dependencies.read_requirements(requirementsFile))]
+        if not unmet:
+            return
+        folder = getattr(getattr(slicer, "app", None), "temporaryPath", None) or tempfile.gettempdir()
+        constraints = dependencies.write_constraints(folder, dependencies.pin_constraints())
+        packaging = slicerPackaging()
+        if packaging is not None:
+            packaging.pip_ensure(packaging.load_requirements(requirementsFile), constraints=constraints,
+                                 prompt_install=False, prompt_restart=False, requester="MRI Super-Resolution")
         else:
-            slicer.util.pip_install(f"-r {requirementsFile}")
+            slicer.util.pip_install(dependencies.install_command(unmet, constraints))
+
+
+def slicerPackaging():
+    """``slicer.packaging`` (Slicer 5.12+; a submodule that must be imported), else ``None``."""
+    try:
+        import slicer.packaging
+    except ImportError:
+        return None
+    return slicer.packaging if hasattr(slicer.packaging, "pip_ensure") else None
 
 
 #

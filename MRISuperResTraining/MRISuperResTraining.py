@@ -522,8 +522,10 @@ class MRISuperResTrainingLogic(ScriptedLoadableModuleLogic):
         """Install PyTorch and the engine's packages the way the MRI Super-Resolution module does (asks first)."""
         try:
             from MRISuperRes import MRISuperResLogic
-        except ImportError:
-            return True
+        except ImportError as error:
+            slicer.util.errorDisplay(_("The MRI Super-Resolution module, which this module needs, cannot be loaded "
+                                       "({error}): reinstall the MRISuperRes extension.").format(error=error))
+            return False
         return MRISuperResLogic().ensureDependencies()
 
     def registrationText(self, highNode, lowNode) -> str:
