@@ -128,6 +128,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._comparisonShown = False
         self._pollTimer = None
         self._updatingGui = False
+        self._modelChoices = []
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -187,13 +188,41 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGuiFromParameterNode()
 
     def selectModel(self, value: str) -> None:
-        """Select a model by shipped or trained name, or by file path (a file is remembered like Browse... does)."""
-        if self.ui.modelComboBox.findData(value) < 0 and os.path.isfile(value):
-            slicer.app.settings().setValue(MODEL_FILES_SETTING, [f for f in self._modelFiles() if f != value] + [value])
-            self._populateModels()
+        """Select a model by shipped or trained name, ``"default"``, or file path.
+
+        A file that is already listed (a shipped model, a model in a registered model folder) selects that entry;
+        another valid model file is remembered like a file picked with Browse... and selected.
+
+        Raises:
+            ValueError: unknown name, or a file that is not a MRISuperRes model (the message says why).
+        """
+        self._populateModels()
         if self.ui.modelComboBox.findData(value) < 0:
-            raise ValueError(f"unknown model {value!r}")
+            if not os.path.isfile(value):
+                raise ValueError(f"unknown model {value!r}")
+            value = self._listModelFile(value)
         self._parameterNode.model = value
+        self._updateGuiFromParameterNode()
+
+    def _listModelFile(self, path: str) -> str:
+        """The selector value of model file ``path``: its listed entry, else the file remembered in the settings.
+
+        Raises:
+            ValueError: ``path`` is not a readable MRISuperRes model file.
+        """
+        from MRISuperResLib.slicer_logic import find_model_choice, model_file_problem
+
+        choice = find_model_choice(self._modelChoices, path)
+        if choice is None:
+            problem = model_file_problem(path)
+            if problem:
+                raise ValueError(problem)
+            slicer.app.settings().setValue(MODEL_FILES_SETTING, [f for f in self._modelFiles() if f != path] + [path])
+            self._populateModels()
+            choice = find_model_choice(self._modelChoices, path)
+        if choice is None:
+            raise ValueError(f"{path} cannot be listed as a model")
+        return choice.value
 
     def exit(self) -> None:
         """Called each time the user opens a different module (a running enhance goes on)."""
@@ -287,10 +316,11 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _fillModelComboBox(self) -> None:
         self.ui.modelComboBox.clear()
+        self._modelChoices = []
         try:
             from MRISuperResLib.slicer_logic import model_choices
 
-            choices = model_choices(self._modelFiles())
+            choices = self._modelChoices = model_choices(self._modelFiles())
         except ImportError:
             self.ui.modelComboBox.addItem(_("Default (chosen by scale)"), "default")
             self.ui.modelDescriptionLabel.text = _("Models are listed once the dependencies are installed "
@@ -312,18 +342,15 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceComboBox.addItem(label, value)
 
     def onBrowseModel(self) -> None:
-        """Pick a model file, remember it in the application settings, and select it."""
+        """Pick a model file and select it: a listed model (shipped or trained) selects its entry, another valid
+        model file is remembered in the application settings."""
         path = qt.QFileDialog.getOpenFileName(self.parent, _("Model file"), "", _("Model files (*.safetensors)"))
         if not path:
             return
-        files = [f for f in self._modelFiles() if f != path] + [path]
-        slicer.app.settings().setValue(MODEL_FILES_SETTING, files)
-        self._populateModels()
-        if self.ui.modelComboBox.findData(path) < 0:
-            slicer.util.errorDisplay(_("{path} is not a MRISuperRes model file (a .safetensors file written by "
-                                       "mrisuperres train).").format(path=path))
-            return
-        self._parameterNode.model = path
+        try:
+            self.selectModel(path)
+        except ValueError as error:
+            slicer.util.errorDisplay(str(error))
 
     def requestedScale(self):
         """The per-axis scale (i, j, k) the GUI asks for, or ``(None, reason)`` when it cannot be determined."""
@@ -492,9 +519,10 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
     def enhance(self, volumeNode, model="default", scale=2, device="auto", **options):
         """Super-resolve ``volumeNode`` in the current scene (blocking) and return the output nodes.
 
-        Example (Python console or ``Slicer --no-main-window --python-script``)::
+        Example (Python console or ``Slicer --no-main-window --python-script``; ``slicer.modules.mrisuperres.logic()``
+        is the C++ logic of a scripted module, without this method)::
 
-            result = slicer.modules.mrisuperres.logic().enhance(getNode("T1"), model="default", scale=2)
+            result = slicer.util.getModuleLogic("MRISuperRes").enhance(getNode("T1"), model="default", scale=2)
             result.srVolumeNode, result.baselineVolumeNode, result.differenceVolumeNode, result.consistencyVolumeNode
 
         ``scale`` is one factor or three in IJK order (``(1, 1, 4)`` restores 4x thicker slices along K);

@@ -128,3 +128,31 @@ def test_models_trained_into_a_user_folder_are_offered_by_name(tmp_path, monkeyp
     assert scale_problem("my-t2-model", (2.0, 2.0, 2.0)) is None
     assert main(["models"]) == 0
     assert "my-t2-model" in capsys.readouterr().out.split("families")[0]
+
+
+def test_a_listed_model_file_is_found_by_its_file(tmp_path, monkeypatch) -> None:
+    """Browse... to a shipped file, or the Training hand-off of a model in its registered output folder, selects
+    the entry listed by name (not an error, not a second entry)."""
+    import shutil
+
+    from conftest import make_tiny_model
+
+    from MRISuperResLib import model_zoo
+    from MRISuperResLib.slicer_logic import find_model_choice, model_file_problem
+
+    monkeypatch.setenv("MRISUPERRES_CONFIG_DIR", str(tmp_path / "config"))
+    shipped = shipped_models()[0]
+    assert find_model_choice(model_choices(), shipped.path).value == shipped.name
+    folder = tmp_path / "Slicer models"
+    folder.mkdir()
+    trained = make_tiny_model(folder / "harness-tiny.safetensors")
+    model_zoo.register_model_folder(folder)  # what the training logic does with its output folder
+    choices = model_choices()
+    assert find_model_choice(choices, folder / ".." / folder.name / trained.name).value == "harness-tiny"
+    elsewhere = tmp_path / "other.safetensors"
+    shutil.copy(shipped.path, elsewhere)
+    assert find_model_choice(choices, elsewhere) is None and model_file_problem(elsewhere) is None
+    pickled = tmp_path / "model.safetensors"
+    pickled.write_bytes(b"\x80\x04junk")
+    assert "pickled" in model_file_problem(pickled)
+    assert "does not exist" in model_file_problem(tmp_path / "missing.safetensors")

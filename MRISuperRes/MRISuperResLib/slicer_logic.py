@@ -35,6 +35,8 @@ __all__ = [
     "EnhanceNodes",
     "ModelChoice",
     "device_choices",
+    "find_model_choice",
+    "model_file_problem",
     "input_problem",
     "model_choices",
     "scale_problem",
@@ -95,6 +97,30 @@ def model_choices(extra_files: Iterable[str | os.PathLike] = ()) -> list[ModelCh
             continue
         choices.append(_choice(os.fspath(path), entry))
     return choices
+
+
+def find_model_choice(choices: Iterable[ModelChoice], path: str | os.PathLike) -> ModelChoice | None:
+    """The choice whose model file is ``path`` (same file after resolving links and ``..``), else ``None``.
+
+    Shipped models and models in registered folders are listed by name; this finds them from their file (what
+    Browse... and the Training module's hand-off give).
+    """
+    target = Path(path).expanduser().resolve()
+    return next((choice for choice in choices if choice.entry is not None and choice.entry.path.resolve() == target),
+                None)
+
+
+def model_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a usable MRISuperRes model file (missing, pickled, corrupted, no metadata), else
+    ``None``. Reads the file's header only."""
+    from .checkpoint import read_metadata
+    from .errors import MRISuperResError
+
+    try:
+        read_metadata(path)
+    except (MRISuperResError, OSError) as error:
+        return str(error)
+    return None
 
 
 def _choice(value: str, entry: ModelEntry) -> ModelChoice:
