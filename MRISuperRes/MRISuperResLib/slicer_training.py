@@ -24,9 +24,11 @@ What happens:
   box or Gaussian slice profile, with noise). Validation subjects are validated on inputs simulated from their
   high-resolution volume (the trainer's validation), so a real pair held out for validation contributes its
   high-resolution scan only.
-* **Training.** :meth:`TrainingLogic.start` runs ``python -m MRISuperResLib.cli train --config train.yaml`` in its
-  own process group (its output in ``process.log``); Slicer is never blocked. Stop sends ``SIGTERM``: the
-  trainer saves its state after the current step and keeps ``best.safetensors``; resume passes ``--resume``.
+* **Training.** :meth:`TrainingLogic.start` runs ``mrisuperres train --config train.yaml`` through the modules'
+  background-process runner (:class:`~.slicer_runner.BackgroundProcess`: own process group, no console window;
+  its output in ``process.log``); Slicer is never blocked. Stop asks the trainer itself (not Slicer's
+  ``PythonSlicer`` launcher in between) to stop: it saves its state after the current step and keeps
+  ``best.safetensors``, and the run counts as running until that trainer is gone; resume passes ``--resume``.
 * **Progress.** :meth:`TrainingLogic.poll` reads the trainer's ``log.csv`` as it grows into two table nodes
   (loss; validation PSNR of the model and of the B-spline baseline) plotted by plot series in two plot chart
   nodes, and reports step, ETA and the best validation PSNR (:class:`TrainingStatus`).
@@ -52,8 +54,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,11 +68,9 @@ from . import model_zoo
 from .errors import InputError, MRISuperResError, OutputError
 from .provenance import KEY_PREFIX
 from .slicer_outputs import copy_display, place_beside
+from .slicer_runner import LIBRARY_PARENT, BackgroundProcess, default_python  # noqa: F401  (re-exported)
 from .slicer_volumes import add_volume_node, update_node_from_volume, volume_from_node
 from .volume import LPS_TO_RAS, Volume
-
-#: Folder holding the ``MRISuperResLib`` package; put on the training process's ``PYTHONPATH``.
-LIBRARY_PARENT = Path(__file__).resolve().parent.parent
 
 #: Subfolder of the output folder holding one folder per training run.
 RUNS_FOLDER = "runs"
@@ -368,12 +366,6 @@ BrainsFitRunner = Callable[[Any, Any, Any], None]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def default_python() -> str:
-    """The Python that runs training: Slicer's ``PythonSlicer`` when on the PATH (inside Slicer,
-    ``sys.executable`` is the application itself), else this interpreter."""
-    return shutil.which("PythonSlicer") or sys.executable
-
-
 def disk_free_bytes(folder: Path) -> int:
     """Free bytes on the file system holding ``folder`` (or its nearest existing parent)."""
     folder = Path(folder).absolute()
@@ -588,9 +580,7 @@ class TrainingLogic:
         self.registrations: dict[tuple[str, str], RegistrationOutcome] = {}
         self.job: TrainingJob | None = None
         self.nodes: TrainingNodes | None = None
-        self._process: subprocess.Popen | None = None
-        self._log_handle: Any = None
-        self._stop_requested = False
+        self._process: BackgroundProcess | None = None
         self._published: dict[Path, int] = {}
         self._log_mtime: int | None = None
         self._last_status = TrainingStatus("idle")
@@ -992,15 +982,14 @@ class TrainingLogic:
         self.nodes = None
         self._published = {}
         self._log_mtime = None
-        self._stop_requested = False
         self._process = None
         self._last_status = TrainingStatus("prepared", total_steps=job.total_steps)
 
     # ---------------------------------------------------------------------------------------------- process
     @property
     def running(self) -> bool:
-        """A training process of this logic is alive."""
-        return self._process is not None and self._process.poll() is None
+        """A training process of this logic is alive: the trainer itself, or Slicer's launcher in front of it."""
+        return self._process is not None and self._process.running
 
     @property
     def status(self) -> TrainingStatus:
@@ -1009,8 +998,13 @@ class TrainingLogic:
 
     @property
     def pid(self) -> int | None:
-        """Process ID of the training process (also its process group's on POSIX), while it runs."""
+        """Process ID of the process started (also its process group's on POSIX), while it runs."""
         return self._process.pid if self.running else None  # type: ignore[union-attr]
+
+    @property
+    def trainer_pid(self) -> int | None:
+        """Process ID of the interpreter that trains (behind Slicer's launcher), while it runs."""
+        return self._process.worker_pid if self.running else None  # type: ignore[union-attr]
 
     def start(self, job: TrainingJob | None = None) -> TrainingJob:
         """Start training ``job`` (default: the prepared one) in a background process; returns at once."""
@@ -1034,57 +1028,35 @@ class TrainingLogic:
 
     def _launch(self, resume: bool) -> None:
         assert self.job is not None
-        command = [self.python, "-m", "MRISuperResLib.cli", "train", "--config", str(self.job.config_path), "--quiet"]
-        if resume:
-            command.append("--resume")
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(LIBRARY_PARENT), environment.get("PYTHONPATH", "")) if p)
-        environment["PYTHONUNBUFFERED"] = "1"
-        # Its own process group (session): Stop reaches the trainer and anything it starts, and a Ctrl+C in the
-        # terminal that runs Slicer does not reach the trainer.
-        group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
-                 else {"start_new_session": True})
-        self._close_log()
-        self._log_handle = open(self.job.log_path, "ab")
-        self._log_handle.write(f"\n$ {' '.join(command)}\n".encode())
-        self._log_handle.flush()
+        arguments = ["train", "--config", str(self.job.config_path), "--quiet", *(["--resume"] if resume else [])]
+        if self._process is not None:
+            self._process.close()
+        self._process = BackgroundProcess(arguments, self.python, cwd=self.job.run_folder, log=self.job.log_path,
+                                          control=self.job.run_folder / "control")
         try:
-            self._process = subprocess.Popen(command, stdout=self._log_handle, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, cwd=self.job.run_folder, env=environment,
-                                             **group)
+            self._process.start()
         except OSError as error:
-            self._close_log()
+            self._process = None
             raise InputError(f"cannot start the training process {self.python}: {error.strerror or error}") from None
-        self._stop_requested = False
         self._last_status = TrainingStatus("running", step=self._last_status.step, total_steps=self.job.total_steps)
         self.ensure_nodes()
 
     def stop(self, wait: float = 0.0) -> TrainingStatus:
-        """Ask the training process to stop: it saves its state after the current step (resume continues from
-        there) and keeps the best checkpoint. Waits up to ``wait`` seconds for it to end."""
+        """Ask the trainer to stop: it saves its state after the current step (resume continues from there) and
+        keeps the best checkpoint. The run stays ``"stopping"`` (and cannot be resumed) until the trainer itself
+        is gone. Waits up to ``wait`` seconds for it to end."""
         if self.running:
             assert self._process is not None
-            self._stop_requested = True
-            if sys.platform == "win32":
-                # No SIGTERM on Windows: the process ends at once and resumes from its last checkpoint.
-                self._process.terminate()
-            else:
-                os.killpg(self._process.pid, signal.SIGTERM)
+            self._process.request_stop()
         if wait > 0:
             return self.wait(timeout=wait)
         return self.poll()
 
     def kill(self) -> TrainingStatus:
-        """End the training process at once (it resumes from its last checkpoint)."""
-        if self.running:
-            assert self._process is not None
-            self._stop_requested = True
-            if sys.platform == "win32":
-                self._process.kill()
-            else:
-                os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait()
+        """End the training process tree at once (it resumes from its last checkpoint); returns once the trainer
+        is gone."""
+        if self._process is not None and self.running:
+            self._process.kill()
         return self.poll()
 
     def wait(self, timeout: float | None = None, interval: float = 0.5) -> TrainingStatus:
@@ -1095,11 +1067,6 @@ class TrainingLogic:
             time.sleep(interval)
             status = self.poll()
         return self.poll() if not self.running else status
-
-    def _close_log(self) -> None:
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
 
     # ------------------------------------------------------------------------------------------------- poll
     def poll(self) -> TrainingStatus:
@@ -1116,12 +1083,13 @@ class TrainingLogic:
             self._fill_progress(status, rows)
         else:
             self._carry_progress(status)
-        returncode = self._process.poll() if self._process is not None else None
-        if self._process is not None and returncode is None:
-            status.state = "stopping" if self._stop_requested else "running"
+        process = self._process
+        if process is not None and process.running:
+            status.state = "stopping" if process.stop_requested else "running"
             status.message = f"step {status.step} of {status.total_steps}"
-        elif self._process is not None:
-            self._close_log()
+        elif process is not None:
+            returncode = process.wait(timeout=0)
+            assert returncode is not None
             status.returncode = returncode
             self._finish_state(status, job, returncode)
         try:
@@ -1137,7 +1105,7 @@ class TrainingLogic:
             status.state = "finished"
             status.message = "training finished" + (
                 "" if (job.run_folder / f"{job.name}.safetensors").is_file() else " without a validated model")
-        elif returncode == EXIT_INTERRUPTED or self._stop_requested:
+        elif returncode == EXIT_INTERRUPTED or (self._process is not None and self._process.stop_requested):
             status.state = "stopped"
             status.message = (f"stopped at step {status.step}; the state is saved: resume to continue"
                               if (job.run_folder / "state.pt").exists() else "stopped before the first step")
@@ -1286,7 +1254,8 @@ class TrainingLogic:
             self.stop(wait=30.0)
             if self.running:
                 self.kill()
-        self._close_log()
+        if self._process is not None:
+            self._process.close()
 
 
 # ------------------------------------------------------------------------------------------- small helpers
