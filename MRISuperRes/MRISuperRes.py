@@ -41,6 +41,9 @@ SCALE_ENTRIES = [("x2", "2"), ("x3", "3"), ("x4", "4"), ("Restore thick slices t
 #: How often the widget polls the background run (milliseconds).
 POLL_INTERVAL_MS = 200
 
+#: How often the widget checks whether the device probe (a child process) has answered (milliseconds).
+DEVICE_POLL_INTERVAL_MS = 500
+
 
 #
 # MRISuperRes
@@ -129,6 +132,8 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer = None
         self._updatingGui = False
         self._modelChoices = []
+        self._deviceProbe = None
+        self._deviceTimer = None
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -148,12 +153,15 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.scaleComboBox.addItem(label, value)
         for orientation in ("Axial", "Coronal", "Sagittal"):
             self.ui.orientationComboBox.addItem(_(orientation), orientation)
-        self._populateModels()
-        self._populateDevices()
-
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.connect("timeout()", self._onPoll)
+        self._deviceTimer = qt.QTimer()
+        self._deviceTimer.setInterval(DEVICE_POLL_INTERVAL_MS)
+        self._deviceTimer.connect("timeout()", self._onDeviceProbe)
+
+        self._populateModels()
+        self._populateDevices()
 
         # Keep the parameter node valid across scene close.
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -179,6 +187,8 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._process = None
         if self._pollTimer is not None:
             self._pollTimer.stop()
+        if self._deviceTimer is not None:
+            self._deviceTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -331,15 +341,37 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, choice.description, qt.Qt.ToolTipRole)
 
     def _populateDevices(self) -> None:
-        self.ui.deviceComboBox.clear()
+        """Offer Auto and CPU at once, and ask a child process which GPUs torch sees (this process never imports
+        torch nor initialises CUDA); the list grows when the answer comes."""
+        self._fillDeviceComboBox([(_("Auto (best available)"), "auto"), (_("CPU"), "cpu")])
         try:
-            from MRISuperResLib.slicer_logic import device_choices
+            from MRISuperResLib.slicer_logic import DeviceProbe
 
-            choices = device_choices()
-        except ImportError:
-            choices = [(_("Auto (best available)"), "auto"), (_("CPU"), "cpu")]
-        for label, value in choices:
-            self.ui.deviceComboBox.addItem(label, value)
+            self._deviceProbe = DeviceProbe(self.logic.pythonExecutable()).start()
+        except (ImportError, OSError):
+            self._deviceProbe = None
+            return
+        self._deviceTimer.start()
+
+    def _onDeviceProbe(self) -> None:
+        choices = self._deviceProbe.poll() if self._deviceProbe is not None else []
+        if choices is None:
+            return
+        self._deviceTimer.stop()
+        self._deviceProbe = None
+        if choices:
+            self._fillDeviceComboBox([(_(label), value) for label, value in choices])
+
+    def _fillDeviceComboBox(self, choices) -> None:
+        wasUpdating, self._updatingGui = self._updatingGui, True  # refilling must not change the parameter node
+        try:
+            self.ui.deviceComboBox.clear()
+            for label, value in choices:
+                self.ui.deviceComboBox.addItem(label, value)
+        finally:
+            self._updatingGui = wasUpdating
+        if self._parameterNode is not None:
+            self._selectData(self.ui.deviceComboBox, self._parameterNode.device)
 
     def onBrowseModel(self) -> None:
         """Pick a model file and select it: a listed model (shipped or trained) selects its entry, another valid
@@ -401,9 +433,12 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._process is not None:
             self._cancel()
             return
+        devicesKnown = self.ui.deviceComboBox.count > 2
         if not self.logic.ensureDependencies():
             return
         self._populateModels()
+        if not devicesKnown and self._deviceProbe is None:
+            self._populateDevices()  # torch may have just been installed: list its GPUs
         self._updateGuiFromParameterNode()
         reason = self._whyNotApply()
         if reason:

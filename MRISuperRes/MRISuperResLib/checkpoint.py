@@ -30,11 +30,8 @@ from . import models
 from .errors import ModelError
 from .version import __version__
 
-FORMAT_NAME = "mrisuperres-model"
-FORMAT_VERSION = "1"
-MODEL_EXTENSION = ".safetensors"
-
-_PICKLE_SIGNATURES = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
+# The header format and its torch-free reader live in .model_header (model lists must not import torch).
+from .model_header import FORMAT_NAME, FORMAT_VERSION, MODEL_EXTENSION, read_metadata  # noqa: E402,F401
 
 
 @dataclass
@@ -137,40 +134,6 @@ def save_model(
     finally:
         temporary.unlink(missing_ok=True)
     return path
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a model file's metadata without building the network.
-
-    Raises:
-        ModelError: missing file, pickled checkpoint, or not a valid MRISuperRes model file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist; give a shipped model name or a .safetensors path")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if head.startswith(_PICKLE_SIGNATURES):
-        raise ModelError(
-            f"model file {path} is a pickled PyTorch checkpoint; MRISuperRes never unpickles model files "
-            "(they can run code): save the weights as .safetensors with MRISuperResLib.checkpoint.save_model"
-        )
-    if len(head) < 8 or struct.unpack("<Q", head)[0] > path.stat().st_size:
-        raise ModelError(f"model file {path} is corrupted or not a safetensors file; download or export it again")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except Exception as error:  # safetensors raises several internal error types
-        raise ModelError(f"model file {path} is corrupted or not a safetensors file ({error}); export it again") from None
-    if header.get("format") != FORMAT_NAME:
-        raise ModelError(
-            f"model file {path} is a safetensors file without MRISuperRes metadata; save it with "
-            "MRISuperResLib.checkpoint.save_model so its family and config are known"
-        )
-    try:
-        return json.loads(header["metadata"])
-    except (KeyError, json.JSONDecodeError):
-        raise ModelError(f"model file {path} has unreadable metadata; export it again") from None
 
 
 def load_model_file(path: str | os.PathLike) -> LoadedModel:

@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import MODEL_EXTENSION, LoadedModel, load_model_file, read_metadata
+from typing import TYPE_CHECKING
+
+from .model_header import MODEL_EXTENSION, read_metadata
+
+if TYPE_CHECKING:
+    from .checkpoint import LoadedModel
 from .errors import ModelError, OutputError
 from .geometry import Scale, format_scale
 
@@ -343,6 +348,8 @@ def load_model(model: str | os.PathLike = DEFAULT_MODEL, scale: Scale = (2.0, 2.
     """Resolve ``model`` (name, ``"default"`` or path), check it supports ``scale`` and load it on the CPU."""
     entry = resolve_model(model, scale)
     check_scale(entry, scale)
+    from .checkpoint import load_model_file  # imports torch: only when a model is loaded
+
     loaded = load_model_file(entry.path)
     if entry.path.parent == WEIGHTS_FOLDER:
         loaded.metadata.setdefault("shipped", True)
