@@ -68,6 +68,20 @@ See the <a href="{url}">documentation</a>.
         self.parent.acknowledgementText = _("""
 Built on 3D Slicer's scripted module template, with PyTorch, MONAI and SimpleITK.
 """)
+        # Scenes saved with the compare or training layout shown must find those layouts when they are opened.
+        startupCompleted = getattr(slicer.app, "startupCompleted", None)
+        if startupCompleted is not None:
+            startupCompleted.connect(registerLayouts)
+
+
+def registerLayouts() -> None:
+    """Register the module's custom layouts with the application's layout node (called once Slicer started)."""
+    layoutManager = slicer.app.layoutManager()
+    if layoutManager is None:  # no main window
+        return
+    from MRISuperResLib.slicer_layout import register_startup_layouts
+
+    register_startup_layouts(layoutManager.layoutLogic().GetLayoutNode())
 
 
 #
@@ -91,6 +105,7 @@ class MRISuperResParameterNode:
     maskBackground - Keep the baseline outside the head.
     reuseOutputs - Update the previous output volumes instead of adding new ones.
     differenceOpacity - Opacity of the difference map over the SR in the third linked view.
+    outputsInput - The input of the last run (its outputs are reused only for the same input).
     srVolume, baselineVolume, differenceVolume, consistencyVolume, uncertaintyVolume - Outputs of the last run.
     """
 
@@ -105,6 +120,7 @@ class MRISuperResParameterNode:
     maskBackground: bool = True
     reuseOutputs: bool = False
     differenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    outputsInput: vtkMRMLScalarVolumeNode
     srVolume: vtkMRMLScalarVolumeNode
     baselineVolume: vtkMRMLScalarVolumeNode
     differenceVolume: vtkMRMLScalarVolumeNode
@@ -150,7 +166,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = MRISuperResLogic()
 
         for label, value in SCALE_ENTRIES:
-            self.ui.scaleComboBox.addItem(label, value)
+            self.ui.scaleComboBox.addItem(_(label), value)
         for orientation in ("Axial", "Coronal", "Sagittal"):
             self.ui.orientationComboBox.addItem(_(orientation), orientation)
         self._pollTimer = qt.QTimer()
@@ -477,7 +493,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except Exception as error:
                 self._endRun(_("Enhance failed: {error}").format(error=error), failed=True)
                 return
-            self.logic.rememberOutputs(self._parameterNode, nodes)
+            self.logic.rememberOutputs(self._parameterNode, nodes, process.volume_node)
             self._endRun(self.logic.statusText(nodes, status.elapsed_s))
             for warning in nodes.warnings:
                 slicer.util.warningDisplay(warning, windowTitle=_("MRI Super-Resolution"))
@@ -506,6 +522,10 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameterNode = self._parameterNode
         if not (parameterNode and parameterNode.inputVolume and parameterNode.srVolume):
             slicer.util.errorDisplay(_("Enhance a volume first: the views compare its input and outputs."))
+            return
+        if not parameterNode.differenceVolume:
+            slicer.util.errorDisplay(_("The difference volume of the last run was removed from the scene: enhance "
+                                       "again to compare the views."))
             return
         from MRISuperResLib.slicer_layout import CompareViews
 
@@ -578,7 +598,8 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
         from MRISuperResLib.slicer_process import EnhanceProcess
 
         reuse = None
-        if parameterNode.reuseOutputs and parameterNode.srVolume:
+        if parameterNode.reuseOutputs and parameterNode.srVolume and \
+                parameterNode.outputsInput is parameterNode.inputVolume:
             reuse = EnhanceNodes(sr=parameterNode.srVolume, baseline=parameterNode.baselineVolume,
                                  difference=parameterNode.differenceVolume,
                                  consistency=parameterNode.consistencyVolume,
@@ -597,8 +618,10 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
         return shutil.which("PythonSlicer") or sys.executable
 
     @staticmethod
-    def rememberOutputs(parameterNode, nodes) -> None:
+    def rememberOutputs(parameterNode, nodes, inputNode=None) -> None:
+        """Keep a run's output nodes (and its input: "update the previous outputs" applies to that input only)."""
         with slicer.util.NodeModify(parameterNode):
+            parameterNode.outputsInput = inputNode or parameterNode.inputVolume
             parameterNode.srVolume = nodes.sr
             parameterNode.baselineVolume = nodes.baseline
             parameterNode.differenceVolume = nodes.difference
@@ -756,8 +779,17 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
         volumeNode.SetSpacing(2.0, 2.0, 2.0)
         return volumeNode
 
+    def _requireEngine(self):
+        """Skip where PyTorch and MONAI are not installed (extension build machines): nothing to enhance with."""
+        import importlib.util
+
+        missing = [name for name in ("torch", "monai") if importlib.util.find_spec(name) is None]
+        if missing:
+            self.skipTest(f"needs {', '.join(missing)} (installed on the first Enhance)")
+
     def test_EnhanceAddsOutputNodes(self):
         """Enhance a small synthetic volume with the shipped default model and check the output nodes."""
+        self._requireEngine()
         volumeNode = self._smallVolume()
         result = MRISuperResLogic().enhance(volumeNode, model="default", scale=2, device="cpu")
         self.assertEqual(result.srVolumeNode.GetName(), "MRISuperResTestInput_SR_x2")
@@ -768,6 +800,7 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
 
     def test_BackgroundEnhanceAndLinkedViews(self):
         """The widget's path: a background process (blocking here), then the three linked views."""
+        self._requireEngine()
         logic = MRISuperResLogic()
         parameterNode = logic.getParameterNode()
         parameterNode.inputVolume = self._smallVolume()

@@ -15,9 +15,9 @@ How the data flows:
 2. :meth:`~EnhanceProcess.poll` never blocks: the runner's reader threads move the child's stdout and stderr
    lines into a queue, and poll parses what has arrived (progress lines, see :func:`~.cli.parse_progress_line`, and the
    final ``--json`` summary).
-3. :meth:`~EnhanceProcess.finish` reads the output files back with :func:`~.volume_io.read_volume` (NRRD
-   key-values carry the ``MRISuperRes.*`` provenance) and adds them with
-   :meth:`~.slicer_outputs.EnhanceLogic.add_outputs`.
+3. :meth:`~EnhanceProcess.finish` loads the output files into nodes with Slicer's C++ reader (an MRML storage
+   node; no Python copy of the voxels on the GUI thread) and takes the ``MRISuperRes.*`` provenance from their
+   NRRD key-values (:meth:`~.slicer_outputs.EnhanceLogic.add_output_files`).
 4. :meth:`~EnhanceProcess.cancel` kills the process tree (``killpg`` / ``taskkill /T /F``) and waits until the
    worker is gone.
 
@@ -35,6 +35,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,7 +56,6 @@ from .slicer_runner import (  # noqa: F401  (re-exported: these used to live her
 
 if TYPE_CHECKING:
     from .slicer_outputs import EnhanceLogic, EnhanceNodes
-    from .volume import Volume
 
 #: ``(fraction 0..1, stage text)`` callback of :meth:`EnhanceProcess.run_blocking`.
 ProgressCallback = Callable[[float, str], None]
@@ -177,6 +177,9 @@ class EnhanceProcess:
         self._started_at: float | None = None
         self._ended_at: float | None = None
         self._summary: dict[str, Any] | None = None
+        self._loader: threading.Thread | None = None
+        self._loaded: dict[str, Any] = {}
+        self._load_error: BaseException | None = None
         self._nodes: EnhanceNodes | None = None
 
     # ------------------------------------------------------------------------------------------- public API
@@ -293,7 +296,7 @@ class EnhanceProcess:
         if status.state is ProcessState.CANCELLED:
             raise CancelledError("the run was cancelled; nothing was added to the scene")
         try:
-            nodes = self._add_to_scene(self._read_outputs())
+            nodes = self._add_to_scene()
         except Exception as error:
             self._fail(str(error))
             raise
@@ -357,7 +360,9 @@ class EnhanceProcess:
             return
         for item in self._process.lines(wait_s):
             self._take_line(*item)
-        if self._open_streams == 0 and not self._process.running:
+        if self._loader is not None:
+            self._check_loader(wait_s)
+        elif self._open_streams == 0 and not self._process.running:
             self._on_exit(self._process.returncode)
 
     def _take_line(self, stream: str, line: str | None) -> None:
@@ -371,16 +376,47 @@ class EnhanceProcess:
             self._stdout.append(line)
 
     def _on_exit(self, returncode: int) -> None:
-        self._ended_at = time.monotonic()
         if returncode == 0:
             try:
                 self._summary = json.loads("\n".join(self._stdout))
             except ValueError:
+                self._ended_at = time.monotonic()
                 self._fail("the engine finished without a readable --json summary on stdout")
             else:
-                self._state, self._fraction, self._stage = ProcessState.FINISHED, 1.0, "done"
+                # The outputs are read into memory by a worker thread: the GUI thread only hands them to nodes.
+                self._stage = "loading the outputs"
+                self._loader = threading.Thread(target=self._load_outputs, name="MRISuperRes output loader",
+                                                daemon=True)
+                self._loader.start()
             return
+        self._ended_at = time.monotonic()
         self._fail(child_error(self._stderr, returncode))
+
+    def _load_outputs(self) -> None:
+        """Worker thread: read the output files (numpy and zlib release the GIL) and their colour windows."""
+        from .slicer_outputs import MAP_COLORS, window_percentile
+        from .slicer_volumes import load_nrrd
+
+        assert self._summary is not None and self._folder is not None
+        try:
+            for role in self._summary.get("outputs", {}):
+                loaded = load_nrrd(self._folder / OUTPUT_FILES[role])
+                if loaded is not None and role in MAP_COLORS:
+                    loaded.window = window_percentile(loaded.array, role == "difference")
+                self._loaded[role] = loaded
+        except BaseException as error:  # reported on the GUI thread by _check_loader
+            self._load_error = error
+
+    def _check_loader(self, wait_s: float) -> None:
+        assert self._loader is not None
+        self._loader.join(wait_s)
+        if self._loader.is_alive():
+            return
+        self._ended_at = time.monotonic()
+        if self._load_error is not None:
+            self._fail(f"cannot read the outputs of the run: {self._load_error}")
+        else:
+            self._state, self._fraction, self._stage = ProcessState.FINISHED, 1.0, "done"
 
     def _fail(self, message: str) -> None:
         self._state, self._stage, self._error = ProcessState.FAILED, "failed", message
@@ -390,29 +426,18 @@ class EnhanceProcess:
         assert self._process is not None
         self._process.kill()
 
-    def _read_outputs(self) -> dict[str, Volume]:
+    def _add_to_scene(self) -> EnhanceNodes:
         from .provenance import KEY_PREFIX
-        from .volume_io import read_volume
-
-        assert self._folder is not None and self._summary is not None
-        volumes = {}
-        for role in self._summary.get("outputs", {}):
-            volume = read_volume(self._folder / OUTPUT_FILES[role])
-            # Only the provenance becomes node attributes (not the reader's NRRD_* / ITK_* keys), and its
-            # source is the node, not the temporary file.
-            metadata = {key: value for key, value in volume.metadata.items() if key.startswith(KEY_PREFIX)}
-            metadata[f"{KEY_PREFIX}source"] = self.volume_node.GetName()
-            volumes[role] = volume.with_array(volume.array, metadata=metadata)
-        return volumes
-
-    def _add_to_scene(self, volumes: Mapping[str, Volume]) -> EnhanceNodes:
         from .slicer_outputs import record_scores
 
-        assert self._summary is not None
+        assert self._summary is not None and self._folder is not None
         scene = self.logic.scene
         before = {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
+        files = {role: self._folder / OUTPUT_FILES[role] for role in self._summary.get("outputs", {})}
         try:
-            nodes = self.logic.add_outputs(self.volume_node, volumes, self.scale, self.outputs)
+            # Slicer's C++ reader puts the voxels into the nodes: no Python copy on the GUI thread.
+            nodes = self.logic.add_output_files(self.volume_node, files, self.scale, self.outputs,
+                                                {f"{KEY_PREFIX}source": self.volume_node.GetName()}, self._loaded)
             summary = {key: value for key, value in self._summary.items() if key != "outputs"}
             summary["input"] = self.volume_node.GetName()
             summary["wall_time_s"] = round(self.status().elapsed_s, 3)

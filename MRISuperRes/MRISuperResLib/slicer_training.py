@@ -15,11 +15,13 @@ Public entry::
 
 What happens:
 
-* **Pairs to files.** :meth:`TrainingLogic.prepare` writes every pair's volumes through the engine into
-  ``<output_folder>/runs/<name>/data/`` (the user's nodes are only read), and a training config
-  ``train.yaml`` beside them. A row with a low-resolution node is a *real pair*: the low-resolution scan is
-  registered onto the high-resolution one (SimpleITK rigid + affine by Mattes mutual information, or BRAINSFit
-  when the desktop module hands one in) and written on its own voxel grid placed in the high-resolution frame.
+* **Pairs to files.** :meth:`TrainingLogic.prepare` writes every pair's volumes as uncompressed NRRD through
+  Slicer's C++ writer into ``<output_folder>/runs/<name>/data/`` (the user's nodes are only read; a fraction of a
+  second per volume on the GUI thread), and a training config ``train.yaml`` beside them. A row with a
+  low-resolution node is a *real pair*: the low-resolution scan is registered onto the high-resolution one
+  (SimpleITK rigid + affine by Mattes mutual information) by the training process, in the background; a pair
+  aligned beforehand with :meth:`TrainingLogic.register_pair` (SimpleITK, or BRAINSFit when the desktop module
+  hands one in) is written aligned, on its own voxel grid placed in the high-resolution frame.
   A row without one is *simulated*: the trainer degrades the high-resolution scan itself (k-space truncation,
   box or Gaussian slice profile, with noise). Validation subjects are validated on inputs simulated from their
   high-resolution volume (the trainer's validation), so a real pair held out for validation contributes its
@@ -38,10 +40,10 @@ What happens:
   :func:`~.model_zoo.list_models` and enhances by name (``EnhanceLogic(scene).enhance(node, model=name)``).
 
 Problems are refused before anything is written, each with an :class:`~.errors.MRISuperResError` that says what
-to do: a pair whose registration metric says the scans do not show the same anatomy (with the metric), fewer
-than two subjects (one to train on, one to validate), a removed node, too little free disk space. A training
-process that dies is noticed by :meth:`TrainingLogic.poll` (state ``"failed"`` with its last error line) and
-can be resumed.
+to do: fewer than two subjects (one to train on, one to validate), a removed node, too little free disk space.
+A training process that dies is noticed by :meth:`TrainingLogic.poll` (state ``"failed"`` with its last error
+line, e.g. a real pair whose registration metric says the scans do not show the same anatomy) and can be
+resumed.
 
 Nothing here uses ``slicer.mrmlScene``, ``slicer.app`` or Qt.
 """
@@ -654,13 +656,45 @@ class TrainingLogic:
         finally:
             self.scene.RemoveNode(transform_node)
 
-    def _registered_node(self, low_node: Any, aligned: Volume, attributes: dict[str, str]) -> Any:
+    def adopt_registration(self, high_node: Any, low_node: Any, aligned_path: Path, summary: dict[str, Any],
+                           scale: tuple[int, int, int], source_mtimes: tuple[int, int]) -> RegistrationOutcome:
+        """Take in a registration computed by ``mrisuperres register --grid moving --json`` (a background run, see
+        :mod:`.slicer_registration`): the aligned file becomes ``<low>_registered`` over the high-resolution node,
+        and the outcome is kept for :meth:`prepare` as :meth:`register_pair`'s is."""
+        import SimpleITK as sitk
+
+        from .slicer_volumes import grid_from_node
+
+        metric = float(summary["metric"])
+        attributes = {"role": "registered", "fixed": high_node.GetName(), "moving": low_node.GetName(),
+                      "method": "simpleitk", "mattes_mi": f"{metric:.4f}"}
+        node = self._registered_node(low_node, Path(aligned_path), attributes)
+        show_overlay(self.scene, high_node, node, 0.5)
+        lps = np.asarray(summary["fixed_to_moving_lps"], dtype=np.float64)
+        transform = sitk.AffineTransform(tuple(lps[:3, :3].ravel()), tuple(lps[:3, 3]))
+        outcome = RegistrationOutcome(metric, {k: float(v) for k, v in summary.get("stage_metrics", {}).items()},
+                                      transform, volume_from_node(node), node, "simpleitk",
+                                      self._scale_warnings(grid_from_node(high_node), grid_from_node(low_node), scale),
+                                      source_mtimes)
+        self.registrations[(high_node.GetID(), low_node.GetID())] = outcome
+        return outcome
+
+    def _registered_node(self, low_node: Any, aligned: Volume | Path, attributes: dict[str, str]) -> Any:
+        from .slicer_volumes import read_file_into_node
+
         name = f"{low_node.GetName()}_registered"
         existing = [node for node in _nodes_of_class(self.scene, "vtkMRMLScalarVolumeNode")
                     if node.GetName() == name and node.GetAttribute(f"{KEY_PREFIX}role") == "registered"]
+        fill = (lambda target: read_file_into_node(target, aligned)) if isinstance(aligned, Path) else \
+            (lambda target: update_node_from_volume(target, aligned))
         if existing:
             node = existing[0]
-            update_node_from_volume(node, aligned)
+            fill(node)
+        elif isinstance(aligned, Path):
+            node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+            fill(node)
+            node.CreateDefaultDisplayNodes()
+            place_beside(low_node, node)
         else:
             node = add_volume_node(self.scene, aligned, name)
             place_beside(low_node, node)
@@ -670,7 +704,7 @@ class TrainingLogic:
         return node
 
     @staticmethod
-    def _scale_warnings(fixed: Volume, moving: Volume, scale: tuple[int, int, int]) -> list[str]:
+    def _scale_warnings(fixed: Any, moving: Any, scale: tuple[int, int, int]) -> list[str]:
         # Compare sorted voxel sizes: the two scans may be stored with their axes in different orders.
         ratio = np.sort(moving.spacing) / np.sort(fixed.spacing)
         if np.allclose(np.sort(ratio), np.sort(np.asarray(scale, dtype=float)), rtol=0.25):
@@ -707,7 +741,10 @@ class TrainingLogic:
             raise InputError("the perceptual loss needs a local .safetensors file of VGG16 weights; choose the file "
                              "or set its weight to 0")
         data_folder = run_folder / "data"
-        values, writes = self._plan_data(subjects, data_folder)
+        # Pairs registered with register_pair (and unchanged since) are written aligned; the training process
+        # registers the others itself, in the background.
+        registrations = {s.row: outcome for s in subjects if (outcome := self._existing_registration(s)) is not None}
+        values, writes = self._plan_data(subjects, data_folder, set(registrations))
         config = self._config(settings, preset, model_config, scale, patch, values, subjects, run_folder)
         self._check_config(config, run_folder)
         needed = self._bytes_needed(subjects, preset.family, model_config)
@@ -717,8 +754,6 @@ class TrainingLogic:
                 f"not enough free disk space for this training run in {output_folder}: it needs about "
                 f"{(needed + FREE_SPACE_MARGIN) / 2**20:.0f} MB, {free / 2**20:.0f} MB are free; free some space or "
                 "choose another output folder")
-        registrations = {s.row: self._registration_for(s, scale) for s in subjects
-                         if s.low is not None and not isinstance(s.high, Path) and not isinstance(s.low, Path)}
         try:
             data_folder.mkdir(parents=True, exist_ok=True)
             self._write_data(writes, registrations)
@@ -852,23 +887,24 @@ class TrainingLogic:
             parameters = models.parameter_count(models.create(family, **model_config))
         return data + WEIGHT_COPIES * 4 * parameters + 16 * 2**20
 
-    def _registration_for(self, subject: _Subject, scale: tuple[int, int, int]) -> RegistrationOutcome:
-        """The pair's registration from :meth:`register_pair` while its nodes are unchanged since, else a new one."""
+    def _existing_registration(self, subject: _Subject) -> RegistrationOutcome | None:
+        """The pair's registration from :meth:`register_pair` while its nodes are unchanged since, else ``None``."""
+        if subject.low is None or isinstance(subject.high, Path) or isinstance(subject.low, Path):
+            return None
         outcome = self.registrations.get((subject.high.GetID(), subject.low.GetID()))
         if outcome is None or outcome.source_mtimes != (subject.high.GetMTime(), subject.low.GetMTime()):
-            try:
-                outcome = self.register_pair(TrainingPair(subject.high, subject.low), scale)
-            except InputError as error:
-                raise InputError(f"pair {subject.row}: {error}") from None
+            return None
         return outcome
 
     @staticmethod
-    def _plan_data(subjects: list[_Subject],
-                   folder: Path) -> tuple[dict[str, list[Any]], list[tuple[_Subject, str, Path]]]:
+    def _plan_data(subjects: list[_Subject], folder: Path,
+                   registered: set[int]) -> tuple[dict[str, list[Any]], list[tuple[_Subject, str, Path]]]:
         """The config's data lists, and the files to write: ``(subject, "high" or "low", path)``.
 
-        Files are used in place. A pair with a file member is registered by the training process; a pair of nodes
-        is written registered (``register: false``).
+        Files are used in place. A node is written as uncompressed NRRD (Slicer's C++ writer: a fraction of a
+        second, no Python copy). A pair whose row is in ``registered`` is written aligned (``register: false``);
+        the training process registers every other pair itself (``register: true``), so Slicer never waits for
+        a registration when Start is clicked.
         """
         values: dict[str, list[Any]] = {"train": [], "validation": [], "pairs": []}
         writes: list[tuple[_Subject, str, Path]] = []
@@ -877,7 +913,7 @@ class TrainingLogic:
             item = subject.high if role == "high" else subject.low
             if isinstance(item, Path):
                 return item
-            path = folder / f"{subject.row:02d}_{_safe_label(subject.label)}_{role}.nii.gz"
+            path = folder / f"{subject.row:02d}_{_safe_label(subject.label)}_{role}.nrrd"
             writes.append((subject, role, path))
             return path
 
@@ -888,21 +924,25 @@ class TrainingLogic:
             elif subject.low is None:
                 values["train"].append(high)
             else:
-                files = isinstance(subject.high, Path) or isinstance(subject.low, Path)
-                values["pairs"].append({"high": high, "low": str(target(subject, "low")), "register": files})
+                values["pairs"].append({"high": high, "low": str(target(subject, "low")),
+                                        "register": subject.row not in registered})
         return values, writes
 
-    @staticmethod
-    def _write_data(writes: list[tuple[_Subject, str, Path]], registrations: dict[int, RegistrationOutcome]) -> None:
+    def _write_data(self, writes: list[tuple[_Subject, str, Path]],
+                    registrations: dict[int, RegistrationOutcome]) -> None:
+        from .slicer_process import write_volume_node
         from .volume_io import write_volume
 
         for subject, role, path in writes:
             node = subject.high if role == "high" else subject.low
             registration = registrations.get(subject.row) if role == "low" else None
-            volume = registration.aligned if registration is not None else volume_from_node(node)
-            what = f"{node.GetName()} registered onto {subject.label}" if registration is not None else \
-                f"training {role}-resolution volume from {node.GetName()}"
-            write_volume(volume, path, description=what[:79])
+            if registration is None:
+                write_volume_node(node, path)
+            elif self.scene.IsNodePresent(registration.node):
+                write_volume_node(registration.node, path)  # the aligned volume the user saw
+            else:
+                write_volume(registration.aligned, path, description=f"{node.GetName()} registered"[:79],
+                             compress=False)
 
     @staticmethod
     def _config(settings: TrainingSettings, preset: Preset, model_config: dict[str, Any],
