@@ -29,6 +29,13 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 LIBRARY_PACKAGE = "MRISuperResLib"
+
+# Slicer appends this folder to sys.path; put it first so that the engine next to this file is the one imported
+# here, as in the background processes, even when an "mrisuperres" package is also pip-installed.
+_MODULE_FOLDER = os.path.dirname(os.path.abspath(__file__))
+if _MODULE_FOLDER in sys.path and sys.path.index(_MODULE_FOLDER) > 0:
+    sys.path.remove(_MODULE_FOLDER)
+    sys.path.insert(0, _MODULE_FOLDER)
 DOCUMENTATION_URL = "https://github.com/mrisuperres/SlicerMRISuperRes#readme"
 
 #: Application settings key of the model files the user browsed to (a list of paths).
