@@ -278,7 +278,12 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def onReload(self) -> None:
-        """Forget the imported library too, so that "Reload" picks up edits to ``MRISuperResLib``."""
+        """Forget the imported library too, so that "Reload" picks up edits to ``MRISuperResLib``; refused while the
+        Training module trains (its run would mix old and new library code)."""
+        training = getattr(slicer.modules, "MRISuperResTrainingWidget", None)
+        if training is not None and getattr(training, "logic", None) is not None and training.logic.isTraining():
+            slicer.util.errorDisplay(_("Stop training in MRI Super-Resolution Training before reloading."))
+            return
         for name in [name for name in sys.modules if name == LIBRARY_PACKAGE or name.startswith(LIBRARY_PACKAGE + ".")]:
             del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
