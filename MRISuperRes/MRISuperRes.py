@@ -29,6 +29,13 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 LIBRARY_PACKAGE = "MRISuperResLib"
+
+# Slicer appends this folder to sys.path; put it first so that the engine next to this file is the one imported
+# here, as in the background processes, even when an "mrisuperres" package is also pip-installed.
+_MODULE_FOLDER = os.path.dirname(os.path.abspath(__file__))
+if _MODULE_FOLDER in sys.path and sys.path.index(_MODULE_FOLDER) > 0:
+    sys.path.remove(_MODULE_FOLDER)
+    sys.path.insert(0, _MODULE_FOLDER)
 DOCUMENTATION_URL = "https://github.com/mrisuperres/SlicerMRISuperRes#readme"
 
 #: Application settings key of the model files the user browsed to (a list of paths).
@@ -40,6 +47,9 @@ SCALE_ENTRIES = [("x2", "2"), ("x3", "3"), ("x4", "4"), ("Restore thick slices t
 
 #: How often the widget polls the background run (milliseconds).
 POLL_INTERVAL_MS = 200
+
+#: How often the widget checks whether the device probe (a child process) has answered (milliseconds).
+DEVICE_POLL_INTERVAL_MS = 500
 
 
 #
@@ -65,6 +75,20 @@ See the <a href="{url}">documentation</a>.
         self.parent.acknowledgementText = _("""
 Built on 3D Slicer's scripted module template, with PyTorch, MONAI and SimpleITK.
 """)
+        # Scenes saved with the compare or training layout shown must find those layouts when they are opened.
+        startupCompleted = getattr(slicer.app, "startupCompleted", None)
+        if startupCompleted is not None:
+            startupCompleted.connect(registerLayouts)
+
+
+def registerLayouts() -> None:
+    """Register the module's custom layouts with the application's layout node (called once Slicer started)."""
+    layoutManager = slicer.app.layoutManager()
+    if layoutManager is None:  # no main window
+        return
+    from MRISuperResLib.slicer_layout import register_startup_layouts
+
+    register_startup_layouts(layoutManager.layoutLogic().GetLayoutNode())
 
 
 #
@@ -88,6 +112,7 @@ class MRISuperResParameterNode:
     maskBackground - Keep the baseline outside the head.
     reuseOutputs - Update the previous output volumes instead of adding new ones.
     differenceOpacity - Opacity of the difference map over the SR in the third linked view.
+    outputsInput - The input of the last run (its outputs are reused only for the same input).
     srVolume, baselineVolume, differenceVolume, consistencyVolume, uncertaintyVolume - Outputs of the last run.
     """
 
@@ -102,6 +127,7 @@ class MRISuperResParameterNode:
     maskBackground: bool = True
     reuseOutputs: bool = False
     differenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    outputsInput: vtkMRMLScalarVolumeNode
     srVolume: vtkMRMLScalarVolumeNode
     baselineVolume: vtkMRMLScalarVolumeNode
     differenceVolume: vtkMRMLScalarVolumeNode
@@ -128,6 +154,9 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._comparisonShown = False
         self._pollTimer = None
         self._updatingGui = False
+        self._modelChoices = []
+        self._deviceProbe = None
+        self._deviceTimer = None
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -144,15 +173,18 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = MRISuperResLogic()
 
         for label, value in SCALE_ENTRIES:
-            self.ui.scaleComboBox.addItem(label, value)
+            self.ui.scaleComboBox.addItem(_(label), value)
         for orientation in ("Axial", "Coronal", "Sagittal"):
             self.ui.orientationComboBox.addItem(_(orientation), orientation)
-        self._populateModels()
-        self._populateDevices()
-
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.connect("timeout()", self._onPoll)
+        self._deviceTimer = qt.QTimer()
+        self._deviceTimer.setInterval(DEVICE_POLL_INTERVAL_MS)
+        self._deviceTimer.connect("timeout()", self._onDeviceProbe)
+
+        self._populateModels()
+        self._populateDevices()
 
         # Keep the parameter node valid across scene close.
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -178,6 +210,8 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._process = None
         if self._pollTimer is not None:
             self._pollTimer.stop()
+        if self._deviceTimer is not None:
+            self._deviceTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -187,13 +221,41 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGuiFromParameterNode()
 
     def selectModel(self, value: str) -> None:
-        """Select a model by shipped or trained name, or by file path (a file is remembered like Browse... does)."""
-        if self.ui.modelComboBox.findData(value) < 0 and os.path.isfile(value):
-            slicer.app.settings().setValue(MODEL_FILES_SETTING, [f for f in self._modelFiles() if f != value] + [value])
-            self._populateModels()
+        """Select a model by shipped or trained name, ``"default"``, or file path.
+
+        A file that is already listed (a shipped model, a model in a registered model folder) selects that entry;
+        another valid model file is remembered like a file picked with Browse... and selected.
+
+        Raises:
+            ValueError: unknown name, or a file that is not a MRISuperRes model (the message says why).
+        """
+        self._populateModels()
         if self.ui.modelComboBox.findData(value) < 0:
-            raise ValueError(f"unknown model {value!r}")
+            if not os.path.isfile(value):
+                raise ValueError(f"unknown model {value!r}")
+            value = self._listModelFile(value)
         self._parameterNode.model = value
+        self._updateGuiFromParameterNode()
+
+    def _listModelFile(self, path: str) -> str:
+        """The selector value of model file ``path``: its listed entry, else the file remembered in the settings.
+
+        Raises:
+            ValueError: ``path`` is not a readable MRISuperRes model file.
+        """
+        from MRISuperResLib.slicer_logic import find_model_choice, model_file_problem
+
+        choice = find_model_choice(self._modelChoices, path)
+        if choice is None:
+            problem = model_file_problem(path)
+            if problem:
+                raise ValueError(problem)
+            slicer.app.settings().setValue(MODEL_FILES_SETTING, [f for f in self._modelFiles() if f != path] + [path])
+            self._populateModels()
+            choice = find_model_choice(self._modelChoices, path)
+        if choice is None:
+            raise ValueError(f"{path} cannot be listed as a model")
+        return choice.value
 
     def exit(self) -> None:
         """Called each time the user opens a different module (a running enhance goes on)."""
@@ -216,7 +278,12 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def onReload(self) -> None:
-        """Forget the imported library too, so that "Reload" picks up edits to ``MRISuperResLib``."""
+        """Forget the imported library too, so that "Reload" picks up edits to ``MRISuperResLib``; refused while the
+        Training module trains (its run would mix old and new library code)."""
+        training = getattr(slicer.modules, "MRISuperResTrainingWidget", None)
+        if training is not None and getattr(training, "logic", None) is not None and training.logic.isTraining():
+            slicer.util.errorDisplay(_("Stop training in MRI Super-Resolution Training before reloading."))
+            return
         for name in [name for name in sys.modules if name == LIBRARY_PACKAGE or name.startswith(LIBRARY_PACKAGE + ".")]:
             del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
@@ -287,10 +354,11 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _fillModelComboBox(self) -> None:
         self.ui.modelComboBox.clear()
+        self._modelChoices = []
         try:
             from MRISuperResLib.slicer_logic import model_choices
 
-            choices = model_choices(self._modelFiles())
+            choices = self._modelChoices = model_choices(self._modelFiles())
         except ImportError:
             self.ui.modelComboBox.addItem(_("Default (chosen by scale)"), "default")
             self.ui.modelDescriptionLabel.text = _("Models are listed once the dependencies are installed "
@@ -301,29 +369,48 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, choice.description, qt.Qt.ToolTipRole)
 
     def _populateDevices(self) -> None:
-        self.ui.deviceComboBox.clear()
+        """Offer Auto and CPU at once, and ask a child process which GPUs torch sees (this process never imports
+        torch nor initialises CUDA); the list grows when the answer comes."""
+        self._fillDeviceComboBox([(_("Auto (best available)"), "auto"), (_("CPU"), "cpu")])
         try:
-            from MRISuperResLib.slicer_logic import device_choices
+            from MRISuperResLib.slicer_logic import DeviceProbe
 
-            choices = device_choices()
-        except ImportError:
-            choices = [(_("Auto (best available)"), "auto"), (_("CPU"), "cpu")]
-        for label, value in choices:
-            self.ui.deviceComboBox.addItem(label, value)
+            self._deviceProbe = DeviceProbe(self.logic.pythonExecutable()).start()
+        except (ImportError, OSError):
+            self._deviceProbe = None
+            return
+        self._deviceTimer.start()
+
+    def _onDeviceProbe(self) -> None:
+        choices = self._deviceProbe.poll() if self._deviceProbe is not None else []
+        if choices is None:
+            return
+        self._deviceTimer.stop()
+        self._deviceProbe = None
+        if choices:
+            self._fillDeviceComboBox([(_(label), value) for label, value in choices])
+
+    def _fillDeviceComboBox(self, choices) -> None:
+        wasUpdating, self._updatingGui = self._updatingGui, True  # refilling must not change the parameter node
+        try:
+            self.ui.deviceComboBox.clear()
+            for label, value in choices:
+                self.ui.deviceComboBox.addItem(label, value)
+        finally:
+            self._updatingGui = wasUpdating
+        if self._parameterNode is not None:
+            self._selectData(self.ui.deviceComboBox, self._parameterNode.device)
 
     def onBrowseModel(self) -> None:
-        """Pick a model file, remember it in the application settings, and select it."""
+        """Pick a model file and select it: a listed model (shipped or trained) selects its entry, another valid
+        model file is remembered in the application settings."""
         path = qt.QFileDialog.getOpenFileName(self.parent, _("Model file"), "", _("Model files (*.safetensors)"))
         if not path:
             return
-        files = [f for f in self._modelFiles() if f != path] + [path]
-        slicer.app.settings().setValue(MODEL_FILES_SETTING, files)
-        self._populateModels()
-        if self.ui.modelComboBox.findData(path) < 0:
-            slicer.util.errorDisplay(_("{path} is not a MRISuperRes model file (a .safetensors file written by "
-                                       "mrisuperres train).").format(path=path))
-            return
-        self._parameterNode.model = path
+        try:
+            self.selectModel(path)
+        except ValueError as error:
+            slicer.util.errorDisplay(str(error))
 
     def requestedScale(self):
         """The per-axis scale (i, j, k) the GUI asks for, or ``(None, reason)`` when it cannot be determined."""
@@ -374,9 +461,12 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._process is not None:
             self._cancel()
             return
+        devicesKnown = self.ui.deviceComboBox.count > 2
         if not self.logic.ensureDependencies():
             return
         self._populateModels()
+        if not devicesKnown and self._deviceProbe is None:
+            self._populateDevices()  # torch may have just been installed: list its GPUs
         self._updateGuiFromParameterNode()
         reason = self._whyNotApply()
         if reason:
@@ -415,7 +505,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except Exception as error:
                 self._endRun(_("Enhance failed: {error}").format(error=error), failed=True)
                 return
-            self.logic.rememberOutputs(self._parameterNode, nodes)
+            self.logic.rememberOutputs(self._parameterNode, nodes, process.volume_node)
             self._endRun(self.logic.statusText(nodes, status.elapsed_s))
             for warning in nodes.warnings:
                 slicer.util.warningDisplay(warning, windowTitle=_("MRI Super-Resolution"))
@@ -444,6 +534,10 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameterNode = self._parameterNode
         if not (parameterNode and parameterNode.inputVolume and parameterNode.srVolume):
             slicer.util.errorDisplay(_("Enhance a volume first: the views compare its input and outputs."))
+            return
+        if not parameterNode.differenceVolume:
+            slicer.util.errorDisplay(_("The difference volume of the last run was removed from the scene: enhance "
+                                       "again to compare the views."))
             return
         from MRISuperResLib.slicer_layout import CompareViews
 
@@ -492,9 +586,10 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
     def enhance(self, volumeNode, model="default", scale=2, device="auto", **options):
         """Super-resolve ``volumeNode`` in the current scene (blocking) and return the output nodes.
 
-        Example (Python console or ``Slicer --no-main-window --python-script``)::
+        Example (Python console or ``Slicer --no-main-window --python-script``; ``slicer.modules.mrisuperres.logic()``
+        is the C++ logic of a scripted module, without this method)::
 
-            result = slicer.modules.mrisuperres.logic().enhance(getNode("T1"), model="default", scale=2)
+            result = slicer.util.getModuleLogic("MRISuperRes").enhance(getNode("T1"), model="default", scale=2)
             result.srVolumeNode, result.baselineVolumeNode, result.differenceVolumeNode, result.consistencyVolumeNode
 
         ``scale`` is one factor or three in IJK order (``(1, 1, 4)`` restores 4x thicker slices along K);
@@ -515,7 +610,8 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
         from MRISuperResLib.slicer_process import EnhanceProcess
 
         reuse = None
-        if parameterNode.reuseOutputs and parameterNode.srVolume:
+        if parameterNode.reuseOutputs and parameterNode.srVolume and \
+                parameterNode.outputsInput is parameterNode.inputVolume:
             reuse = EnhanceNodes(sr=parameterNode.srVolume, baseline=parameterNode.baselineVolume,
                                  difference=parameterNode.differenceVolume,
                                  consistency=parameterNode.consistencyVolume,
@@ -534,8 +630,10 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
         return shutil.which("PythonSlicer") or sys.executable
 
     @staticmethod
-    def rememberOutputs(parameterNode, nodes) -> None:
+    def rememberOutputs(parameterNode, nodes, inputNode=None) -> None:
+        """Keep a run's output nodes (and its input: "update the previous outputs" applies to that input only)."""
         with slicer.util.NodeModify(parameterNode):
+            parameterNode.outputsInput = inputNode or parameterNode.inputVolume
             parameterNode.srVolume = nodes.sr
             parameterNode.baselineVolume = nodes.baseline
             parameterNode.differenceVolume = nodes.difference
@@ -557,39 +655,63 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------------------------------ dependencies
     def ensureDependencies(self, askConfirmation=True) -> bool:
-        """Install PyTorch (through the PyTorch extension) and the packages of ``Resources/requirements.txt``.
+        """Install what is missing: PyTorch through the PyTorch extension, then the packages of
+        ``Resources/requirements.txt`` (version specifiers honoured), asking the user once.
 
-        Asks the user first; never runs at import time. Returns False when the user declines or installing fails
-        (with a message saying what to do).
+        The installed torch, numpy and SimpleITK are pinned while pip runs, so the PyTorch extension's build is
+        never replaced (see ``MRISuperResLib.slicer_dependencies``). When a package that was already imported
+        changed, offers to restart Slicer. Never runs at import time. Returns False when the user declines or
+        installing fails (with a message saying what to do).
         """
-        try:
-            import torch  # noqa: F401
-        except ImportError:
+        from MRISuperResLib import slicer_dependencies as dependencies
+
+        requirements = self.resourcePath("requirements.txt")
+        plan = dependencies.dependency_plan(requirements)
+        if plan.satisfied:
+            return True
+        if not plan.install_torch and not plan.torch_ok:
+            slicer.util.errorDisplay(_(
+                "PyTorch {version} is installed, MRI Super-Resolution needs torch{requirement}. In the PyTorch Utils "
+                "module, uninstall PyTorch, restart Slicer and click Enhance again: a suitable build is then "
+                "installed.").format(version=plan.torch_version, requirement=dependencies.TORCH_REQUIREMENT))
+            return False
+        if plan.install_torch:
             try:
                 import PyTorchUtils
             except ImportError:
                 slicer.util.errorDisplay(_("This module needs PyTorch: install the PyTorch extension from the "
                                            "Extensions Manager, restart Slicer, then click Enhance again."))
                 return False
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation) is None:
-                slicer.util.errorDisplay(_("PyTorch was not installed. Without internet access, install it "
-                                           "from the PyTorch module by hand, then click Enhance again."))
-                return False
-        requirements = self.resourcePath("requirements.txt")
-        if self.requirementsSatisfied(requirements):
-            return True
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("MRI Super-Resolution needs a few Python packages (MONAI, safetensors, nibabel ...). "
-                  "Install them now? This needs internet access and takes a minute.")):
+                _("MRI Super-Resolution needs these Python packages:") + "\n" + plan.describe() + "\n\n"
+                + _("Install them now? This needs internet access and takes a few minutes; the installed PyTorch, "
+                    "numpy and SimpleITK are kept."), windowTitle=_("MRI Super-Resolution")):
             return False
+        before = dependencies.installed_versions()
         try:
-            with slicer.util.WaitCursor():
-                self.installRequirements(requirements)
+            if plan.install_torch:
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, torchVersionRequirement=dependencies.TORCH_REQUIREMENT)
+                if torch is None:
+                    slicer.util.errorDisplay(_("PyTorch was not installed. Without internet access, install it "
+                                               "from the PyTorch Utils module by hand, then click Enhance again."))
+                    return False
+            self.installRequirements(requirements)
         except Exception as error:
             slicer.util.errorDisplay(_("Installing the packages failed ({error}). Check the internet connection "
-                                       "(or install them with pip_install in the Python console) and try "
-                                       "again.").format(error=error))
+                                       "and try again, or install them from the Python console with "
+                                       "slicer.util.pip_install.").format(error=error))
             return False
+        still = dependencies.dependency_plan(requirements)
+        if not still.satisfied:
+            slicer.util.errorDisplay(_("These packages are still missing after installing:") + "\n" + still.describe())
+            return False
+        changed = dependencies.changed_loaded_packages(before, dependencies.installed_versions())
+        if changed and slicer.util.confirmYesNoDisplay(
+                _("These packages were already loaded and changed version; Slicer must restart to use them:") + "\n"
+                + "\n".join(f"- {name} {old or '-'} -> {new}" for name, old, new in changed) + "\n\n"
+                + _("Restart now?"), windowTitle=_("MRI Super-Resolution")):
+            slicer.util.restart()
         return True
 
     @staticmethod
@@ -598,28 +720,44 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def requirementsSatisfied(requirementsFile: str) -> bool:
-        pydeps = getattr(slicer, "pydeps", None) or getattr(slicer, "packaging", None)
-        if pydeps is not None and hasattr(pydeps, "pip_check"):
-            return bool(pydeps.pip_check(pydeps.load_requirements(requirementsFile)))
-        from importlib.metadata import PackageNotFoundError, version
+        """Every requirement of the file is installed at a version its specifier accepts."""
+        from MRISuperResLib import slicer_dependencies as dependencies
 
-        for line in open(requirementsFile).read().splitlines():
-            name = line.split("#")[0].strip().split(">")[0].split("=")[0].split("<")[0].strip()
-            if name:
-                try:
-                    version(name)
-                except PackageNotFoundError:
-                    return False
-        return True
+        return not dependencies.unmet_requirements(dependencies.read_requirements(requirementsFile))
 
     @staticmethod
     def installRequirements(requirementsFile: str) -> None:
-        """``pip_ensure`` (Slicer 5.11+), else ``slicer.util.pip_install`` of the requirements file."""
-        pydeps = getattr(slicer, "pydeps", None) or getattr(slicer, "packaging", None)
-        if pydeps is not None and hasattr(pydeps, "pip_ensure"):
-            pydeps.pip_ensure(pydeps.load_requirements(requirementsFile), requester="MRISuperRes")
+        """Install the unmet requirements of the file, with the installed torch, numpy and SimpleITK pinned.
+
+        Slicer 5.12+: ``slicer.packaging.pip_ensure(load_requirements(file), constraints=...)``; before:
+        ``slicer.util.pip_install`` with an argument list (paths with spaces stay whole). Asks nothing: the caller
+        asked. Raises what pip raises (``subprocess.CalledProcessError``).
+        """
+        import tempfile
+
+        from MRISuperResLib import slicer_dependencies as dependencies
+
+        unmet = [requirement for requirement, _version in
+                 dependencies.unmet_requirements(dependencies.read_requirements(requirementsFile))]
+        if not unmet:
+            return
+        folder = getattr(getattr(slicer, "app", None), "temporaryPath", None) or tempfile.gettempdir()
+        constraints = dependencies.write_constraints(folder, dependencies.pin_constraints())
+        packaging = slicerPackaging()
+        if packaging is not None:
+            packaging.pip_ensure(packaging.load_requirements(requirementsFile), constraints=constraints,
+                                 prompt_install=False, prompt_restart=False, requester="MRI Super-Resolution")
         else:
-            slicer.util.pip_install(f"-r {requirementsFile}")
+            slicer.util.pip_install(dependencies.install_command(unmet, constraints))
+
+
+def slicerPackaging():
+    """``slicer.packaging`` (Slicer 5.12+; a submodule that must be imported), else ``None``."""
+    try:
+        import slicer.packaging
+    except ImportError:
+        return None
+    return slicer.packaging if hasattr(slicer.packaging, "pip_ensure") else None
 
 
 #
@@ -653,8 +791,17 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
         volumeNode.SetSpacing(2.0, 2.0, 2.0)
         return volumeNode
 
+    def _requireEngine(self):
+        """Skip where PyTorch and MONAI are not installed (extension build machines): nothing to enhance with."""
+        import importlib.util
+
+        missing = [name for name in ("torch", "monai") if importlib.util.find_spec(name) is None]
+        if missing:
+            self.skipTest(f"needs {', '.join(missing)} (installed on the first Enhance)")
+
     def test_EnhanceAddsOutputNodes(self):
         """Enhance a small synthetic volume with the shipped default model and check the output nodes."""
+        self._requireEngine()
         volumeNode = self._smallVolume()
         result = MRISuperResLogic().enhance(volumeNode, model="default", scale=2, device="cpu")
         self.assertEqual(result.srVolumeNode.GetName(), "MRISuperResTestInput_SR_x2")
@@ -665,6 +812,7 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
 
     def test_BackgroundEnhanceAndLinkedViews(self):
         """The widget's path: a background process (blocking here), then the three linked views."""
+        self._requireEngine()
         logic = MRISuperResLogic()
         parameterNode = logic.getParameterNode()
         parameterNode.inputVolume = self._smallVolume()

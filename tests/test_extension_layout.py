@@ -75,3 +75,45 @@ def test_importing_the_engine_is_light() -> None:
     version, torch_loaded = completed.stdout.split()
     assert version.count(".") == 2
     assert torch_loaded == "False"
+
+
+#: Keys of Slicer's catalog entry schema v1.0.1 (``Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json``).
+CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
+CATALOG_KEYS = CATALOG_REQUIRED | {"scm_revision", "scm_type", "build_dependencies", "build_subdirectory", "enabled",
+                                   "tier"}
+
+
+def _cmake_value(text: str, name: str) -> str:
+    match = re.search(rf'set\({name} "?([^")]*)"?\)', text)
+    assert match, name
+    return match.group(1).strip()
+
+
+def test_the_catalog_entry_agrees_with_the_extension_cmake() -> None:
+    import json
+
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    project = re.search(r"^project\((\w+)\)", cmake, flags=re.M).group(1)
+    entries = list((ROOT / "catalog").glob("*.json"))
+    assert [p.name for p in entries] == [f"{project}.json"]  # the ExtensionsIndex file is named after project()
+    entry = json.loads(entries[0].read_text())
+    assert CATALOG_REQUIRED <= set(entry) <= CATALOG_KEYS, set(entry) ^ CATALOG_KEYS
+    assert entry["$schema"].endswith("/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert entry["scm_url"] == _cmake_value(cmake, "EXTENSION_HOMEPAGE")
+    assert entry["category"] == _cmake_value(cmake, "EXTENSION_CATEGORY")
+    assert entry["build_dependencies"] == _cmake_value(cmake, "EXTENSION_DEPENDS").split()
+    assert entry.get("build_subdirectory", ".") == "." and 1 <= entry.get("tier", 1) <= 5
+    # Icon and screenshots are served from the catalog's repository and revision, and exist here.
+    owner_repo = entry["scm_url"].removeprefix("https://github.com/")
+    raw = f"https://raw.githubusercontent.com/{owner_repo}/{entry.get('scm_revision', 'main')}/"
+    urls = [_cmake_value(cmake, "EXTENSION_ICONURL"), *_cmake_value(cmake, "EXTENSION_SCREENSHOTURLS").split()]
+    for url in urls:
+        assert url.startswith(raw), url
+        assert (ROOT / url.removeprefix(raw)).is_file(), url
+    assert project.lower() in owner_repo.lower() and not project.startswith("Slicer")
+
+
+def test_the_license_file_is_the_apache_2_text_the_project_declares() -> None:
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+    assert 'license = { text = "Apache-2.0" }' in (ROOT / "pyproject.toml").read_text()

@@ -73,3 +73,37 @@ def test_the_module_file_imports_no_engine_code_at_module_level() -> None:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             assert not any(n.split(".")[0] in {"MRISuperResLib", "torch", "monai", "numpy"} for n in names), names
+
+
+def _ranges(module: Path) -> dict[str, tuple[float, float]]:
+    """``WithinRange(lo, hi)`` of each parameter of the module's parameter-node class."""
+    tree = ast.parse(module.read_text())
+    ranges = {}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for item in (n for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)):
+            for call in ast.walk(item.annotation):
+                if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "WithinRange":
+                    ranges[item.target.id] = tuple(ast.literal_eval(a) for a in call.args)
+    return ranges
+
+
+def test_every_bounded_spin_box_can_show_its_parameters_range() -> None:
+    """Slicer's connector sets the spin box range from ``WithinRange`` and keeps the .ui decimals; a bound that
+    the decimals round (1e-7 at 6 decimals -> 0) lets the GUI show a value the parameter node refuses."""
+    checked = 0
+    for module in (MODULE, ROOT / "MRISuperResTraining" / "MRISuperResTraining.py"):
+        ranges = _ranges(module)
+        ui = module.parent / "Resources" / "UI" / f"{module.stem}.ui"
+        for widget in ET.parse(ui).getroot().iter("widget"):
+            props = {p.get("name"): p for p in widget.findall("property")}
+            parameter = props.get("SlicerParameterName")
+            if parameter is None or widget.get("class") not in ("QDoubleSpinBox", "ctkDoubleSpinBox",
+                                                                   "ctkSliderWidget"):
+                continue
+            name = parameter.findtext("string")
+            decimals = int(props["decimals"].findtext("number")) if "decimals" in props else 2
+            if name in ranges:
+                low, high = ranges[name]
+                assert round(low, decimals) == low and round(high, decimals) == high, (module.name, name, decimals)
+                checked += 1
+    assert checked >= 3

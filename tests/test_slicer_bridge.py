@@ -269,3 +269,38 @@ def test_add_outputs_shows_an_uncertainty_map_from_given_volumes() -> None:
     assert display.GetWindowLevelMax() == pytest.approx(np.percentile(spread.array, 99.5), rel=1e-6)
     assert nodes.uncertainty.GetAttribute("MRISuperRes.role") == "uncertainty"
     assert "AI-generated, not acquired" in nodes.uncertainty.GetDescription()
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_the_worker_thread_reader_matches_slicers_reader(tmp_path, compress: bool) -> None:
+    """Outputs of a background run are read off the GUI thread (numpy / zlib) and handed to the node as they
+    are: voxels and IJK->RAS must equal what Slicer's own C++ reader gives, oblique grid included."""
+    from conftest import oblique_grid
+
+    from MRISuperResLib.slicer_volumes import load_nrrd, read_file_into_node, set_node_image
+    from MRISuperResLib.volume import Volume
+    from MRISuperResLib.volume_io import write_volume
+
+    array = np.random.default_rng(3).normal(size=(5, 6, 7)).astype(np.float32)
+    path = write_volume(Volume(array, oblique_grid(array.shape), {"MRISuperRes.role": "sr",
+                                                                   "MRISuperRes.notice": "two\nlines"}),
+                        tmp_path / "sr.nrrd", compress=compress)
+    scene = slicer.vtkMRMLScene()
+    by_slicer = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "slicer")
+    read_file_into_node(by_slicer, path)
+    loaded = load_nrrd(path)
+    assert loaded is not None and loaded.key_values["MRISuperRes.notice"] == "two\nlines"
+    by_thread = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "thread")
+    set_node_image(by_thread, loaded)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(by_thread), slicer.util.arrayFromVolume(by_slicer))
+    matrices = []
+    for node in (by_slicer, by_thread):
+        matrix = vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(matrix)
+        matrices.append(slicer.util.arrayFromVTKMatrix(matrix))
+    np.testing.assert_allclose(matrices[1], matrices[0], atol=1e-9)
+    slicer.util.arrayFromVolume(by_thread)[0, 0, 0] = 42.0  # the node owns writable memory
+    truncated = tmp_path / "cut.nrrd"
+    truncated.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises((OSError, __import__("zlib").error)):
+        load_nrrd(truncated)

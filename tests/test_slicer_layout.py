@@ -301,3 +301,33 @@ def test_rendered_views_show_the_difference_only_in_the_right_view(desktop) -> N
     input_grey = overlaid["SRInput"][..., 0].astype(float)
     assert inside.mean() > 0.3
     assert np.corrcoef(input_grey[inside], sr_rgb[..., 0][inside])[0, 1] > 0.8
+
+
+def test_a_scene_saved_with_a_custom_layout_reopens_with_it() -> None:
+    """The layout node saves only the arrangement number; the descriptions registered at startup make a saved
+    scene with the compare (or training) layout reopen with its views."""
+    from MRISuperResLib.slicer_layout import COMPARE_LAYOUT_ID, register_startup_layouts
+    from MRISuperResLib.slicer_training import TRAINING_LAYOUT_ID
+
+    def application_scene():
+        scene = slicer.vtkMRMLScene()
+        layout = slicer.vtkMRMLLayoutNode()
+        layout.SetSingletonTag("vtkMRMLLayoutNode")
+        scene.AddNode(layout)
+        register_startup_layouts(layout)  # what the module does when Slicer has started
+        return scene, layout
+
+    for arrangement in (COMPARE_LAYOUT_ID, TRAINING_LAYOUT_ID):
+        saved, layout = application_scene()
+        layout.SetViewArrangement(arrangement)
+        saved.SetSaveToXMLString(1)
+        saved.Commit()
+        xml = saved.GetSceneXMLString()
+        assert "currentViewArrangement" in xml and "<layout" not in xml  # the description is not saved
+
+        reopened, layout = application_scene()
+        reopened.SetSceneXMLString(xml)
+        reopened.SetLoadFromXMLString(1)
+        reopened.Import()
+        assert layout.GetViewArrangement() == arrangement
+        assert "<layout" in layout.GetCurrentLayoutDescription()

@@ -128,3 +128,67 @@ def test_models_trained_into_a_user_folder_are_offered_by_name(tmp_path, monkeyp
     assert scale_problem("my-t2-model", (2.0, 2.0, 2.0)) is None
     assert main(["models"]) == 0
     assert "my-t2-model" in capsys.readouterr().out.split("families")[0]
+
+
+def test_a_listed_model_file_is_found_by_its_file(tmp_path, monkeypatch) -> None:
+    """Browse... to a shipped file, or the Training hand-off of a model in its registered output folder, selects
+    the entry listed by name (not an error, not a second entry)."""
+    import shutil
+
+    from conftest import make_tiny_model
+
+    from MRISuperResLib import model_zoo
+    from MRISuperResLib.slicer_logic import find_model_choice, model_file_problem
+
+    monkeypatch.setenv("MRISUPERRES_CONFIG_DIR", str(tmp_path / "config"))
+    shipped = shipped_models()[0]
+    assert find_model_choice(model_choices(), shipped.path).value == shipped.name
+    folder = tmp_path / "Slicer models"
+    folder.mkdir()
+    trained = make_tiny_model(folder / "harness-tiny.safetensors")
+    model_zoo.register_model_folder(folder)  # what the training logic does with its output folder
+    choices = model_choices()
+    assert find_model_choice(choices, folder / ".." / folder.name / trained.name).value == "harness-tiny"
+    elsewhere = tmp_path / "other.safetensors"
+    shutil.copy(shipped.path, elsewhere)
+    assert find_model_choice(choices, elsewhere) is None and model_file_problem(elsewhere) is None
+    pickled = tmp_path / "model.safetensors"
+    pickled.write_bytes(b"\x80\x04junk")
+    assert "pickled" in model_file_problem(pickled)
+    assert "does not exist" in model_file_problem(tmp_path / "missing.safetensors")
+
+
+def test_building_what_the_enhance_panel_shows_imports_neither_torch_nor_monai(tmp_path) -> None:
+    """What the widget calls on opening (model list from file headers, device list from a child process, the
+    checks behind the Enhance button, the dependency check), in a fresh interpreter: Slicer's process must not
+    pay for, nor be pinned to, torch and MONAI."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    library = Path(__file__).resolve().parents[1] / "MRISuperRes"
+    code = f"""
+import json, sys
+import numpy as np
+import slicer
+from MRISuperResLib import slicer_dependencies
+from MRISuperResLib.slicer_logic import DeviceProbe, input_problem, model_choices, scale_problem, thick_slice_scale
+scene = slicer.vtkMRMLScene()
+node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T1")
+slicer.util.updateVolumeFromArray(node, np.zeros((6, 7, 8), np.float32))
+choices = model_choices()
+problems = [scale_problem(c.value, s) for c in choices for s in ((2.0, 2.0, 2.0), (1.0, 1.0, 4.0))]
+assert input_problem(node) is None and thick_slice_scale((1, 1, 4)) == (1.0, 1.0, 4.0)
+devices = DeviceProbe().result()
+slicer_dependencies.dependency_plan({str(library / 'Resources' / 'requirements.txt')!r})
+print(json.dumps({{"models": len(choices), "devices": devices[:2], "torch": "torch" in sys.modules,
+                  "monai": "monai" in sys.modules, "safetensors": "safetensors" in sys.modules}}))
+"""
+    env = {**__import__("os").environ, "PYTHONPATH": str(library), "MRISUPERRES_CONFIG_DIR": str(tmp_path),
+           "MRISUPERRES_MODEL_PATH": ""}
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    seen = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert seen["models"] == 1 + len(shipped_models())
+    assert seen["devices"] == [["Auto (best available)", "auto"], ["CPU", "cpu"]]
+    assert not seen["torch"] and not seen["monai"] and not seen["safetensors"], seen

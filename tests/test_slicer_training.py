@@ -140,6 +140,7 @@ def test_pairs_become_files_and_a_config_and_the_nodes_are_unchanged(small_real_
     logic = TrainingLogic(scene)
     pairs = [TrainingPair(nodes[0]), TrainingPair(paired, low=low), TrainingPair(nodes[1]),
              TrainingPair(nodes[2], validation=True)]
+    outcome = logic.register_pair(pairs[1])  # "Register selected pair" before Start
 
     job = logic.prepare(pairs, tiny_settings(tmp_path / "models", name="files-x2"))
 
@@ -148,17 +149,17 @@ def test_pairs_become_files_and_a_config_and_the_nodes_are_unchanged(small_real_
     config = load_config(job.config_path)
     assert config.name == "files-x2" and config.model.family == "edsr3d"
     assert config.model.config["scale"] == [2, 2, 2] and config.model.config["channels"] == 8
-    assert [Path(p).name for p in config.data.train] == ["01_brain0_high.nii.gz", "03_brain1_high.nii.gz"]
-    assert [Path(p).name for p in config.data.validation] == ["04_brain2_high.nii.gz"]
-    assert config.data.pairs == [{"high": str(job.run_folder / "data" / "02_brain3_high.nii.gz"),
-                                  "low": str(job.run_folder / "data" / "02_brain3_low.nii.gz"),
+    assert [Path(p).name for p in config.data.train] == ["01_brain0_high.nrrd", "03_brain1_high.nrrd"]
+    assert [Path(p).name for p in config.data.validation] == ["04_brain2_high.nrrd"]
+    assert config.data.pairs == [{"high": str(job.run_folder / "data" / "02_brain3_high.nrrd"),
+                                  "low": str(job.run_folder / "data" / "02_brain3_low.nrrd"),
                                   "register": False}]
     # Each written volume is its node's voxels and geometry.
     written = read_volume(config.data.train[0])
     np.testing.assert_array_equal(written.array, volume_from_node(nodes[0]).array)
     np.testing.assert_allclose(written.grid.ijk_to_lps(), grid_from_node(nodes[0]).ijk_to_lps(), atol=1e-5)
-    # The real pair's low-resolution member was registered here and written in the high-resolution frame.
-    outcome = logic.registrations[(paired.GetID(), low.GetID())]
+    # The real pair's low-resolution member, registered before Start, was written in the high-resolution frame.
+    assert logic.registrations[(paired.GetID(), low.GetID())] is outcome
     assert outcome.metric < 2 * MATCH_THRESHOLD and outcome.method == "simpleitk"
     aligned = read_volume(config.data.pairs[0]["low"])
     assert aligned.shape == low.GetImageData().GetDimensions()
@@ -168,6 +169,14 @@ def test_pairs_become_files_and_a_config_and_the_nodes_are_unchanged(small_real_
     assert model_zoo.registered_model_folders() == [(tmp_path / "models").resolve()]
     assert {node.GetID(): snapshot(node) for node in (*nodes, low, paired)} == before
     assert logic.poll().state == "prepared"
+    # A pair not registered beforehand (or changed since) is registered by the training process, not by Start.
+    low.Modified()
+    again = TrainingLogic(scene)
+    again.registrations = dict(logic.registrations)
+    job = again.prepare(pairs, tiny_settings(tmp_path / "models2", name="files-x2b"))
+    pair = load_config(job.config_path).data.pairs[0]
+    assert pair["register"] is True
+    np.testing.assert_array_equal(read_volume(pair["low"]).array, volume_from_node(low).array)
 
 
 def test_a_folder_of_files_gives_simulated_and_real_pairs(small_real_volume: Volume, tmp_path: Path) -> None:
@@ -260,12 +269,49 @@ def test_a_pair_of_different_anatomy_is_refused_with_the_metric(small_real_volum
     metric = r"the registration metric \(Mattes mutual information\) is -?0\.0\d\d, above -0\.100"
     with pytest.raises(InputError, match=f"noise does not match brain0: {metric}; the scans do not show the same"):
         logic.register_pair(TrainingPair(nodes[0], noise_node), iterations=30)
-    pairs = [TrainingPair(nodes[0], noise_node), TrainingPair(nodes[1])]
-    with pytest.raises(InputError, match=f"pair 1: noise does not match brain0: {metric}"):
-        logic.prepare(pairs, tiny_settings(tmp_path / "models"))
-    assert not (tmp_path / "models").exists()
     assert scene.GetNodesByName("noise_registered").GetNumberOfItems() == 0
+    # Not registered beforehand: the training process registers the pair, refuses it and fails with the metric.
+    pairs = [TrainingPair(nodes[0], noise_node), TrainingPair(nodes[1])]
+    logic.prepare(pairs, tiny_settings(tmp_path / "models"))
+    logic.start()
+    status = logic.wait(timeout=300)
+    assert status.state == "failed" and "final Mattes mutual information" in status.message, status.message
+    assert "do not overlap anatomically" in status.message
     assert (snapshot(nodes[0]), snapshot(noise_node)) == before
+
+
+def test_register_selected_pair_runs_in_the_background(small_real_volume: Volume, tmp_path: Path) -> None:
+    """The panel's "Register selected pair" (SimpleITK): a child process registers, Slicer only polls; the outcome
+    is what register_pair gives, and Start then uses it."""
+    import time
+
+    from MRISuperResLib.slicer_registration import RegistrationRun
+
+    scene, nodes = brain_scene(small_real_volume, 2)
+    low = add_volume_node(scene, low_resolution_copy(small_real_volume), "brain0_thick")
+    before = snapshot(nodes[0]), snapshot(low)
+    logic = TrainingLogic(scene)
+    run = RegistrationRun(logic, TrainingPair(nodes[0], low), 2, temp_root=tmp_path).start()
+    deadline = time.monotonic() + 300
+    while (outcome := run.poll()) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert outcome.metric < MATCH_THRESHOLD and set(outcome.stage_metrics) == {"rigid", "affine"}
+    assert logic.registrations[(nodes[0].GetID(), low.GetID())] is outcome
+    assert outcome.node.GetName() == "brain0_thick_registered" and outcome.node.GetAttribute("MRISuperRes.role") == \
+        "registered"
+    assert outcome.node.GetImageData().GetDimensions() == low.GetImageData().GetDimensions()
+    in_process = logic.register_pair(TrainingPair(nodes[0], low))  # the same algorithm, here on the GUI thread
+    assert abs(in_process.metric - outcome.metric) < 0.02
+    assert list(tmp_path.iterdir()) == [] and (snapshot(nodes[0]), snapshot(low)) == before
+
+    noise = add_volume_node(scene, small_real_volume.with_array(
+        np.random.default_rng(0).uniform(0, 500, small_real_volume.shape).astype(np.float32)), "noise")
+    run = RegistrationRun(logic, TrainingPair(nodes[1], noise), 2, temp_root=tmp_path).start()
+    with pytest.raises(InputError, match="noise was not registered onto brain1: registration failed: final Mattes"):
+        while run.poll() is None:
+            time.sleep(0.1)
+    assert scene.GetNodesByName("noise_registered").GetNumberOfItems() == 0 and list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -401,7 +447,7 @@ def test_a_training_process_that_fails_reports_its_last_error_line(small_real_vo
     logic.start()
     status = logic.wait(timeout=300)
     assert status.state == "failed" and status.returncode == 1 and status.can_resume, status
-    assert re.search(r"exit status 1\): mrisuperres: error: training volume .*03_brain2_high.nii.gz does not exist",
+    assert re.search(r"exit status 1\): mrisuperres: error: training volume .*03_brain2_high.nrrd does not exist",
                      status.message), status.message
     assert status.model_path is None and not job.model_path.exists()
 

@@ -26,13 +26,8 @@ from torch import nn
 
 from . import models
 from .errors import ModelError
-from .model_file import (  # noqa: F401  (re-exported: the header API predates model_file)
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MODEL_EXTENSION,
-    file_checksum,
-    read_metadata,
-)
+# The header format and its torch-free reader live in .model_header (model lists must not import torch).
+from .model_header import FORMAT_NAME, FORMAT_VERSION, MODEL_EXTENSION, read_metadata  # noqa: F401
 from .version import __version__
 
 @dataclass
@@ -64,6 +59,15 @@ class LoadedModel:
     @property
     def residual_to_baseline(self) -> bool:
         return bool(getattr(self.network, "residual_to_baseline", False))
+
+
+def file_checksum(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def weights_checksum(state: dict[str, torch.Tensor]) -> str:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError, OutputError
 from .geometry import Scale, format_scale
-from .model_file import MODEL_EXTENSION, read_metadata
+from .model_header import MODEL_EXTENSION, read_metadata
 
 if TYPE_CHECKING:  # the network side needs torch; listing and resolving models must not import it
     from .checkpoint import LoadedModel

@@ -420,3 +420,19 @@ def show_compare_views(
     views = CompareViews(scene, application_logic)
     views.show(input_node, sr_node, difference_node, orientation=orientation, opacity=opacity)
     return views
+
+
+def register_startup_layouts(layout_node: Any) -> None:
+    """Register the compare layout and the training layout on the application's layout node at startup.
+
+    A layout node saves only the number of the shown layout, never its description, so a scene saved while one of
+    these layouts is shown reopens with an empty view area unless the number is known before the scene is read
+    (Slicer's ``vtkMRMLLayoutNode::WriteXML``). Registering both when Slicer starts makes such scenes reopen as
+    they were saved.
+    """
+    from .slicer_training import TRAINING_LAYOUT_ID, TRAINING_LAYOUT_XML
+
+    if not layout_node.IsLayoutDescription(COMPARE_LAYOUT_ID):
+        register_compare_layout(layout_node)
+    if not layout_node.IsLayoutDescription(TRAINING_LAYOUT_ID):
+        layout_node.AddLayoutDescription(TRAINING_LAYOUT_ID, TRAINING_LAYOUT_XML)

@@ -14,14 +14,18 @@ same work in a background process for the GUI. The functions here decide what th
   description and the scales each supports; :func:`scale_problem` -- why a model cannot do a scale;
 * :func:`thick_slice_scale` -- the per-axis scale (``i, j, k`` order) that restores a volume's thick slices to
   near-isotropic voxels;
-* :func:`device_choices` -- Auto, CPU, each CUDA GPU by name, Apple MPS.
+* :func:`device_choices` / :class:`DeviceProbe` -- Auto, CPU, each CUDA GPU by name, Apple MPS, asked of a child
+  process.
 
-Nothing here uses ``slicer.mrmlScene``, ``slicer.app`` or Qt.
+Nothing here uses ``slicer.mrmlScene``, ``slicer.app`` or Qt, and nothing imports torch or MONAI: model lists come
+from the model files' headers (:mod:`.model_header`), so that opening the module is instant.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +39,9 @@ __all__ = [
     "EnhanceNodes",
     "ModelChoice",
     "device_choices",
+    "DeviceProbe",
+    "find_model_choice",
+    "model_file_problem",
     "input_problem",
     "model_choices",
     "scale_problem",
@@ -75,7 +82,7 @@ def model_choices(extra_files: Iterable[str | os.PathLike] = ()) -> list[ModelCh
 
     Unreadable extra files are skipped (they are reported when chosen, by :func:`scale_problem`).
     """
-    from .checkpoint import read_metadata
+    from .model_header import read_metadata
     from .errors import MRISuperResError
 
     shipped = shipped_models()
@@ -95,6 +102,30 @@ def model_choices(extra_files: Iterable[str | os.PathLike] = ()) -> list[ModelCh
             continue
         choices.append(_choice(os.fspath(path), entry))
     return choices
+
+
+def find_model_choice(choices: Iterable[ModelChoice], path: str | os.PathLike) -> ModelChoice | None:
+    """The choice whose model file is ``path`` (same file after resolving links and ``..``), else ``None``.
+
+    Shipped models and models in registered folders are listed by name; this finds them from their file (what
+    Browse... and the Training module's hand-off give).
+    """
+    target = Path(path).expanduser().resolve()
+    return next((choice for choice in choices if choice.entry is not None and choice.entry.path.resolve() == target),
+                None)
+
+
+def model_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a usable MRISuperRes model file (missing, pickled, corrupted, no metadata), else
+    ``None``. Reads the file's header only."""
+    from .model_header import read_metadata
+    from .errors import MRISuperResError
+
+    try:
+        read_metadata(path)
+    except (MRISuperResError, OSError) as error:
+        return str(error)
+    return None
 
 
 def _choice(value: str, entry: ModelEntry) -> ModelChoice:
@@ -155,20 +186,79 @@ def scale_label(scale: Scale) -> str:
     return f"x{format_scale(scale)}"
 
 
-def device_choices() -> list[tuple[str, str]]:
-    """``(label, value)`` pairs: Auto, CPU, each CUDA GPU by name (``cuda:N``), MPS when present.
+#: Always offered, before (and whatever) the device probe finds.
+BASE_DEVICE_CHOICES: list[tuple[str, str]] = [("Auto (best available)", "auto"), ("CPU", "cpu")]
 
-    Imports torch; without torch only Auto and CPU are offered.
-    """
-    choices = [("Auto (best available)", "auto"), ("CPU", "cpu")]
-    try:
-        import torch
-    except ImportError:
-        return choices
+#: Run by :class:`DeviceProbe` in a child process: prints the accelerators torch sees as JSON ``[[label, value]]``.
+_DEVICE_PROBE_CODE = """
+import json
+choices = []
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is not None:
     if torch.cuda.is_available():
-        choices += [(f"GPU {index}: {torch.cuda.get_device_name(index)}", f"cuda:{index}")
-                    for index in range(torch.cuda.device_count())]
+        choices += [["GPU %d: %s" % (i, torch.cuda.get_device_name(i)), "cuda:%d" % i]
+                    for i in range(torch.cuda.device_count())]
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
-        choices.append(("Apple GPU (MPS)", "mps"))
-    return choices
+        choices.append(["Apple GPU (MPS)", "mps"])
+print(json.dumps(choices))
+"""
+
+
+class DeviceProbe:
+    """Asks a child process which devices torch sees, so that Slicer's own process never imports torch nor
+    initialises CUDA (the work runs in child processes anyway).
+
+    ``probe = DeviceProbe().start()``, then :meth:`poll` (non-blocking) until it returns the choices; or
+    :meth:`result` to wait. Without torch, or when the child fails, the choices are Auto and CPU.
+    """
+
+    def __init__(self, python: str | os.PathLike | None = None) -> None:
+        from .slicer_runner import default_python
+
+        self.python = str(python) if python is not None else default_python()
+        self._process: subprocess.Popen[str] | None = None
+        self._choices: list[tuple[str, str]] | None = None
+
+    def start(self) -> DeviceProbe:
+        from .slicer_runner import child_environment, new_process_group_options
+
+        self._process = subprocess.Popen([self.python, "-c", _DEVICE_PROBE_CODE], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                         env=child_environment(), **new_process_group_options())
+        return self
+
+    def poll(self) -> list[tuple[str, str]] | None:
+        """The device choices once the child has answered, else ``None`` (never blocks)."""
+        if self._choices is None and self._process is not None and self._process.poll() is not None:
+            self._choices = list(BASE_DEVICE_CHOICES)
+            try:
+                found = json.loads((self._process.stdout.read() if self._process.stdout else "") or "[]")
+                self._choices += [(str(label), str(value)) for label, value in found]
+            except (ValueError, TypeError):
+                pass
+        return self._choices
+
+    def result(self, timeout: float = 120.0) -> list[tuple[str, str]]:
+        """Wait (up to ``timeout`` seconds) for the choices; Auto and CPU when the child does not answer."""
+        if self._process is None:
+            self.start()
+        assert self._process is not None
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        return self.poll() or list(BASE_DEVICE_CHOICES)
+
+
+def device_choices(python: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """``(label, value)`` pairs: Auto, CPU, each CUDA GPU by name (``cuda:N``), MPS when present.
+
+    Asked of a child process (:class:`DeviceProbe`, blocking): this process never imports torch. Without torch
+    only Auto and CPU are offered.
+    """
+    return DeviceProbe(python).result()

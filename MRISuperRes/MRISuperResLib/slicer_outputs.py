@@ -30,6 +30,7 @@ uncertainty  ``<input>_uncertainty_x<scale>``  sequential map, 0 .. 99.5th pct (
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
@@ -237,14 +238,64 @@ class EnhanceLogic:
             else:
                 update_node_from_volume(node, volume)
             set_provenance(node, volume.metadata)
-            self._show(volume_node, node, role, volume)
+            self._show(volume_node, node, role, volume.array)
             setattr(nodes, role, node)
         return nodes
 
-    def _show(self, input_node: Any, node: Any, role: str, volume: Volume) -> None:
+    def add_output_files(
+        self,
+        volume_node: Any,
+        files: Mapping[str, str | os.PathLike],
+        scale: Scale,
+        outputs: EnhanceNodes | None = None,
+        metadata: Mapping[str, str] | None = None,
+        loaded: Mapping[str, Any] | None = None,
+    ) -> EnhanceNodes:
+        """Put a background run's output files (NRRD, by role) into the scene without a Python copy of the voxels.
+
+        A role in ``loaded`` (a :class:`~.slicer_volumes.LoadedVolumeFile` read by a worker thread, with its colour
+        ``window`` when it is a map) becomes its node's image data as it is (milliseconds on the GUI thread);
+        another file is read straight into its node by Slicer's C++ reader. Provenance comes from the file's NRRD
+        key-values (``MRISuperRes.*``), with ``metadata`` on top. New or reused nodes as in :meth:`add_outputs`.
+
+        Raises:
+            OutputError: a file cannot be read (nodes added so far stay; the caller removes them).
+        """
+        from .slicer_volumes import nrrd_key_values, read_file_into_node, set_node_image
+
+        self.check_nodes(volume_node, outputs)
+        reuse = outputs.nodes() if outputs is not None else {}
+        nodes = EnhanceNodes()
+        for role in ROLES:
+            path = files.get(role)
+            if path is None:
+                continue
+            ready = (loaded or {}).get(role)
+            node = reuse.get(role)
+            new = node is None
+            if new:
+                node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", output_name(volume_node.GetName(),
+                                                                                             role, scale))
+            # Before the voxels arrive: no automatic window/level over every voxel (_show sets the window).
+            ensure_display_node(node, auto_window_level=False)
+            if ready is not None:
+                set_node_image(node, ready)
+                key_values = {k: v for k, v in ready.key_values.items() if k.startswith(KEY_PREFIX)}
+            else:
+                read_file_into_node(node, path)
+                key_values = nrrd_key_values(path, KEY_PREFIX)
+            if new:
+                place_beside(volume_node, node)
+            set_provenance(node, {**key_values, **(metadata or {})})
+            window = getattr(ready, "window", None)
+            self._show(volume_node, node, role, slicer.util.arrayFromVolume(node) if window is None else None, window)
+            setattr(nodes, role, node)
+        return nodes
+
+    def _show(self, input_node: Any, node: Any, role: str, values: np.ndarray | None, window: float | None = None) -> None:
         display = ensure_display_node(node)
         if role in MAP_COLORS:
-            show_as_map(display, volume.array, MAP_COLORS[role], centred=role == "difference")
+            show_as_map(display, values, MAP_COLORS[role], centred=role == "difference", top=window)
         else:
             copy_display(input_node.GetDisplayNode(), display)
 
@@ -326,10 +377,13 @@ def copy_display(source: Any, target: Any) -> None:
     target.SetWindowLevel(source.GetWindow(), source.GetLevel())
 
 
-def show_as_map(display: Any, values: np.ndarray, colors: ColorMap, centred: bool) -> None:
+def show_as_map(display: Any, values: np.ndarray | None, colors: ColorMap, centred: bool,
+                top: float | None = None) -> None:
     """Show a quantitative map: ``colors`` over ``[-p, p]`` when ``centred`` (``p`` the 99.5th percentile of
-    ``|values|``: 0 sits mid-scale) else ``[0, p]``; add a colour legend when the scene supports one."""
-    top = window_percentile(values, centred)
+    ``|values|``, or ``top`` when given: 0 sits mid-scale) else ``[0, p]``; add a colour legend when the scene
+    supports one."""
+    if top is None:
+        top = window_percentile(values, centred)
     display.SetAndObserveColorNodeID(color_node_id(display.GetScene(), colors))
     display.SetAutoWindowLevel(False)
     display.SetWindowLevelMinMax(-top if centred else 0.0, top)

@@ -9,15 +9,17 @@ How the data flows:
 
 1. :meth:`~EnhanceProcess.start` writes the input node to a private temporary folder as NRRD through a new MRML
    storage node (the node's own storage node and modified state are left alone), then launches the engine's
-   CLI, ``<python> -m MRISuperResLib.cli enhance ... --json --progress-lines``, in a new process group (POSIX
-   session / Windows process group) so that the whole process tree can be killed.
-2. :meth:`~EnhanceProcess.poll` never blocks: two reader threads move the child's stdout and stderr lines into a
-   queue, and poll parses what has arrived (progress lines, see :func:`~.cli.parse_progress_line`, and the
+   CLI, ``mrisuperres enhance ... --json --progress-lines``, through the modules' one background-process runner
+   (:class:`~.slicer_runner.BackgroundProcess`: a new process group, no console window, the worker tracked
+   behind Slicer's ``PythonSlicer`` launcher).
+2. :meth:`~EnhanceProcess.poll` never blocks: the runner's reader threads move the child's stdout and stderr
+   lines into a queue, and poll parses what has arrived (progress lines, see :func:`~.cli.parse_progress_line`, and the
    final ``--json`` summary).
-3. :meth:`~EnhanceProcess.finish` reads the output files back with :func:`~.volume_io.read_volume` (NRRD
-   key-values carry the ``MRISuperRes.*`` provenance) and adds them with
-   :meth:`~.slicer_outputs.EnhanceLogic.add_outputs`.
-4. :meth:`~EnhanceProcess.cancel` kills the process tree (``killpg`` / ``taskkill /T /F``).
+3. :meth:`~EnhanceProcess.finish` loads the output files into nodes with Slicer's C++ reader (an MRML storage
+   node; no Python copy of the voxels on the GUI thread) and takes the ``MRISuperRes.*`` provenance from their
+   NRRD key-values (:meth:`~.slicer_outputs.EnhanceLogic.add_output_files`).
+4. :meth:`~EnhanceProcess.cancel` kills the process tree (``killpg`` / ``taskkill /T /F``) and waits until the
+   worker is gone.
 
 Whatever happens, the input node is never modified, the temporary folder is removed when the run ends, and the
 scene gets either every output or none: a failed or cancelled run adds nothing.
@@ -30,10 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,21 +41,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from .cli import parse_progress_line
 from .errors import CancelledError, InputError, MRISuperResError, OutputError
 from .geometry import Scale, format_scale, parse_scale
+from .slicer_runner import (  # noqa: F401  (re-exported: these used to live here)
+    LIBRARY_PARENT,
+    BackgroundProcess,
+    child_environment,
+    kill_process_tree,
+    new_process_group_options,
+)
 
 if TYPE_CHECKING:
     from .slicer_outputs import EnhanceLogic, EnhanceNodes
-    from .volume import Volume
 
 #: ``(fraction 0..1, stage text)`` callback of :meth:`EnhanceProcess.run_blocking`.
 ProgressCallback = Callable[[float, str], None]
-
-#: The folder holding the ``MRISuperResLib`` package: the child needs it on ``PYTHONPATH``.
-LIBRARY_PARENT = Path(__file__).resolve().parents[1]
 
 INPUT_FILE = "input.nrrd"
 
@@ -66,9 +68,6 @@ OUTPUT_FILES = {"sr": "sr.nrrd", "baseline": "baseline.nrrd", "difference": "dif
 
 #: Prefix of the child's one-line error messages on stderr (see :mod:`.cli`).
 ERROR_PREFIX = "mrisuperres: error:"
-
-#: Seconds to wait for the reader threads after the child is gone (they end at end-of-file at once).
-_READER_JOIN_S = 5.0
 
 
 class ProcessState(str, Enum):
@@ -167,9 +166,7 @@ class EnhanceProcess:
         self.env = dict(env or {})
         self.temp_root = temp_root
         self._folder: Path | None = None
-        self._process: subprocess.Popen[str] | None = None
-        self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
-        self._readers: list[threading.Thread] = []
+        self._process: BackgroundProcess | None = None
         self._open_streams = 0
         self._stdout: list[str] = []
         self._stderr: list[str] = []
@@ -180,13 +177,17 @@ class EnhanceProcess:
         self._started_at: float | None = None
         self._ended_at: float | None = None
         self._summary: dict[str, Any] | None = None
+        self._loader: threading.Thread | None = None
+        self._loaded: dict[str, Any] = {}
+        self._load_error: BaseException | None = None
         self._nodes: EnhanceNodes | None = None
 
     # ------------------------------------------------------------------------------------------- public API
 
     @property
     def pid(self) -> int | None:
-        """Process ID of the child (also its process group ID on POSIX); ``None`` before :meth:`start`."""
+        """Process ID of the child (the launcher inside Slicer; also the process group ID on POSIX); ``None``
+        before :meth:`start`."""
         return self._process.pid if self._process is not None else None
 
     @property
@@ -195,8 +196,8 @@ class EnhanceProcess:
         return self._folder
 
     def command(self) -> list[str]:
-        """The child's command line; its files lie in the temporary folder (before :meth:`start` creates it, in
-        a placeholder folder)."""
+        """The engine's command line (the runner starts it under its supervisor, see :mod:`.slicer_child`); its
+        files lie in the temporary folder (before :meth:`start` creates it, in a placeholder folder)."""
         folder = self._folder or Path(tempfile.gettempdir()) / "MRISuperRes-run"
         files = {role: str(folder / name) for role, name in OUTPUT_FILES.items()}
         command = [self.python, "-m", "MRISuperResLib.cli", "enhance", str(folder / INPUT_FILE), files["sr"],
@@ -230,21 +231,15 @@ class EnhanceProcess:
         self._folder = Path(tempfile.mkdtemp(prefix="MRISuperRes-", dir=self.temp_root))
         try:
             write_volume_node(self.volume_node, self._folder / INPUT_FILE)
-            self._process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, encoding="utf-8", errors="replace", bufsize=1, cwd=self._folder,
-                env=child_environment(self.env), **new_process_group_options())
+            self._process = BackgroundProcess(self.command()[3:], self.python, cwd=self._folder, env=self.env,
+                                              control=self._folder / "control")
+            self._process.start()
         except BaseException:
             self._remove_folder()
             raise
         self._started_at = time.monotonic()
         self._state, self._stage = ProcessState.RUNNING, "starting"
-        for name, stream in (("stdout", self._process.stdout), ("stderr", self._process.stderr)):
-            reader = threading.Thread(target=_read_lines, args=(stream, name, self._lines),
-                                      name=f"MRISuperRes {name} reader", daemon=True)
-            reader.start()
-            self._readers.append(reader)
-        self._open_streams = len(self._readers)
+        self._open_streams = 2
 
     def poll(self) -> EnhanceStatus:
         """Take in what the child printed since the last call, without blocking, and say where the run stands.
@@ -301,7 +296,7 @@ class EnhanceProcess:
         if status.state is ProcessState.CANCELLED:
             raise CancelledError("the run was cancelled; nothing was added to the scene")
         try:
-            nodes = self._add_to_scene(self._read_outputs())
+            nodes = self._add_to_scene()
         except Exception as error:
             self._fail(str(error))
             raise
@@ -361,14 +356,13 @@ class EnhanceProcess:
         """Handle the queued output lines (waiting up to ``wait_s`` for the first), then check for the exit."""
         if self._state is not ProcessState.RUNNING:
             return
-        try:
-            item = self._lines.get(timeout=wait_s) if wait_s > 0 else self._lines.get_nowait()
-            while True:
-                self._take_line(*item)
-                item = self._lines.get_nowait()
-        except queue.Empty:
-            pass
-        if self._open_streams == 0 and self._process is not None and self._process.poll() is not None:
+        if self._process is None:
+            return
+        for item in self._process.lines(wait_s):
+            self._take_line(*item)
+        if self._loader is not None:
+            self._check_loader(wait_s)
+        elif self._open_streams == 0 and not self._process.running:
             self._on_exit(self._process.returncode)
 
     def _take_line(self, stream: str, line: str | None) -> None:
@@ -382,16 +376,47 @@ class EnhanceProcess:
             self._stdout.append(line)
 
     def _on_exit(self, returncode: int) -> None:
-        self._ended_at = time.monotonic()
         if returncode == 0:
             try:
                 self._summary = json.loads("\n".join(self._stdout))
             except ValueError:
+                self._ended_at = time.monotonic()
                 self._fail("the engine finished without a readable --json summary on stdout")
             else:
-                self._state, self._fraction, self._stage = ProcessState.FINISHED, 1.0, "done"
+                # The outputs are read into memory by a worker thread: the GUI thread only hands them to nodes.
+                self._stage = "loading the outputs"
+                self._loader = threading.Thread(target=self._load_outputs, name="MRISuperRes output loader",
+                                                daemon=True)
+                self._loader.start()
             return
+        self._ended_at = time.monotonic()
         self._fail(child_error(self._stderr, returncode))
+
+    def _load_outputs(self) -> None:
+        """Worker thread: read the output files (numpy and zlib release the GIL) and their colour windows."""
+        from .slicer_outputs import MAP_COLORS, window_percentile
+        from .slicer_volumes import load_nrrd
+
+        assert self._summary is not None and self._folder is not None
+        try:
+            for role in self._summary.get("outputs", {}):
+                loaded = load_nrrd(self._folder / OUTPUT_FILES[role])
+                if loaded is not None and role in MAP_COLORS:
+                    loaded.window = window_percentile(loaded.array, role == "difference")
+                self._loaded[role] = loaded
+        except BaseException as error:  # reported on the GUI thread by _check_loader
+            self._load_error = error
+
+    def _check_loader(self, wait_s: float) -> None:
+        assert self._loader is not None
+        self._loader.join(wait_s)
+        if self._loader.is_alive():
+            return
+        self._ended_at = time.monotonic()
+        if self._load_error is not None:
+            self._fail(f"cannot read the outputs of the run: {self._load_error}")
+        else:
+            self._state, self._fraction, self._stage = ProcessState.FINISHED, 1.0, "done"
 
     def _fail(self, message: str) -> None:
         self._state, self._stage, self._error = ProcessState.FAILED, "failed", message
@@ -399,36 +424,20 @@ class EnhanceProcess:
 
     def _stop_child(self) -> None:
         assert self._process is not None
-        # returncode is set only once we reaped the child; until then its PID (and group) cannot be reused.
-        if self._process.returncode is None:
-            kill_process_tree(self._process)
-        self._process.wait()
-        for reader in self._readers:
-            reader.join(_READER_JOIN_S)
+        self._process.kill()
 
-    def _read_outputs(self) -> dict[str, Volume]:
+    def _add_to_scene(self) -> EnhanceNodes:
         from .provenance import KEY_PREFIX
-        from .volume_io import read_volume
-
-        assert self._folder is not None and self._summary is not None
-        volumes = {}
-        for role in self._summary.get("outputs", {}):
-            volume = read_volume(self._folder / OUTPUT_FILES[role])
-            # Only the provenance becomes node attributes (not the reader's NRRD_* / ITK_* keys), and its
-            # source is the node, not the temporary file.
-            metadata = {key: value for key, value in volume.metadata.items() if key.startswith(KEY_PREFIX)}
-            metadata[f"{KEY_PREFIX}source"] = self.volume_node.GetName()
-            volumes[role] = volume.with_array(volume.array, metadata=metadata)
-        return volumes
-
-    def _add_to_scene(self, volumes: Mapping[str, Volume]) -> EnhanceNodes:
         from .slicer_outputs import record_scores
 
-        assert self._summary is not None
+        assert self._summary is not None and self._folder is not None
         scene = self.logic.scene
         before = {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
+        files = {role: self._folder / OUTPUT_FILES[role] for role in self._summary.get("outputs", {})}
         try:
-            nodes = self.logic.add_outputs(self.volume_node, volumes, self.scale, self.outputs)
+            # Slicer's C++ reader puts the voxels into the nodes: no Python copy on the GUI thread.
+            nodes = self.logic.add_output_files(self.volume_node, files, self.scale, self.outputs,
+                                                {f"{KEY_PREFIX}source": self.volume_node.GetName()}, self._loaded)
             summary = {key: value for key, value in self._summary.items() if key != "outputs"}
             summary["input"] = self.volume_node.GetName()
             summary["wall_time_s"] = round(self.status().elapsed_s, 3)
@@ -462,37 +471,6 @@ def write_volume_node(node: Any, path: Path) -> None:
                           "free space of the temporary folder")
 
 
-def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment with ``extra`` on top, the ``MRISuperResLib`` folder first on
-    ``PYTHONPATH`` and UTF-8, unbuffered output."""
-    env = {**os.environ, **(extra or {})}
-    env["PYTHONPATH"] = os.pathsep.join([str(LIBRARY_PARENT), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
-    env["PYTHONIOENCODING"] = "utf-8"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def new_process_group_options() -> dict[str, Any]:
-    """``subprocess.Popen`` options that make the child lead a new process group, so its whole tree can be
-    killed at once (with no console window on Windows)."""
-    if os.name == "nt":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
-    return {"start_new_session": True}
-
-
-def kill_process_tree(process: subprocess.Popen[str]) -> None:
-    """Kill ``process`` and every process it started (see :func:`new_process_group_options`)."""
-    if os.name == "nt":
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, creationflags=subprocess.CREATE_NO_WINDOW, check=False)
-        process.kill()  # in case taskkill is unavailable; harmless when the process is already gone
-        return
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:  # the whole group has already exited
-        pass
-
-
 def child_error(stderr_lines: list[str], returncode: int) -> str:
     """The one-line reason a child failed: its last ``mrisuperres: error:`` message (prefix removed), else its
     last stderr line, else a sentence naming the exit status or signal."""
@@ -515,16 +493,6 @@ def _absolute_if_file(model: str | os.PathLike) -> str:
     separators = [sep for sep in (os.sep, os.altsep) if sep]
     looks_like_path = path.suffix == ".safetensors" or any(sep in text for sep in separators) or path.exists()
     return str(path.resolve()) if text != "default" and looks_like_path else text
-
-
-def _read_lines(stream: IO[str], name: str, lines: queue.Queue[tuple[str, str | None]]) -> None:
-    """Reader thread: every line of ``stream`` into ``lines`` as ``(name, line)``, then ``(name, None)``."""
-    try:
-        for line in stream:
-            lines.put((name, line.rstrip("\r\n")))
-    finally:
-        stream.close()
-        lines.put((name, None))
 
 
 def _remove_nodes_added_since(scene: Any, before: set[str]) -> None:

@@ -15,18 +15,22 @@ Public entry::
 
 What happens:
 
-* **Pairs to files.** :meth:`TrainingLogic.prepare` writes every pair's volumes through the engine into
-  ``<output_folder>/runs/<name>/data/`` (the user's nodes are only read), and a training config
-  ``train.yaml`` beside them. A row with a low-resolution node is a *real pair*: the low-resolution scan is
-  registered onto the high-resolution one (SimpleITK rigid + affine by Mattes mutual information, or BRAINSFit
-  when the desktop module hands one in) and written on its own voxel grid placed in the high-resolution frame.
+* **Pairs to files.** :meth:`TrainingLogic.prepare` writes every pair's volumes as uncompressed NRRD through
+  Slicer's C++ writer into ``<output_folder>/runs/<name>/data/`` (the user's nodes are only read; a fraction of a
+  second per volume on the GUI thread), and a training config ``train.yaml`` beside them. A row with a
+  low-resolution node is a *real pair*: the low-resolution scan is registered onto the high-resolution one
+  (SimpleITK rigid + affine by Mattes mutual information) by the training process, in the background; a pair
+  aligned beforehand with :meth:`TrainingLogic.register_pair` (SimpleITK, or BRAINSFit when the desktop module
+  hands one in) is written aligned, on its own voxel grid placed in the high-resolution frame.
   A row without one is *simulated*: the trainer degrades the high-resolution scan itself (k-space truncation,
   box or Gaussian slice profile, with noise). Validation subjects are validated on inputs simulated from their
   high-resolution volume (the trainer's validation), so a real pair held out for validation contributes its
   high-resolution scan only.
-* **Training.** :meth:`TrainingLogic.start` runs ``python -m MRISuperResLib.cli train --config train.yaml`` in its
-  own process group (its output in ``process.log``); Slicer is never blocked. Stop sends ``SIGTERM``: the
-  trainer saves its state after the current step and keeps ``best.safetensors``; resume passes ``--resume``.
+* **Training.** :meth:`TrainingLogic.start` runs ``mrisuperres train --config train.yaml`` through the modules'
+  background-process runner (:class:`~.slicer_runner.BackgroundProcess`: own process group, no console window;
+  its output in ``process.log``); Slicer is never blocked. Stop asks the trainer itself (not Slicer's
+  ``PythonSlicer`` launcher in between) to stop: it saves its state after the current step and keeps
+  ``best.safetensors``, and the run counts as running until that trainer is gone; resume passes ``--resume``.
 * **Progress.** :meth:`TrainingLogic.poll` reads the trainer's ``log.csv`` as it grows into two table nodes
   (loss; validation PSNR of the model and of the B-spline baseline) plotted by plot series in two plot chart
   nodes, and reports step, ETA and the best validation PSNR (:class:`TrainingStatus`).
@@ -36,10 +40,10 @@ What happens:
   :func:`~.model_zoo.list_models` and enhances by name (``EnhanceLogic(scene).enhance(node, model=name)``).
 
 Problems are refused before anything is written, each with an :class:`~.errors.MRISuperResError` that says what
-to do: a pair whose registration metric says the scans do not show the same anatomy (with the metric), fewer
-than two subjects (one to train on, one to validate), a removed node, too little free disk space. A training
-process that dies is noticed by :meth:`TrainingLogic.poll` (state ``"failed"`` with its last error line) and
-can be resumed.
+to do: fewer than two subjects (one to train on, one to validate), a removed node, too little free disk space.
+A training process that dies is noticed by :meth:`TrainingLogic.poll` (state ``"failed"`` with its last error
+line, e.g. a real pair whose registration metric says the scans do not show the same anatomy) and can be
+resumed.
 
 Nothing here uses ``slicer.mrmlScene``, ``slicer.app`` or Qt.
 """
@@ -52,8 +56,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,11 +70,9 @@ from . import model_zoo
 from .errors import InputError, MRISuperResError, OutputError
 from .provenance import KEY_PREFIX
 from .slicer_outputs import copy_display, place_beside
+from .slicer_runner import LIBRARY_PARENT, BackgroundProcess, default_python  # noqa: F401  (re-exported)
 from .slicer_volumes import add_volume_node, update_node_from_volume, volume_from_node
 from .volume import LPS_TO_RAS, Volume
-
-#: Folder holding the ``MRISuperResLib`` package; put on the training process's ``PYTHONPATH``.
-LIBRARY_PARENT = Path(__file__).resolve().parent.parent
 
 #: Subfolder of the output folder holding one folder per training run.
 RUNS_FOLDER = "runs"
@@ -368,12 +368,6 @@ BrainsFitRunner = Callable[[Any, Any, Any], None]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def default_python() -> str:
-    """The Python that runs training: Slicer's ``PythonSlicer`` when on the PATH (inside Slicer,
-    ``sys.executable`` is the application itself), else this interpreter."""
-    return shutil.which("PythonSlicer") or sys.executable
-
-
 def disk_free_bytes(folder: Path) -> int:
     """Free bytes on the file system holding ``folder`` (or its nearest existing parent)."""
     folder = Path(folder).absolute()
@@ -588,9 +582,7 @@ class TrainingLogic:
         self.registrations: dict[tuple[str, str], RegistrationOutcome] = {}
         self.job: TrainingJob | None = None
         self.nodes: TrainingNodes | None = None
-        self._process: subprocess.Popen | None = None
-        self._log_handle: Any = None
-        self._stop_requested = False
+        self._process: BackgroundProcess | None = None
         self._published: dict[Path, int] = {}
         self._log_mtime: int | None = None
         self._last_status = TrainingStatus("idle")
@@ -664,13 +656,45 @@ class TrainingLogic:
         finally:
             self.scene.RemoveNode(transform_node)
 
-    def _registered_node(self, low_node: Any, aligned: Volume, attributes: dict[str, str]) -> Any:
+    def adopt_registration(self, high_node: Any, low_node: Any, aligned_path: Path, summary: dict[str, Any],
+                           scale: tuple[int, int, int], source_mtimes: tuple[int, int]) -> RegistrationOutcome:
+        """Take in a registration computed by ``mrisuperres register --grid moving --json`` (a background run, see
+        :mod:`.slicer_registration`): the aligned file becomes ``<low>_registered`` over the high-resolution node,
+        and the outcome is kept for :meth:`prepare` as :meth:`register_pair`'s is."""
+        import SimpleITK as sitk
+
+        from .slicer_volumes import grid_from_node
+
+        metric = float(summary["metric"])
+        attributes = {"role": "registered", "fixed": high_node.GetName(), "moving": low_node.GetName(),
+                      "method": "simpleitk", "mattes_mi": f"{metric:.4f}"}
+        node = self._registered_node(low_node, Path(aligned_path), attributes)
+        show_overlay(self.scene, high_node, node, 0.5)
+        lps = np.asarray(summary["fixed_to_moving_lps"], dtype=np.float64)
+        transform = sitk.AffineTransform(tuple(lps[:3, :3].ravel()), tuple(lps[:3, 3]))
+        outcome = RegistrationOutcome(metric, {k: float(v) for k, v in summary.get("stage_metrics", {}).items()},
+                                      transform, volume_from_node(node), node, "simpleitk",
+                                      self._scale_warnings(grid_from_node(high_node), grid_from_node(low_node), scale),
+                                      source_mtimes)
+        self.registrations[(high_node.GetID(), low_node.GetID())] = outcome
+        return outcome
+
+    def _registered_node(self, low_node: Any, aligned: Volume | Path, attributes: dict[str, str]) -> Any:
+        from .slicer_volumes import read_file_into_node
+
         name = f"{low_node.GetName()}_registered"
         existing = [node for node in _nodes_of_class(self.scene, "vtkMRMLScalarVolumeNode")
                     if node.GetName() == name and node.GetAttribute(f"{KEY_PREFIX}role") == "registered"]
+        fill = (lambda target: read_file_into_node(target, aligned)) if isinstance(aligned, Path) else \
+            (lambda target: update_node_from_volume(target, aligned))
         if existing:
             node = existing[0]
-            update_node_from_volume(node, aligned)
+            fill(node)
+        elif isinstance(aligned, Path):
+            node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+            fill(node)
+            node.CreateDefaultDisplayNodes()
+            place_beside(low_node, node)
         else:
             node = add_volume_node(self.scene, aligned, name)
             place_beside(low_node, node)
@@ -680,7 +704,7 @@ class TrainingLogic:
         return node
 
     @staticmethod
-    def _scale_warnings(fixed: Volume, moving: Volume, scale: tuple[int, int, int]) -> list[str]:
+    def _scale_warnings(fixed: Any, moving: Any, scale: tuple[int, int, int]) -> list[str]:
         # Compare sorted voxel sizes: the two scans may be stored with their axes in different orders.
         ratio = np.sort(moving.spacing) / np.sort(fixed.spacing)
         if np.allclose(np.sort(ratio), np.sort(np.asarray(scale, dtype=float)), rtol=0.25):
@@ -717,7 +741,10 @@ class TrainingLogic:
             raise InputError("the perceptual loss needs a local .safetensors file of VGG16 weights; choose the file "
                              "or set its weight to 0")
         data_folder = run_folder / "data"
-        values, writes = self._plan_data(subjects, data_folder)
+        # Pairs registered with register_pair (and unchanged since) are written aligned; the training process
+        # registers the others itself, in the background.
+        registrations = {s.row: outcome for s in subjects if (outcome := self._existing_registration(s)) is not None}
+        values, writes = self._plan_data(subjects, data_folder, set(registrations))
         config = self._config(settings, preset, model_config, scale, patch, values, subjects, run_folder)
         self._check_config(config, run_folder)
         needed = self._bytes_needed(subjects, preset.family, model_config)
@@ -727,8 +754,6 @@ class TrainingLogic:
                 f"not enough free disk space for this training run in {output_folder}: it needs about "
                 f"{(needed + FREE_SPACE_MARGIN) / 2**20:.0f} MB, {free / 2**20:.0f} MB are free; free some space or "
                 "choose another output folder")
-        registrations = {s.row: self._registration_for(s, scale) for s in subjects
-                         if s.low is not None and not isinstance(s.high, Path) and not isinstance(s.low, Path)}
         try:
             data_folder.mkdir(parents=True, exist_ok=True)
             self._write_data(writes, registrations)
@@ -862,23 +887,24 @@ class TrainingLogic:
             parameters = models.parameter_count(models.create(family, **model_config))
         return data + WEIGHT_COPIES * 4 * parameters + 16 * 2**20
 
-    def _registration_for(self, subject: _Subject, scale: tuple[int, int, int]) -> RegistrationOutcome:
-        """The pair's registration from :meth:`register_pair` while its nodes are unchanged since, else a new one."""
+    def _existing_registration(self, subject: _Subject) -> RegistrationOutcome | None:
+        """The pair's registration from :meth:`register_pair` while its nodes are unchanged since, else ``None``."""
+        if subject.low is None or isinstance(subject.high, Path) or isinstance(subject.low, Path):
+            return None
         outcome = self.registrations.get((subject.high.GetID(), subject.low.GetID()))
         if outcome is None or outcome.source_mtimes != (subject.high.GetMTime(), subject.low.GetMTime()):
-            try:
-                outcome = self.register_pair(TrainingPair(subject.high, subject.low), scale)
-            except InputError as error:
-                raise InputError(f"pair {subject.row}: {error}") from None
+            return None
         return outcome
 
     @staticmethod
-    def _plan_data(subjects: list[_Subject],
-                   folder: Path) -> tuple[dict[str, list[Any]], list[tuple[_Subject, str, Path]]]:
+    def _plan_data(subjects: list[_Subject], folder: Path,
+                   registered: set[int]) -> tuple[dict[str, list[Any]], list[tuple[_Subject, str, Path]]]:
         """The config's data lists, and the files to write: ``(subject, "high" or "low", path)``.
 
-        Files are used in place. A pair with a file member is registered by the training process; a pair of nodes
-        is written registered (``register: false``).
+        Files are used in place. A node is written as uncompressed NRRD (Slicer's C++ writer: a fraction of a
+        second, no Python copy). A pair whose row is in ``registered`` is written aligned (``register: false``);
+        the training process registers every other pair itself (``register: true``), so Slicer never waits for
+        a registration when Start is clicked.
         """
         values: dict[str, list[Any]] = {"train": [], "validation": [], "pairs": []}
         writes: list[tuple[_Subject, str, Path]] = []
@@ -887,7 +913,7 @@ class TrainingLogic:
             item = subject.high if role == "high" else subject.low
             if isinstance(item, Path):
                 return item
-            path = folder / f"{subject.row:02d}_{_safe_label(subject.label)}_{role}.nii.gz"
+            path = folder / f"{subject.row:02d}_{_safe_label(subject.label)}_{role}.nrrd"
             writes.append((subject, role, path))
             return path
 
@@ -898,21 +924,25 @@ class TrainingLogic:
             elif subject.low is None:
                 values["train"].append(high)
             else:
-                files = isinstance(subject.high, Path) or isinstance(subject.low, Path)
-                values["pairs"].append({"high": high, "low": str(target(subject, "low")), "register": files})
+                values["pairs"].append({"high": high, "low": str(target(subject, "low")),
+                                        "register": subject.row not in registered})
         return values, writes
 
-    @staticmethod
-    def _write_data(writes: list[tuple[_Subject, str, Path]], registrations: dict[int, RegistrationOutcome]) -> None:
+    def _write_data(self, writes: list[tuple[_Subject, str, Path]],
+                    registrations: dict[int, RegistrationOutcome]) -> None:
+        from .slicer_process import write_volume_node
         from .volume_io import write_volume
 
         for subject, role, path in writes:
             node = subject.high if role == "high" else subject.low
             registration = registrations.get(subject.row) if role == "low" else None
-            volume = registration.aligned if registration is not None else volume_from_node(node)
-            what = f"{node.GetName()} registered onto {subject.label}" if registration is not None else \
-                f"training {role}-resolution volume from {node.GetName()}"
-            write_volume(volume, path, description=what[:79])
+            if registration is None:
+                write_volume_node(node, path)
+            elif self.scene.IsNodePresent(registration.node):
+                write_volume_node(registration.node, path)  # the aligned volume the user saw
+            else:
+                write_volume(registration.aligned, path, description=f"{node.GetName()} registered"[:79],
+                             compress=False)
 
     @staticmethod
     def _config(settings: TrainingSettings, preset: Preset, model_config: dict[str, Any],
@@ -992,15 +1022,14 @@ class TrainingLogic:
         self.nodes = None
         self._published = {}
         self._log_mtime = None
-        self._stop_requested = False
         self._process = None
         self._last_status = TrainingStatus("prepared", total_steps=job.total_steps)
 
     # ---------------------------------------------------------------------------------------------- process
     @property
     def running(self) -> bool:
-        """A training process of this logic is alive."""
-        return self._process is not None and self._process.poll() is None
+        """A training process of this logic is alive: the trainer itself, or Slicer's launcher in front of it."""
+        return self._process is not None and self._process.running
 
     @property
     def status(self) -> TrainingStatus:
@@ -1009,8 +1038,13 @@ class TrainingLogic:
 
     @property
     def pid(self) -> int | None:
-        """Process ID of the training process (also its process group's on POSIX), while it runs."""
+        """Process ID of the process started (also its process group's on POSIX), while it runs."""
         return self._process.pid if self.running else None  # type: ignore[union-attr]
+
+    @property
+    def trainer_pid(self) -> int | None:
+        """Process ID of the interpreter that trains (behind Slicer's launcher), while it runs."""
+        return self._process.worker_pid if self.running else None  # type: ignore[union-attr]
 
     def start(self, job: TrainingJob | None = None) -> TrainingJob:
         """Start training ``job`` (default: the prepared one) in a background process; returns at once."""
@@ -1034,57 +1068,35 @@ class TrainingLogic:
 
     def _launch(self, resume: bool) -> None:
         assert self.job is not None
-        command = [self.python, "-m", "MRISuperResLib.cli", "train", "--config", str(self.job.config_path), "--quiet"]
-        if resume:
-            command.append("--resume")
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(LIBRARY_PARENT), environment.get("PYTHONPATH", "")) if p)
-        environment["PYTHONUNBUFFERED"] = "1"
-        # Its own process group (session): Stop reaches the trainer and anything it starts, and a Ctrl+C in the
-        # terminal that runs Slicer does not reach the trainer.
-        group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
-                 else {"start_new_session": True})
-        self._close_log()
-        self._log_handle = open(self.job.log_path, "ab")
-        self._log_handle.write(f"\n$ {' '.join(command)}\n".encode())
-        self._log_handle.flush()
+        arguments = ["train", "--config", str(self.job.config_path), "--quiet", *(["--resume"] if resume else [])]
+        if self._process is not None:
+            self._process.close()
+        self._process = BackgroundProcess(arguments, self.python, cwd=self.job.run_folder, log=self.job.log_path,
+                                          control=self.job.run_folder / "control")
         try:
-            self._process = subprocess.Popen(command, stdout=self._log_handle, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, cwd=self.job.run_folder, env=environment,
-                                             **group)
+            self._process.start()
         except OSError as error:
-            self._close_log()
+            self._process = None
             raise InputError(f"cannot start the training process {self.python}: {error.strerror or error}") from None
-        self._stop_requested = False
         self._last_status = TrainingStatus("running", step=self._last_status.step, total_steps=self.job.total_steps)
         self.ensure_nodes()
 
     def stop(self, wait: float = 0.0) -> TrainingStatus:
-        """Ask the training process to stop: it saves its state after the current step (resume continues from
-        there) and keeps the best checkpoint. Waits up to ``wait`` seconds for it to end."""
+        """Ask the trainer to stop: it saves its state after the current step (resume continues from there) and
+        keeps the best checkpoint. The run stays ``"stopping"`` (and cannot be resumed) until the trainer itself
+        is gone. Waits up to ``wait`` seconds for it to end."""
         if self.running:
             assert self._process is not None
-            self._stop_requested = True
-            if sys.platform == "win32":
-                # No SIGTERM on Windows: the process ends at once and resumes from its last checkpoint.
-                self._process.terminate()
-            else:
-                os.killpg(self._process.pid, signal.SIGTERM)
+            self._process.request_stop()
         if wait > 0:
             return self.wait(timeout=wait)
         return self.poll()
 
     def kill(self) -> TrainingStatus:
-        """End the training process at once (it resumes from its last checkpoint)."""
-        if self.running:
-            assert self._process is not None
-            self._stop_requested = True
-            if sys.platform == "win32":
-                self._process.kill()
-            else:
-                os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait()
+        """End the training process tree at once (it resumes from its last checkpoint); returns once the trainer
+        is gone."""
+        if self._process is not None and self.running:
+            self._process.kill()
         return self.poll()
 
     def wait(self, timeout: float | None = None, interval: float = 0.5) -> TrainingStatus:
@@ -1095,11 +1107,6 @@ class TrainingLogic:
             time.sleep(interval)
             status = self.poll()
         return self.poll() if not self.running else status
-
-    def _close_log(self) -> None:
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
 
     # ------------------------------------------------------------------------------------------------- poll
     def poll(self) -> TrainingStatus:
@@ -1116,12 +1123,13 @@ class TrainingLogic:
             self._fill_progress(status, rows)
         else:
             self._carry_progress(status)
-        returncode = self._process.poll() if self._process is not None else None
-        if self._process is not None and returncode is None:
-            status.state = "stopping" if self._stop_requested else "running"
+        process = self._process
+        if process is not None and process.running:
+            status.state = "stopping" if process.stop_requested else "running"
             status.message = f"step {status.step} of {status.total_steps}"
-        elif self._process is not None:
-            self._close_log()
+        elif process is not None:
+            returncode = process.wait(timeout=0)
+            assert returncode is not None
             status.returncode = returncode
             self._finish_state(status, job, returncode)
         try:
@@ -1137,7 +1145,7 @@ class TrainingLogic:
             status.state = "finished"
             status.message = "training finished" + (
                 "" if (job.run_folder / f"{job.name}.safetensors").is_file() else " without a validated model")
-        elif returncode == EXIT_INTERRUPTED or self._stop_requested:
+        elif returncode == EXIT_INTERRUPTED or (self._process is not None and self._process.stop_requested):
             status.state = "stopped"
             status.message = (f"stopped at step {status.step}; the state is saved: resume to continue"
                               if (job.run_folder / "state.pt").exists() else "stopped before the first step")
@@ -1286,7 +1294,8 @@ class TrainingLogic:
             self.stop(wait=30.0)
             if self.running:
                 self.kill()
-        self._close_log()
+        if self._process is not None:
+            self._process.close()
 
 
 # ------------------------------------------------------------------------------------------- small helpers
