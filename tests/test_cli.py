@@ -846,6 +846,23 @@ def test_version(capsys):
     assert out.strip() == f"mrisuperres {__version__}"
 
 
+def test_no_compress_writes_raw_nrrd_and_metaimage_with_the_same_voxels(layout, tiny_model, capsys):
+    outputs = {}
+    for flag in ((), ("--no-compress",)):
+        target = layout["out"] / f"sr{len(flag)}.nrrd"
+        base = layout["out"] / f"base{len(flag)}.mha"
+        code, _, err = run_main(capsys, "enhance", layout["input"], target, "--model", tiny_model, "--baseline", base,
+                                "--quiet", "--device", "cpu", *flag)
+        assert code == 0, err
+        header = target.read_bytes()[:1000]
+        assert (b"encoding: raw" in header) == bool(flag) and (b"encoding: gzip" in header) != bool(flag)
+        assert (b"CompressedData = True" in base.read_bytes()[:1000]) != bool(flag)
+        outputs[flag] = (sitk.GetArrayFromImage(sitk.ReadImage(str(target))),
+                         sitk.GetArrayFromImage(sitk.ReadImage(str(base))))
+    for plain, packed in zip(outputs[()], outputs[("--no-compress",)]):
+        np.testing.assert_array_equal(plain, packed)
+
+
 def test_enhance_help_has_examples(capsys):
     code, out, _ = run_main(capsys, "enhance", "--help")
     assert code == 0

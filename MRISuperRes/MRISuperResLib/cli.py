@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="interpolate a DICOM series with missing or unevenly spaced slices onto a regular "
                          "grid (with a warning) instead of refusing it")
     enhance.add_argument("--no-sidecar", action="store_true", help="do not write JSON provenance sidecars")
+    enhance.add_argument("--no-compress", action="store_true",
+                         help="write .nrrd, .nhdr, .mha and .mhd outputs uncompressed (faster to write and read, for "
+                         "files another program reads at once, like the Slicer module's; .nii.gz is always gzip)")
     enhance.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     enhance.add_argument("--quiet", action="store_true", help="no progress bar")
     enhance.add_argument("--progress-lines", action="store_true",
@@ -317,6 +320,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
                 flip_ensemble=args.flip_ensemble,
                 overwrite=args.overwrite,
                 sidecar=not args.no_sidecar,
+                compress=not args.no_compress,
                 resample_uneven_slices=args.resample_uneven_slices,
                 device=args.device,
                 tile=args.tile,

@@ -277,7 +277,7 @@ def run(args: argparse.Namespace, scale: Scale, model: Any,
 
     try:
         result = run_cohort(items, model, scale, options=options, overwrite=args.overwrite,
-                            sidecar=not args.no_sidecar, on_start=display.start, on_progress=display.progress,
+                            sidecar=not args.no_sidecar, compress=not args.no_compress, on_start=display.start, on_progress=display.progress,
                             on_finish=finished)
     finally:
         display.close()

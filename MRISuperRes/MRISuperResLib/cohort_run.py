@@ -129,6 +129,7 @@ def run_cohort(
     options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     sidecar: bool = True,
+    compress: bool = True,
     overlap_io: bool = True,
     on_start: Callable[[int, CohortItem], None] | None = None,
     on_progress: Callable[[int, float, str], None] | None = None,
@@ -197,7 +198,7 @@ def run_cohort(
             job = job_record(outcome.item.input, outcome.input_sha256, model.file_sha256,
                              {**record_options, "outputs": sorted(outcome.item.targets)})
             write_outputs(result, prepared.volume, dict(outcome.item.targets), overwrite=prepared.replace,
-                          sidecar=sidecar, sidecar_extra={JOB_KEY: job})
+                          sidecar=sidecar, sidecar_extra={JOB_KEY: job}, compress=compress)
             outcome.status = "done"
         except Exception as error:
             outcome.status, outcome.error = "failed", _one_line(error)

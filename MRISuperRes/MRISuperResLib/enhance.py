@@ -402,6 +402,7 @@ def enhance_file(
     sidecar: bool = True,
     sidecar_extra: dict[str, Any] | None = None,
     resample_uneven_slices: bool = False,
+    compress: bool = True,
     **options: Any,
 ) -> EnhanceResult:
     """Read a volume file (or DICOM series folder), enhance it, write the requested outputs.
@@ -414,7 +415,8 @@ def enhance_file(
     its provenance and the run summary unless ``sidecar`` is false; ``sidecar_extra`` adds top-level keys to every
     sidecar. ``figure_path`` adds a PNG (see :mod:`.figure`). ``resample_uneven_slices`` interpolates a DICOM
     series with missing or unevenly spaced slices onto a regular grid (with a warning) instead of refusing it (see
-    :func:`.volume_io.read_volume`). ``options`` are passed to :func:`enhance_volume`.
+    :func:`.volume_io.read_volume`). ``compress=False`` writes NRRD and MetaImage outputs uncompressed (a ``.nii.gz``
+    is gzip by its name). ``options`` are passed to :func:`enhance_volume`.
 
     Raises:
         MRISuperResError: a refused input or output name (before any work), or a failed write (nothing left).
@@ -437,7 +439,7 @@ def enhance_file(
     result.timings["read"] = read_seconds
     result.warnings.extend(renamed)
     write_outputs(result, volume, planned, figure, overwrite=overwrite, sidecar=sidecar, sidecar_extra=sidecar_extra,
-                  dicom_source=dicom_source)
+                  dicom_source=dicom_source, compress=compress)
     return result
 
 
@@ -476,11 +478,12 @@ def write_outputs(
     sidecar: bool = True,
     sidecar_extra: dict[str, Any] | None = None,
     dicom_source: DicomSeries | None = None,
+    compress: bool = True,
 ) -> None:
     """Write ``result``'s outputs (role -> path from :func:`check_targets`), sidecars and figure, all or nothing.
 
     ``dicom_source`` (the input's DICOM series, see :func:`.dicom_io.scan_series`) makes DICOM outputs derived
-    series of the source's patient and study.
+    series of the source's patient and study. ``compress=False`` writes compressible formats uncompressed.
 
     Every file is staged in a hidden folder beside its target, flushed, read back and compared, and renamed into
     place only when all were written; ``result.paths`` and ``result.timings["write"]`` are filled. The volumes are
@@ -497,7 +500,8 @@ def write_outputs(
         written = {role: path for role, path in planned.items() if outputs[role] is not None}
         with ThreadPoolExecutor(max_workers=max(1, min(4, len(written)))) as pool:
             jobs = [pool.submit(stage_volume, outputs[role], staging[path.parent.resolve()], path.name,
-                                description=short_description(_provenance(outputs[role])), dicom_source=dicom_source)
+                                description=short_description(_provenance(outputs[role])), dicom_source=dicom_source,
+                                compress=compress)
                     for role, path in written.items()]
             for job in jobs:
                 job.result()  # the first failure is raised; the staging folders are removed on the way out

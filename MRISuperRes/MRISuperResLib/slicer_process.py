@@ -204,7 +204,7 @@ class EnhanceProcess:
                    "--baseline", files["baseline"], "--difference", files["difference"],
                    "--consistency", files["consistency"],
                    "--model", self.model, "--scale", format_scale(self.scale), "--device", self.device,
-                   "--overlap", repr(float(self.overlap)), "--no-sidecar", "--json", "--progress-lines"]
+                   "--overlap", repr(float(self.overlap)), "--no-sidecar", "--no-compress", "--json", "--progress-lines"]
         if self.uncertainty:
             command += ["--uncertainty", files["uncertainty"]]
         if self.mask_background is not None:
