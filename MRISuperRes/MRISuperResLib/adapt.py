@@ -22,7 +22,7 @@ starting weights included, so adaptation never ends worse than the starting mode
 Isotropic scales (``2,2,2``) are refused: the zero-shot variant (degrade the scan itself by the scale, learn
 scan <- degraded scan) would teach the model the step from the scan's resolution to half of it, whose content
 (already band-limited by the scan's own acquisition) differs from what the model must restore; it was not
-measured to help, so it is not offered.
+measured here, so it is not offered (an untested variant could make results worse unnoticed).
 
 Normalisation is the model's own (:class:`~.normalization.PercentileNormalizer` with its metadata's percentiles,
 fitted on the whole input, the network input clipped as in :func:`~.enhance.enhance_volume`). Arrays here are in
