@@ -16,25 +16,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MRISuperRes"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from MRISuperResLib.adapt import AdaptSettings, adapt_model  # noqa: E402
-from MRISuperResLib.enhance import enhance_volume  # noqa: E402
-from MRISuperResLib.evaluation import evaluation_spec, score_volume, simulated_pair  # noqa: E402
-from MRISuperResLib.geometry import parse_scale  # noqa: E402
-from MRISuperResLib.model_zoo import load_model  # noqa: E402
-from MRISuperResLib.samples import mni152_t1_path  # noqa: E402
-from MRISuperResLib.training.preprocess import foreground_mask  # noqa: E402
-from MRISuperResLib.volume import Grid, Volume  # noqa: E402
-from MRISuperResLib.volume_io import read_volume  # noqa: E402
+import numpy as np
+import torch
+from MRISuperResLib.adapt import AdaptSettings, adapt_model
+from MRISuperResLib.enhance import enhance_volume
+from MRISuperResLib.evaluation import evaluation_spec, score_volume, simulated_pair
+from MRISuperResLib.geometry import parse_scale
+from MRISuperResLib.model_zoo import load_model
+from MRISuperResLib.samples import mni152_t1_path
+from MRISuperResLib.training.preprocess import foreground_mask
+from MRISuperResLib.volume import Grid, Volume
+from MRISuperResLib.volume_io import read_volume
 
 SHARED = Path(os.environ.get("MRISUPERRES_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BRAIN_EVAL = ["eval/philips_ingenia_T1w_head.nii.gz", "eval/arc_M2304_T1w_head.nii.gz",

@@ -13,13 +13,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from MRISuperResLib import cli
-from MRISuperResLib.adapt import AdaptSettings, adapt_model, save_adapted_model, thick_ratio
+from MRISuperResLib.adapt import (
+    AdaptSettings,
+    adapt_model,
+    save_adapted_model,
+    thick_ratio,
+)
 from MRISuperResLib.checkpoint import load_model_file
 from MRISuperResLib.degradation import box_downsample
 from MRISuperResLib.enhance import enhance_file, enhance_volume
@@ -31,8 +34,8 @@ from MRISuperResLib.volume_io import read_volume, write_volume
 
 SCALE = (1.0, 1.0, 4.0)
 #: A few cheap steps: small patches, raw sampling where the sampling itself is not under test.
-FAST = dict(seconds=None, steps=6, batch_size=2, patch=16, low_patch=4, validation_patches=4, validate_every=2,
-            region=48, learning_rate=3e-4)
+FAST = {"seconds": None, "steps": 6, "batch_size": 2, "patch": 16, "low_patch": 4, "validation_patches": 4,
+        "validate_every": 2, "region": 48, "learning_rate": 3e-4}
 
 
 @pytest.fixture(scope="module")

@@ -188,7 +188,7 @@ def thick_ratio(model: LoadedModel, scale: Scale) -> tuple[tuple[int, int, int],
     ratio = float(ordered[2])
     if abs(ratio - round(ratio)) > 1e-6:
         raise InputError(f"adaptation needs an integer through-plane ratio, not {ratio:g}")
-    return order, int(round(ratio))
+    return order, round(ratio)
 
 
 def in_plane_spec(model: LoadedModel, thick_spacing: float, settings: AdaptSettings) -> DegradationSpec:
@@ -244,7 +244,7 @@ class _PairSampler:
                  t_step: int, clip: bool) -> None:
         self.pool, self.mask, self.ratio, self.spec, self.clip = pool, mask, ratio, spec, clip
         planes = pool.shape[2] // t_step
-        held = max(2, int(round(settings.holdback * planes)))
+        held = max(2, round(settings.holdback * planes))
         if planes - held < 2:
             raise InputError(f"the scan has {planes} thick planes; adaptation needs at least 4")
         first = (planes - held) // 2

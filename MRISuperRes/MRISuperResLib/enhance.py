@@ -219,7 +219,11 @@ def enhance_volume(
 
         loaded, adaptation = adapt_for_enhance(volume, loaded, scale, adapt, device, source_name,
                                                lambda f, t: report(0.5 * f, t), cancel)
-        report = (lambda inner: lambda f, t: inner(0.5 + 0.5 * f, t))(report)
+        whole = report
+
+        def report(fraction: float, text: str) -> None:  # the enhance stages fill the second half
+            whole(0.5 + 0.5 * fraction, text)
+
         timings["adapt"] = adaptation.seconds
 
     report(0.0, "normalising")
