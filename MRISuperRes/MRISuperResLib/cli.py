@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import cli_adapt
 from .version import __version__
 
 EXIT_ERROR = 1
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"instead of a progress bar, print '{PROGRESS_PREFIX} <fraction 0..1> <stage>' on "
                          "stdout at every update, for programs running this command in the background")
 
+    cli_adapt.add_arguments(enhance)
     enhance.add_argument("--figure", metavar="PNG",
                          help="also write a PNG: axial/coronal/sagittal x input, baseline, SR, difference, consistency")
     from . import cohort_cli
@@ -291,6 +293,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
     if cohort is None:
         cohort_cli.check_single_run(args)
     plans = _plan_outputs(args) if cohort is None else []
+    cli_adapt.check(args, plans, cohort=cohort is not None)
     if args.progress_lines:
         print(format_progress_line(0.0, "loading the model"), flush=True)
     model = load_model(args.model, scale)
@@ -328,7 +331,9 @@ def _run_enhance(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 keep_dtype=args.keep_dtype,
                 progress=update,
+                adapt=cli_adapt.settings_for(args, input_path),
             )
+            cli_adapt.save(args, result)
         except MRISuperResError as error:
             if len(plans) == 1:
                 raise

@@ -76,6 +76,7 @@ class EnhanceResult:
         timings: seconds per stage.
         warnings: messages for the user (device fallback, label-map-like input).
         paths: written files by role, filled by :func:`enhance_file`.
+        adaptation: the :class:`~.adapt.AdaptationReport` when the model was adapted to this input, else ``None``.
     """
 
     sr: Volume
@@ -94,6 +95,7 @@ class EnhanceResult:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)
+    adaptation: Any = None
 
     @property
     def consistency_threshold(self) -> float | None:
@@ -159,6 +161,7 @@ class EnhanceResult:
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
             "outputs": dict(self.paths),
+            **({"adaptation": self.adaptation.summary()} if self.adaptation is not None else {}),
         }
 
 
@@ -237,6 +240,7 @@ def enhance_volume(
     source_name: str = "input",
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    adapt: Any = None,
 ) -> EnhanceResult:
     """Super-resolve ``volume`` (never modified) and compute its baseline, difference and consistency.
 
@@ -260,6 +264,9 @@ def enhance_volume(
         source_name: the input's name, for messages and provenance.
         progress: ``(fraction, stage text)`` callback.
         cancel: polled between tiles; returning true raises :class:`~.errors.CancelledError`.
+        adapt: first adapt the model to this input (:func:`~.adapt.adapt_model`): an
+            :class:`~.adapt.AdaptSettings`, a time budget in seconds, or ``True`` for the defaults (180 s). Thick-slice
+            scales only; the first half of the progress range is the adaptation.
     """
     report = progress or (lambda fraction, text: None)
     timings: dict[str, float] = {}
@@ -275,6 +282,18 @@ def enhance_volume(
     if threads:
         torch.set_num_threads(int(threads))
     timings["load"] = time.perf_counter() - start
+    adaptation = None
+    if adapt is not None and adapt is not False:
+        from .adapt import adapt_for_enhance
+
+        loaded, adaptation = adapt_for_enhance(volume, loaded, scale, adapt, device, source_name,
+                                               lambda f, t: report(0.5 * f, t), cancel)
+        whole = report
+
+        def report(fraction: float, text: str) -> None:  # the enhance stages fill the second half
+            whole(0.5 + 0.5 * fraction, text)
+
+        timings["adapt"] = adaptation.seconds
 
     report(0.0, "normalising")
     settings = loaded.metadata.get("normalization", {})
@@ -377,6 +396,7 @@ def enhance_volume(
         axis_order=order,
         ensemble_passes=len(flips),
         warnings=warnings,
+        adaptation=adaptation,
     )
     consistency_warning = result.consistency_warning()
     if consistency_warning:

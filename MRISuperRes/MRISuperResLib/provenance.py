@@ -27,7 +27,7 @@ def make_provenance(model: LoadedModel, scale: Scale, role: str, source: str, de
         source: name of the input (file name or node name).
         device: where inference ran.
     """
-    return {
+    provenance = {
         "software": "MRISuperRes",
         "engine_version": __version__,
         "role": role,
@@ -41,6 +41,16 @@ def make_provenance(model: LoadedModel, scale: Scale, role: str, source: str, de
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "notice": AI_NOTICE if role != "baseline" else "interpolated from the input, not acquired",
     }
+    adapted = model.metadata.get("adapted")
+    if adapted and role != "baseline":
+        # A model fine-tuned on this very input (see adapt.py): say so on everything it produced.
+        provenance["adaptation"] = (
+            f"{'adapted to this input' if adapted.get('this_run') else 'adapted to input ' + str(adapted.get('input'))}: "
+            f"fine-tuned from {adapted.get('from')} (SHA-256 "
+            f"{str(adapted.get('from_sha256', ''))[:12]}) on input SHA-256 {str(adapted.get('input_sha256', ''))[:12]}, "
+            f"{adapted.get('steps')} steps, held-back L1 {float(adapted.get('held_back_l1_before', 0)):.5f} -> "
+            f"{float(adapted.get('held_back_l1_after', 0)):.5f}")
+    return provenance
 
 
 def header_fields(provenance: dict[str, Any]) -> dict[str, str]:
