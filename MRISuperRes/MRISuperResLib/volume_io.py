@@ -336,8 +336,8 @@ def _scrubbed(error: BaseException, staging: Path) -> str:
     return lines[-1].replace(str(staging), str(staging.parent)).strip()[:160]
 
 
-#: zlib level of compressed outputs. Float32 volumes compress to about 80 % whatever the level, and level 1 takes
-#: about a third of the time of zlib's default (6): writing a 256^3 result should not cost seconds for 1 %.
+#: Compression level of compressed outputs. Float32 volumes compress to about 87 % whatever the level, and level 1
+#: takes about a third of the time of zlib's default (6): writing a 256^3 result should not cost seconds for 1 %.
 GZIP_LEVEL = 1
 
 
@@ -363,7 +363,13 @@ _GZIP_BLOCK = 8 << 20
 
 
 def _gzip_member(block: bytes) -> bytes:
-    return gzip.compress(block, compresslevel=GZIP_LEVEL, mtime=0)
+    # Intel's ISA-L (python-isal) writes the same gzip format about ten times faster than zlib at level 1 with
+    # the same size; zlib when it is not installed (it is a dependency, but Slicer installs packages on first use).
+    try:
+        from isal import igzip
+    except ImportError:
+        return gzip.compress(block, compresslevel=GZIP_LEVEL, mtime=0)
+    return igzip.compress(block, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def commit_staged(staged_folders: dict[Path, Path], overwrite: bool) -> None:
