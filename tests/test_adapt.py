@@ -150,7 +150,7 @@ def test_cli_adapt_provenance_and_saved_model(thick_volume, tmp_path, capsys):
     assert input_sha[:12] in sr.metadata["MRISuperRes.adaptation"]
     assert sr.metadata["MRISuperRes.model"] == "edsr3d-thick-x4-brain-adapted"
     assert "MRISuperRes.adaptation" not in read_volume(tmp_path / "b.nrrd").metadata  # the baseline is not the model's
-    sidecar = json.loads((tmp_path / "sr.json").read_text())
+    sidecar = json.loads((tmp_path / "sr.nrrd.json").read_text())
     assert sidecar["run"]["adaptation"]["steps"] == 2 and "adapted to this input" in sidecar["provenance"]["adaptation"]
     model = load_model_file(saved)
     adapted = model.metadata["adapted"]

@@ -343,3 +343,24 @@ def test_cli_resamples_an_uneven_series_on_request_with_one_warning_line(tmp_pat
     assert code == 0, err
     assert err.count("\n") == 1 and err.startswith("mrisuperres: warning: series: the 23 DICOM slices")
     assert "interpolated" in err and "not acquired" in err
+
+
+def test_a_left_handed_volume_is_written_as_a_right_handed_series_in_the_same_place(tmp_path) -> None:
+    """DICOM readers stack slices along row x column: a left-handed grid is stored flipped along k, so every
+    voxel keeps its LPS position and value."""
+    import SimpleITK as sitk
+
+    from MRISuperResLib.volume import Grid, Volume
+    from MRISuperResLib.volume_io import read_volume, write_volume
+
+    rng = np.random.default_rng(4)
+    array = rng.normal(100, 20, size=(10, 9, 7)).astype(np.float32)
+    direction = np.diag([1.0, 1.0, -1.0])
+    volume = Volume(array, Grid((10, 9, 7), (1.0, 1.2, 2.0), (5.0, -3.0, 12.0), direction))
+    folder = write_volume(volume, tmp_path / "series")
+    back = read_volume(folder)
+    assert np.linalg.det(np.asarray(back.grid.direction)) > 0
+    np.testing.assert_allclose(back.array, array[:, :, ::-1], atol=1e-3 * 200)
+    corner = back.grid.physical_points(np.array([0.0, 0.0, 0.0]))
+    np.testing.assert_allclose(corner, volume.grid.physical_points(np.array([0.0, 0.0, 6.0])), atol=1e-4)
+    assert sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))).GetSize() == (10, 9, 7)

@@ -480,3 +480,13 @@ def test_a_commit_that_fails_half_way_puts_every_earlier_file_back(
                      device="cpu")
     assert failed
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {name: f"earlier {name}".encode() for name in names}
+
+
+def test_nhdr_and_mhd_outputs_of_one_name_uncompressed_are_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    """Uncompressed, ``x.nhdr`` and ``x.mhd`` would both keep their voxels in ``x.raw``."""
+    source = smooth_input(tmp_path / "in.nii.gz", seed=1)
+    (tmp_path / "out").mkdir()
+    code, _, err = run_main(capsys, "enhance", source, tmp_path / "out" / "x.nhdr", "--baseline",
+                            tmp_path / "out" / "x.mhd", "--no-compress", "--model", tmp_path / "no-such-model")
+    assert code == 1 and "model" not in error_lines(err)[0], err
+    assert list((tmp_path / "out").iterdir()) == []

@@ -269,7 +269,8 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Path]]
     from .output_paths import check_output_plan
 
     # Every name, folder, existing file and collision (two inputs x.nii.gz in a/ and b/) before any work.
-    check_output_plan(plans, overwrite=args.overwrite, sidecar=not args.no_sidecar, folders_created=batch)
+    check_output_plan(plans, overwrite=args.overwrite, sidecar=not args.no_sidecar, folders_created=batch,
+                      compress=not args.no_compress)
     return plans
 
 

@@ -443,7 +443,8 @@ def enhance_file(
     """
     targets = {"sr": output_path, "baseline": baseline_path, "difference": difference_path,
                "consistency": consistency_path, "uncertainty": uncertainty_path}
-    planned, figure = check_targets(input_path, targets, figure_path, overwrite=overwrite, sidecar=sidecar)
+    planned, figure = check_targets(input_path, targets, figure_path, overwrite=overwrite, sidecar=sidecar,
+                                    compress=compress)
     renamed = [f"output {targets[role]} is written as {path.name}: a lower-case extension is the one every "
                "reader recognises" for role, path in planned.items() if path != Path(targets[role])]  # type: ignore[arg-type]
     read_start = time.perf_counter()
@@ -470,6 +471,7 @@ def check_targets(
     *,
     overwrite: bool = False,
     sidecar: bool = True,
+    compress: bool = True,
 ) -> tuple[dict[str, Path], Path | None]:
     """Check every output target of one input before any work (see :func:`.output_paths.check_output_plan`).
 
@@ -484,7 +486,7 @@ def check_targets(
     requested = {role: Path(path) for role, path in targets.items() if path is not None}
     figure = Path(figure_path) if figure_path is not None else None
     check_output_plan([(Path(input_path), {**requested, **({"figure": figure} if figure else {})})],
-                      overwrite=overwrite, sidecar=sidecar)
+                      overwrite=overwrite, sidecar=sidecar, compress=compress)
     return {role: written_path(path) for role, path in requested.items()}, figure
 
 

@@ -210,7 +210,11 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest {path} does not exist; check the path")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a manifest (not UTF-8 text); give the CSV or JSONL file that "
+                         "'mrisuperres enhance --manifest' wrote") from None
     rows: list[dict[str, Any]] = []
     if is_jsonl(path):
         for number, line in enumerate(text.splitlines(), 1):
@@ -229,8 +233,15 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def latest_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The last row of each scan (keyed by output, else input), in the order scans first appear."""
+    """The last row of each scan (keyed by output, else input), in the order scans first appear.
+
+    A ``skipped`` row (a re-run found the scan complete) does not hide the row of the run that made it: the scan
+    keeps that ``done`` row, with its scores and time.
+    """
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
-        latest[row.get("output") or row["input"]] = dict(row)
+        key = row.get("output") or row["input"]
+        if row.get("status") == "skipped" and latest.get(key, {}).get("status") == "done":
+            continue
+        latest[key] = dict(row)
     return list(latest.values())

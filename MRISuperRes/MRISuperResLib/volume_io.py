@@ -302,6 +302,9 @@ def stage_volume(
     target = staging.parent / name
     check_finite_output(volume.array, name)
     if not volume_extension(name):
+        # DICOM readers stack slices along row x column; a left-handed grid would read back mirrored along k, so
+        # the series stores the same voxels in the same places on the right-handed grid.
+        volume = right_handed(volume)
         series_folder = staging / name
         series_folder.mkdir()
         try:
@@ -328,6 +331,20 @@ def stage_volume(
     except OSError as error:  # our own gzip writer: a full disk or quota raises here
         raise write_failure(target, error.strerror or str(error)) from None
     verify_volume_file(staging / name, image, target)
+
+
+def right_handed(volume: Volume) -> Volume:
+    """``volume`` on a right-handed grid (``det(direction) > 0``): a left-handed one is flipped along ``k``, with
+    the origin moved to its last slice and the ``k`` direction reversed, so every voxel keeps its LPS position."""
+    grid = volume.grid
+    direction = np.asarray(grid.direction, dtype=np.float64)
+    if np.linalg.det(direction) > 0:
+        return volume
+    last = grid.physical_points(np.array([0.0, 0.0, float(grid.shape[2] - 1)]))
+    flipped = direction.copy()
+    flipped[:, 2] *= -1
+    new_grid = Grid(grid.shape, grid.spacing, tuple(float(v) for v in np.ravel(last)), flipped)
+    return Volume(np.ascontiguousarray(volume.array[:, :, ::-1]), new_grid, dict(volume.metadata))
 
 
 def _scrubbed(error: BaseException, staging: Path) -> str:
