@@ -500,3 +500,10 @@ def test_a_manifest_that_cannot_take_rows_is_refused_before_any_work(model, tmp_
     code, _, err = run_main(capsys, "enhance", scans, tmp_path / "out", "--model", model, "--manifest", other)
     assert code == cli.EXIT_ERROR and "other columns" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_shard_count_of_zero_names_n():
+    with pytest.raises(InputError, match="N, the number of parts, must be at least 1"):
+        parse_shard("1/0")
+    with pytest.raises(InputError, match="I must be between 1 and N"):
+        parse_shard("3/2")

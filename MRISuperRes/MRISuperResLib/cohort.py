@@ -257,7 +257,9 @@ def parse_shard(text: str) -> tuple[int, int]:
         i, n = int(index), int(count)
     except ValueError:
         raise InputError(f"--shard {text!r} is not I/N; e.g. --shard 1/4 runs the first of four parts") from None
-    if n < 1 or not 1 <= i <= n:
+    if n < 1:
+        raise InputError(f"--shard {text}: N, the number of parts, must be at least 1 (e.g. --shard 1/4)")
+    if not 1 <= i <= n:
         raise InputError(f"--shard {text}: I must be between 1 and N (e.g. 1/{max(n, 2)} ... {max(n, 2)}/{max(n, 2)})")
     return i - 1, n
 
