@@ -93,10 +93,6 @@ class _LazyClass:
         return self.resolve()(**config)
 
 
-def _lazy(name: str) -> _LazyClass:
-    return _LazyClass(name)
-
-
 Scale3 = tuple[float, float, float]
 
 
@@ -137,7 +133,7 @@ def _srdensenet_dims(scale: Sequence[int] | None) -> int:
 
 _REGISTRY: dict[str, FamilySpec] = {
     "edsr3d": FamilySpec(
-        builder=_lazy("EDSR3D"),
+        builder=_LazyClass("EDSR3D"),
         scales=_fixed_scale,
         min_input_size=lambda config: 4,
         description="EDSR-style 3D residual network with sub-pixel (or B-spline) upsampling (seed 001)",
@@ -147,7 +143,7 @@ _REGISTRY: dict[str, FamilySpec] = {
                              "upsample_features": 8},
     ),
     "srdensenet": FamilySpec(
-        builder=_lazy("SRDenseNet"),
+        builder=_LazyClass("SRDenseNet"),
         scales=lambda config: _fixed_scale({"scale": config.get("scale", (2, 2, 1))}),
         min_input_size=lambda config: 2,
         description="SRDenseNet_All, dense blocks + deconvolution, 2D slice-wise or 3D (seed 003)",
@@ -157,7 +153,7 @@ _REGISTRY: dict[str, FamilySpec] = {
                              "blocks": 2, "layers": 3, "growth": 8, "bottleneck": 32},
     ),
     "unet25d": FamilySpec(
-        builder=_lazy("UNet25D"),
+        builder=_LazyClass("UNet25D"),
         scales=_fixed_scale,
         min_input_size=lambda config: 2,
         description="2.5D attention residual U-Net (GroupNorm, SiLU, AdaDM, self/cross-attention) (seed 002)",
@@ -168,7 +164,7 @@ _REGISTRY: dict[str, FamilySpec] = {
                              "channel_mult": [1, 2], "res_blocks": 1, "groups": 4, "attention_heads": 1},
     ),
     "arssr": FamilySpec(
-        builder=_lazy("ArSSR"),
+        builder=_LazyClass("ArSSR"),
         scales=lambda config: None,
         min_input_size=lambda config: 2,
         description="ArSSR implicit decoder on RDN/ResCNN/SRResNet features, any scale (seed 004)",
@@ -182,7 +178,7 @@ _REGISTRY: dict[str, FamilySpec] = {
 FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
 
 #: Critics for adversarial training, built by :func:`create` too (keyword arguments of their class).
-_CRITICS: dict[str, Callable[..., nn.Module]] = {"patch_discriminator": _lazy("PatchDiscriminator2d")}
+_CRITICS: dict[str, Callable[..., nn.Module]] = {"patch_discriminator": _LazyClass("PatchDiscriminator2d")}
 CRITICS: tuple[str, ...] = tuple(_CRITICS)
 
 
