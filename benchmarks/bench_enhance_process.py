@@ -7,8 +7,11 @@ user would, on a synthetic brain-like input (``--size``^3 at 2 mm, float32 NIfTI
 splits the process's wall time into:
 
 * start-up: process start until the engine begins (imports, argument parsing, model file read) =
-  wall - (read + load + baseline + network + consistency + write);
-* the stages the run reports in its ``timings_s`` (``read``, ``load``, ``baseline``, ``inference`` = the network
+  wall - (load + baseline + network + mask + consistency + write);
+* inside start-up, ``read`` and ``head mask`` (the input read and checked, its head mask computed and carried onto
+  the fine grid): the command line does them while torch loads on another thread, so they are shown but not
+  added; ``import wait`` is how long the run still waited for torch after them;
+* the stages the run reports in its ``timings_s`` after that (``load``, ``baseline``, ``inference`` = the network
   with its tiling, ``mask`` = keeping the baseline outside the head, ``consistency``, ``write``).
 
 It also times ``mrisuperres --help`` and ``mrisuperres models`` (start-up only) and the bare imports of torch and
@@ -101,8 +104,9 @@ def main() -> None:
         wall, stdout = timed(command, args.repeats)
         summary = json.loads(stdout)
         timings = summary["timings_s"]
-        stages = {key: float(timings.get(key, 0.0)) for key in ("read", "load", "baseline", "inference", "mask",
+        stages = {key: float(timings.get(key, 0.0)) for key in ("load", "baseline", "inference", "mask",
                                                               "consistency", "write")}
+        overlapped = {key: float(timings.get(key, 0.0)) for key in ("read", "head_mask", "import_wait")}
         stages = {"start-up": wall - sum(stages.values()), **stages}
         sizes = {path.name: path.stat().st_size for path in (folder / "out").iterdir() if path.suffix == ".gz"}
     finally:
@@ -113,6 +117,9 @@ def main() -> None:
     for stage, seconds in stages.items():
         label = {"inference": "network", "mask": "background mask"}.get(stage, stage)
         print(f"| {label} | {seconds:.2f} | {100 * seconds / wall:.1f} % |")
+        if stage == "start-up":
+            for key, inner in overlapped.items():
+                print(f"| - of which {key.replace('_', ' ')} (while torch loads) | ({inner:.2f}) | |")
     print(f"| **total (process wall)** | {wall:.2f} | 100 % |")
     print(f"\ncompressed outputs: {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in sorted(sizes.items()))}")
 

@@ -114,15 +114,15 @@ def test_cli_stderr_is_one_line_per_message_and_raw_only_with_debug(tmp_path: Pa
 
 
 def test_cli_prints_python_warnings_of_libraries_in_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
-    from MRISuperResLib import enhance
+    from MRISuperResLib import prepared_input
 
-    real = enhance.read_volume
+    real = prepared_input.read_volume
 
     def chatty(path, **kwargs):
         warnings.warn("Invalid value for VR DS: '1.0000000000000001'\nsecond line", UserWarning)
         return real(path, **kwargs)
 
-    monkeypatch.setattr(enhance, "read_volume", chatty)
+    monkeypatch.setattr(prepared_input, "read_volume", chatty)
     path = tmp_path / "v.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(8, 10, 10)).astype(np.float32)),
                     str(path))

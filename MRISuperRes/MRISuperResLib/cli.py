@@ -16,6 +16,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -224,53 +225,26 @@ def _progress_printer(index: int, count: int, label: str):  # type: ignore[no-un
 
 
 def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Path]]]:
+    """The one input of a single run and its outputs by role, checked before any work."""
     from .errors import InputError
-    from .volume_io import VOLUME_EXTENSIONS, dicom_series_ids, strip_volume_extension, volume_extension
-
-    *inputs, output = [Path(p) for p in args.paths]
-    if not inputs:
-        raise InputError("enhance needs an INPUT and an OUTPUT; see 'mrisuperres enhance --help'")
-    expanded: list[Path] = []
-    batch = len(inputs) > 1
-    for path in inputs:
-        if path.is_dir() and not dicom_series_ids(path):
-            found = sorted(p for p in path.iterdir() if p.is_file() and volume_extension(p))
-            if not found:
-                raise InputError(f"input folder {path} holds no volume files ({', '.join(VOLUME_EXTENSIONS)}) "
-                                 "and no DICOM series")
-            expanded.extend(found)
-            batch = True
-        else:
-            expanded.append(path)
-    plans = []
-    for path in expanded:
-        if batch:
-            extension = volume_extension(path) or ".nii.gz"
-            target = output / f"{strip_volume_extension(path)}_sr{extension}"
-        else:
-            target = output
-        companions: dict[str, Path] = {}
-        if args.companions:
-            extension = volume_extension(target) or ".nii.gz"
-            stem = strip_volume_extension(target)
-            for role in ("baseline", "difference", "consistency"):
-                companions[role] = target.with_name(f"{stem}_{role}{extension}")
-        if not batch:
-            for role in ("baseline", "difference", "consistency", "figure", "uncertainty"):
-                if getattr(args, role):
-                    companions[role] = Path(getattr(args, role))
-        plans.append((path, {"sr": target, **companions}))
-    if batch:
-        if any(getattr(args, role) for role in ("baseline", "difference", "consistency", "figure", "uncertainty")):
-            raise InputError("--baseline/--difference/--consistency/--figure name one file; with several inputs "
-                             "use --companions")
-        if output.exists() and not output.is_dir():
-            raise InputError(f"with several inputs OUTPUT must be a folder, and {output} is a file")
     from .output_paths import check_output_plan
+    from .volume_io import strip_volume_extension, volume_extension
 
-    # Every name, folder, existing file and collision (two inputs x.nii.gz in a/ and b/) before any work.
-    check_output_plan(plans, overwrite=args.overwrite, sidecar=not args.no_sidecar, folders_created=batch,
-                      compress=not args.no_compress)
+    *inputs, target = [Path(p) for p in args.paths]
+    if len(inputs) != 1:
+        raise InputError("enhance needs an INPUT and an OUTPUT; see 'mrisuperres enhance --help'")
+    companions: dict[str, Path] = {}
+    if args.companions:
+        extension = volume_extension(target) or ".nii.gz"
+        stem = strip_volume_extension(target)
+        for role in ("baseline", "difference", "consistency"):
+            companions[role] = target.with_name(f"{stem}_{role}{extension}")
+    for role in ("baseline", "difference", "consistency", "figure", "uncertainty"):
+        if getattr(args, role):
+            companions[role] = Path(getattr(args, role))
+    plans = [(inputs[0], {"sr": target, **companions})]
+    # Every name, folder, existing file and collision before any work.
+    check_output_plan(plans, overwrite=args.overwrite, sidecar=not args.no_sidecar, compress=not args.no_compress)
     return plans
 
 
@@ -278,86 +252,98 @@ def _run_enhance(args: argparse.Namespace) -> int:
     if args.progress_lines:
         # Importing torch takes seconds: say so before it starts, so a watching program sees the run is alive.
         print(format_progress_line(0.0, "loading the engine"), flush=True)
-    from .enhance import enhance_file
+    from . import cohort_cli
     from .errors import MRISuperResError
     from .geometry import parse_scale
-    from .model_zoo import load_model
+    from .model_zoo import check_scale, resolve_model
+    from .prepared_input import import_in_background, prepare_input, wanted_mask
 
     scale = parse_scale(args.scale)
     if args.tile is not None and args.tile < 4:
         raise MRISuperResError(f"--tile {args.tile} is too small; use at least 4 (or leave it out for auto)")
     if not 0.0 <= args.overlap < 1.0:
         raise MRISuperResError(f"--overlap {args.overlap} is outside [0, 1); try 0.25")
-    from . import cohort_cli
-
     cohort = cohort_cli.plan(args) if cohort_cli.wants_cohort(args) else None
     if cohort is None:
         cohort_cli.check_single_run(args)
     plans = _plan_outputs(args) if cohort is None else []
     cli_adapt.check(args, plans, cohort=cohort is not None)
+    entry = resolve_model(args.model, scale)
+    check_scale(entry, scale)
+    # Torch (and the FFTs of the consistency map) load on a thread while this one reads the input and computes
+    # its head mask, neither of which needs them.
+    torch_import = import_in_background("torch", "scipy.fft")
+    prepared = None
+    if cohort is None:
+        from .enhance import wants_dicom_source
+
+        input_path, targets = plans[0]
+        try:
+            prepared = prepare_input(
+                input_path, resample_uneven_slices=args.resample_uneven_slices,
+                dicom_source=wants_dicom_source(targets.values()),
+                foreground=wanted_mask(args.mask_background, entry.metadata), scale=scale)
+        except BaseException:
+            torch_import.join()
+            raise
+    waited = time.perf_counter()
+    torch_import.join()
+    if prepared is not None:
+        # How long the engine still kept the run waiting once the input was read and masked.
+        prepared.timings = {**(prepared.timings or {}), "import_wait": time.perf_counter() - waited}
+    from .enhance import enhance_file
+    from .model_zoo import load_model
+
     if args.progress_lines:
         print(format_progress_line(0.0, "loading the model"), flush=True)
     model = load_model(args.model, scale)
     if cohort is not None:
         return cohort_cli.run(args, scale, model, cohort)
-    if len(plans) > 1:
-        plans[0][1]["sr"].parent.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
-    failures: list[dict[str, str]] = []
-    for index, (input_path, targets) in enumerate(plans):
-        if args.progress_lines:
-            bar, update = None, _progress_printer(index, len(plans), input_path.name)
-        else:
-            bar, update = _progress_bar(not (args.quiet or args.json), input_path.name)
-        try:
-            result = enhance_file(
-                input_path,
-                targets["sr"],
-                model,
-                scale,
-                baseline_path=targets.get("baseline"),
-                difference_path=targets.get("difference"),
-                consistency_path=targets.get("consistency"),
-                figure_path=targets.get("figure"),
-                uncertainty_path=targets.get("uncertainty"),
-                mask_background=args.mask_background,
-                flip_ensemble=args.flip_ensemble,
-                overwrite=args.overwrite,
-                sidecar=not args.no_sidecar,
-                compress=not args.no_compress,
-                resample_uneven_slices=args.resample_uneven_slices,
-                device=args.device,
-                tile=args.tile,
-                overlap=args.overlap,
-                threads=args.threads,
-                keep_dtype=args.keep_dtype,
-                progress=update,
-                adapt=cli_adapt.settings_for(args, input_path),
-            )
-            cli_adapt.save(args, result)
-        except MRISuperResError as error:
-            if len(plans) == 1:
-                raise
-            failures.append({"input": str(input_path), "error": str(error)})
-            print(f"mrisuperres: error: {input_path}: {error}", file=sys.stderr)
-            continue
-        finally:
-            if bar is not None:
-                bar.close()
-        for warning in result.warnings:
-            print(f"mrisuperres: warning: {warning}", file=sys.stderr)
-        summary = {"input": str(input_path), **result.summary()}
-        results.append(summary)
-        if not args.json:
-            score = f"{result.consistency_nrmse:.4f}" if result.consistency_nrmse == result.consistency_nrmse else "n/a"
-            print(f"{input_path} -> {result.paths.get('sr', targets['sr'])}  (x{summary['scale']}, {result.device}, "
-                  f"{result.timings['total']:.1f} s, consistency NRMSE {score})")
+    input_path, targets = plans[0]
+    if args.progress_lines:
+        bar, update = None, _progress_printer(0, 1, input_path.name)
+    else:
+        bar, update = _progress_bar(not (args.quiet or args.json), input_path.name)
+    try:
+        result = enhance_file(
+            input_path,
+            targets["sr"],
+            model,
+            scale,
+            baseline_path=targets.get("baseline"),
+            difference_path=targets.get("difference"),
+            consistency_path=targets.get("consistency"),
+            figure_path=targets.get("figure"),
+            uncertainty_path=targets.get("uncertainty"),
+            mask_background=args.mask_background,
+            flip_ensemble=args.flip_ensemble,
+            overwrite=args.overwrite,
+            sidecar=not args.no_sidecar,
+            compress=not args.no_compress,
+            resample_uneven_slices=args.resample_uneven_slices,
+            device=args.device,
+            tile=args.tile,
+            overlap=args.overlap,
+            threads=args.threads,
+            keep_dtype=args.keep_dtype,
+            progress=update,
+            adapt=cli_adapt.settings_for(args, input_path),
+            prepared=prepared,
+        )
+        cli_adapt.save(args, result)
+    finally:
+        if bar is not None:
+            bar.close()
+    for warning in result.warnings:
+        print(f"mrisuperres: warning: {warning}", file=sys.stderr)
+    summary = {"input": str(input_path), **result.summary()}
     if args.json:
-        payload: Any = results[0] if len(plans) == 1 else {"results": results, "failed": failures}
-        print(json.dumps(payload, indent=2))
-    elif failures:
-        print(f"mrisuperres: {len(failures)} of {len(plans)} inputs failed", file=sys.stderr)
-    return EXIT_ERROR if failures else 0
+        print(json.dumps(summary, indent=2))
+    else:
+        score = f"{result.consistency_nrmse:.4f}" if result.consistency_nrmse == result.consistency_nrmse else "n/a"
+        print(f"{input_path} -> {result.paths.get('sr', targets['sr'])}  (x{summary['scale']}, {result.device}, "
+              f"{result.timings['total']:.1f} s, consistency NRMSE {score})")
+    return 0
 
 
 def _run_models(args: argparse.Namespace) -> int:

@@ -30,19 +30,26 @@ from .checkpoint import LoadedModel
 from .consistency import consistency_report
 from .degradation import DegradationSpec
 from .device import select_device
-from .dicom_io import DicomSeries, scan_series
+from .dicom_io import DicomSeries
 from .errors import InputError
-from .geometry import Scale, format_scale, parse_scale, upsampled_grid
+from .geometry import Scale, fine_mask, format_scale, parse_scale, upsampled_grid
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from .interpolation import bspline_upsample_volume
 from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
 from .output_paths import check_output_plan, sidecar_path, written_path
+from .prepared_input import PreparedInput, prepare_input, wanted_mask
 from .provenance import header_fields, make_provenance, short_description
 from .value_range import check_float32_range
 from .verified_write import check_finite_output, write_text_verified
 from .volume import Volume
-from .volume_io import check_finite, commit_staged, read_volume, stage_volume, staging_folder, volume_extension
+from .volume_io import (
+    check_finite,
+    commit_staged,
+    stage_volume,
+    staging_folder,
+    volume_extension,
+)
 
 #: Volumes of whole numbers (integer or float voxels) with at most this many distinct values are probably label maps.
 LABEL_MAP_MAX_VALUES = 32
@@ -190,19 +197,6 @@ def check_input(volume: Volume, name: str, model: LoadedModel) -> list[str]:
     return warnings
 
 
-def fine_mask(mask: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """A boolean mask on the input grid ``[i, j, k]`` carried onto the cell-centred fine grid of ``shape``.
-
-    Trilinear interpolation with ``align_corners=False`` samples the fine voxel centres exactly where the
-    cell-centred rule puts them (any scale, integer or not), and the 0.5 level keeps the boundary where it was;
-    a B-spline of a binary mask costs as much as the baseline itself for the same boundary.
-    """
-    with torch.inference_mode():
-        values = torch.from_numpy(mask.astype(np.float32))[None, None]
-        fine = torch.nn.functional.interpolate(values, size=tuple(shape), mode="trilinear", align_corners=False)
-    return fine[0, 0].numpy() > 0.5
-
-
 def _ratio(value: float, reference: float) -> str:
     """``value / reference`` with two decimals, or more (up to eight) while they would read as exactly 1."""
     ratio = value / reference
@@ -241,6 +235,7 @@ def enhance_volume(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     adapt: Any = None,
+    foreground: np.ndarray | None = None,
 ) -> EnhanceResult:
     """Super-resolve ``volume`` (never modified) and compute its baseline, difference and consistency.
 
@@ -267,6 +262,9 @@ def enhance_volume(
         adapt: first adapt the model to this input (:func:`~.adapt.adapt_model`): an
             :class:`~.adapt.AdaptSettings`, a time budget in seconds, or ``True`` for the defaults (180 s). Thick-slice
             scales only; the first half of the progress range is the adaptation.
+        foreground: the input's head mask (boolean, on the input grid or already carried onto the fine grid by
+            :func:`.geometry.fine_mask`) when already computed (see :mod:`.prepared_input`); with
+            ``mask_background`` it is computed here when not given.
     """
     report = progress or (lambda fraction, text: None)
     timings: dict[str, float] = {}
@@ -336,12 +334,12 @@ def enhance_volume(
     spread = np.std(outputs, axis=0, dtype=np.float32) * np.float32(normalizer.scale) if uncertainty else None
     timings["inference"] = time.perf_counter() - stage
     stage = time.perf_counter()
-    if mask_background is None:
-        mask_background = bool(loaded.metadata.get("mask_background", False))
-    if mask_background:
-        from .training.preprocess import foreground_mask
+    if wanted_mask(mask_background, loaded.metadata):
+        if foreground is None:
+            from .training.preprocess import foreground_mask
 
-        inside = fine_mask(foreground_mask(volume), fine_grid.shape)
+            foreground = foreground_mask(volume)
+        inside = foreground if foreground.shape == fine_grid.shape else fine_mask(foreground, fine_grid.shape)
         if not loaded.residual_to_baseline:
             network_output = np.where(inside, network_output, normalizer.normalize(baseline.array, clip=False))
         else:
@@ -423,6 +421,7 @@ def enhance_file(
     sidecar_extra: dict[str, Any] | None = None,
     resample_uneven_slices: bool = False,
     compress: bool = True,
+    prepared: PreparedInput | None = None,
     **options: Any,
 ) -> EnhanceResult:
     """Read a volume file (or DICOM series folder), enhance it, write the requested outputs.
@@ -436,7 +435,9 @@ def enhance_file(
     sidecar. ``figure_path`` adds a PNG (see :mod:`.figure`). ``resample_uneven_slices`` interpolates a DICOM
     series with missing or unevenly spaced slices onto a regular grid (with a warning) instead of refusing it (see
     :func:`.volume_io.read_volume`). ``compress=False`` writes NRRD and MetaImage outputs uncompressed (a ``.nii.gz``
-    is gzip by its name). ``options`` are passed to :func:`enhance_volume`.
+    is gzip by its name). ``prepared`` is the input already read by :func:`.prepared_input.prepare_input` (the
+    command line reads it while torch loads), with its DICOM source and head mask when those are needed.
+    ``options`` are passed to :func:`enhance_volume`.
 
     Raises:
         MRISuperResError: a refused input or output name (before any work), or a failed write (nothing left).
@@ -447,21 +448,26 @@ def enhance_file(
                                     compress=compress)
     renamed = [f"output {targets[role]} is written as {path.name}: a lower-case extension is the one every "
                "reader recognises" for role, path in planned.items() if path != Path(targets[role])]  # type: ignore[arg-type]
-    read_start = time.perf_counter()
-    volume = read_volume(input_path, resample_uneven_slices=resample_uneven_slices)
-    # A DICOM output of a DICOM input joins the source's patient and study as a derived series.
-    dicom_outputs = any(not volume_extension(path) for path in planned.values())
-    dicom_source = (scan_series(input_path, resample_uneven_slices) if dicom_outputs and Path(input_path).is_dir()
-                    else None)
-    read_seconds = time.perf_counter() - read_start
+    if prepared is None:
+        # A DICOM output of a DICOM input joins the source's patient and study as a derived series.
+        prepared = prepare_input(input_path, resample_uneven_slices=resample_uneven_slices,
+                                 dicom_source=wants_dicom_source(planned.values()))
     if uncertainty_path is not None:
         options["uncertainty"] = True
-    result = enhance_volume(volume, model, scale, source_name=Path(input_path).name, **options)
-    result.timings["read"] = read_seconds
+    if prepared.foreground is not None:
+        options.setdefault("foreground", prepared.foreground)
+    result = enhance_volume(prepared.volume, model, scale, source_name=Path(input_path).name, **options)
+    result.timings.update(prepared.timings or {})
     result.warnings.extend(renamed)
-    write_outputs(result, volume, planned, figure, overwrite=overwrite, sidecar=sidecar, sidecar_extra=sidecar_extra,
-                  dicom_source=dicom_source, compress=compress)
+    write_outputs(result, prepared.volume, planned, figure, overwrite=overwrite, sidecar=sidecar,
+                  sidecar_extra=sidecar_extra, dicom_source=prepared.dicom_source, compress=compress)
     return result
+
+
+def wants_dicom_source(paths: Any) -> bool:
+    """True when one of the output ``paths`` is a DICOM series folder (no volume extension), which then joins
+    the source series' patient and study."""
+    return any(not volume_extension(path) for path in paths)
 
 
 def check_targets(

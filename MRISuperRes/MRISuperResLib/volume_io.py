@@ -191,11 +191,26 @@ def from_sitk(image: sitk.Image) -> Volume:
 def to_sitk(volume: Volume, array: np.ndarray | None = None) -> sitk.Image:
     """Convert a :class:`Volume` (or other voxels on its grid) to a SimpleITK image with its geometry."""
     values = volume.array if array is None else array
-    image = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))
+    image = sitk.GetImageFromArray(reversed_axes(values))
     image.SetSpacing(volume.grid.spacing)
     image.SetOrigin(volume.grid.origin)
     image.SetDirection(tuple(volume.grid.direction.ravel()))
     return image
+
+
+def reversed_axes(array: np.ndarray, block: int = 16) -> np.ndarray:
+    """``array[i, j, k]`` as a C-contiguous ``[k, j, i]`` array (ITK's memory order: ``i`` fastest).
+
+    Copied in ``block``-sized tiles of ``i`` and ``k``: a plain strided copy of a 256^3 volume reads memory
+    with a 1 MB stride and runs about three times slower.
+    """
+    if array.ndim != 3 or array.flags.f_contiguous:
+        return np.ascontiguousarray(array.transpose(tuple(reversed(range(array.ndim)))))
+    out = np.empty(array.shape[::-1], dtype=array.dtype)
+    for i in range(0, array.shape[0], block):
+        for k in range(0, array.shape[2], block):
+            out[k:k + block, :, i:i + block] = array[i:i + block, :, k:k + block].transpose(2, 1, 0)
+    return out
 
 
 def grid_to_sitk_reference(grid: Grid) -> sitk.Image:
