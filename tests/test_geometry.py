@@ -119,3 +119,22 @@ def test_grid_from_ijk_to_ras_round_trips() -> None:
     np.testing.assert_allclose(rebuilt.origin, grid.origin, rtol=0, atol=1e-12)
     np.testing.assert_allclose(rebuilt.direction, grid.direction, rtol=0, atol=1e-12)
     np.testing.assert_allclose(rebuilt.ijk_to_ras(), grid.ijk_to_ras(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(40, 40, 40), (20, 20, 80), (30, 50, 20), (20, 20, 20)])
+def test_fine_mask_matches_trilinear_interpolation_with_cell_centred_corners(shape) -> None:
+    import torch
+
+    from MRISuperResLib.geometry import fine_mask
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((20, 20, 20), bool)
+    mask[4:15, 3:17, 5:18] = True
+    mask |= rng.random(mask.shape) > 0.95
+    values = torch.nn.functional.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=shape,
+                                             mode="trilinear", align_corners=False)[0, 0].numpy()
+    carried = fine_mask(mask, shape)
+    assert carried.shape == shape
+    decided = np.abs(values - 0.5) > 1e-5  # exactly half inside: counted inside by fine_mask, either way by torch
+    np.testing.assert_array_equal(carried[decided], values[decided] > 0.5)
+    assert np.all(carried[~decided])

@@ -275,3 +275,14 @@ def test_large_nifti_gz_is_written_as_gzip_members_every_reader_reads(tmp_path: 
     np.testing.assert_array_equal(read_volume(path).array, array)
     np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), array)
     assert sitk.ReadImage(str(path)).GetSize() == array.shape
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (17, 5, 33), (40, 40, 3), (2, 300, 1)])
+def test_reversed_axes_is_the_c_contiguous_transpose_for_any_layout(shape) -> None:
+    from MRISuperResLib.volume_io import reversed_axes
+
+    array = np.random.default_rng(0).random(shape).astype(np.float32)
+    for layout in (array, np.asfortranarray(array), array[::2, :, ::-1]):
+        reversed_ = reversed_axes(layout)
+        assert reversed_.flags.c_contiguous
+        np.testing.assert_array_equal(reversed_, layout.transpose(2, 1, 0))
