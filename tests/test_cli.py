@@ -890,9 +890,9 @@ def test_no_arguments_prints_help_and_fails(capsys):
 
 def test_interrupt_while_writing_leaves_nothing(layout, tiny_model, capsys, monkeypatch):
     """Ctrl-C after one output was staged: no output, no sidecar, no staging folder, exit status 130."""
-    import MRISuperResLib.enhance as enhance_module
+    import MRISuperResLib.output_writer as writer_module
 
-    real_stage = enhance_module.stage_volume
+    real_stage = writer_module.stage_volume
     calls = []
 
     def stage_then_interrupt(*args, **kwargs):
@@ -901,7 +901,7 @@ def test_interrupt_while_writing_leaves_nothing(layout, tiny_model, capsys, monk
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(enhance_module, "stage_volume", stage_then_interrupt)
+    monkeypatch.setattr(writer_module, "stage_volume", stage_then_interrupt)
     tmp, out_dir = layout["root"], layout["out"]
     before = fingerprint(tmp)
     code, _, err = run_main(capsys, "enhance", layout["input"], out_dir / "sr.nii.gz", "--model", tiny_model,

@@ -14,11 +14,13 @@ from conftest import make_tiny_model, oblique_grid, sample_smooth_function
 from torch.nn import functional as F
 
 from MRISuperResLib import enhance as enhance_module
+from MRISuperResLib import output_writer as writer_module
 from MRISuperResLib.checkpoint import LoadedModel, load_model_file
-from MRISuperResLib.enhance import EnhanceResult, enhance_file, enhance_volume, sidecar_path
+from MRISuperResLib.enhance import EnhanceResult, enhance_file, enhance_volume
 from MRISuperResLib.errors import CancelledError, InputError, ModelError, OutputError
 from MRISuperResLib.geometry import upsampled_grid
 from MRISuperResLib.interpolation import resample_to_grid
+from MRISuperResLib.output_paths import sidecar_path
 from MRISuperResLib.volume import Grid, Volume
 from MRISuperResLib.volume_io import read_volume, write_volume
 
@@ -437,7 +439,7 @@ def test_enhance_file_refuses_an_unwritable_folder_before_writing(
 def test_a_failure_while_writing_leaves_no_output_at_all(
     tmp_path: Path, input_file: Path, tiny_x2: LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_stage = enhance_module.stage_volume
+    real_stage = writer_module.stage_volume
 
     def failing_stage(volume: Volume, staging: Path, name: str, **kwargs) -> None:
         if name.startswith("consistency"):
@@ -445,7 +447,7 @@ def test_a_failure_while_writing_leaves_no_output_at_all(
             raise OutputError(f"cannot write {name}: No space left on device")
         real_stage(volume, staging, name, **kwargs)
 
-    monkeypatch.setattr(enhance_module, "stage_volume", failing_stage)
+    monkeypatch.setattr(writer_module, "stage_volume", failing_stage)
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
     second.mkdir()

@@ -256,7 +256,12 @@ def _run_enhance(args: argparse.Namespace) -> int:
     from .errors import MRISuperResError
     from .geometry import parse_scale
     from .model_zoo import check_scale, resolve_model
-    from .prepared_input import import_in_background, prepare_input, wanted_mask
+    from .prepared_input import (
+        import_in_background,
+        prepare_input,
+        wanted_mask,
+        wants_dicom_source,
+    )
 
     scale = parse_scale(args.scale)
     if args.tile is not None and args.tile < 4:
@@ -275,8 +280,6 @@ def _run_enhance(args: argparse.Namespace) -> int:
     torch_import = import_in_background("torch", "scipy.fft")
     prepared = None
     if cohort is None:
-        from .enhance import wants_dicom_source
-
         input_path, targets = plans[0]
         try:
             prepared = prepare_input(
@@ -465,9 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.showwarning = show_warning
     try:
-        from .errors import MRISuperResError
-
         from . import cli_train
+        from .errors import MRISuperResError
 
         handlers = {"enhance": _run_enhance, "demo": _run_demo, "models": _run_models,
                     "train": cli_train.run_train, "simulate": cli_train.run_simulate,

@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .volume_io import VOLUME_EXTENSIONS, dicom_series_ids, strip_volume_extension, volume_extension
+from .volume_io import (
+    VOLUME_EXTENSIONS,
+    dicom_series_ids,
+    strip_volume_extension,
+    volume_extension,
+)
 
 #: Companion roles written beside each output with ``--companions``.
 COMPANION_ROLES = ("baseline", "difference", "consistency")
@@ -96,7 +101,7 @@ def _is_input_file(path: Path) -> bool:
 def is_our_output(path: Path) -> bool:
     """True when ``path`` is a result of this software (its JSON sidecar says so): never an input of a cohort,
     so that an output folder inside the input tree (``bids/derivatives/sr``) is not enhanced again."""
-    from .enhance import sidecar_path
+    from .output_paths import sidecar_path
 
     side = sidecar_path(path)
     if not side.is_file():
@@ -339,7 +344,7 @@ def job_record(input_path: Path, input_hash: str, model_sha256: str, options: Ma
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
     """An output's JSON sidecar, or ``None`` when absent or unreadable."""
-    from .enhance import sidecar_path
+    from .output_paths import sidecar_path
 
     try:
         return json.loads(sidecar_path(path).read_text())
@@ -365,7 +370,7 @@ def completion_state(item: CohortItem, input_hash: str, model_sha256: str, optio
         ``"partial"``: some exist and every sidecar present records this job (a commit cut short: redo it);
         ``"foreign"``: outputs exist that another job (or a run without sidecars) made: replace only when asked.
     """
-    from .enhance import sidecar_path
+    from .output_paths import sidecar_path
 
     paths = list(item.targets.values())
     sides = [sidecar_path(p) for p in paths] if sidecar else []

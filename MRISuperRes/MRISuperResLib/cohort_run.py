@@ -2,8 +2,8 @@
 
 Three stages per scan: *prepare* (hash the input, decide skip / redo / refuse from the sidecars, read the volume),
 *enhance* (:func:`~.enhance.enhance_volume`: the network, its B-spline baseline and consistency check), *write*
-(:func:`~.enhance.write_outputs`: staged and renamed into place, all or nothing). The next scan is prepared on a
-reader thread and the previous result written on a writer thread while the current scan is in the network, so on
+(:func:`~.output_writer.write_outputs`: staged and renamed into place, all or nothing). The next scan is prepared
+on a reader thread and the previous result written on a writer thread while the current scan is in the network, so on
 a busy GPU or CPU the network rarely waits for the disk. At most one prepared input and one result being written
 are held besides the scan in the network.
 
@@ -25,9 +25,10 @@ from typing import Any
 
 from .checkpoint import LoadedModel
 from .cohort import JOB_KEY, CohortItem, completion_state, input_sha256, job_record, read_sidecar
-from .enhance import EnhanceResult, check_targets, enhance_volume, write_outputs
+from .enhance import EnhanceResult, check_targets, enhance_volume
 from .errors import MRISuperResError, OutputError
 from .geometry import Scale, format_scale
+from .output_writer import write_outputs
 from .volume import Volume
 from .volume_io import read_volume
 

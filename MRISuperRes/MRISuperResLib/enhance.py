@@ -13,12 +13,10 @@ The input volume is never modified. Every output carries provenance in its metad
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,26 +28,27 @@ from .checkpoint import LoadedModel
 from .consistency import consistency_report
 from .degradation import DegradationSpec
 from .device import select_device
-from .dicom_io import DicomSeries
 from .errors import InputError
 from .geometry import Scale, fine_mask, format_scale, parse_scale, upsampled_grid
-from .idle_worker import idle_executor
+from .idle_worker import IdleExecutor
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from .interpolation import bspline_upsample_volume
 from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
 from .normalization import PercentileNormalizer, cast_like_input
-from .output_paths import check_output_plan, sidecar_path, written_path
-from .prepared_input import PreparedInput, prepare_input, wanted_mask
-from .provenance import header_fields, make_provenance, short_description
+from .output_paths import check_output_plan, written_path
+from .output_writer import OutputStaging
+from .prepared_input import (
+    PreparedInput,
+    prepare_input,
+    wanted_mask,
+    wants_dicom_source,
+)
+from .provenance import header_fields, make_provenance
 from .value_range import check_float32_range
-from .verified_write import check_finite_output, write_text_verified
+from .verified_write import check_finite_output
 from .volume import Volume
 from .volume_io import (
     check_finite,
-    commit_staged,
-    stage_volume,
-    staging_folder,
-    volume_extension,
 )
 
 #: Volumes of whole numbers (integer or float voxels) with at most this many distinct values are probably label maps.
@@ -237,6 +236,7 @@ def enhance_volume(
     cancel: CancelCheck | None = None,
     adapt: Any = None,
     foreground: np.ndarray | None = None,
+    early_output: Callable[[str, Volume], None] | None = None,
 ) -> EnhanceResult:
     """Super-resolve ``volume`` (never modified) and compute its baseline, difference and consistency.
 
@@ -266,6 +266,9 @@ def enhance_volume(
         foreground: the input's head mask (boolean, on the input grid or already carried onto the fine grid by
             :func:`.geometry.fine_mask`) when already computed (see :mod:`.prepared_input`); with
             ``mask_background`` it is computed here when not given.
+        early_output: called with ``(role, volume)`` as soon as an output exists: ``baseline`` before the network
+            runs, ``sr`` and ``difference`` before the consistency map (see
+            :meth:`.output_writer.OutputStaging.stage_early`); the same volume is the result's for that role.
     """
     report = progress or (lambda fraction, text: None)
     timings: dict[str, float] = {}
@@ -309,8 +312,17 @@ def enhance_volume(
     report(0.02, "interpolating baseline")
     baseline = bspline_upsample_volume(volume, fine_grid, choice.device)
     timings["baseline"] = time.perf_counter() - stage
+    described = choice.describe()
+
+    def tagged(target: Volume, role: str) -> Volume:
+        provenance = make_provenance(loaded, scale, role, source_name, described)
+        return target.with_array(target.array, metadata=header_fields(provenance))
+
+    baseline_output = tagged(baseline, "baseline")
+    if early_output is not None:
+        early_output("baseline", baseline_output)
     degradation = DegradationSpec.from_dict(loaded.metadata.get("degradation"))
-    background = idle_executor()
+    background = IdleExecutor()
     # The baseline's consistency needs no network: it runs on CPU time the network leaves unused.
     baseline_job = (background.submit(consistency_report, baseline.array, volume.array, degradation, normalizer.scale)
                     if consistency else None)
@@ -339,6 +351,7 @@ def enhance_volume(
     network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
     spread = np.std(outputs, axis=0, dtype=np.float32) * np.float32(normalizer.scale) if uncertainty else None
     timings["inference"] = time.perf_counter() - stage
+    background.promote()  # no network to give way to any more
     stage = time.perf_counter()
     if wanted_mask(mask_background, loaded.metadata):
         if foreground is None:
@@ -359,6 +372,15 @@ def enhance_volume(
         sr_array = baseline.array + network_output * np.float32(normalizer.scale)
     else:
         sr_array = normalizer.denormalize(network_output)
+    # Never hand back a result with NaN or infinite voxels (a broken model, or arithmetic that overflowed); checked
+    # before --keep-dtype's cast, which would turn them into arbitrary integers.
+    check_finite_output(sr_array, source_name)
+    sr_values = cast_like_input(sr_array, volume.array.dtype) if keep_dtype else sr_array.astype(np.float32)
+    sr_output = tagged(baseline.with_array(sr_values), "super-resolved")
+    difference_output = tagged(baseline.with_array((sr_array - baseline.array).astype(np.float32)), "difference")
+    if early_output is not None:  # written while the consistency map is computed
+        early_output("sr", sr_output)
+        early_output("difference", difference_output)
 
     stage = time.perf_counter()
     report(0.92, "checking consistency")
@@ -374,20 +396,10 @@ def enhance_volume(
     background.shutdown()
     timings["consistency"] = time.perf_counter() - stage
 
-    described = choice.describe()
-
-    def tagged(target: Volume, role: str) -> Volume:
-        provenance = make_provenance(loaded, scale, role, source_name, described)
-        return target.with_array(target.array, metadata=header_fields(provenance))
-
-    # Never hand back a result with NaN or infinite voxels (a broken model, or arithmetic that overflowed); checked
-    # before --keep-dtype's cast, which would turn them into arbitrary integers.
-    check_finite_output(sr_array, source_name)
-    sr_values = cast_like_input(sr_array, volume.array.dtype) if keep_dtype else sr_array.astype(np.float32)
     result = EnhanceResult(
-        sr=tagged(baseline.with_array(sr_values), "super-resolved"),
-        baseline=tagged(baseline, "baseline"),
-        difference=tagged(baseline.with_array((sr_array - baseline.array).astype(np.float32)), "difference"),
+        sr=sr_output,
+        baseline=baseline_output,
+        difference=difference_output,
         consistency=tagged(consistency_volume, "consistency") if consistency_volume is not None else None,
         uncertainty=tagged(baseline.with_array(spread), "uncertainty") if spread is not None else None,
         consistency_nrmse=score,
@@ -461,18 +473,14 @@ def enhance_file(
         options["uncertainty"] = True
     if prepared.foreground is not None:
         options.setdefault("foreground", prepared.foreground)
-    result = enhance_volume(prepared.volume, model, scale, source_name=Path(input_path).name, **options)
-    result.timings.update(prepared.timings or {})
-    result.warnings.extend(renamed)
-    write_outputs(result, prepared.volume, planned, figure, overwrite=overwrite, sidecar=sidecar,
-                  sidecar_extra=sidecar_extra, dicom_source=prepared.dicom_source, compress=compress)
+    with OutputStaging(planned, figure, overwrite=overwrite, sidecar=sidecar, sidecar_extra=sidecar_extra,
+                       dicom_source=prepared.dicom_source, compress=compress) as staging:
+        result = enhance_volume(prepared.volume, model, scale, source_name=Path(input_path).name,
+                                early_output=staging.stage_early, **options)
+        result.timings.update(prepared.timings or {})
+        result.warnings.extend(renamed)
+        staging.finish(result, prepared.volume)
     return result
-
-
-def wants_dicom_source(paths: Any) -> bool:
-    """True when one of the output ``paths`` is a DICOM series folder (no volume extension), which then joins
-    the source series' patient and study."""
-    return any(not volume_extension(path) for path in paths)
 
 
 def check_targets(
@@ -499,67 +507,3 @@ def check_targets(
     check_output_plan([(Path(input_path), {**requested, **({"figure": figure} if figure else {})})],
                       overwrite=overwrite, sidecar=sidecar, compress=compress)
     return {role: written_path(path) for role, path in requested.items()}, figure
-
-
-def write_outputs(
-    result: EnhanceResult,
-    volume: Volume,
-    planned: dict[str, Path],
-    figure: Path | None = None,
-    *,
-    overwrite: bool = False,
-    sidecar: bool = True,
-    sidecar_extra: dict[str, Any] | None = None,
-    dicom_source: DicomSeries | None = None,
-    compress: bool = True,
-) -> None:
-    """Write ``result``'s outputs (role -> path from :func:`check_targets`), sidecars and figure, all or nothing.
-
-    ``dicom_source`` (the input's DICOM series, see :func:`.dicom_io.scan_series`) makes DICOM outputs derived
-    series of the source's patient and study. ``compress=False`` writes compressible formats uncompressed.
-
-    Every file is staged in a hidden folder beside its target, flushed, read back and compared, and renamed into
-    place only when all were written; ``result.paths`` and ``result.timings["write"]`` are filled. The volumes are
-    staged side by side (their writers and zlib release the GIL). ``volume`` is the input (for the figure).
-    """
-    outputs = {"sr": result.sr, "baseline": result.baseline, "difference": result.difference,
-               "consistency": result.consistency, "uncertainty": result.uncertainty}
-    stage = time.perf_counter()
-    folders = sorted({path.parent.resolve() for path in [*planned.values(), *([figure] if figure else [])]})
-    with contextlib.ExitStack() as stack:
-        # Stage every file first and rename them into place only when all were written: all or nothing.
-        staging = {folder: stack.enter_context(staging_folder(folder)) for folder in folders}
-        result.paths = {role: str(path) for role, path in planned.items() if outputs[role] is not None}
-        written = {role: path for role, path in planned.items() if outputs[role] is not None}
-        with ThreadPoolExecutor(max_workers=max(1, min(4, len(written)))) as pool:
-            jobs = [pool.submit(stage_volume, outputs[role], staging[path.parent.resolve()], path.name,
-                                description=short_description(_provenance(outputs[role])), dicom_source=dicom_source,
-                                compress=compress)
-                    for role, path in written.items()]
-            for job in jobs:
-                job.result()  # the first failure is raised; the staging folders are removed on the way out
-        for role, path in written.items():
-            output = outputs[role]
-            provenance = _provenance(output)
-            if sidecar:
-                record = {"provenance": provenance, "run": result.summary(), **(sidecar_extra or {})}
-                side = sidecar_path(path)
-                write_text_verified(staging[path.parent.resolve()] / side.name, json.dumps(record, indent=2) + "\n",
-                                    side)
-        if figure is not None:
-            from .figure import save_figure
-
-            panels = {"input": volume, "baseline": result.baseline, "SR": result.sr, "difference": result.difference}
-            if result.consistency is not None:
-                panels["consistency"] = result.consistency
-            # save_figure flushes and decodes what it wrote before it counts.
-            save_figure(staging[figure.parent.resolve()] / figure.name, panels,
-                        title=f"{result.model.name} x{format_scale(result.scale)}: AI-generated, not acquired")
-            result.paths["figure"] = str(figure)
-        commit_staged(staging, overwrite)
-    result.timings["write"] = time.perf_counter() - stage
-
-
-def _provenance(output: Volume) -> dict[str, str]:
-    """An output's provenance fields (its ``MRISuperRes.*`` metadata without the prefix)."""
-    return {k.partition(".")[2]: v for k, v in output.metadata.items()}

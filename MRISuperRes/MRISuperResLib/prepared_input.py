@@ -16,6 +16,7 @@ import importlib
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 from .dicom_io import DicomSeries, scan_series
 from .geometry import Scale, fine_mask, upsampled_grid
 from .volume import Volume
-from .volume_io import read_volume
+from .volume_io import read_volume, volume_extension
 
 
 @dataclass
@@ -108,3 +109,9 @@ def wanted_mask(option: bool | None, metadata: dict[str, Any]) -> bool:
     """Whether enhance keeps the baseline outside the head: ``option`` (``--mask-background`` /
     ``--no-mask-background``) when given, else the model's metadata ``mask_background``."""
     return bool(metadata.get("mask_background", False)) if option is None else bool(option)
+
+
+def wants_dicom_source(paths: Iterable[str | os.PathLike]) -> bool:
+    """True when one of the output ``paths`` is a DICOM series folder (no volume extension): it then joins the
+    source series' patient and study."""
+    return any(not volume_extension(path) for path in paths)

@@ -154,7 +154,7 @@ def _link(path_text: str, page_folder: Path, label: str | None = None) -> str:
 
 
 def _sidecar_of(output: str) -> Path | None:
-    from .enhance import sidecar_path
+    from .output_paths import sidecar_path
 
     if not output:
         return None
