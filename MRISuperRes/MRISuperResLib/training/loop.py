@@ -4,7 +4,7 @@ Outputs in ``output_dir``: ``state.pt`` (everything needed to resume: weights, o
 history; written atomically every ``checkpoint_every`` steps, at every validation and when stopped by a signal;
 read back with ``torch.load(weights_only=True)``), ``best.safetensors`` (best validation PSNR so far, engine
 format), ``<name>.safetensors`` (the final model: the best weights with full metadata: data, degradation, config,
-validation metrics, code revision), ``log.csv``, ``curves.png`` and a copy of the config.
+validation metrics, code revision) and its card ``<name>.md``, ``log.csv``, ``curves.png`` and a copy of the config.
 
 A run is a pure function of its config and seed: patches, augmentations and simulations are drawn from streams
 keyed by the step (see :mod:`.data`), so a run killed and resumed ends exactly where an uninterrupted one does.
@@ -527,7 +527,14 @@ class Trainer:
         best = load_model_file(self.output_dir / BEST_FILE)
         self.network.load_state_dict(best.network.state_dict())
         self.calibration = self._calibrate_consistency(best)
-        return self._save_model(self.output_dir / f"{self.config.name}.safetensors")
+        path = self._save_model(self.output_dir / f"{self.config.name}.safetensors")
+        from ..model_zoo import baseline_verdict, write_model_card
+
+        write_model_card(path)  # its card says, too, when the model is worse or barely better than B-spline
+        verdict = baseline_verdict(vars(self.best)) if self.best else None
+        if verdict:
+            self.log(f"{path.name}: {verdict}")
+        return path
 
     def _calibrate_consistency(self, model) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         """Consistency NRMSE of the best model on each whole validation input, run through ``enhance``; the
