@@ -233,3 +233,51 @@ def test_evaluate_leaves_excluded_slices_out(brains: list[Path], tmp_path: Path,
     assert [results["spiked"][k] for k in keys] == pytest.approx([results["clean"][k] for k in keys], abs=1e-6)
     assert results["spiked-unexcluded"]["psnr_baseline"] != pytest.approx(results["clean"]["psnr_baseline"], abs=0.5)
     assert main(["evaluate", str(spiked), "--model", str(model), "--exclude-slices", "0:1", "1:2"]) != 0
+
+
+# ------------------------------------------------------------------------------------------- as a new user
+def test_cli_train_writes_under_the_working_directory_and_registers_the_model(
+        brains: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import yaml
+
+    from MRISuperResLib import model_zoo
+    from MRISuperResLib.checkpoint import read_metadata
+    from MRISuperResLib.cli import main
+
+    monkeypatch.setenv("MRISUPERRES_CONFIG_DIR", str(tmp_path / "settings"))
+    monkeypatch.delenv("MRISUPERRES_MODEL_PATH", raising=False)
+    recipes, work = tmp_path / "recipes", tmp_path / "work"
+    recipes.mkdir()
+    work.mkdir()
+    config = base_config(Path("runs/mine"), train=[str(p) for p in brains[:2]], validation=[str(brains[2])])
+    config["name"] = "my-x2"
+    config["model"]["config"]["scale"] = [2, 2, 2]
+    config["data"]["degradation"] = {"kind": "kspace", "noise": [0.0, 0.02]}
+    config["output_dir"] = "runs/mine"
+    (recipes / "recipe.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(work)
+    assert main(["train", "--config", str(recipes / "recipe.yaml"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    folder = (work / "runs" / "mine").resolve()
+    assert f"output folder: {folder}" in out
+    assert (folder / "my-x2.safetensors").is_file() and not (recipes / "runs").exists()
+    assert "use --model my-x2" in out
+    # Called by name, the final model (not best.safetensors, which carries the same name) is found.
+    assert model_zoo.resolve_model("my-x2", (2, 2, 2)).path == folder / "my-x2.safetensors"
+    card = (folder / "my-x2.md").read_text()
+    verdict = model_zoo.baseline_verdict(read_metadata(folder / "my-x2.safetensors")["metrics"]["validation"])
+    # Six steps leave the model at or below B-spline: the saved model says so in one line and in its card.
+    assert verdict is not None and f"my-x2.safetensors: {verdict}" in out and verdict in card
+    assert main(["enhance", str(brains[2]), str(tmp_path / "sr.nii.gz"), "--model", "my-x2", "--quiet"]) == 0
+
+
+def test_baseline_verdict_thresholds() -> None:
+    from MRISuperResLib.model_zoo import BARELY_BETTER_DB, baseline_verdict, model_card_text
+
+    assert "1.50 dB worse than B-spline" in baseline_verdict({"psnr": 30.0, "baseline_psnr": 31.5})
+    assert "only +0.10 dB better" in baseline_verdict({"psnr": 30.1, "baseline_psnr": 30.0})
+    assert baseline_verdict({"psnr": 30.0 + BARELY_BETTER_DB + 0.01, "baseline_psnr": 30.0}) is None
+    assert baseline_verdict({}) is None
+    card = model_card_text({"name": "m", "metrics": {"validation": {"psnr": 29.0, "baseline_psnr": 30.0,
+                                                                     "ssim": 0.9}}})
+    assert "**warning: 1.00 dB worse than B-spline" in card
