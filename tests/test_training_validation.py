@@ -281,3 +281,27 @@ def test_baseline_verdict_thresholds() -> None:
     card = model_card_text({"name": "m", "metrics": {"validation": {"psnr": 29.0, "baseline_psnr": 30.0,
                                                                      "ssim": 0.9}}})
     assert "**warning: 1.00 dB worse than B-spline" in card
+
+
+def test_seed_recipes_follow_their_seeds_hyper_parameters() -> None:
+    """The recipes named after a source document use its loss, critic and learning rates (see their comments)."""
+    from conftest import ROOT
+
+    from MRISuperResLib.training.config import load_config
+
+    edsr = load_config(ROOT / "configs" / "edsr3d_x2_seed.yaml")  # seed 001: MSE on 32^3 blocks
+    assert (edsr.loss.mse, edsr.loss.l1, edsr.data.patch_size) == (1.0, 0.0, [16, 16, 16])
+    dense = load_config(ROOT / "configs" / "srdensenet_x2_seed.yaml")  # seed 003: MSE, 20 slices of 16x16
+    assert (dense.loss.mse, dense.loss.l1) == (1.0, 0.0)
+    assert dense.data.batch_size * dense.data.patch_size[2] == 20 and dense.data.patch_size[:2] == [16, 16]
+    arssr = load_config(ROOT / "configs" / "arssr_rdn_seed.yaml")  # seed 004: lr 1e-4 halved, bs 15
+    assert (arssr.optim.lr, arssr.optim.factor, arssr.data.batch_size) == (1e-4, 0.5, 15)
+    gan = load_config(ROOT / "configs" / "unet25d_wgan_seed.yaml")  # seed 002, tables 2 and 3
+    assert (gan.loss.adversarial, gan.loss.critic_lr, gan.loss.n_critic, gan.loss.gp_weight) == (0.2, 2e-5, 5, 10.0)
+    assert gan.model.critic == {"family": "patch_discriminator", "config": {"channels": 256, "layers": 4}}
+    assert (gan.model.config["channels"], gan.model.config["groups"], gan.model.config["res_blocks"]) == (256, 64, 4)
+    assert (gan.optim.lr, gan.optim.betas, gan.optim.factor) == (1e-4, [0.9, 0.999], 0.8)
+    assert gan.data.batch_size * gan.data.patch_size[2] * 2 == 48
+    unet = load_config(ROOT / "configs" / "unet25d_x2_seed.yaml")
+    assert (unet.optim.lr, unet.optim.factor, unet.optim.step_size) == (1e-4, 0.5, 200)
+    assert unet.data.batch_size * unet.data.patch_size[2] * 2 == 16
