@@ -12,15 +12,19 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from a YAML config",
         description="Train a model from a YAML config (see configs/ for one per family). The run writes its state, "
-        "best model, CSV log and curves into output_dir; --resume continues a stopped or killed run exactly. "
-        "Multi-GPU / multi-node: launch with torchrun (see README).",
+        "best model, CSV log and curves into output_dir (a relative output_dir is taken from the working "
+        "directory, not from the config's folder); --resume continues a stopped or killed run exactly. The "
+        "finished model's folder is registered as a user model folder, so the model is then called by its name "
+        "(--model NAME). Multi-GPU / multi-node: launch with torchrun (see README).",
     )
     parser.add_argument("--config", required=True, help="YAML training config")
     parser.add_argument("--resume", action="store_true", help="continue the run in output_dir")
     parser.add_argument("--steps", type=int, help="override run.steps")
     parser.add_argument("--device", help="override run.device (auto, cpu, cuda, cuda:N, mps)")
-    parser.add_argument("--output-dir", help="override output_dir")
+    parser.add_argument("--output-dir", help="override output_dir (relative to the working directory)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-register", action="store_true",
+                        help="do not register the output folder as a user model folder")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -35,6 +39,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.output_dir:
         config.output_dir = str(Path(args.output_dir).resolve())
     trainer = Trainer(config, show_progress=not args.quiet)
+    if trainer.context.is_main:
+        print(f"output folder: {trainer.output_dir}")
     result = trainer.run(resume=args.resume)
     if not trainer.context.is_main:
         return 0
@@ -48,7 +54,23 @@ def run_train(args: argparse.Namespace) -> int:
               + ("; stopped early" if result.stopped_early else ""))
     if result.model_path is not None:
         print(f"model: {result.model_path}")
+        if not args.no_register:
+            _register(result.model_path, config.name)
     return 0
+
+
+def _register(model_path: Path, name: str) -> None:
+    """Register the model's folder so that the model is called by name; say when the name is taken."""
+    from . import model_zoo
+
+    folder = model_zoo.register_model_folder(model_path.parent)
+    entry = next((e for e in model_zoo.list_models() if e.name == name), None)
+    if entry is not None and entry.path.resolve() == model_path.resolve():
+        print(f"registered {folder} as a user model folder: use --model {name}")
+    else:
+        taken = f"{entry.path}" if entry is not None else "another model"
+        print(f"registered {folder} as a user model folder, but the name {name} is taken by {taken}: use --model "
+              f"{model_path} (or train with another name)")
 
 
 def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
@@ -131,6 +153,10 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--figure", metavar="FOLDER",
                         help="write one PNG per reference into this existing folder (rows axial/coronal/sagittal; "
                              "columns input, baseline, SR, reference, difference, consistency)")
+    parser.add_argument("--exclude-slices", nargs="+", metavar="SPEC",
+                        help="voxels of the references to leave out of every metric (corrupted slices): AXIS:INDICES "
+                             "(0-based, e.g. 2:3,7,10-12) or a mask file (non-zero = excluded); one SPEC for all "
+                             "references or one per reference ('none' for a reference without)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
 
 
@@ -146,6 +172,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.low and len(args.low) != len(args.references):
         raise MRISuperResError(f"--low has {len(args.low)} volumes for {len(args.references)} references; "
                                "give one per reference")
+    exclusions = _evaluation_exclusions(args.exclude_slices, len(args.references))
     model = load_model(args.model, scale)
     spec = None
     if args.kind or args.noise is not None or args.gap:
@@ -155,7 +182,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise MRISuperResError(str(error)) from None
     scores = evaluate_files(args.references, model, scale, spec, seed=args.seed, low_inputs=args.low,
                             figure_folder=args.figure, device=args.device,
-                            flip_ensemble=args.flip_ensemble)
+                            flip_ensemble=args.flip_ensemble, exclusions=exclusions)
     table = scores_table(scores, model.name, scale)
     if args.output:
         from .verified_write import replace_text_file
@@ -167,3 +194,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     else:
         print(table)
     return 0
+
+
+def _evaluation_exclusions(specs: list[str] | None, count: int) -> list[list] | None:
+    """Per-reference exclusion rules from ``--exclude-slices`` (one spec for all, or one per reference)."""
+    from .errors import MRISuperResError
+    from .training.exclusion import parse_exclusion_text
+
+    if not specs:
+        return None
+    if len(specs) not in (1, count):
+        raise MRISuperResError(f"--exclude-slices has {len(specs)} values for {count} references; give one for all "
+                               "or one per reference ('none' for a reference without)")
+    rules = [[] if spec.lower() == "none" else parse_exclusion_text(spec) for spec in specs]
+    return rules * count if len(rules) == 1 else rules

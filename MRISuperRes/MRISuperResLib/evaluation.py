@@ -4,7 +4,8 @@ For each high-resolution reference, a low-resolution input is simulated (cell-ce
 coarser, the given forward model, noise drawn from a seeded stream) unless a real low-resolution partner is
 given, then enhanced exactly as ``mrisuperres enhance`` does. PSNR uses the reference's 1st-99th percentile
 range as peak (seed 002, section 3.3), both inside the foreground (head) mask and over the whole volume; SSIM is
-3D (MONAI).
+3D (MONAI). Voxels excluded as corrupted (``exclusions``, see :mod:`.training.exclusion`) are filled from their
+nearest kept neighbours before the simulation and left out of every metric.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from .geometry import Scale, format_scale, resampled_grid
 from .metrics import psnr, ssim
 from .volume import Grid, Volume
 from .volume_io import read_volume
+
+if TYPE_CHECKING:
+    from .training.exclusion import SliceExclusion
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,13 @@ def simulated_pair(reference: Volume, scale: Scale, spec: DegradationSpec, seed:
     return high, Volume(np.clip(low, 0, None) if high.array.min() >= 0 else low, low_grid)
 
 
-def score_volume(name: str, result: EnhanceResult, reference: Volume, mask: np.ndarray) -> VolumeScores:
+def score_volume(name: str, result: EnhanceResult, reference: Volume, mask: np.ndarray,
+                 excluded: np.ndarray | None = None) -> VolumeScores:
     """PSNR (inside ``mask`` and whole) and SSIM of the SR and baseline of ``result`` against ``reference``,
     compared in physical space: the result is first put onto the reference grid (see
     :func:`~.evaluation_geometry.overlay_on_reference`: re-indexed exactly when its voxel centres lie on the
-    reference's, resampled otherwise) and scored over the reference voxels it covers.
+    reference's, resampled otherwise) and scored over the reference voxels it covers, less the ``excluded`` ones
+    (boolean, reference shape; their SSIM windows are left out too).
 
     Raises:
         InputError: the result covers less than half of the reference (the pair is not registered).
@@ -97,16 +103,18 @@ def score_volume(name: str, result: EnhanceResult, reference: Volume, mask: np.n
     overlay = overlay_on_reference([result.sr, result.baseline], reference, name)
     (sr, baseline), truth, covered = overlay.estimates, overlay.reference, overlay.covered
     window = tuple(slice(lo, hi) for lo, hi in overlay.block)
-    inside = mask[window] & covered
-    whole = None if covered.all() else covered
+    kept = covered if excluded is None else covered & ~excluded[window]
+    left_out = None if excluded is None else excluded[window]
+    inside = mask[window] & kept
+    whole = None if kept.all() else kept
     return VolumeScores(
         name=name,
         psnr_sr=psnr(sr, truth, inside),
         psnr_baseline=psnr(baseline, truth, inside),
         psnr_sr_whole=psnr(sr, truth, whole),
         psnr_baseline_whole=psnr(baseline, truth, whole),
-        ssim_sr=ssim(sr, truth),
-        ssim_baseline=ssim(baseline, truth),
+        ssim_sr=ssim(sr, truth, left_out),
+        ssim_baseline=ssim(baseline, truth, left_out),
         consistency_nrmse=result.consistency_nrmse,
         alignment=overlay.how,
     )
@@ -121,6 +129,7 @@ def evaluate_files(
     seed: int = 0,
     low_inputs: list[str | os.PathLike] | None = None,
     figure_folder: str | os.PathLike | None = None,
+    exclusions: list[list[SliceExclusion]] | None = None,
     **options: Any,
 ) -> list[VolumeScores]:
     """Evaluate ``model`` on each reference (simulated inputs, or the given registered low-resolution ones).
@@ -128,10 +137,12 @@ def evaluate_files(
     ``spec`` defaults to the model's own degradation; ``options`` go to :func:`~.enhance.enhance_volume`.
     ``figure_folder`` (an existing folder) receives one PNG per reference, ``<reference stem>_x<scale>.png``:
     rows axial / coronal / sagittal, columns input, baseline, SR, reference, difference, consistency.
+    ``exclusions`` (one list of rules per reference) names corrupted voxels of each reference to leave out.
     """
     if figure_folder is not None and not Path(figure_folder).is_dir():
         raise InputError(f"figure folder {figure_folder} does not exist; create it first")
     from .model_zoo import load_model
+    from .training.exclusion import excluded_voxels, fill_excluded
     from .training.preprocess import foreground_mask
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
@@ -139,12 +150,17 @@ def evaluate_files(
     scores = []
     for index, path in enumerate(references):
         reference = read_volume(path)
+        excluded = excluded_voxels(exclusions[index], reference, Path(path).name) if exclusions else None
+        if excluded is not None:
+            reference = reference.with_array(fill_excluded(reference.array.astype(np.float32), excluded))
         if low_inputs:
             high, low = reference, read_volume(low_inputs[index])
         else:
             high, low = simulated_pair(reference, scale, spec, seed + index)
+        if excluded is not None:
+            excluded = excluded[: high.shape[0], : high.shape[1], : high.shape[2]]
         result = enhance_volume(low, loaded, scale, source_name=Path(path).name, **options)
-        scores.append(score_volume(Path(path).name, result, high, foreground_mask(high)))
+        scores.append(score_volume(Path(path).name, result, high, foreground_mask(high), excluded))
         if figure_folder is not None:
             save_evaluation_figure(Path(figure_folder), Path(path).name, low, result, high, scores[-1])
     return scores

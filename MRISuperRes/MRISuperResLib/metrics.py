@@ -38,8 +38,14 @@ def psnr(estimate: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = 
     return float("inf") if mse == 0 else float(10.0 * np.log10((high - low) ** 2 / mse))
 
 
-def ssim(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """Mean 3D SSIM (Gaussian window 7, sigma 1.5) after scaling both by the reference's range."""
+def ssim(estimate: np.ndarray, reference: np.ndarray, exclude: np.ndarray | None = None) -> float:
+    """Mean 3D SSIM (Gaussian window 7, sigma 1.5) after scaling both by the reference's range.
+
+    ``exclude`` (boolean, same shape): voxels to leave out (corrupted slices); only the SSIM of windows holding
+    none of them is averaged. The values of excluded voxels then play no part (they may be NaN).
+    """
+    if exclude is not None and exclude.any():
+        return _ssim_without(estimate, reference, exclude)
     low, high = reference_range(reference)
 
     def to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -49,6 +55,28 @@ def ssim(estimate: np.ndarray, reference: np.ndarray) -> float:
     metric = SSIMMetric(spatial_dims=3, data_range=1.0, win_size=7)
     with torch.inference_mode():
         return float(metric(to_tensor(estimate), to_tensor(reference)).mean())
+
+
+def _ssim_without(estimate: np.ndarray, reference: np.ndarray, exclude: np.ndarray) -> float:
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    kept = ~exclude
+    low, high = reference_range(np.asarray(reference)[kept])
+
+    def to_tensor(array: np.ndarray) -> torch.Tensor:
+        scaled = np.where(kept, (np.asarray(array, dtype=np.float32) - low) / (high - low), 0.0)
+        return torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32))[None, None]
+
+    with torch.inference_mode():
+        ssim_map, _ = compute_ssim_and_cs(to_tensor(estimate), to_tensor(reference), spatial_dims=3,
+                                          kernel_size=[7, 7, 7], kernel_sigma=[1.5, 1.5, 1.5], data_range=1.0)
+        # A window is usable when it holds no excluded voxel: max-pooling the exclusion over the window (valid).
+        touched = torch.nn.functional.max_pool3d(torch.from_numpy(exclude.astype(np.float32))[None, None], 7,
+                                                 stride=1)
+        usable = touched[0, 0] == 0
+        if not bool(usable.any()):
+            return float("nan")
+        return float(ssim_map[0, 0][usable].mean())
 
 
 def quality(estimate: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> Quality:

@@ -227,6 +227,7 @@ def user_models() -> list[ModelEntry]:
     entries: list[ModelEntry] = []
     taken = {entry.name for entry in shipped_models()}
     for folder in user_model_folders():
+        found = []
         for path in sorted(folder.glob(f"*{MODEL_EXTENSION}")):
             if path.name.startswith("."):
                 continue
@@ -235,9 +236,14 @@ def user_models() -> list[ModelEntry]:
             except ModelError as error:
                 log.warning("skipping user model %s: %s", path, error)
                 continue
-            name = str(metadata.get("name", path.stem))
+            found.append((str(metadata.get("name", path.stem)), path, metadata))
+        # Within a folder, the file named after its model comes first: a training run's final NAME.safetensors
+        # wins over its best.safetensors, which carries the same name.
+        found.sort(key=lambda item: item[1].stem != item[0])
+        for name, path, metadata in found:
             if name in taken:
-                log.warning("skipping user model %s: the name %s is already taken; load it by path", path, name)
+                if path.name != "best.safetensors":
+                    log.warning("skipping user model %s: the name %s is already taken; load it by path", path, name)
                 continue
             taken.add(name)
             entries.append(ModelEntry(name, path, metadata, USER))
@@ -248,6 +254,30 @@ def list_models() -> list[ModelEntry]:
     """Every model known by name: the shipped ones (sorted by name), then the user models (see
     :func:`user_models`). Each entry has the model's ``description``, ``scales`` and ``card()``."""
     return [*shipped_models(), *user_models()]
+
+
+#: Validation PSNR gain over B-spline (dB) below which a trained model is called barely better.
+BARELY_BETTER_DB = 0.3
+
+
+def baseline_verdict(validation: dict[str, Any]) -> str | None:
+    """One line saying that a model scored worse than, or barely better than, the B-spline baseline on its
+    validation subjects (``validation``: metadata ``metrics.validation`` with ``psnr`` and ``baseline_psnr`` in
+    dB); ``None`` when it is clearly better or the numbers are missing. The thresholds: any loss, and a gain
+    under :data:`BARELY_BETTER_DB`."""
+    try:
+        gain = float(validation["psnr"]) - float(validation["baseline_psnr"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if gain != gain:  # NaN
+        return None
+    if gain < 0:
+        return (f"warning: {-gain:.2f} dB worse than B-spline on validation; B-spline interpolation is the better "
+                "choice for data like the validation set")
+    if gain < BARELY_BETTER_DB:
+        return (f"warning: only {gain:+.2f} dB better than B-spline on validation (less than "
+                f"{BARELY_BETTER_DB:g} dB): hardly worth it over B-spline interpolation")
+    return None
 
 
 def model_card_text(metadata: dict[str, Any], name: str | None = None) -> str:
@@ -272,6 +302,9 @@ def model_card_text(metadata: dict[str, Any], name: str | None = None) -> str:
         gain = validation["psnr"] - validation["baseline_psnr"]
         lines.append(f"- validation PSNR {validation['psnr']:.2f} dB (B-spline {validation['baseline_psnr']:.2f} dB, "
                      f"{gain:+.2f} dB); SSIM {validation.get('ssim', float('nan')):.4f}")
+        verdict = baseline_verdict(validation)
+        if verdict:
+            lines.append(f"- **{verdict}**")
     lines.append(f"- created {metadata.get('created', '?')} with engine {metadata.get('engine_version', '?')}, "
                  f"version {metadata.get('version', '?')}")
     lines += ["", "Outputs of this model are AI-generated, not acquired: compare them with the input."]

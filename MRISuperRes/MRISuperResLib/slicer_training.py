@@ -1068,7 +1068,9 @@ class TrainingLogic:
 
     def _launch(self, resume: bool) -> None:
         assert self.job is not None
-        arguments = ["train", "--config", str(self.job.config_path), "--quiet", *(["--resume"] if resume else [])]
+        # The module publishes the model into its own registered folder; the run folder stays unregistered.
+        arguments = ["train", "--config", str(self.job.config_path), "--quiet", "--no-register",
+                     *(["--resume"] if resume else [])]
         if self._process is not None:
             self._process.close()
         self._process = BackgroundProcess(arguments, self.python, cwd=self.job.run_folder, log=self.job.log_path,

@@ -1,6 +1,8 @@
 """Training configuration: a YAML (or JSON) file read into typed sections, unknown keys refused.
 
-Relative paths and globs in ``data`` are resolved against the config file's folder. Every section and its
+Relative paths and globs in ``data`` (and ``model.init_from``, ``loss.perceptual_weights``) are resolved against
+the config file's folder; a relative ``output_dir`` against the working directory (:meth:`TrainConfig.output_path`),
+so a copied recipe writes where it is run, not beside the recipe it came from. Every section and its
 defaults are documented on its dataclass; ``configs/`` holds an example for every model family.
 """
 
@@ -49,10 +51,18 @@ class DataSection:
 
     Attributes:
         train: high-resolution volumes (paths or globs) to simulate low-resolution inputs from.
-        validation: volumes held out for validation; empty means ``validation_fraction`` of ``train`` subjects.
+        validation: volumes held out for validation (inputs simulated with ``degradation``); when empty and no
+            ``validation_pairs`` are given, ``validation_fraction`` of the ``train`` subjects.
         validation_fraction: share of subjects held out when ``validation`` is empty (at least one).
-        pairs: real pairs ``{high: path, low: path, register: true, mask: path}``; the low-resolution member is
-            registered onto the high-resolution one and resampled onto the coarse grid over its extent.
+        pairs: real pairs ``{high: path, low: path, register: true, mask: path, exclude_slices: ...}``; the
+            low-resolution member is registered onto the high-resolution one and resampled onto the coarse grid
+            over its extent.
+        validation_pairs: real pairs held out for validation, same form as ``pairs`` and registered the same way;
+            their baseline is the registered input itself upsampled onto the target grid (at scale 1: the input
+            resampled onto the target grid), see :mod:`.loading`.
+        exclude_slices: corrupted slices to leave out of training targets and validation metrics, by volume file
+            name: ``{t1.nii.gz: {axis: 2, indices: [3, 7]}}``, ``{mask: bad_voxels.nii.gz}`` or a list of those;
+            0-based indices of the file as stored (see :mod:`.exclusion`).
         masks: user-supplied foreground masks by volume file name (``{t1.nii.gz: t1_brain_mask.nii.gz}``),
             used for patch sampling and masked validation metrics instead of the threshold mask.
         scale: per-axis scale ``(i, j, k)``; taken from the model config when omitted.
@@ -77,6 +87,8 @@ class DataSection:
     validation: list[str] = field(default_factory=list)
     validation_fraction: float = 0.2
     pairs: list[dict[str, Any]] = field(default_factory=list)
+    validation_pairs: list[dict[str, Any]] = field(default_factory=list)
+    exclude_slices: dict[str, Any] = field(default_factory=dict)
     masks: dict[str, str] = field(default_factory=dict)
     scale: list[float] | None = None
     degradation: dict[str, Any] = field(default_factory=lambda: {"kind": "kspace"})
@@ -209,7 +221,8 @@ class TrainConfig:
 
     Attributes:
         name: name of the trained model (metadata and file name).
-        output_dir: folder for checkpoints, logs and the final model (relative to the config file).
+        output_dir: folder for checkpoints, logs and the final model; a relative one is taken from the working
+            directory (see :meth:`output_path`).
         seed: seed of every random choice; the same seed gives the same run, resumed or not.
         description: one line stored in the model's metadata.
         version: version stored in the model's metadata.
@@ -232,6 +245,10 @@ class TrainConfig:
         """A path from the config, relative to the config file's folder."""
         candidate = Path(path).expanduser()
         return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    def output_path(self) -> Path:
+        """The absolute output folder: ``output_dir`` as given when absolute, else under the working directory."""
+        return Path(self.output_dir).expanduser().resolve()
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

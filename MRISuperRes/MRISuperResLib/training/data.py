@@ -34,6 +34,7 @@ from ..normalization import PercentileNormalizer
 from ..volume import Grid, Volume
 from ..volume_io import read_volume
 from .augment import PatchBatch, gmm_contrast
+from .exclusion import SliceExclusion, excluded_voxels, fill_excluded
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class Subject:
         mask_low: foreground on the coarse grid (patch centres are drawn from it).
         mask_high: foreground on the fine grid (masked validation metrics).
         real_low: for a real pair, the registered low-resolution volume on ``low_grid`` (raw intensities).
+        excluded_high: voxels excluded from targets and metrics on the fine grid (corrupted slices; see
+            :mod:`.exclusion`), ``None`` when none are.
         low, baseline, target: the current normalised input, its B-spline upsampling and the target (float16).
     """
 
@@ -63,6 +66,7 @@ class Subject:
     mask_low: np.ndarray
     mask_high: np.ndarray
     real_low: np.ndarray | None = None
+    excluded_high: np.ndarray | None = None
     low: np.ndarray | None = None
     baseline: np.ndarray | None = None
     target: np.ndarray | None = None
@@ -100,26 +104,36 @@ def load_subject(
     low_path: Path | None = None,
     register_low: bool = True,
     mask_path: Path | None = None,
+    exclusions: Sequence[SliceExclusion] = (),
 ) -> Subject:
     """Read, check, optionally N4-correct and crop one subject; register its real low-resolution partner.
 
     The foreground comes from ``mask_path`` (a mask drawn on this scan, non-zero inside) or from a threshold.
+    Voxels named by ``exclusions`` are first filled from their nearest kept neighbours (everything after depends on
+    the kept voxels only) and left out of the foreground and, later, of the targets (:mod:`.exclusion`).
     """
     from .preprocess import crop_to_foreground, foreground_mask, mask_on_grid, n4_correct
 
     volume = read_volume(path)
     volume = volume.with_array(volume.array.astype(np.float32))
+    excluded = excluded_voxels(exclusions, volume, path.name)
+    volume = volume.with_array(fill_excluded(volume.array, excluded))
     mask = mask_on_grid(read_volume(mask_path), volume.grid) if mask_path is not None else foreground_mask(volume)
+    if excluded is not None:
+        mask = mask.astype(bool) & ~excluded
     if n4:
         volume = n4_correct(volume, mask=mask)
     if crop_foreground:
         volume, region = crop_to_foreground(volume, mask, multiple=scale)
         mask = mask[region]
+        excluded = excluded[region] if excluded is not None else None
     usable = tuple(n - n % s for n, s in zip(volume.shape, scale))
     if min(usable) < 2 * max(scale):
         raise InputError(f"training volume {path} is too small ({volume.shape}) for scale {scale}")
     high = volume.array[: usable[0], : usable[1], : usable[2]]
     mask = mask[: usable[0], : usable[1], : usable[2]]
+    if excluded is not None:
+        excluded = excluded[: usable[0], : usable[1], : usable[2]]
     high_grid = Grid(usable, volume.spacing, volume.grid.origin, volume.grid.direction)
     low_grid = resampled_grid(high_grid, tuple(n // s for n, s in zip(usable, scale)))  # type: ignore[arg-type]
     normalizer = PercentileNormalizer.fit(high, normalization["lower_percentile"], normalization["upper_percentile"])
@@ -135,6 +149,7 @@ def load_subject(
         mask_low=mask_low,
         mask_high=mask.astype(bool),
         real_low=real_low,
+        excluded_high=excluded if excluded is not None and excluded.any() else None,
     )
 
 
@@ -163,11 +178,14 @@ def refresh_subject(
     normalization: dict[str, float],
     gmm_probability: float = 0.0,
     acquisition: AcquisitionRanges | None = None,
+    mark_excluded: bool = True,
 ) -> None:
     """Draw a new low-resolution input (simulated, or the real partner) and its baseline and target.
 
     Simulated inputs follow ``spec`` or, when ``acquisition`` is given, one acquisition drawn from its ranges
-    (:mod:`..acquisition`); the target is the (contrast-remapped, when drawn) high-resolution volume.
+    (:mod:`..acquisition`); the target is the (contrast-remapped, when drawn) high-resolution volume. With
+    ``mark_excluded`` the target is NaN at the subject's excluded voxels (training: see
+    :func:`.exclusion.fill_from_estimate`); validation keeps the filled values and masks the metrics instead.
     """
     high = subject.high_source.astype(np.float32)
     if gmm_probability > 0 and rng.random() < gmm_probability:
@@ -194,6 +212,8 @@ def refresh_subject(
         baseline = bspline_upsample(torch.from_numpy(low_n)[None, None], factors)[0, 0].numpy()
     subject.low = low_n.astype(np.float16)
     subject.baseline = baseline.astype(np.float16)
+    if mark_excluded and subject.excluded_high is not None:
+        target = np.where(subject.excluded_high, np.float32(np.nan), target)
     subject.target = target.astype(np.float16)
 
 

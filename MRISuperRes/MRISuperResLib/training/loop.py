@@ -4,7 +4,7 @@ Outputs in ``output_dir``: ``state.pt`` (everything needed to resume: weights, o
 history; written atomically every ``checkpoint_every`` steps, at every validation and when stopped by a signal;
 read back with ``torch.load(weights_only=True)``), ``best.safetensors`` (best validation PSNR so far, engine
 format), ``<name>.safetensors`` (the final model: the best weights with full metadata: data, degradation, config,
-validation metrics, code revision), ``log.csv``, ``curves.png`` and a copy of the config.
+validation metrics, code revision) and its card ``<name>.md``, ``log.csv``, ``curves.png`` and a copy of the config.
 
 A run is a pure function of its config and seed: patches, augmentations and simulations are drawn from streams
 keyed by the step (see :mod:`.data`), so a run killed and resumed ends exactly where an uninterrupted one does.
@@ -40,17 +40,14 @@ from .augment import PatchBatch, augment_batch
 from .config import ConfigError, TrainConfig
 from .data import (
     Subject,
-    expand_paths,
     integer_scale,
-    load_subject,
     patch_rng,
     refresh_rng,
     refresh_subject,
     sample_patches,
-    split_subjects,
-    validation_rng,
 )
 from .distributed import barrier, broadcast_float, init_distributed, shutdown
+from .exclusion import fill_from_estimate
 from .losses import PatchCritic3d, ReconstructionLoss, gradient_penalty
 
 STATE_FILE = "state.pt"
@@ -133,7 +130,7 @@ class Trainer:
             log(f"warning: {self.device.note}")
         if config.run.threads:
             torch.set_num_threads(int(config.run.threads))
-        self.output_dir = config.resolve(config.output_dir)
+        self.output_dir = config.output_path()
         scale = config.data.scale or config.model.config.get("scale") or [2, 2, 2]
         self.scale = integer_scale(scale if len(scale) == 3 else list(scale) * 3)
         self.spec = DegradationSpec.from_dict(config.data.degradation)
@@ -178,7 +175,7 @@ class Trainer:
                                                      betas=(0.0, 0.9))
         self.train_subjects: list[Subject] = []
         self.validation_subjects: list[Subject] = []
-        self.validation_inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.validation_inputs: list[tuple[np.ndarray, ...]] = []
         self.history: list[dict[str, Any]] = []
         self.best: Validation | None = None
         self.best_step = -1
@@ -225,55 +222,29 @@ class Trainer:
         return None
 
     def load_data(self) -> None:
-        """Read, crop and normalise every subject; split by subject; simulate the validation inputs."""
-        data = self.config.data
-        volumes = expand_paths(data.train, self.config.resolve)
-        if data.validation:
-            train_paths, validation_paths = volumes, expand_paths(data.validation, self.config.resolve)
-        elif volumes:
-            train_paths, validation_paths = split_subjects(volumes, data.validation_fraction, self.config.seed)
-        else:
-            train_paths, validation_paths = [], []
-        if not train_paths and not data.pairs:
-            raise InputError("no training volumes: list high-resolution volumes in data.train or pairs in data.pairs")
-        if not validation_paths:
-            raise InputError("no validation volumes: list some in data.validation (or give at least 2 in data.train)")
-        common = {"normalization": self.normalization, "crop_foreground": data.crop_foreground, "n4": data.n4}
-        masks = {Path(name).name: self.config.resolve(mask) for name, mask in data.masks.items()}
-        for path in train_paths:
-            self.train_subjects.append(load_subject(path, self.scale, mask_path=masks.get(path.name), **common))
-        for pair in data.pairs:
-            unknown = set(pair) - {"high", "low", "register", "mask"}
-            if unknown or "high" not in pair or "low" not in pair:
-                raise ConfigError(f"data.pairs entries need high and low (and optional register, mask), got "
-                                  f"{sorted(pair)}")
-            self.train_subjects.append(load_subject(
-                self.config.resolve(pair["high"]), self.scale, low_path=self.config.resolve(pair["low"]),
-                register_low=bool(pair.get("register", True)),
-                mask_path=self.config.resolve(pair["mask"]) if pair.get("mask") else None, **common))
-        for index, path in enumerate(validation_paths):
-            subject = load_subject(path, self.scale, mask_path=masks.get(path.name), **common)
-            refresh_subject(subject, self.spec, validation_rng(self.config.seed, index), self.normalization)
-            self.validation_subjects.append(subject)
-            self.validation_inputs.append(self._validation_arrays(subject))
-        patch = tuple(data.patch_size)
-        for subject in self.train_subjects:
-            if any(p > n for p, n in zip(patch, subject.low_grid.shape)):
-                raise InputError(f"training volume {subject.name} ({subject.low_grid.shape} low-resolution voxels) "
-                                 f"is smaller than data.patch_size {list(patch)}")
+        """Read, crop and normalise every subject; split by subject; draw the validation inputs (:mod:`.loading`)."""
+        from .loading import load_training_data
 
-    def _validation_arrays(self, subject: Subject) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        loaded = load_training_data(self.config, self.scale, self.normalization, self.spec,
+                                    show_progress=self.show_progress and self.context.is_main,
+                                    log=self.log if self.context.is_main else (lambda message: None))
+        self.train_subjects, self.validation_subjects = loaded.train, loaded.validation
+        self.validation_inputs = [self._validation_arrays(subject) for subject in self.validation_subjects]
+
+    def _validation_arrays(self, subject: Subject) -> tuple[np.ndarray, ...]:
         low = subject.low.astype(np.float32)  # type: ignore[union-attr]
         baseline = subject.baseline.astype(np.float32)  # type: ignore[union-attr]
         target = subject.target.astype(np.float32)  # type: ignore[union-attr]
         mask = subject.mask_high
+        excluded = subject.excluded_high if subject.excluded_high is not None else np.zeros(mask.shape, bool)
         crop = self.config.data.validation_crop
         if crop:
             starts = [max(0, (n - c) // 2) for n, c in zip(low.shape, crop)]
             low_region = tuple(slice(s, s + c) for s, c in zip(starts, crop))
             high_region = tuple(slice(s * f, (s + c) * f) for s, c, f in zip(starts, crop, self.scale))
             low, baseline, target, mask = low[low_region], baseline[high_region], target[high_region], mask[high_region]
-        return low, baseline, target, mask
+            excluded = excluded[high_region]
+        return low, baseline, target, mask, excluded
 
     # -------------------------------------------------------------------------------------------- training
     def _refresh(self, step: int) -> None:
@@ -314,6 +285,7 @@ class Trainer:
             values.update(self._critic_steps(batch, target))
         with self._autocast():
             prediction = self._predict(self.trained, batch)
+            target = fill_from_estimate(target, prediction.float())  # excluded slices add nothing
             total, terms = self.loss(prediction.float(), target)
             if self.critic is not None:
                 adversarial = -self.critic(prediction.float()).mean()
@@ -336,6 +308,7 @@ class Trainer:
         assert self.critic is not None
         with torch.no_grad():
             fake = self._predict(self.trained, batch).float()
+        target = fill_from_estimate(target, fake)  # excluded slices: real equals fake there
         for _ in range(self.config.loss.n_critic):
             penalty = gradient_penalty(self.critic, target, fake)
             critic_loss = self.critic(fake).mean() - self.critic(target).mean() + self.config.loss.gp_weight * penalty
@@ -349,7 +322,7 @@ class Trainer:
         """Whole-volume (or cropped) inference on every validation subject; mean PSNR / SSIM vs the targets."""
         self.network.eval()
         scores = []
-        for low, baseline, target, mask in self.validation_inputs:
+        for low, baseline, target, mask, excluded in self.validation_inputs:
             if self.arbitrary_scale:
                 with torch.inference_mode():
                     out = self.network(torch.from_numpy(low)[None, None].to(self.device.device),
@@ -357,8 +330,8 @@ class Trainer:
             else:
                 out = run_tiled(self.network, low, self.device)
             prediction = baseline + out if self.residual else out
-            scores.append((psnr(prediction, target, mask), ssim(prediction, target),
-                           psnr(baseline, target, mask), ssim(baseline, target)))
+            scores.append((psnr(prediction, target, mask), ssim(prediction, target, excluded),
+                           psnr(baseline, target, mask), ssim(baseline, target, excluded)))
         self.network.train()
         means = np.mean(np.asarray(scores), axis=0)
         return Validation(*(float(v) for v in means))
@@ -554,7 +527,14 @@ class Trainer:
         best = load_model_file(self.output_dir / BEST_FILE)
         self.network.load_state_dict(best.network.state_dict())
         self.calibration = self._calibrate_consistency(best)
-        return self._save_model(self.output_dir / f"{self.config.name}.safetensors")
+        path = self._save_model(self.output_dir / f"{self.config.name}.safetensors")
+        from ..model_zoo import baseline_verdict, write_model_card
+
+        write_model_card(path)  # its card says, too, when the model is worse or barely better than B-spline
+        verdict = baseline_verdict(vars(self.best)) if self.best else None
+        if verdict:
+            self.log(f"{path.name}: {verdict}")
+        return path
 
     def _calibrate_consistency(self, model) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         """Consistency NRMSE of the best model on each whole validation input, run through ``enhance``; the
