@@ -59,6 +59,39 @@ def broadcast_float(value: float, context: DistributedContext) -> float:
     return float(tensor.item())
 
 
+def average_gradients(module: torch.nn.Module, context: DistributedContext) -> None:
+    """Replace every parameter gradient of ``module`` by its mean over the processes, in place.
+
+    For modules trained outside ``DistributedDataParallel``: the WGAN critic, whose gradient penalty differentiates
+    through ``torch.autograd.grad(..., create_graph=True)`` and calls the critic three times per update, where
+    DDP's bucketed gradient hooks (made for one forward and one backward into ``.grad``) are not documented to
+    work. Called after ``backward`` and before the optimiser step, it keeps every process's copy identical, as DDP does for the generator. One flat all-reduce;
+    parameters without a gradient take part as zeros so the processes always exchange the same tensor.
+    """
+    if not context.enabled:
+        return
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    if not parameters:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= context.world_size
+    offset = 0
+    for parameter, grad in zip(parameters, grads):
+        count = grad.numel()
+        parameter.grad = flat[offset: offset + count].view_as(grad).clone()
+        offset += count
+
+
+def broadcast_module(module: torch.nn.Module, context: DistributedContext) -> None:
+    """Copy rank 0's parameters and buffers into every process's ``module`` (a common starting point)."""
+    if not context.enabled:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
 def barrier(context: DistributedContext) -> None:
     if context.enabled:
         dist.barrier()

@@ -46,9 +46,11 @@ from .data import (
     refresh_subject,
     sample_patches,
 )
+from .adversarial import CriticTrainer
 from .distributed import barrier, broadcast_float, init_distributed, shutdown
 from .exclusion import fill_from_estimate
-from .losses import PatchCritic3d, ReconstructionLoss, gradient_penalty
+from .losses import ReconstructionLoss
+from .precision import autocast, grad_scaler
 
 STATE_FILE = "state.pt"
 BEST_FILE = "best.safetensors"
@@ -166,13 +168,12 @@ class Trainer:
             perceptual_weights=config.resolve(config.loss.perceptual_weights) if config.loss.perceptual_weights
             else None,
         ).to(self.device.device)
-        self.critic: nn.Module | None = None
+        self.amp_dtype = self.device.autocast_dtype if config.run.amp else None
+        self.scaler = grad_scaler(self.device.device, self.amp_dtype)
+        self.critic: CriticTrainer | None = None
         if config.loss.adversarial > 0:
-            critic_spec = dict(config.model.critic)
-            self.critic = (models.create(critic_spec.pop("family"), **critic_spec.get("config", {}))
-                           if "family" in critic_spec else PatchCritic3d(**critic_spec)).to(self.device.device)
-            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.loss.critic_lr,
-                                                     betas=(0.0, 0.9))
+            self.critic = CriticTrainer(config.model.critic, config.loss.critic_lr, self.device.device,
+                                        self.amp_dtype, self.context)
         self.train_subjects: list[Subject] = []
         self.validation_subjects: list[Subject] = []
         self.validation_inputs: list[tuple[np.ndarray, ...]] = []
@@ -261,12 +262,6 @@ class Trainer:
             out = network(low)
         return out + batch.baseline.to(self.device.device) if self.residual else out
 
-    def _autocast(self):  # type: ignore[no-untyped-def]
-        dtype = self.device.autocast_dtype if self.config.run.amp else None
-        from contextlib import nullcontext
-
-        return torch.autocast(self.device.device.type, dtype=dtype) if dtype else nullcontext()
-
     def train_step(self, step: int) -> dict[str, float]:
         """One optimisation step (and the critic's steps when adversarial); returns loss values."""
         config = self.config
@@ -282,20 +277,25 @@ class Trainer:
         values: dict[str, float] = {}
         self.trained.train()
         if self.critic is not None:
-            values.update(self._critic_steps(batch, target))
-        with self._autocast():
+            with torch.no_grad():
+                fake = self._predict(self.trained, batch).float()
+            real = fill_from_estimate(target, fake)  # excluded slices: real equals fake there
+            values.update(self.critic.update(real, fake, config.loss.n_critic, config.loss.gp_weight))
+        with autocast(self.device.device, self.amp_dtype):
             prediction = self._predict(self.trained, batch)
             target = fill_from_estimate(target, prediction.float())  # excluded slices add nothing
             total, terms = self.loss(prediction.float(), target)
             if self.critic is not None:
-                adversarial = -self.critic(prediction.float()).mean()
+                adversarial = -self.critic(prediction.float()).float().mean()
                 total = total + config.loss.adversarial * adversarial
                 terms["adversarial"] = float(adversarial.detach())
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.scaler.scale(total).backward()
         if config.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.optim.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.scheduler is not None and config.optim.schedule in ("step", "exponential", "cosine"):
             self.scheduler.step()
         values.update(terms)
@@ -303,19 +303,6 @@ class Trainer:
         if not math.isfinite(values["loss"]):
             raise MRISuperResError(f"training diverged at step {step} (loss {values['loss']}); lower optim.lr")
         return values
-
-    def _critic_steps(self, batch: PatchBatch, target: torch.Tensor) -> dict[str, float]:
-        assert self.critic is not None
-        with torch.no_grad():
-            fake = self._predict(self.trained, batch).float()
-        target = fill_from_estimate(target, fake)  # excluded slices: real equals fake there
-        for _ in range(self.config.loss.n_critic):
-            penalty = gradient_penalty(self.critic, target, fake)
-            critic_loss = self.critic(fake).mean() - self.critic(target).mean() + self.config.loss.gp_weight * penalty
-            self.critic_optimizer.zero_grad(set_to_none=True)
-            critic_loss.backward()
-            self.critic_optimizer.step()
-        return {"critic": float(critic_loss.detach()), "gradient_penalty": float(penalty.detach())}
 
     # ------------------------------------------------------------------------------------------ validation
     def validate(self) -> Validation:
@@ -343,6 +330,7 @@ class Trainer:
             "network": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scaler": self.scaler.state_dict(),
             "best": vars(self.best) if self.best else {},
             "best_step": self.best_step,
             "bad_validations": self.bad_validations,
@@ -350,8 +338,7 @@ class Trainer:
             "config": self.config.to_dict(),
         }
         if self.critic is not None:
-            state["critic"] = self.critic.state_dict()
-            state["critic_optimizer"] = self.critic_optimizer.state_dict()
+            state.update(self.critic.state_dict())
         return state
 
     def save_state(self) -> None:
@@ -373,9 +360,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         if self.critic is not None and "critic" in state:
-            self.critic.load_state_dict(state["critic"])
-            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+            self.critic.load_state_dict(state)
         self.step = int(state["step"])
         self.best = Validation(**state["best"]) if state["best"] else None
         self.best_step = int(state["best_step"])
