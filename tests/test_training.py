@@ -375,6 +375,7 @@ def test_partial_initialisation_copies_the_body_of_a_model_of_another_scale(
 
 
 def test_a_user_supplied_mask_drives_patch_sampling(brain_files: list[Path], tmp_path: Path) -> None:
+    from MRISuperResLib.normalization import NormalizationSettings
     from MRISuperResLib.training.data import load_subject
     from MRISuperResLib.volume_io import read_volume
 
@@ -382,7 +383,7 @@ def test_a_user_supplied_mask_drives_patch_sampling(brain_files: list[Path], tmp
     box = np.zeros(volume.shape, np.uint8)
     box[10:20, 10:22, 8:16] = 1
     mask_path = write_volume(volume.with_array(box), tmp_path / "mask.nii.gz")
-    normalization = {"lower_percentile": 1.0, "upper_percentile": 99.0}
+    normalization = NormalizationSettings()
     subject = load_subject(brain_files[0], (2, 2, 2), normalization=normalization, crop_foreground=False, n4=False,
                            mask_path=mask_path)
     assert subject.mask_high.sum() == box[: subject.mask_high.shape[0], : subject.mask_high.shape[1],

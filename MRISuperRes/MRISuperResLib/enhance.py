@@ -28,13 +28,13 @@ from .checkpoint import LoadedModel
 from .consistency import consistency_report
 from .degradation import DegradationSpec
 from .device import select_device
-from .errors import InputError
+from .errors import InputError, ModelError
 from .geometry import Scale, fine_mask, format_scale, parse_scale, upsampled_grid
 from .idle_worker import IdleExecutor
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from .interpolation import bspline_upsample_volume
 from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
-from .normalization import PercentileNormalizer, cast_like_input
+from .normalization import NormalizationSettings, cast_like_input, normalize_network_input
 from .output_paths import check_output_plan, written_path
 from .output_writer import OutputStaging
 from .prepared_input import (
@@ -298,11 +298,12 @@ def enhance_volume(
         timings["adapt"] = adaptation.seconds
 
     report(0.0, "normalising")
-    settings = loaded.metadata.get("normalization", {})
-    normalizer = PercentileNormalizer.fit(
-        volume.array, float(settings.get("lower_percentile", 1.0)), float(settings.get("upper_percentile", 99.0))
-    )
-    network_input = normalizer.normalize(volume.array, clip=bool(settings.get("clip", True)))
+    try:
+        settings = NormalizationSettings.from_dict(loaded.metadata.get("normalization"))
+    except ValueError as error:
+        raise ModelError(f"model {loaded.name} has unusable normalization metadata ({error}); use another model "
+                         "file") from None
+    normalizer, network_input = normalize_network_input(volume.array, settings)
     fine_grid = upsampled_grid(volume.grid, scale)
     restore = tuple(int(a) for a in np.argsort(order))
     network_input = np.ascontiguousarray(np.transpose(network_input, order))

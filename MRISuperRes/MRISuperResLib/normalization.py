@@ -8,7 +8,8 @@ time (seed 000, question 1).
 
 Normalising maps ``low -> 0`` and ``high -> 1`` with an affine map; clipping to ``[0, 1]`` is applied to what
 the network sees only. :meth:`PercentileNormalizer.denormalize` is the exact inverse of the affine map, so
-network outputs come back in the input's intensity units.
+network outputs come back in the input's intensity units. :func:`normalize_network_input` is that one step,
+called by training (:mod:`.training.data`) and by ``enhance`` (:mod:`.enhance`) alike.
 """
 
 from __future__ import annotations
@@ -73,6 +74,59 @@ class PercentileNormalizer:
     def denormalize(self, array: np.ndarray) -> np.ndarray:
         """Exact inverse of the affine map (no clipping): normalised values back to intensity units, float32."""
         return np.asarray(array, dtype=np.float32) * np.float32(self.scale) + np.float32(self.low)
+
+
+@dataclass(frozen=True)
+class NormalizationSettings:
+    """How a model's inputs are normalised; stored in the model's metadata under ``normalization``.
+
+    Attributes:
+        lower_percentile: percentile mapped to 0.
+        upper_percentile: percentile mapped to 1.
+        clip: clip the network input to ``[0, 1]`` (seed 002's clipped min-max; default).
+    """
+
+    lower_percentile: float = 1.0
+    upper_percentile: float = 99.0
+    clip: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "NormalizationSettings":
+        """From a model's metadata or a training config (missing keys take the defaults).
+
+        Raises:
+            ValueError: unknown keys or percentiles outside ``0 <= lower < upper <= 100``.
+        """
+        values = dict(values or {})
+        unknown = set(values) - {"lower_percentile", "upper_percentile", "clip"}
+        if unknown:
+            raise ValueError(f"unknown normalisation key(s) {', '.join(sorted(unknown))}; valid keys: "
+                             "lower_percentile, upper_percentile, clip")
+        settings = cls(float(values.get("lower_percentile", 1.0)), float(values.get("upper_percentile", 99.0)),
+                       bool(values.get("clip", True)))
+        if not 0.0 <= settings.lower_percentile < settings.upper_percentile <= 100.0:
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {settings.lower_percentile}, "
+                             f"{settings.upper_percentile}")
+        return settings
+
+    def to_dict(self) -> dict[str, float | bool]:
+        return {"lower_percentile": self.lower_percentile, "upper_percentile": self.upper_percentile,
+                "clip": self.clip}
+
+
+def normalize_network_input(array: np.ndarray,
+                            settings: NormalizationSettings) -> tuple[PercentileNormalizer, np.ndarray]:
+    """The one normalisation of what a network sees, used by training and by ``enhance`` alike.
+
+    Fits the percentile map to ``array`` (a whole low-resolution volume, in its own intensity units) and applies
+    it, clipped to ``[0, 1]`` when ``settings.clip``. Returns the map (to express targets and baselines in the
+    same units, unclipped, and to de-normalise outputs) and the float32 network input of ``array``'s shape.
+
+    Raises:
+        InputError: the volume is constant.
+    """
+    normalizer = PercentileNormalizer.fit(array, settings.lower_percentile, settings.upper_percentile)
+    return normalizer, normalizer.normalize(array, clip=settings.clip)
 
 
 def cast_like_input(array: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -72,8 +72,9 @@ class DataSection:
             scanner-like variation of ``acquisition.AcquisitionRanges`` (slice profiles and gaps, apodisation,
             partial Fourier, Rician noise, bias fields, contrast) instead of ``degradation``; ``null`` (default):
             training inputs follow ``degradation``.
-        normalization: clipped-percentile normalisation ``{lower_percentile, upper_percentile}``, the same at
-            training and inference time (stored in the trained model's metadata).
+        normalization: clipped-percentile normalisation ``{lower_percentile, upper_percentile, clip}`` (see
+            ``normalization.NormalizationSettings``; ``clip`` defaults to true), one function at training and
+            inference time (stored in the trained model's metadata).
         patch_size: low-resolution patch size (voxels, ``i, j, k``); the high-resolution patch is ``scale`` times it.
         batch_size: patches per step (per process with DDP).
         foreground_fraction: share of patches centred inside the foreground mask.
@@ -93,7 +94,7 @@ class DataSection:
     scale: list[float] | None = None
     degradation: dict[str, Any] = field(default_factory=lambda: {"kind": "kspace"})
     acquisition: dict[str, Any] | None = None
-    normalization: dict[str, float] = field(
+    normalization: dict[str, Any] = field(
         default_factory=lambda: {"lower_percentile": 1.0, "upper_percentile": 99.0}
     )
     patch_size: list[int] = field(default_factory=lambda: [24, 24, 24])
@@ -317,6 +318,12 @@ def _check(config: TrainConfig) -> None:
             AcquisitionRanges.from_dict(config.data.acquisition)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"data.acquisition: {error}") from None
+    from ..normalization import NormalizationSettings
+
+    try:
+        NormalizationSettings.from_dict(config.data.normalization)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"data.normalization: {error}") from None
     if config.optim.name not in ("adam", "adamw"):
         raise ConfigError(f"optim.name {config.optim.name!r} is not adam or adamw")
     if config.optim.schedule not in ("none", "plateau", "step", "exponential", "cosine"):

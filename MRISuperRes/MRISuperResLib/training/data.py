@@ -5,8 +5,10 @@ digits), in the training process: no data-loader workers and no per-worker copie
 High-resolution volumes are cropped so that their shape is a multiple of the scale; the low-resolution grid is
 the cell-centred grid ``scale`` times coarser over the same extent.
 
-Normalisation is the engine's: each low-resolution input is normalised by its own clipped percentiles, exactly as
-``enhance`` does at inference. For simulated pairs the target is the high-resolution volume expressed in the
+Normalisation is the engine's: each low-resolution input goes through
+:func:`..normalization.normalize_network_input` (its own percentiles, clipped to ``[0, 1]`` unless the config says
+``clip: false``), the very function ``enhance`` calls at inference; its B-spline baseline is computed from the
+unclipped input, as ``enhance`` upsamples the input volume itself. For simulated pairs the target is the high-resolution volume expressed in the
 *same* affine map (so de-normalising the network output as at inference gives high-resolution intensities); for
 real pairs, whose members come from different acquisitions, the target uses its own percentiles.
 
@@ -30,7 +32,7 @@ from ..acquisition import AcquisitionRanges, acquire
 from ..degradation import DegradationSpec, simulate
 from ..errors import InputError
 from ..geometry import resampled_grid
-from ..normalization import PercentileNormalizer
+from ..normalization import NormalizationSettings, PercentileNormalizer, normalize_network_input
 from ..volume import Grid, Volume
 from ..volume_io import read_volume
 from .augment import PatchBatch, gmm_contrast
@@ -98,7 +100,7 @@ def load_subject(
     path: Path,
     scale: tuple[int, int, int],
     *,
-    normalization: dict[str, float],
+    normalization: NormalizationSettings,
     crop_foreground: bool,
     n4: bool,
     low_path: Path | None = None,
@@ -136,7 +138,7 @@ def load_subject(
         excluded = excluded[: usable[0], : usable[1], : usable[2]]
     high_grid = Grid(usable, volume.spacing, volume.grid.origin, volume.grid.direction)
     low_grid = resampled_grid(high_grid, tuple(n // s for n, s in zip(usable, scale)))  # type: ignore[arg-type]
-    normalizer = PercentileNormalizer.fit(high, normalization["lower_percentile"], normalization["upper_percentile"])
+    normalizer = PercentileNormalizer.fit(high, normalization.lower_percentile, normalization.upper_percentile)
     mask_low = _downsample_mask(mask, scale)
     real_low = None
     if low_path is not None:
@@ -175,7 +177,7 @@ def refresh_subject(
     subject: Subject,
     spec: DegradationSpec,
     rng: np.random.Generator,
-    normalization: dict[str, float],
+    normalization: NormalizationSettings,
     gmm_probability: float = 0.0,
     acquisition: AcquisitionRanges | None = None,
     mark_excluded: bool = True,
@@ -200,17 +202,17 @@ def refresh_subject(
         low = simulate(high, subject.low_grid.shape, spec, rng)
     else:
         low = subject.real_low
-    low_map = PercentileNormalizer.fit(low, normalization["lower_percentile"], normalization["upper_percentile"])
-    low_n = low_map.normalize(low, clip=False)
+    low_map, network_input = normalize_network_input(low, normalization)
     if subject.real_low is None:
         target = low_map.normalize(high, clip=False)
     else:
-        high_map = PercentileNormalizer.fit(high, normalization["lower_percentile"], normalization["upper_percentile"])
+        high_map = PercentileNormalizer.fit(high, normalization.lower_percentile, normalization.upper_percentile)
         target = high_map.normalize(high, clip=False)
     factors = [h // l for h, l in zip(subject.high_grid.shape, subject.low_grid.shape)]
     with torch.inference_mode():
-        baseline = bspline_upsample(torch.from_numpy(low_n)[None, None], factors)[0, 0].numpy()
-    subject.low = low_n.astype(np.float16)
+        baseline = bspline_upsample(torch.from_numpy(low_map.normalize(low, clip=False))[None, None],
+                                    factors)[0, 0].numpy()
+    subject.low = network_input.astype(np.float16)
     subject.baseline = baseline.astype(np.float16)
     if mark_excluded and subject.excluded_high is not None:
         target = np.where(subject.excluded_high, np.float32(np.nan), target)

@@ -36,6 +36,7 @@ from ..device import DeviceChoice, select_device
 from ..errors import InputError, MRISuperResError
 from ..inference import run_tiled
 from ..metrics import psnr, ssim
+from ..normalization import NormalizationSettings
 from .augment import PatchBatch, augment_batch
 from .config import ConfigError, TrainConfig
 from .data import (
@@ -138,8 +139,7 @@ class Trainer:
         self.spec = DegradationSpec.from_dict(config.data.degradation)
         self.acquisition = (AcquisitionRanges.from_dict(config.data.acquisition)
                             if config.data.acquisition is not None else None)
-        self.normalization = {"lower_percentile": float(config.data.normalization.get("lower_percentile", 1.0)),
-                              "upper_percentile": float(config.data.normalization.get("upper_percentile", 99.0))}
+        self.normalization = NormalizationSettings.from_dict(config.data.normalization)
         torch.manual_seed(config.seed)
         model_config = dict(config.model.config)
         if "scale" in models.family_class(config.model.family).__init__.__code__.co_varnames:
@@ -379,7 +379,7 @@ class Trainer:
             "config": self.model_config,
             "version": config.version,
             "description": config.description or f"{config.model.family} trained by mrisuperres train",
-            "normalization": {**self.normalization, "clip": True},
+            "normalization": self.normalization.to_dict(),
             "degradation": self.spec.to_dict(),
             "training": {
                 "train": [s.name for s in self.train_subjects],
