@@ -1,13 +1,16 @@
 """The training loop: patches -> model -> losses -> validation -> best checkpoint, resumable and distributed.
 
 Outputs in ``output_dir``: ``state.pt`` (everything needed to resume: weights, optimiser, scheduler, critic,
-history; written atomically every ``checkpoint_every`` steps, at every validation and when stopped by a signal;
+gradient scalers, history; written atomically every ``checkpoint_every`` steps, at every validation and when stopped by a signal;
 read back with ``torch.load(weights_only=True)``), ``best.safetensors`` (best validation PSNR so far, engine
 format), ``<name>.safetensors`` (the final model: the best weights with full metadata: data, degradation, config,
 validation metrics, code revision) and its card ``<name>.md``, ``log.csv``, ``curves.png`` and a copy of the config.
 
 A run is a pure function of its config and seed: patches, augmentations and simulations are drawn from streams
-keyed by the step (see :mod:`.data`), so a run killed and resumed ends exactly where an uninterrupted one does.
+keyed by the step (see :mod:`.data`), and torch's generator (gradient-penalty interpolation, dropout) is reseeded
+from ``(seed, step, rank)`` before every step, so no random state needs saving: a run killed and resumed ends
+exactly where an uninterrupted one does, with one process or with DDP (where every process also holds the same
+generator and critic).
 """
 
 from __future__ import annotations
