@@ -18,10 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MRISuperRes"))
 
-import torch  # noqa: E402
-
-from MRISuperResLib.training.config import load_config  # noqa: E402
-from MRISuperResLib.training.loop import Trainer  # noqa: E402
+import torch
+from MRISuperResLib.training.config import load_config
+from MRISuperResLib.training.loop import Trainer
 
 
 def digest(state: dict) -> str:

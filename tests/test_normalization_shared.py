@@ -6,14 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from conftest import make_tiny_model
 from MRISuperResLib import enhance as enhance_module
+from MRISuperResLib.degradation import DegradationSpec
 from MRISuperResLib.normalization import NormalizationSettings, normalize_network_input
 from MRISuperResLib.training.config import ConfigError, config_from_dict
 from MRISuperResLib.training.data import load_subject, refresh_subject
-from MRISuperResLib.degradation import DegradationSpec
 from MRISuperResLib.volume import Volume
-from conftest import make_tiny_model
 from test_training import brain_files, tiny_config  # noqa: F401  (brain_files is a fixture)
 
 

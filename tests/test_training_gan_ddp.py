@@ -13,10 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
-
 from test_training import brain_files, tiny_config  # noqa: F401  (brain_files is a fixture)
 
 WORKER = Path(__file__).with_name("ddp_gan_worker.py")

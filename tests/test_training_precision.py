@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from MRISuperResLib.device import DeviceChoice
 from MRISuperResLib.training.config import config_from_dict
 from MRISuperResLib.training.loop import Trainer

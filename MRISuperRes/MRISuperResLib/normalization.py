@@ -40,7 +40,7 @@ class PercentileNormalizer:
         lower_percentile: float = 1.0,
         upper_percentile: float = 99.0,
         mask: np.ndarray | None = None,
-    ) -> "PercentileNormalizer":
+    ) -> PercentileNormalizer:
         """Fit the map to ``array`` (optionally only the voxels where ``mask`` is true).
 
         Raises:
@@ -91,7 +91,7 @@ class NormalizationSettings:
     clip: bool = True
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "NormalizationSettings":
+    def from_dict(cls, values: dict | None) -> NormalizationSettings:
         """From a model's metadata or a training config (missing keys take the defaults).
 
         Raises:

@@ -8,9 +8,10 @@ the cell-centred grid ``scale`` times coarser over the same extent.
 Normalisation is the engine's: each low-resolution input goes through
 :func:`..normalization.normalize_network_input` (its own percentiles, clipped to ``[0, 1]`` unless the config says
 ``clip: false``), the very function ``enhance`` calls at inference; its B-spline baseline is computed from the
-unclipped input, as ``enhance`` upsamples the input volume itself. For simulated pairs the target is the high-resolution volume expressed in the
-*same* affine map (so de-normalising the network output as at inference gives high-resolution intensities); for
-real pairs, whose members come from different acquisitions, the target uses its own percentiles.
+unclipped input, as ``enhance`` upsamples the input volume itself. For simulated pairs the target is the
+high-resolution volume expressed in the *same* affine map (so de-normalising the network output as at inference
+gives high-resolution intensities); for real pairs, whose members come from different acquisitions, the target
+uses its own percentiles.
 
 Randomness is a pure function of ``(seed, step)`` or ``(seed, refresh)``: a resumed run draws exactly what an
 uninterrupted one would.
@@ -27,12 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bspline import bspline_upsample
 from ..acquisition import AcquisitionRanges, acquire
+from ..bspline import bspline_upsample
 from ..degradation import DegradationSpec, simulate
 from ..errors import InputError
 from ..geometry import resampled_grid
-from ..normalization import NormalizationSettings, PercentileNormalizer, normalize_network_input
+from ..normalization import (
+    NormalizationSettings,
+    PercentileNormalizer,
+    normalize_network_input,
+)
 from ..volume import Grid, Volume
 from ..volume_io import read_volume
 from .augment import PatchBatch, gmm_contrast
@@ -114,7 +119,12 @@ def load_subject(
     Voxels named by ``exclusions`` are first filled from their nearest kept neighbours (everything after depends on
     the kept voxels only) and left out of the foreground and, later, of the targets (:mod:`.exclusion`).
     """
-    from .preprocess import crop_to_foreground, foreground_mask, mask_on_grid, n4_correct
+    from .preprocess import (
+        crop_to_foreground,
+        foreground_mask,
+        mask_on_grid,
+        n4_correct,
+    )
 
     volume = read_volume(path)
     volume = volume.with_array(volume.array.astype(np.float32))

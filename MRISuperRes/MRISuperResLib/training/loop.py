@@ -1,8 +1,8 @@
 """The training loop: patches -> model -> losses -> validation -> best checkpoint, resumable and distributed.
 
 Outputs in ``output_dir``: ``state.pt`` (everything needed to resume: weights, optimiser, scheduler, critic,
-gradient scalers, history; written atomically every ``checkpoint_every`` steps, at every validation and when stopped by a signal;
-read back with ``torch.load(weights_only=True)``), ``best.safetensors`` (best validation PSNR so far, engine
+gradient scalers, history; written atomically every ``checkpoint_every`` steps, at every validation and when
+stopped by a signal; read back with ``torch.load(weights_only=True)``), ``best.safetensors`` (best validation PSNR so far, engine
 format), ``<name>.safetensors`` (the final model: the best weights with full metadata: data, degradation, config,
 validation metrics, code revision) and its card ``<name>.md``, ``log.csv``, ``curves.png`` and a copy of the config.
 
@@ -32,14 +32,15 @@ import yaml
 from torch import nn
 
 from .. import models
-from ..checkpoint import save_model
 from ..acquisition import AcquisitionRanges
+from ..checkpoint import save_model
 from ..degradation import DegradationSpec
 from ..device import DeviceChoice, select_device
 from ..errors import InputError, MRISuperResError
 from ..inference import run_tiled
 from ..metrics import psnr, ssim
 from ..normalization import NormalizationSettings
+from .adversarial import CriticTrainer
 from .augment import PatchBatch, augment_batch
 from .config import ConfigError, TrainConfig
 from .data import (
@@ -50,7 +51,6 @@ from .data import (
     refresh_subject,
     sample_patches,
 )
-from .adversarial import CriticTrainer
 from .distributed import barrier, broadcast_float, init_distributed, shutdown
 from .exclusion import fill_from_estimate
 from .losses import ReconstructionLoss
@@ -92,7 +92,7 @@ class _StopRequest:
         self.requested = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopRequest":
+    def __enter__(self) -> _StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -103,7 +103,7 @@ class _StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
