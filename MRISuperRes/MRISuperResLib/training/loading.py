@@ -24,6 +24,7 @@ import numpy as np
 from ..degradation import DegradationSpec
 from ..errors import InputError
 from ..metrics import psnr
+from ..normalization import NormalizationSettings
 from .config import ConfigError, TrainConfig
 from .data import Subject, expand_paths, load_subject, refresh_subject, split_subjects, validation_rng
 from .exclusion import SliceExclusion, parse_exclusion
@@ -101,7 +102,7 @@ def plan_items(config: TrainConfig) -> list[_Item]:
 def load_training_data(
     config: TrainConfig,
     scale: tuple[int, int, int],
-    normalization: dict[str, float],
+    normalization: NormalizationSettings,
     spec: DegradationSpec,
     *,
     show_progress: bool = False,
