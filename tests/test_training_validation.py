@@ -92,10 +92,11 @@ def test_held_out_real_pair_validates_a_scale_one_run(brains: list[Path], tmp_pa
                          validation_pairs=[{"high": str(brains[1]), "low": str(lows[1])}])
     trainer, result, messages = train(config, tmp_path)
     # Validation is the held-out pair: its input is the registered low-resolution scan, its baseline that input
-    # itself on the target grid (scale 1), not a simulation.
+    # itself on the target grid (scale 1), not a simulation. The network sees it clipped to [0, 1], as in enhance;
+    # the baseline is the unclipped input, as enhance's B-spline of the input volume.
     (subject,) = trainer.validation_subjects
     assert subject.name == "b1.nii.gz" and subject.real_low is not None
-    assert np.array_equal(subject.baseline, subject.low)
+    assert np.array_equal(np.clip(subject.baseline, 0, 1), subject.low)
     rows = [row for row in result.history if "val_psnr" in row]
     assert [row["step"] for row in rows] == [3, 6]
     assert all(np.isfinite(row["baseline_psnr"]) and 15 < row["baseline_psnr"] < 60 for row in rows)
