@@ -42,6 +42,9 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--segment", choices=["tissue3"],
                         help="without --labels: segment reference and outputs alike into 3 intensity classes "
                         "(Otsu thresholds of the reference inside the head mask) and report DICE")
+    parser.add_argument("--crop", metavar="I,J,K",
+                        help="score only a block of at most I x J x K voxels of each reference, centred on the head "
+                        "(a quicker evaluation; the table says so)")
     parser.add_argument("--output", metavar="MD", help="also write the table to this Markdown file")
     parser.add_argument("--csv", metavar="CSV", help="also write the table to this CSV file")
     parser.add_argument("--figure", metavar="FOLDER",
@@ -84,6 +87,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
             from .volume_io import check_writable_target
 
             check_writable_target(target, overwrite=True, volume_format=False)
+    crop = None
+    if args.crop:
+        try:
+            crop = tuple(int(v) for v in args.crop.split(","))
+        except ValueError:
+            crop = ()
+        if len(crop) != 3 or min(crop) < 8:
+            raise MRISuperResError(f"--crop {args.crop} is not three sizes of at least 8 voxels; e.g. --crop 160,160,128")
     model = load_model(args.model, scale)
     spec = None
     single_noise = args.noise[0] if args.noise and len(args.noise) == 1 else None
@@ -95,9 +106,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     noises = args.noise if args.noise and len(args.noise) > 1 else None
     scores = evaluate_files(references, model, scale, spec, seed=args.seed, low_inputs=args.low,
                             figure_folder=args.figure, noises=noises, labels=args.labels, segment=args.segment,
-                            on_scored=None if args.quiet else _report_progress, device=args.device,
+                            on_scored=None if args.quiet else _report_progress, crop=crop, device=args.device,
                             threads=args.threads, flip_ensemble=args.flip_ensemble)
     table = scores_table(scores, model.name, scale)
+    if crop:
+        table += f"\n\nEach reference was cropped to a block of at most {'x'.join(map(str, crop))} voxels centred on the head."
     from .verified_write import replace_text_file
 
     if args.output:

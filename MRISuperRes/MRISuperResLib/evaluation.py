@@ -158,6 +158,27 @@ def zero_fill(low: Volume, fine_grid: Grid) -> Volume:
     return Volume(array.astype(np.float32), fine_grid)
 
 
+def central_block(volume: Volume, mask: np.ndarray, shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
+    """Index ranges of a block of at most ``shape`` voxels centred on the bounding box of ``mask`` (the head), kept
+    inside the volume: the part of a reference scored by a quick evaluation (``evaluate --crop``)."""
+    found = np.argwhere(mask)
+    centre = (found.min(axis=0) + found.max(axis=0) + 1) / 2.0 if found.size else np.asarray(volume.shape) / 2.0
+    block = []
+    for c, n, size in zip(centre, volume.shape, shape):
+        size = min(int(size), n)
+        start = int(np.clip(round(c - size / 2.0), 0, n - size))
+        block.append(slice(start, start + size))
+    return tuple(block)  # type: ignore[return-value]
+
+
+def crop_volume(volume: Volume, block: tuple[slice, slice, slice]) -> Volume:
+    """The voxels of ``block`` as a volume on the matching grid (same spacing and direction, origin moved)."""
+    start = np.array([b.start for b in block], dtype=np.float64)
+    array = np.ascontiguousarray(volume.array[block])
+    origin = tuple(float(v) for v in volume.grid.physical_points(start[None, :])[0])
+    return Volume(array, Grid(array.shape, volume.spacing, origin, volume.grid.direction), volume.metadata)
+
+
 def describe_condition(spec: DegradationSpec | None, noise: float | None) -> str:
     """A short name of an acquisition: forward model per axis and noise (``"real input"`` without a spec)."""
     if spec is None:
@@ -257,6 +278,7 @@ def evaluate_files(
     labels: list[str | os.PathLike] | None = None,
     segment: str | None = None,
     on_scored: Callable[[int, int, VolumeScores], None] | None = None,
+    crop: tuple[int, int, int] | None = None,
     **options: Any,
 ) -> list[VolumeScores]:
     """Evaluate ``model`` on each reference (simulated inputs, or the given registered low-resolution ones).
@@ -264,7 +286,8 @@ def evaluate_files(
     ``spec`` defaults to the model's own degradation; ``noises`` runs the simulation once per k-space noise level
     (replacing ``spec``'s noise; reference ``n`` always draws its noise from seed ``seed + n``). ``labels`` gives
     one label map per reference (on its grid) and turns on DICE (``segment`` then defaults to ``"labels"``);
-    ``segment="tissue3"`` segments reference and outputs alike. ``options`` go to
+    ``segment="tissue3"`` segments reference and outputs alike. ``crop`` scores only a block of at most that many
+    voxels of each reference, centred on its head (:func:`central_block`; for quick runs). ``options`` go to
     :func:`~.enhance.enhance_volume`. ``figure_folder`` (an existing folder) receives one PNG per reference and
     noise level, ``<reference stem>_x<scale>[_noise<level>].png``: rows axial / coronal / sagittal, columns input,
     baseline, SR, reference, difference, consistency. ``on_scored(done, total, scores)`` is called after each run.
@@ -295,6 +318,10 @@ def evaluate_files(
         name = Path(path).name
         reference = read_volume(path)
         label_map = read_label_map(labels[index], reference, name) if labels else None
+        if crop is not None:
+            block = central_block(reference, foreground_mask(reference), crop)
+            reference = crop_volume(reference, block)
+            label_map = None if label_map is None else label_map[block]
         mask = None
         for level in levels:
             if low_inputs:
