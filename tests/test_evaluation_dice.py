@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_tiny_model
-
 from MRISuperResLib.cli import main
 from MRISuperResLib.errors import InputError
-from MRISuperResLib.evaluation_segmentation import GaussianLabelModel, ThresholdModel, segmentation_dice
+from MRISuperResLib.evaluation_segmentation import (
+    GaussianLabelModel,
+    ThresholdModel,
+    segmentation_dice,
+)
 from MRISuperResLib.metrics import dice
 from MRISuperResLib.volume import Grid, Volume
 from MRISuperResLib.volume_io import write_volume

@@ -18,11 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_tiny_model
-
 from MRISuperResLib.cli import main
 from MRISuperResLib.degradation import DegradationSpec, degrade
 from MRISuperResLib.errors import InputError
-from MRISuperResLib.evaluation import drawn_noise_level, expand_references, simulated_pair, zero_fill
+from MRISuperResLib.evaluation import (
+    drawn_noise_level,
+    expand_references,
+    simulated_pair,
+    zero_fill,
+)
 from MRISuperResLib.geometry import resampled_grid
 from MRISuperResLib.metrics import masked_mean_ssim, ssim, ssim_map
 from MRISuperResLib.volume import Grid, Volume
@@ -73,8 +77,8 @@ def test_zero_filling_refuses_a_grid_over_another_extent() -> None:
 
 
 def test_masked_ssim_is_the_ssim_map_mean_over_the_mask(small_real_volume: Volume) -> None:
-    from monai.metrics import SSIMMetric
     import torch
+    from monai.metrics import SSIMMetric
 
     truth = small_real_volume.array
     noisy = truth + np.random.default_rng(0).normal(0, 5, truth.shape).astype(np.float32)
@@ -179,3 +183,19 @@ def test_evaluate_refuses_bad_requests_in_one_line(reference_folder: Path, tmp_p
         error = capsys.readouterr().err
         assert message in error and "Traceback" not in error
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_cropped_reference_keeps_its_voxels_where_they_were(small_real_volume: Volume) -> None:
+    from MRISuperResLib.evaluation import central_block, crop_volume
+
+    head = small_real_volume.array > 0.1 * np.percentile(small_real_volume.array, 99)
+    block = central_block(small_real_volume, head, (16, 100, 12))
+    assert [b.stop - b.start for b in block] == [16, small_real_volume.shape[1], 12]
+    cropped = crop_volume(small_real_volume, block)
+    np.testing.assert_array_equal(cropped.array, small_real_volume.array[block])
+    start = np.array([[b.start for b in block]], dtype=np.float64)
+    np.testing.assert_allclose(cropped.grid.physical_points(np.zeros((1, 3))),
+                               small_real_volume.grid.physical_points(start))
+    found = np.argwhere(head)
+    centre = (found.min(axis=0) + found.max(axis=0) + 1) / 2.0
+    assert abs((block[0].start + block[0].stop) / 2.0 - centre[0]) <= 0.5

@@ -109,6 +109,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             on_scored=None if args.quiet else _report_progress, crop=crop, device=args.device,
                             threads=args.threads, flip_ensemble=args.flip_ensemble)
     table = scores_table(scores, model.name, scale)
+    if args.segment == "tissue3":
+        table += ("\n\nDICE labels of --segment tissue3: intensity classes 1 to 3 of the reference inside the head mask, "
+                  "darkest first (in a T1w brain: CSF, grey matter, white matter).")
     if crop:
         table += f"\n\nEach reference was cropped to a block of at most {'x'.join(map(str, crop))} voxels centred on the head."
     from .verified_write import replace_text_file

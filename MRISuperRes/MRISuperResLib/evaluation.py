@@ -14,9 +14,9 @@ map (or ``segment="tissue3"``), each method's output is also segmented and score
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,9 +26,9 @@ from .degradation import DegradationSpec, fourier_resample, simulate
 from .enhance import EnhanceResult, enhance_volume
 from .errors import InputError
 from .evaluation_geometry import overlay_on_reference
-from .geometry import Scale, format_scale, resampled_grid
 from .evaluation_segmentation import SEGMENT_METHODS, read_label_map, segmentation_dice
 from .evaluation_table import scores_table
+from .geometry import Scale, format_scale, resampled_grid
 from .metrics import masked_mean_ssim, psnr, ssim_map
 from .volume import Grid, Volume
 from .volume_io import read_volume

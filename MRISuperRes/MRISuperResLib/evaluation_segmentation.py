@@ -56,7 +56,7 @@ class GaussianLabelModel:
     log_priors: np.ndarray
 
     @classmethod
-    def fit(cls, reference: np.ndarray, label_map: np.ndarray, region: np.ndarray) -> "GaussianLabelModel":
+    def fit(cls, reference: np.ndarray, label_map: np.ndarray, region: np.ndarray) -> GaussianLabelModel:
         """Fit on the reference intensities of each label inside ``region`` (boolean, same shape).
 
         Raises:
@@ -98,7 +98,7 @@ class ThresholdModel:
     thresholds: tuple[float, ...]
 
     @classmethod
-    def fit_otsu(cls, reference: np.ndarray, region: np.ndarray, classes: int = 3, bins: int = 128) -> "ThresholdModel":
+    def fit_otsu(cls, reference: np.ndarray, region: np.ndarray, classes: int = 3, bins: int = 128) -> ThresholdModel:
         """Otsu's multiple thresholds (SimpleITK) of the reference intensities inside ``region``.
 
         Raises:

@@ -73,11 +73,11 @@ def scores_table(scores: list[VolumeScores], model_name: str, scale: Scale) -> s
     The first line describes the table, the second is empty, the table starts on the third.
     """
     lines = [
-        f"model {model_name}, scale {format_scale(scale)}; PSNR in dB inside the head mask (whole volume in "
-        "brackets), SSIM inside the head mask; zero-fill = Fourier zero-filling, B-spline = cubic B-spline",
+        (f"model {model_name}, scale {format_scale(scale)}; PSNR in dB inside the head mask (whole volume in "
+         "brackets), SSIM inside the head mask; zero-fill = Fourier zero-filling, B-spline = cubic B-spline"),
         "",
-        "| volume | acquisition | PSNR zero-fill | PSNR B-spline | PSNR SR | gain vs B-spline | gain vs zero-fill | "
-        "SSIM zero-fill | SSIM B-spline | SSIM SR | consistency NRMSE |",
+        ("| volume | acquisition | PSNR zero-fill | PSNR B-spline | PSNR SR | gain vs B-spline | gain vs zero-fill | "
+         "SSIM zero-fill | SSIM B-spline | SSIM SR | consistency NRMSE |"),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for condition, group in _groups(scores):
