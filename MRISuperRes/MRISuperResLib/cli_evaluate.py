@@ -61,6 +61,40 @@ def _report_progress(done: int, total: int, scores: Any) -> None:
           file=sys.stderr, flush=True)
 
 
+def _check_arguments(args: argparse.Namespace, references: int) -> None:
+    """Refuse inconsistent options in one line (:class:`~.errors.MRISuperResError`) before any work."""
+    from .errors import MRISuperResError
+    from .volume_io import check_writable_target
+
+    for option, given in (("--low", args.low), ("--labels", args.labels)):
+        if given and len(given) != references:
+            raise MRISuperResError(f"{option} has {len(given)} volumes for {references} references; "
+                                   "give one per reference")
+    if args.labels and args.segment:
+        raise MRISuperResError("give either --labels (the reference's label maps) or --segment, not both")
+    if args.low and args.noise and len(args.noise) > 1:
+        raise MRISuperResError("--noise with several levels simulates inputs; it does not apply with --low")
+    if args.noise and any(level < 0 for level in args.noise):
+        raise MRISuperResError("--noise levels must be 0 or more")
+    for target in (args.output, args.csv):
+        if target:
+            check_writable_target(target, overwrite=True, volume_format=False)
+
+
+def _parse_crop(text: str | None) -> tuple[int, int, int] | None:
+    from .errors import MRISuperResError
+
+    if not text:
+        return None
+    try:
+        crop = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        crop = ()
+    if len(crop) != 3 or min(crop) < 8:
+        raise MRISuperResError(f"--crop {text} is not three sizes of at least 8 voxels; e.g. --crop 160,160,128")
+    return crop  # type: ignore[return-value]
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from .errors import MRISuperResError
     from .evaluation import evaluate_files, evaluation_spec, expand_references
@@ -70,31 +104,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     scale = parse_scale(args.scale)
     references = expand_references(args.references)
-    if args.low and len(args.low) != len(references):
-        raise MRISuperResError(f"--low has {len(args.low)} volumes for {len(references)} references; "
-                               "give one per reference")
-    if args.labels and len(args.labels) != len(references):
-        raise MRISuperResError(f"--labels has {len(args.labels)} label maps for {len(references)} references; "
-                               "give one per reference")
-    if args.labels and args.segment:
-        raise MRISuperResError("give either --labels (the reference's label maps) or --segment, not both")
-    if args.low and args.noise and len(args.noise) > 1:
-        raise MRISuperResError("--noise with several levels simulates inputs; it does not apply with --low")
-    if args.noise and any(level < 0 for level in args.noise):
-        raise MRISuperResError("--noise levels must be 0 or more")
-    for target in (args.output, args.csv):
-        if target:
-            from .volume_io import check_writable_target
-
-            check_writable_target(target, overwrite=True, volume_format=False)
-    crop = None
-    if args.crop:
-        try:
-            crop = tuple(int(v) for v in args.crop.split(","))
-        except ValueError:
-            crop = ()
-        if len(crop) != 3 or min(crop) < 8:
-            raise MRISuperResError(f"--crop {args.crop} is not three sizes of at least 8 voxels; e.g. --crop 160,160,128")
+    _check_arguments(args, len(references))
+    crop = _parse_crop(args.crop)
     model = load_model(args.model, scale)
     spec = None
     single_noise = args.noise[0] if args.noise and len(args.noise) == 1 else None
@@ -110,10 +121,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             threads=args.threads, flip_ensemble=args.flip_ensemble)
     table = scores_table(scores, model.name, scale)
     if args.segment == "tissue3":
-        table += ("\n\nDICE labels of --segment tissue3: intensity classes 1 to 3 of the reference inside the head mask, "
-                  "darkest first (in a T1w brain: CSF, grey matter, white matter).")
+        table += ("\n\nDICE labels of --segment tissue3: intensity classes 1 to 3 of the reference inside the head "
+                  "mask, darkest first (in a T1w brain: CSF, grey matter, white matter).")
     if crop:
-        table += f"\n\nEach reference was cropped to a block of at most {'x'.join(map(str, crop))} voxels centred on the head."
+        table += (f"\n\nEach reference was cropped to a block of at most {'x'.join(map(str, crop))} voxels centred on "
+                  "the head.")
     from .verified_write import replace_text_file
 
     if args.output:
@@ -121,7 +133,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.csv:
         replace_text_file(args.csv, scores_csv(scores))
     if args.json:
-        print(json.dumps(scores_json(scores, model.name, scale), indent=2))
+        report = scores_json(scores, model.name, scale)
+        report["crop"] = list(crop) if crop else None
+        report["segment"] = args.segment or ("labels" if args.labels else None)
+        print(json.dumps(report, indent=2))
     else:
         print(table)
     return 0
