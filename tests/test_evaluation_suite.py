@@ -89,7 +89,7 @@ def test_masked_ssim_is_the_ssim_map_mean_over_the_mask(small_real_volume: Volum
     head = truth > 0.1 * np.percentile(truth, 99)
     values = ssim_map(noisy, truth)
     assert values.shape == tuple(n - 6 for n in truth.shape)
-    inside = ssim(noisy, truth, head)
+    inside = ssim(noisy, truth, mask=head)
     assert inside == pytest.approx(float(values[head[3:-3, 3:-3, 3:-3]].mean()))
     # The background is noise on zero: SSIM there is far lower, so masking changes the value.
     assert masked_mean_ssim(values, ~head) < inside - 0.1
@@ -199,3 +199,42 @@ def test_a_cropped_reference_keeps_its_voxels_where_they_were(small_real_volume:
     found = np.argwhere(head)
     centre = (found.min(axis=0) + found.max(axis=0) + 1) / 2.0
     assert abs((block[0].start + block[0].stop) / 2.0 - centre[0]) <= 0.5
+
+
+def test_ssim_leaves_out_the_windows_of_excluded_voxels_and_a_mask_keeps_its_own() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.random((20, 20, 20)).astype(np.float32)
+    estimate = reference + rng.normal(0, 0.1, reference.shape).astype(np.float32)
+    none = np.zeros(reference.shape, bool)
+    edge = none.copy()
+    edge[:, :, 0] = True
+    assert ssim(estimate, reference, none) == ssim(estimate, reference)
+    broken = estimate.copy()
+    broken[:, :, 0] = np.nan
+    value = ssim(broken, reference, edge)  # the third argument excludes; the mask is a keyword
+    assert np.isfinite(value) and value == pytest.approx(ssim(estimate[:, :, 1:], reference[:, :, 1:]), abs=1e-6)
+    half = none.copy()
+    half[:10] = True
+    assert ssim(estimate, reference, mask=half) == pytest.approx(float(ssim_map(estimate, reference)[:7].mean()))
+
+
+def test_evaluate_leaves_excluded_slices_out(reference_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             single_thread) -> None:
+    from MRISuperResLib.volume_io import read_volume
+
+    model = str(make_tiny_model(tmp_path / "tiny-x2.safetensors"))
+    clean = reference_folder / "brain_a.nii.gz"
+    volume = read_volume(clean)
+    spiked_array = volume.array.copy()
+    spiked_array[10:12] = 3e4
+    spiked = write_volume(volume.with_array(spiked_array), tmp_path / "spiked.nii.gz")
+    results = {}
+    for label, path, extra in (("clean", clean, ["--exclude-slices", "0:10-11"]),
+                               ("spiked", spiked, ["--exclude-slices", "0:10-11"]), ("unexcluded", spiked, [])):
+        assert main(["evaluate", str(path), "--model", model, "--device", "cpu", "--kind", "kspace", "--noise", "0",
+                     "--json", *extra]) == 0
+        results[label] = json.loads(capsys.readouterr().out)["volumes"][0]
+    keys = ("psnr_sr", "psnr_baseline", "psnr_zerofill", "psnr_sr_whole", "ssim_sr", "ssim_baseline", "ssim_zerofill")
+    assert [results["spiked"][k] for k in keys] == pytest.approx([results["clean"][k] for k in keys], abs=1e-6)
+    assert results["unexcluded"]["psnr_baseline"] != pytest.approx(results["clean"]["psnr_baseline"], abs=0.5)
+    assert main(["evaluate", str(spiked), "--model", model, "--exclude-slices", "0:1", "1:2"]) == 1

@@ -45,6 +45,10 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop", metavar="I,J,K",
                         help="score only a block of at most I x J x K voxels of each reference, centred on the head "
                         "(a quicker evaluation; the table says so)")
+    parser.add_argument("--exclude-slices", nargs="+", metavar="SPEC",
+                        help="voxels of the references to leave out of every metric (corrupted slices): AXIS:INDICES "
+                             "(0-based, e.g. 2:3,7,10-12) or a mask file (non-zero = excluded); one SPEC for all "
+                             "references or one per reference ('none' for a reference without)")
     parser.add_argument("--output", metavar="MD", help="also write the table to this Markdown file")
     parser.add_argument("--csv", metavar="CSV", help="also write the table to this CSV file")
     parser.add_argument("--figure", metavar="FOLDER",
@@ -95,6 +99,20 @@ def _parse_crop(text: str | None) -> tuple[int, int, int] | None:
     return crop  # type: ignore[return-value]
 
 
+def _evaluation_exclusions(specs: list[str] | None, count: int) -> list[list] | None:
+    """Per-reference exclusion rules from ``--exclude-slices`` (one spec for all, or one per reference)."""
+    from .errors import MRISuperResError
+    from .training.exclusion import parse_exclusion_text
+
+    if not specs:
+        return None
+    if len(specs) not in (1, count):
+        raise MRISuperResError(f"--exclude-slices has {len(specs)} values for {count} references; give one for all "
+                               "or one per reference ('none' for a reference without)")
+    rules = [[] if spec.lower() == "none" else parse_exclusion_text(spec) for spec in specs]
+    return rules * count if len(rules) == 1 else rules
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from .errors import MRISuperResError
     from .evaluation import evaluate_files, evaluation_spec, expand_references
@@ -106,6 +124,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     references = expand_references(args.references)
     _check_arguments(args, len(references))
     crop = _parse_crop(args.crop)
+    exclusions = _evaluation_exclusions(args.exclude_slices, len(references))
     model = load_model(args.model, scale)
     spec = None
     single_noise = args.noise[0] if args.noise and len(args.noise) == 1 else None
@@ -117,7 +136,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     noises = args.noise if args.noise and len(args.noise) > 1 else None
     scores = evaluate_files(references, model, scale, spec, seed=args.seed, low_inputs=args.low,
                             figure_folder=args.figure, noises=noises, labels=args.labels, segment=args.segment,
-                            on_scored=None if args.quiet else _report_progress, crop=crop, device=args.device,
+                            on_scored=None if args.quiet else _report_progress, crop=crop, exclusions=exclusions,
+                            device=args.device,
                             threads=args.threads, flip_ensemble=args.flip_ensemble)
     table = scores_table(scores, model.name, scale)
     if args.segment == "tissue3":

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from .geometry import Scale, format_scale, resampled_grid
 from .metrics import masked_mean_ssim, psnr, ssim_map
 from .volume import Grid, Volume
 from .volume_io import read_volume
+
+if TYPE_CHECKING:
+    from .training.exclusion import SliceExclusion
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ def score_volume(
     segment: str | None = None,
     noise: float = float("nan"),
     condition: str = "",
+    excluded: np.ndarray | None = None,
 ) -> VolumeScores:
     """PSNR and SSIM (inside ``mask`` and whole) of the SR and baseline of ``result`` against ``reference``, and of
     Fourier zero-filling of ``low`` (the enhanced input) when given, compared in physical space: the results are
@@ -218,6 +222,8 @@ def score_volume(
         segment: ``"labels"`` (needs ``labels``) or ``"tissue3"``: segment each output and score DICE
             (see :func:`~.evaluation_segmentation.segmentation_dice`); ``None``: no DICE.
         noise, condition: recorded as given.
+        excluded: voxels of the reference to leave out of every metric (boolean, reference shape: corrupted
+            slices, see :mod:`.training.exclusion`); SSIM windows that hold one are left out too.
 
     Raises:
         InputError: the result covers less than half of the reference (the pair is not registered).
@@ -228,14 +234,16 @@ def score_volume(
     overlay = overlay_on_reference(estimates, reference, name)
     truth, covered = overlay.reference, overlay.covered
     window = tuple(slice(lo, hi) for lo, hi in overlay.block)
-    inside = mask[window] & covered
-    whole = None if covered.all() else covered
+    left_out = None if excluded is None else excluded[window]
+    kept = covered if left_out is None else covered & ~left_out
+    inside = mask[window] & kept
+    whole = None if kept.all() else kept
     # Per method: PSNR inside, PSNR whole, SSIM inside, SSIM whole (NaN for zero-filling without ``low``).
     scored = []
     for estimate in overlay.estimates:
-        values = ssim_map(estimate, truth)
+        values = ssim_map(estimate, truth, left_out)
         scored.append((psnr(estimate, truth, inside), psnr(estimate, truth, whole),
-                       masked_mean_ssim(values, inside), masked_mean_ssim(values, whole)))
+                       masked_mean_ssim(values, inside, left_out), masked_mean_ssim(values, whole, left_out)))
     scored += [(float("nan"),) * 4] * (3 - len(scored))
     sr, base, zf = scored
     dice = {}
@@ -279,6 +287,7 @@ def evaluate_files(
     segment: str | None = None,
     on_scored: Callable[[int, int, VolumeScores], None] | None = None,
     crop: tuple[int, int, int] | None = None,
+    exclusions: list[list[SliceExclusion]] | None = None,
     **options: Any,
 ) -> list[VolumeScores]:
     """Evaluate ``model`` on each reference (simulated inputs, or the given registered low-resolution ones).
@@ -287,7 +296,9 @@ def evaluate_files(
     (replacing ``spec``'s noise; reference ``n`` always draws its noise from seed ``seed + n``). ``labels`` gives
     one label map per reference (on its grid) and turns on DICE (``segment`` then defaults to ``"labels"``);
     ``segment="tissue3"`` segments reference and outputs alike. ``crop`` scores only a block of at most that many
-    voxels of each reference, centred on its head (:func:`central_block`; for quick runs). ``options`` go to
+    voxels of each reference, centred on its head (:func:`central_block`; for quick runs). ``exclusions`` (one list
+    of rules per reference) names corrupted voxels of each reference: they are filled from their nearest kept
+    neighbours before the simulation and left out of every metric. ``options`` go to
     :func:`~.enhance.enhance_volume`. ``figure_folder`` (an existing folder) receives one PNG per reference and
     noise level, ``<reference stem>_x<scale>[_noise<level>].png``: rows axial / coronal / sagittal, columns input,
     baseline, SR, reference, difference, consistency. ``on_scored(done, total, scores)`` is called after each run.
@@ -308,6 +319,7 @@ def evaluate_files(
     if segment == "labels" and not labels:
         raise InputError("segmentation 'labels' needs a label map per reference (--labels)")
     from .model_zoo import load_model
+    from .training.exclusion import excluded_voxels, fill_excluded
     from .training.preprocess import foreground_mask
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
@@ -318,10 +330,14 @@ def evaluate_files(
         name = Path(path).name
         reference = read_volume(path)
         label_map = read_label_map(labels[index], reference, name) if labels else None
+        excluded = excluded_voxels(exclusions[index], reference, name) if exclusions else None
+        if excluded is not None:
+            reference = reference.with_array(fill_excluded(reference.array.astype(np.float32), excluded))
         if crop is not None:
             block = central_block(reference, foreground_mask(reference), crop)
             reference = crop_volume(reference, block)
             label_map = None if label_map is None else label_map[block]
+            excluded = None if excluded is None else excluded[block]
         mask = None
         for level in levels:
             if low_inputs:
@@ -335,9 +351,11 @@ def evaluate_files(
             if mask is None:
                 mask = foreground_mask(high)
             result = enhance_volume(low, loaded, scale, source_name=name, **options)
-            cropped = None if label_map is None else label_map[tuple(slice(0, n) for n in high.shape)]
-            rows[level].append(score_volume(name, result, high, mask, low=low, labels=cropped, segment=segment,
-                                            noise=noise, condition=condition))
+            usable = tuple(slice(0, n) for n in high.shape)
+            rows[level].append(score_volume(name, result, high, mask, low=low,
+                                            labels=None if label_map is None else label_map[usable],
+                                            segment=segment, noise=noise, condition=condition,
+                                            excluded=None if excluded is None else excluded[usable]))
             if on_scored is not None:
                 on_scored(sum(map(len, rows.values())), len(references) * len(levels), rows[level][-1])
             if figure_folder is not None:
