@@ -6,6 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from .cli_evaluate import add_evaluate_parser, run_evaluate
+
+__all__ = ["add_evaluate_parser", "add_simulate_parser", "add_train_parser", "run_evaluate", "run_simulate", "run_train"]
+
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
@@ -127,84 +131,3 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(f"note: {args.high} was cropped to {usable} voxels so the scale divides it")
     print(f"{written}: {low.shape} voxels at {', '.join(f'{s:g}' for s in low.spacing)} mm")
     return 0
-
-
-def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "evaluate",
-        help="PSNR/SSIM of a model and of B-spline against high-resolution references",
-        description="For each high-resolution REFERENCE, simulate a low-resolution input (the model's own forward "
-        "model unless --kind is given; noise from --seed), enhance it and score SR and B-spline against the "
-        "reference: PSNR with the 1-99 percentile range as peak, inside the head and over the whole volume, and 3D "
-        "SSIM. With --low, score real registered low-resolution inputs instead (one per reference).",
-    )
-    parser.add_argument("references", nargs="+", metavar="REFERENCE", help="high-resolution volumes")
-    parser.add_argument("--model", default="default", help="model name or path [default]")
-    parser.add_argument("--scale", default="2", help="factor or i,j,k factors [2]")
-    parser.add_argument("--low", nargs="+", help="real low-resolution inputs, one per reference, same order")
-    parser.add_argument("--kind", help="forward model for the simulation: kspace, box, gaussian (or i,j,k list)")
-    parser.add_argument("--noise", type=float, default=None, help="k-space noise level (fraction of p99)")
-    parser.add_argument("--gap", type=float, default=0.0, help="slice gap for box/gaussian profiles [0]")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated noise [0]")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
-    parser.add_argument("--flip-ensemble", action="store_true",
-                        help="average the network over the 8 flips of each input (test-time ensemble, 8 passes)")
-    parser.add_argument("--output", metavar="MD", help="also write the table to this Markdown file")
-    parser.add_argument("--figure", metavar="FOLDER",
-                        help="write one PNG per reference into this existing folder (rows axial/coronal/sagittal; "
-                             "columns input, baseline, SR, reference, difference, consistency)")
-    parser.add_argument("--exclude-slices", nargs="+", metavar="SPEC",
-                        help="voxels of the references to leave out of every metric (corrupted slices): AXIS:INDICES "
-                             "(0-based, e.g. 2:3,7,10-12) or a mask file (non-zero = excluded); one SPEC for all "
-                             "references or one per reference ('none' for a reference without)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable results")
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from .errors import MRISuperResError
-    from .evaluation import evaluate_files, evaluation_spec, scores_table
-    from .geometry import parse_scale
-    from .model_zoo import load_model
-
-    scale = parse_scale(args.scale)
-    if args.low and len(args.low) != len(args.references):
-        raise MRISuperResError(f"--low has {len(args.low)} volumes for {len(args.references)} references; "
-                               "give one per reference")
-    exclusions = _evaluation_exclusions(args.exclude_slices, len(args.references))
-    model = load_model(args.model, scale)
-    spec = None
-    if args.kind or args.noise is not None or args.gap:
-        try:
-            spec = evaluation_spec(model.metadata.get("degradation"), args.kind, args.noise, args.gap)
-        except ValueError as error:
-            raise MRISuperResError(str(error)) from None
-    scores = evaluate_files(args.references, model, scale, spec, seed=args.seed, low_inputs=args.low,
-                            figure_folder=args.figure, device=args.device,
-                            flip_ensemble=args.flip_ensemble, exclusions=exclusions)
-    table = scores_table(scores, model.name, scale)
-    if args.output:
-        from .verified_write import replace_text_file
-
-        replace_text_file(args.output, table + "\n")
-    if args.json:
-        print(json.dumps({"model": model.name, "scale": list(scale),
-                          "volumes": [{**asdict(s), "gain": s.gain} for s in scores]}, indent=2))
-    else:
-        print(table)
-    return 0
-
-
-def _evaluation_exclusions(specs: list[str] | None, count: int) -> list[list] | None:
-    """Per-reference exclusion rules from ``--exclude-slices`` (one spec for all, or one per reference)."""
-    from .errors import MRISuperResError
-    from .training.exclusion import parse_exclusion_text
-
-    if not specs:
-        return None
-    if len(specs) not in (1, count):
-        raise MRISuperResError(f"--exclude-slices has {len(specs)} values for {count} references; give one for all "
-                               "or one per reference ('none' for a reference without)")
-    rules = [[] if spec.lower() == "none" else parse_exclusion_text(spec) for spec in specs]
-    return rules * count if len(rules) == 1 else rules
