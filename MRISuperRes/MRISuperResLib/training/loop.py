@@ -52,6 +52,7 @@ from .data import (
 )
 from .distributed import barrier, broadcast_float, init_distributed, shutdown
 from .losses import PatchCritic3d, ReconstructionLoss, gradient_penalty
+from .point_sampling import PointSampler, point_step
 
 STATE_FILE = "state.pt"
 BEST_FILE = "best.safetensors"
@@ -154,6 +155,7 @@ class Trainer:
             self._initialise_from(config.resolve(config.model.init_from))
         self.arbitrary_scale = bool(getattr(self.network, "arbitrary_scale", False))
         self.residual = bool(getattr(self.network, "residual_to_baseline", False))
+        self.sampler: PointSampler | None = None  # arbitrary-scale batches of drawn points (seed 004)
         self.trained: nn.Module = self.network
         if self.context.enabled:
             ids = [self.device.device.index] if self.device.device.type == "cuda" else None
@@ -257,6 +259,10 @@ class Trainer:
             self.validation_subjects.append(subject)
             self.validation_inputs.append(self._validation_arrays(subject))
         patch = tuple(data.patch_size)
+        if data.scale_range is not None or data.sample_coordinates is not None:
+            scale_range = data.scale_range or [self.scale[0], self.scale[0]]
+            self.sampler = PointSampler(self.train_subjects, patch, scale_range, data.sample_coordinates, self.spec,
+                                        data.foreground_fraction)
         for subject in self.train_subjects:
             if any(p > n for p, n in zip(patch, subject.low_grid.shape)):
                 raise InputError(f"training volume {subject.name} ({subject.low_grid.shape} low-resolution voxels) "
@@ -278,6 +284,8 @@ class Trainer:
     # -------------------------------------------------------------------------------------------- training
     def _refresh(self, step: int) -> None:
         index = step // self.config.data.resimulate_every
+        if self.sampler is not None:  # every point batch is simulated afresh
+            return
         for number, subject in enumerate(self.train_subjects):
             refresh_subject(subject, self.spec, refresh_rng(self.config.seed, index, number), self.normalization,
                             self.config.augment.gmm_contrast, self.acquisition)
@@ -301,6 +309,8 @@ class Trainer:
         config = self.config
         torch.manual_seed(config.seed * 1_000_003 + step * 1009 + self.context.rank)
         rng = patch_rng(config.seed, step, self.context.rank)
+        if self.sampler is not None:
+            return point_step(self, step, rng)
         batch = sample_patches(self.train_subjects, rng, config.data.patch_size, config.data.batch_size,
                                config.data.foreground_fraction)
         augment = config.augment
@@ -424,6 +434,8 @@ class Trainer:
                 "train": [s.name for s in self.train_subjects],
                 "validation": [s.name for s in self.validation_subjects],
                 "scale": list(self.scale),
+                "scale_range": self.config.data.scale_range,
+                "sample_coordinates": self.config.data.sample_coordinates,
                 "steps": self.step,
                 "best_step": self.best_step,
                 "seed": config.seed,
