@@ -127,6 +127,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
     parser.add_argument("--flip-ensemble", action="store_true",
                         help="average the network over the 8 flips of each input (test-time ensemble, 8 passes)")
+    parser.add_argument("--context", metavar="NAME=VALUE,...",
+                        help="conditioning values for a model conditioned on a context (the same for every reference)")
     parser.add_argument("--output", metavar="MD", help="also write the table to this Markdown file")
     parser.add_argument("--figure", metavar="FOLDER",
                         help="write one PNG per reference into this existing folder (rows axial/coronal/sagittal; "
@@ -155,7 +157,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise MRISuperResError(str(error)) from None
     scores = evaluate_files(args.references, model, scale, spec, seed=args.seed, low_inputs=args.low,
                             figure_folder=args.figure, device=args.device,
-                            flip_ensemble=args.flip_ensemble)
+                            flip_ensemble=args.flip_ensemble, context=args.context)
     table = scores_table(scores, model.name, scale)
     if args.output:
         from .verified_write import replace_text_file

@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from .checkpoint import LoadedModel
+from .conditioning import context_for_model, slice_positions
 from .consistency import consistency_report
 from .degradation import DegradationSpec
 from .device import select_device
@@ -241,6 +243,7 @@ def enhance_volume(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     adapt: Any = None,
+    context: str | Mapping[str, Any] | None = None,
 ) -> EnhanceResult:
     """Super-resolve ``volume`` (never modified) and compute its baseline, difference and consistency.
 
@@ -267,6 +270,9 @@ def enhance_volume(
         adapt: first adapt the model to this input (:func:`~.adapt.adapt_model`): an
             :class:`~.adapt.AdaptSettings`, a time budget in seconds, or ``True`` for the defaults (180 s). Thick-slice
             scales only; the first half of the progress range is the adaptation.
+        context: the subject's conditioning values for a cross-attention model (``"age=63,sex=F"`` or a mapping;
+            see :mod:`.conditioning`); the slice position is filled in per slice. Required by a conditioned
+            model, refused by an unconditioned one (:class:`~.conditioning.ContextError`).
     """
     report = progress or (lambda fraction, text: None)
     timings: dict[str, float] = {}
@@ -275,6 +281,7 @@ def enhance_volume(
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
     # A model made for another axis order of this scale (1,1,4 asked for 4,1,1) sees the axes permuted.
     order = check_scale(loaded, scale)
+    context_vector = context_for_model(loaded.metadata, context, f"model {loaded.name}")
     warnings = check_input(volume, source_name, loaded)
     choice = select_device(device)
     if choice.note:
@@ -329,7 +336,8 @@ def enhance_volume(
                                         tile=network_tile, progress=tile_progress, cancel=cancel)
         else:
             output = run_tiled(loaded.network, flipped, choice, tile=network_tile, overlap=overlap,
-                               progress=tile_progress, cancel=cancel)
+                               progress=tile_progress, cancel=cancel, context=context_vector,
+                               slice_positions=_slice_positions(loaded.network, fine_grid.shape, order, axes))
         output = np.flip(output, axes) if axes else output
         outputs.append(np.ascontiguousarray(np.transpose(output, restore)))
     network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
@@ -405,6 +413,16 @@ def enhance_volume(
     result.timings = timings
     report(1.0, "done")
     return result
+
+
+def _slice_positions(network: Any, fine_shape: tuple[int, int, int], order: Sequence[int],
+                     flipped_axes: Sequence[int]) -> np.ndarray | None:
+    """Positions of the fine slices along a 2.5D network's slice axis, in the array it sees (axes permuted by
+    ``order``, flipped along ``flipped_axes``)."""
+    axis = getattr(network, "slice_axis", None)
+    if axis is None:
+        return None
+    return slice_positions(int(fine_shape[order[axis]]), flipped=axis in flipped_axes)
 
 
 def enhance_file(

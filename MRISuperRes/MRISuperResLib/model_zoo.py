@@ -52,6 +52,9 @@ CARD_EXTENSION = ".md"
 
 SHIPPED, USER = "shipped", "user"
 
+#: ``default_for`` mark of the shipped model used for scales no fixed-scale default covers.
+ARBITRARY = "arbitrary"
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -296,7 +299,9 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
     """Find the model file for a shipped or user model name, ``"default"`` or a path.
 
     ``"default"`` picks the shipped model marked ``default_for`` the kind of scale requested
-    (``"isotropic"`` or ``"anisotropic"``) that supports ``scale``, else any shipped model supporting it.
+    (``"isotropic"`` or ``"anisotropic"``) that supports ``scale``, else a shipped model made for that scale, else
+    the shipped arbitrary-scale model (marked ``default_for`` ``"arbitrary"``: 2.5, 3, 4, 1.5,1.5,3 ...), else any
+    shipped model supporting it.
 
     Raises:
         ModelError: unknown name, missing file, or no shipped model for that scale.
@@ -307,8 +312,11 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
         kind = "isotropic" if scale[0] == scale[1] == scale[2] else "anisotropic"
         candidates = [e for e in shipped if e.supports(scale)]
         preferred = [e for e in candidates if kind in e.metadata.get("default_for", [])]
-        if preferred or candidates:
-            return (preferred or candidates)[0]
+        # A model made for this very scale beats an arbitrary-scale one (marked default_for "arbitrary").
+        fixed = [e for e in candidates if e.scales is not None]
+        arbitrary = [e for e in candidates if ARBITRARY in e.metadata.get("default_for", [])]
+        if preferred or fixed or arbitrary or candidates:
+            return (preferred or fixed or arbitrary or candidates)[0]
         available = "; ".join(f"{e.name} ({e.scales_text()})" for e in shipped) or "none"
         raise ModelError(
             f"no shipped model does scale {format_scale(scale)}; shipped models and their scales: {available}"

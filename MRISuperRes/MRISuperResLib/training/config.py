@@ -75,6 +75,9 @@ class DataSection:
             factor, seed 004); validation stays at ``scale`` (whole factors). ``null``: the one ``scale``.
         sample_coordinates: arbitrary-scale families only: fine voxels decoded per patch (seed 004's ``K``, 8000),
             drawn at random; ``null`` with ``scale_range``: every voxel of the patch interior.
+        context: conditioning of a cross-attention model (seed 002): ``{variables: {name: {kind, offset, scale,
+            categories}}, subjects: {file name: {name: value}}}`` (see :mod:`MRISuperResLib.conditioning`); the
+            model's ``context_dim`` follows from the variables; stored in the trained model's metadata.
     """
 
     train: list[str] = field(default_factory=list)
@@ -97,6 +100,7 @@ class DataSection:
     validation_crop: list[int] | None = None
     scale_range: list[float] | None = None
     sample_coordinates: int | None = None
+    context: dict[str, Any] | None = None
 
 
 @dataclass
@@ -318,6 +322,13 @@ def _check(config: TrainConfig) -> None:
     if not 0.0 < config.data.validation_fraction < 1.0:
         raise ConfigError("data.validation_fraction must be between 0 and 1")
     _check_point_sampling(config)
+    if config.data.context is not None:
+        from ..conditioning import check_context_config
+
+        try:
+            check_context_config(config.data.context, config.model.family, config.model.config)
+        except ValueError as error:
+            raise ConfigError(f"data.context: {error}") from None
     if config.loss.perceptual > 0 and not config.loss.perceptual_weights:
         raise ConfigError("loss.perceptual needs loss.perceptual_weights: a local .safetensors file of VGG16 weights")
 

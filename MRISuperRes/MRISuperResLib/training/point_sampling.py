@@ -3,16 +3,19 @@
 Each optimisation step draws one scale ``s`` uniformly from ``data.scale_range`` (any real factor, not only whole
 ones) and, for each of the ``batch_size`` patches:
 
-1. cuts a high-resolution region of ``round(p * s)`` voxels per axis (``p`` = ``data.patch_size``, low-resolution
-   voxels) around a foreground-weighted centre, with random flips;
-2. simulates its low-resolution acquisition on the cell-centred ``p``-voxel grid over the same extent
+1. cuts a high-resolution region of ``round((p + 2m) * s)`` voxels per axis (``p`` = ``data.patch_size``,
+   low-resolution voxels; ``m`` = :data:`SIMULATION_MARGIN`) around a foreground-weighted centre (zeros beyond
+   the volume), with random flips;
+2. simulates its low-resolution acquisition on the cell-centred ``p + 2m``-voxel grid over the same extent
    (:func:`~MRISuperResLib.degradation.simulate`: the run's forward model, noise and bias), so the effective
-   scale is ``round(p * s) / p``;
+   scale is ``round((p + 2m) * s) / (p + 2m)``, and keeps the central ``p`` voxels as the network's input. A
+   k-space simulation of a small patch wraps around at its faces and rings across the whole patch (the sinc
+   decays slowly); whole volumes at inference do not, so the ringing is simulated away from the input;
 3. draws ``data.sample_coordinates`` fine voxels at random (the reference's ``K``, 8000) among those whose
-   centres lie at least :data:`EDGE_MARGIN` low-resolution voxels inside the region (the simulated patch wraps
-   around in k-space at its faces; whole volumes at inference do not), and returns their continuous coarse
-   indices, their target intensities and the cubic B-spline interpolation of the low-resolution patch there
-   (ITK's B-spline with mirror boundaries, as the engine's baseline; scipy's ``map_coordinates`` order 3).
+   centres lie at least :data:`EDGE_MARGIN` low-resolution voxels inside the input patch, and returns their
+   continuous indices on the input patch, their target intensities and the cubic B-spline interpolation of the
+   simulated low-resolution region there (ITK's B-spline with mirror boundaries, as the engine's baseline;
+   scipy's ``map_coordinates`` order 3).
 
 The network encodes the low-resolution patch once and decodes only the drawn points, as the reference does.
 Intensity scale and shift are drawn per patch and applied to input and target alike (linear, so they commute
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
 
 #: Low-resolution voxels along each face of a patch where no target point is drawn.
 EDGE_MARGIN = 2
+#: Low-resolution voxels simulated beyond each face of the input patch and then cut off (see step 2).
+SIMULATION_MARGIN = 8
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class PointBatch:
             low-resolution patch grid (float64).
         baseline: ``(batch, points)`` cubic B-spline interpolation of ``low`` at ``positions``.
         target: ``(batch, points)`` high-resolution intensities at those voxels.
-        scale: the effective per-axis scale ``round(p * s) / p`` of this batch.
+        scale: the effective per-axis scale ``round((p + 2m) * s) / (p + 2m)`` of this batch.
     """
 
     low: torch.Tensor
@@ -64,16 +69,26 @@ class PointBatch:
     scale: tuple[float, float, float]
 
 
-def interior_positions(patch: Sequence[int], fine: Sequence[int], margin: int = EDGE_MARGIN
-                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+def interior_positions(patch: Sequence[int], fine: Sequence[int], margin: int = EDGE_MARGIN,
+                       outer: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per axis, the fine voxel indices whose centres lie ``margin`` low voxels inside the patch, and their
-    continuous coarse indices (``(q + 0.5) * p / n - 0.5``)."""
+    continuous coarse indices (``(q + 0.5) * (p + 2 outer) / n - 0.5``, on a grid of ``p + 2 outer`` voxels
+    whose central ``p`` are the patch)."""
     axes = []
     for p, n in zip(patch, fine):
-        coarse = fine_voxel_positions(int(p), int(n)).numpy()
-        keep = np.flatnonzero((coarse >= margin - 0.5) & (coarse <= p - margin - 0.5))
+        coarse = fine_voxel_positions(int(p) + 2 * outer, int(n)).numpy()
+        keep = np.flatnonzero((coarse >= outer + margin - 0.5) & (coarse <= outer + p - margin - 0.5))
         axes.append((keep, coarse[keep]))
     return axes
+
+
+def padded_region(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """``array[start : start + size]`` (float32), zeros where the region reaches beyond the array."""
+    out = np.zeros(tuple(size), dtype=np.float32)
+    source = tuple(slice(max(0, s), min(n, s + z)) for s, z, n in zip(start, size, array.shape))
+    target = tuple(slice(r.start - s, r.stop - s) for r, s in zip(source, start))
+    out[target] = array[source]
+    return out
 
 
 class PointSampler:
@@ -88,8 +103,7 @@ class PointSampler:
         foreground_fraction: share of patches centred inside the foreground.
 
     Raises:
-        InputError: a subject smaller than the high-resolution region of the largest scale, or a patch too small
-            to leave an interior.
+        InputError: a patch too small to leave an interior.
     """
 
     def __init__(self, subjects: Sequence[Subject], patch: Sequence[int], scale_range: Sequence[float],
@@ -103,11 +117,6 @@ class PointSampler:
         if min(self.patch) <= 2 * EDGE_MARGIN:
             raise InputError(f"data.patch_size {list(self.patch)} leaves no interior for target points; use at "
                              f"least {2 * EDGE_MARGIN + 2} voxels per axis")
-        largest = [round(p * self.scale_range[1]) for p in self.patch]
-        for subject in self.subjects:
-            if any(n < m for n, m in zip(subject.high_grid.shape, largest)):
-                raise InputError(f"training volume {subject.name} ({subject.high_grid.shape} voxels) is smaller than "
-                                 f"the region {largest} that data.patch_size needs at scale {self.scale_range[1]:g}")
         self._foreground = [np.flatnonzero(s.mask_low) for s in self.subjects]
 
     def draw_scale(self, rng: np.random.Generator) -> float:
@@ -129,8 +138,9 @@ class PointSampler:
                noise: Sequence[float] = (0.0, 0.0)) -> PointBatch:
         """One batch at one scale drawn for it (see the module docstring)."""
         scale = self.draw_scale(rng)
-        fine = tuple(round(p * scale) for p in self.patch)
-        axes = interior_positions(self.patch, fine)
+        outer = tuple(p + 2 * SIMULATION_MARGIN for p in self.patch)
+        fine = tuple(round(o * scale) for o in outer)
+        axes = interior_positions(self.patch, fine, outer=SIMULATION_MARGIN)
         counts = [len(keep) for keep, _ in axes]
         total = int(np.prod(counts))
         count = total if self.points is None else min(self.points, total)
@@ -139,11 +149,11 @@ class PointSampler:
             index = int(rng.integers(len(self.subjects)))
             subject = self.subjects[index]
             centre = self._centre(index, rng)
-            start = [int(np.clip(round(c - f / 2), 0, n - f)) for c, f, n in zip(centre, fine, subject.high_grid.shape)]
-            region = subject.high_source[tuple(slice(s, s + f) for s, f in zip(start, fine))].astype(np.float32)
+            start = [round(c - f / 2) for c, f in zip(centre, fine)]
+            region = padded_region(subject.high_source, start, fine)
             if flips:
                 region = np.flip(region, tuple(a for a in range(3) if rng.random() < 0.5))
-            low = simulate(np.ascontiguousarray(region), self.patch, self.spec, rng)
+            low = simulate(np.ascontiguousarray(region), outer, self.spec, rng)
             gain = float(rng.uniform(*intensity_scale))
             shift = float(rng.uniform(*intensity_shift))
             low = low * gain + shift
@@ -154,12 +164,13 @@ class PointSampler:
             picked = np.unravel_index(np.sort(chosen), counts)
             fine_index = tuple(keep[p] for (keep, _), p in zip(axes, picked))
             coarse = np.stack([c[p] for (_, c), p in zip(axes, picked)], axis=-1)
-            lows.append(low.astype(np.float32))
-            positions.append(coarse)
+            inner = tuple(slice(SIMULATION_MARGIN, SIMULATION_MARGIN + p) for p in self.patch)
+            lows.append(low[inner].astype(np.float32))
+            positions.append(coarse - SIMULATION_MARGIN)
             targets.append(target[fine_index].astype(np.float32))
             baselines.append(ndimage.map_coordinates(low.astype(np.float64), coarse.T, order=3, mode="mirror")
                              .astype(np.float32))
-        effective = tuple(f / p for f, p in zip(fine, self.patch))
+        effective = tuple(f / o for f, o in zip(fine, outer))
         return PointBatch(
             low=torch.from_numpy(np.stack(lows))[:, None],
             positions=torch.from_numpy(np.stack(positions)),
