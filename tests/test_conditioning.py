@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, randomized
-from MRISuperResLib import models
+from conftest import randomized
+from MRISuperResLib import cli, models
 from MRISuperResLib.checkpoint import load_model_file, save_model
 from MRISuperResLib.conditioning import (
     ContextError,
@@ -27,6 +25,13 @@ from MRISuperResLib.training.augment import PatchBatch, augment_batch
 from MRISuperResLib.training.config import ConfigError, config_from_dict
 from MRISuperResLib.volume import Grid, Volume
 from MRISuperResLib.volume_io import write_volume
+
+def run_main(capsys: pytest.CaptureFixture, *argv) -> tuple[int, str, str]:
+    """``cli.main`` in-process: exit code, stdout, stderr."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
 
 VARIABLES = {"age": {"kind": "numeric", "offset": 50, "scale": 20},
              "sex": {"kind": "categorical", "categories": ["F", "M"]},
@@ -160,7 +165,7 @@ def test_training_passes_the_context_and_stores_its_encoding(tmp_path: Path, sin
     assert metadata["config"]["context_dim"] == 4 and metadata["config"]["slice_position_index"] == 3
 
 
-def test_enhance_uses_the_context_and_the_cli_reports_a_missing_one(tmp_path: Path, tiny_model: Path,
+def test_enhance_uses_the_context_and_the_cli_reports_a_missing_one(tmp_path: Path, tiny_model: Path, capsys,
                                                                     single_thread) -> None:
     model = conditioned_model(tmp_path / "cond.safetensors")
     rng = np.random.default_rng(2)
@@ -170,15 +175,24 @@ def test_enhance_uses_the_context_and_the_cli_reports_a_missing_one(tmp_path: Pa
     old = enhance_volume(volume, model, 2, device="cpu", consistency=False, context={"age": 80, "sex": "M"})
     assert np.abs(young.sr.array - old.sr.array).max() > 1e-3
     source = write_volume(volume, tmp_path / "in.nii.gz")
-    command = [sys.executable, "-m", "MRISuperResLib.cli", "enhance", str(source), str(tmp_path / "out.nii.gz"),
-               "--model", str(model), "--quiet", "--threads", "1"]
-    env = {"PYTHONPATH": str(ROOT / "MRISuperRes"), "PATH": "/usr/bin:/bin"}
-    missing = subprocess.run(command, capture_output=True, text=True, env=env)
-    assert missing.returncode != 0 and "Traceback" not in missing.stderr
-    assert "lacks age, sex: this model is conditioned on age (number), sex (one of F/M)" in missing.stderr
-    assert not (tmp_path / "out.nii.gz").exists()
-    refused = subprocess.run([*command[:7], str(tiny_model), "--quiet", "--context", "age=3"],
-                             capture_output=True, text=True, env=env)
-    assert refused.returncode != 0 and "is not conditioned on a context" in refused.stderr
-    done = subprocess.run([*command, "--context", "age=63,sex=F"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out.nii.gz"
+    base = ["enhance", str(source), str(out), "--quiet", "--threads", "1"]
+    code, _, err = run_main(capsys, *base, "--model", model)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "lacks age, sex: this model is conditioned on age (number), sex (one of F/M)" in err
+    assert not out.exists()
+    code, _, err = run_main(capsys, *base, "--model", tiny_model, "--context", "age=3")
+    assert code == 1 and "is not conditioned on a context" in err and not out.exists()
+    code, _, err = run_main(capsys, *base, "--model", model, "--context", "age=63,sex=F")
+    assert code == 0 and out.exists(), err
+
+
+def test_slicer_background_run_passes_the_context_on() -> None:
+    from MRISuperResLib.slicer_process import EnhanceProcess
+
+    process = EnhanceProcess.__new__(EnhanceProcess)
+    EnhanceProcess.__init__(process, None, None, "default", 2, context={"age": 63, "sex": "F"})  # type: ignore[arg-type]
+    command = process.command()
+    assert command[command.index("--context") + 1] == "age=63,sex=F"
+    EnhanceProcess.__init__(process, None, None, "default", 2)  # type: ignore[arg-type]
+    assert "--context" not in process.command()
