@@ -196,3 +196,31 @@ def test_slicer_background_run_passes_the_context_on() -> None:
     assert command[command.index("--context") + 1] == "age=63,sex=F"
     EnhanceProcess.__init__(process, None, None, "default", 2)  # type: ignore[arg-type]
     assert "--context" not in process.command()
+
+
+def test_slicer_training_pairs_carry_their_context(small_real_volume: Volume, tmp_path: Path, monkeypatch) -> None:
+    slicer = pytest.importorskip("slicer")
+    from MRISuperResLib import model_zoo
+    from MRISuperResLib.slicer_training import TrainingLogic, TrainingPair, TrainingSettings
+    from MRISuperResLib.slicer_volumes import add_volume_node
+    from MRISuperResLib.training.config import load_config
+
+    monkeypatch.setenv(model_zoo.CONFIG_DIR_VARIABLE, str(tmp_path / "settings"))
+    scene = slicer.vtkMRMLScene()
+    nodes = [add_volume_node(scene, small_real_volume.with_array(small_real_volume.array * gain), f"brain{index}")
+             for index, gain in enumerate((1.0, 0.8, 1.2))]
+    pairs = [TrainingPair(node, validation=index == 2, context={"age": 30 + index, "sex": "FMF"[index]})
+             for index, node in enumerate(nodes)]
+    settings = TrainingSettings(name="cond", output_folder=tmp_path / "models", preset="unet25d-small",
+                                model_config=dict(NETWORK), patch_size=(8, 8, 8), steps=2, device="cpu",
+                                context_variables=VARIABLES)
+    config = load_config(TrainingLogic(scene).prepare(pairs, settings).config_path)
+    assert config.data.context["variables"] == VARIABLES
+    assert sorted(config.data.context["subjects"].values(), key=lambda v: v["age"]) == [
+        {"age": 30, "sex": "F"}, {"age": 31, "sex": "M"}, {"age": 32, "sex": "F"}]
+    missing = [TrainingPair(nodes[0]), *pairs[1:]]
+    with pytest.raises(Exception, match="lacks age, sex|no entry for"):
+        from MRISuperResLib.training.loop import Trainer
+
+        job = TrainingLogic(scene).prepare(missing, TrainingSettings(**{**vars(settings), "name": "cond2"}))
+        Trainer(load_config(job.config_path), show_progress=False).load_data()

@@ -319,7 +319,9 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
             return (preferred or fixed or arbitrary or candidates)[0]
         available = "; ".join(f"{e.name} ({e.scales_text()})" for e in shipped) or "none"
         raise ModelError(
-            f"no shipped model does scale {format_scale(scale)}; shipped models and their scales: {available}"
+            f"no shipped model does scale {format_scale(scale)} (no arbitrary-scale model is shipped: see the README's "
+            f"Models section); shipped models and their scales: {available}; for this scale pass --model with a model "
+            "trained for it, e.g. an ArSSR model from configs/default_arbitrary.yaml"
         )
     by_name = {e.name: e for e in shipped}
     if text in by_name:

@@ -872,6 +872,14 @@ class TrainingLogic:
         config = dict(settings.model_config) if settings.model_config is not None else preset.model_config(scale)
         if models.supported_scales(preset.family, {**config, "scale": list(scale)}) is not None:
             config["scale"] = list(scale)
+        if settings.context_variables:  # the context's length follows from the variables (as the trainer sets it)
+            from .conditioning import ContextSpec
+
+            try:
+                spec = ContextSpec.from_config(settings.context_variables)
+            except ValueError as error:
+                raise InputError(f"the conditioning variables are not valid: {error}") from None
+            config.update(context_dim=spec.dim, slice_position_index=spec.slice_position_index)
         return config
 
     @staticmethod
