@@ -163,6 +163,9 @@ def test_training_passes_the_context_and_stores_its_encoding(tmp_path: Path, sin
     assert metadata["conditioning"]["variables"][1] == {"name": "sex", "kind": "categorical",
                                                         "categories": ["F", "M"]}
     assert metadata["config"]["context_dim"] == 4 and metadata["config"]["slice_position_index"] == 3
+    from MRISuperResLib.model_zoo import model_card_text
+
+    assert "- conditioned on: age (numeric), sex (F/M), slice_position (slice_position)" in model_card_text(metadata)
 
 
 def test_enhance_uses_the_context_and_the_cli_reports_a_missing_one(tmp_path: Path, tiny_model: Path, capsys,

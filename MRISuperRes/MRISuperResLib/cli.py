@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--context", metavar="NAME=VALUE,...",
                          help="the subject's conditioning values for a model conditioned on a context (seed 002), "
                          "e.g. age=63,sex=F,diagnosis=stroke; the slice position is filled in automatically "
-                         "(mrisuperres models lists each model's variables)")
+                         "(a model's card lists its variables)")
     enhance.add_argument("--tile", type=int, metavar="N", help="tile edge in input voxels [auto from free memory]")
     enhance.add_argument("--overlap", type=float, default=0.0, metavar="F",
                          help="tile overlap fraction, blended with Gaussian weights [0: tiles carry a halo of "

@@ -262,6 +262,11 @@ def model_card_text(metadata: dict[str, Any], name: str | None = None) -> str:
     lines = [f"# {name}", "", str(metadata.get("description") or metadata.get("family", "")), "",
              f"- family: {metadata.get('family', '?')}, {metadata.get('parameters', '?')} parameters",
              f"- scales: {scales_text}"]
+    conditioning = metadata.get("conditioning")
+    if isinstance(conditioning, dict) and conditioning.get("variables"):
+        names = [f"{v.get('name')} ({'/'.join(v['categories']) if v.get('categories') else v.get('kind')})"
+                 for v in conditioning["variables"]]
+        lines.append(f"- conditioned on: {', '.join(names)} (enhance --context; the slice position is automatic)")
     degradation = metadata.get("degradation")
     if isinstance(degradation, dict) and degradation:
         lines.append(f"- trained for: {', '.join(f'{k} {v}' for k, v in degradation.items())}")
