@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--companions", action="store_true",
                          help="write baseline, difference and consistency beside each output "
                          "(<name>_baseline, <name>_difference, <name>_consistency)")
+    enhance.add_argument("--context", metavar="NAME=VALUE,...",
+                         help="the subject's conditioning values for a model conditioned on a context (seed 002), "
+                         "e.g. age=63,sex=F,diagnosis=stroke; the slice position is filled in automatically "
+                         "(a model's card lists its variables)")
     enhance.add_argument("--tile", type=int, metavar="N", help="tile edge in input voxels [auto from free memory]")
     enhance.add_argument("--overlap", type=float, default=0.0, metavar="F",
                          help="tile overlap fraction, blended with Gaussian weights [0: tiles carry a halo of "
@@ -300,6 +304,9 @@ def _run_enhance(args: argparse.Namespace) -> int:
     if args.progress_lines:
         print(format_progress_line(0.0, "loading the model"), flush=True)
     model = load_model(args.model, scale)
+    from .conditioning import context_for_model
+
+    context_for_model(model.metadata, args.context, f"model {model.name}")  # a wrong context fails before any work
     if cohort is not None:
         return cohort_cli.run(args, scale, model, cohort)
     input_path, targets = plans[0]
@@ -332,6 +339,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
             progress=update,
             adapt=cli_adapt.settings_for(args, input_path),
             prepared=prepared,
+            context=args.context,
         )
         cli_adapt.save(args, result)
     finally:

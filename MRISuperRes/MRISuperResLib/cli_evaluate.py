@@ -36,6 +36,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch [torch's default]")
     parser.add_argument("--flip-ensemble", action="store_true",
                         help="average the network over the 8 flips of each input (test-time ensemble, 8 passes)")
+    parser.add_argument("--context", metavar="NAME=VALUE,...",
+                        help="conditioning values for a model conditioned on a context (the same for every reference)")
     parser.add_argument("--labels", nargs="+", metavar="LABELS",
                         help="label map of each reference (same grid, same order): per-label DICE of SR, B-spline "
                         "and zero-filling, each segmented by a Gaussian intensity model fitted on the reference")
@@ -138,7 +140,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             figure_folder=args.figure, noises=noises, labels=args.labels, segment=args.segment,
                             on_scored=None if args.quiet else _report_progress, crop=crop, exclusions=exclusions,
                             device=args.device,
-                            threads=args.threads, flip_ensemble=args.flip_ensemble)
+                            threads=args.threads, flip_ensemble=args.flip_ensemble, context=args.context)
     table = scores_table(scores, model.name, scale)
     if args.segment == "tissue3":
         table += ("\n\nDICE labels of --segment tissue3: intensity classes 1 to 3 of the reference inside the head "

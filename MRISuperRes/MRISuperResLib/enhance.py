@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .checkpoint import LoadedModel
+from .conditioning import context_for_model, slice_positions
 from .consistency import consistency_report
 from .degradation import DegradationSpec
 from .device import select_device
@@ -34,7 +35,11 @@ from .idle_worker import IdleExecutor
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from .interpolation import bspline_upsample_volume
 from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
-from .normalization import NormalizationSettings, cast_like_input, normalize_network_input
+from .normalization import (
+    NormalizationSettings,
+    cast_like_input,
+    normalize_network_input,
+)
 from .output_paths import check_output_plan, written_path
 from .output_writer import OutputStaging
 from .prepared_input import (
@@ -237,6 +242,7 @@ def enhance_volume(
     adapt: Any = None,
     foreground: np.ndarray | None = None,
     early_output: Callable[[str, Volume], None] | None = None,
+    context: str | Mapping[str, Any] | None = None,
 ) -> EnhanceResult:
     """Super-resolve ``volume`` (never modified) and compute its baseline, difference and consistency.
 
@@ -269,6 +275,9 @@ def enhance_volume(
         early_output: called with ``(role, volume)`` as soon as an output exists: ``baseline`` before the network
             runs, ``sr`` and ``difference`` before the consistency map (see
             :meth:`.output_writer.OutputStaging.stage_early`); the same volume is the result's for that role.
+        context: the subject's conditioning values for a cross-attention model (``"age=63,sex=F"`` or a mapping;
+            see :mod:`.conditioning`); the slice position is filled in per slice. Required by a conditioned
+            model, refused by an unconditioned one (:class:`~.conditioning.ContextError`).
     """
     report = progress or (lambda fraction, text: None)
     timings: dict[str, float] = {}
@@ -277,6 +286,7 @@ def enhance_volume(
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
     # A model made for another axis order of this scale (1,1,4 asked for 4,1,1) sees the axes permuted.
     order = check_scale(loaded, scale)
+    context_vector = context_for_model(loaded.metadata, context, f"model {loaded.name}")
     warnings = check_input(volume, source_name, loaded)
     choice = select_device(device)
     if choice.note:
@@ -346,7 +356,8 @@ def enhance_volume(
                                         tile=network_tile, progress=tile_progress, cancel=cancel)
         else:
             output = run_tiled(loaded.network, flipped, choice, tile=network_tile, overlap=overlap,
-                               progress=tile_progress, cancel=cancel)
+                               progress=tile_progress, cancel=cancel, context=context_vector,
+                               slice_positions=_slice_positions(loaded.network, fine_grid.shape, order, axes))
         output = np.flip(output, axes) if axes else output
         outputs.append(np.ascontiguousarray(np.transpose(output, restore)))
     network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
@@ -421,6 +432,16 @@ def enhance_volume(
     result.timings = timings
     report(1.0, "done")
     return result
+
+
+def _slice_positions(network: Any, fine_shape: tuple[int, int, int], order: Sequence[int],
+                     flipped_axes: Sequence[int]) -> np.ndarray | None:
+    """Positions of the fine slices along a 2.5D network's slice axis, in the array it sees (axes permuted by
+    ``order``, flipped along ``flipped_axes``)."""
+    axis = getattr(network, "slice_axis", None)
+    if axis is None:
+        return None
+    return slice_positions(int(fine_shape[order[axis]]), flipped=axis in flipped_axes)
 
 
 def enhance_file(

@@ -140,10 +140,28 @@ class _TileRunner:
         total: int,
         progress: ProgressCallback | None,
         cancel: CancelCheck | None,
+        context: np.ndarray | None = None,
+        slice_positions: np.ndarray | None = None,
     ) -> None:
         self.network, self.volume, self.device, self.halo = network, volume, device, halo
         self.total, self.progress, self.cancel = total, progress, cancel
         self.done = 0
+        self.context = None if context is None else torch.as_tensor(context, dtype=torch.float32).reshape(1, -1)
+        self.slice_positions = slice_positions
+
+    def _extra(self, grown: list[slice]) -> dict[str, torch.Tensor]:
+        """The conditioning arguments of one window: the context and its slices' positions in the whole volume."""
+        if self.context is None:
+            return {}
+        extra = {"context": self.context.to(self.device.device)}
+        axis = getattr(self.network, "slice_axis", None)
+        if self.slice_positions is not None and axis is not None:
+            factor = int(self.network.scale[axis])
+            window = grown[axis]
+            extra["slice_positions"] = torch.from_numpy(
+                np.ascontiguousarray(self.slice_positions[window.start * factor:window.stop * factor])
+            ).to(self.device.device)
+        return extra
 
     def __call__(self, tiles: torch.Tensor, locations: list[list[slice]]) -> torch.Tensor:
         outputs = []
@@ -163,7 +181,7 @@ class _TileRunner:
         dtype = self.device.autocast_dtype
         autocast = torch.autocast(self.device.device.type, dtype=dtype) if dtype else nullcontext()
         with autocast:
-            out = self.network(data).float()
+            out = self.network(data, **self._extra(grown)).float()
         factors = [o // i for o, i in zip(out.shape[2:], data.shape[2:])]
         crop = [
             slice((w.start - g.start) * f, (w.stop - g.start) * f) for w, g, f in zip(window, grown, factors)
@@ -181,6 +199,8 @@ def run_tiled(
     halo: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    context: np.ndarray | None = None,
+    slice_positions: np.ndarray | None = None,
 ) -> np.ndarray:
     """Apply ``network`` to a normalised volume ``array`` ``[i, j, k]`` by overlapping tiles.
 
@@ -195,6 +215,9 @@ def run_tiled(
         halo: context voxels added around each tile; ``None`` uses the network's receptive radius (exact).
         progress: called with ``(fraction, text)`` after each tile.
         cancel: polled before each tile; returning true aborts with :class:`CancelledError`.
+        context: conditioning vector ``(dim,)`` for a cross-attention model (:mod:`.conditioning`).
+        slice_positions: with ``context``, the position of every output slice along the network's
+            ``slice_axis`` in the whole volume (:func:`~.conditioning.slice_positions`); each tile gets its own.
 
     Returns:
         float32 array of the network's output for the whole volume.
@@ -209,7 +232,8 @@ def run_tiled(
     else:
         roi = fit_tile((tile,) * 3 if isinstance(tile, int) else tuple(tile), shape)  # type: ignore[arg-type]
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    runner = _TileRunner(network, tensor, device, halo, count_tiles(shape, roi, overlap), progress, cancel)
+    runner = _TileRunner(network, tensor, device, halo, count_tiles(shape, roi, overlap), progress, cancel,
+                         context, slice_positions)
     if overlap == 0:
         return _run_touching(runner, shape, roi)
     from monai.inferers import SlidingWindowInferer

@@ -52,6 +52,9 @@ CARD_EXTENSION = ".md"
 
 SHIPPED, USER = "shipped", "user"
 
+#: ``default_for`` mark of the shipped model used for scales no fixed-scale default covers.
+ARBITRARY = "arbitrary"
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -289,6 +292,11 @@ def model_card_text(metadata: dict[str, Any], name: str | None = None) -> str:
     lines = [f"# {name}", "", str(metadata.get("description") or metadata.get("family", "")), "",
              f"- family: {metadata.get('family', '?')}, {metadata.get('parameters', '?')} parameters",
              f"- scales: {scales_text}"]
+    conditioning = metadata.get("conditioning")
+    if isinstance(conditioning, dict) and conditioning.get("variables"):
+        names = [f"{v.get('name')} ({'/'.join(v['categories']) if v.get('categories') else v.get('kind')})"
+                 for v in conditioning["variables"]]
+        lines.append(f"- conditioned on: {', '.join(names)} (enhance --context; the slice position is automatic)")
     degradation = metadata.get("degradation")
     if isinstance(degradation, dict) and degradation:
         lines.append(f"- trained for: {', '.join(f'{k} {v}' for k, v in degradation.items())}")
@@ -329,7 +337,9 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
     """Find the model file for a shipped or user model name, ``"default"`` or a path.
 
     ``"default"`` picks the shipped model marked ``default_for`` the kind of scale requested
-    (``"isotropic"`` or ``"anisotropic"``) that supports ``scale``, else any shipped model supporting it.
+    (``"isotropic"`` or ``"anisotropic"``) that supports ``scale``, else a shipped model made for that scale, else
+    the shipped arbitrary-scale model (marked ``default_for`` ``"arbitrary"``: 2.5, 3, 4, 1.5,1.5,3 ...), else any
+    shipped model supporting it.
 
     Raises:
         ModelError: unknown name, missing file, or no shipped model for that scale.
@@ -340,11 +350,16 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
         kind = "isotropic" if scale[0] == scale[1] == scale[2] else "anisotropic"
         candidates = [e for e in shipped if e.supports(scale)]
         preferred = [e for e in candidates if kind in e.metadata.get("default_for", [])]
-        if preferred or candidates:
-            return (preferred or candidates)[0]
+        # A model made for this very scale beats an arbitrary-scale one (marked default_for "arbitrary").
+        fixed = [e for e in candidates if e.scales is not None]
+        arbitrary = [e for e in candidates if ARBITRARY in e.metadata.get("default_for", [])]
+        if preferred or fixed or arbitrary or candidates:
+            return (preferred or fixed or arbitrary or candidates)[0]
         available = "; ".join(f"{e.name} ({e.scales_text()})" for e in shipped) or "none"
         raise ModelError(
-            f"no shipped model does scale {format_scale(scale)}; shipped models and their scales: {available}"
+            f"no shipped model does scale {format_scale(scale)} (no arbitrary-scale model is shipped: see the README's "
+            f"Models section); shipped models and their scales: {available}; for this scale pass --model with a model "
+            "trained for it, e.g. an ArSSR model from configs/default_arbitrary.yaml"
         )
     by_name = {e.name: e for e in shipped}
     if text in by_name:

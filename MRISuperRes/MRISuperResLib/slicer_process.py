@@ -118,6 +118,8 @@ class EnhanceProcess:
         threads: CPU threads of the child's torch; ``None`` keeps torch's default.
         uncertainty: also compute the flip-ensemble uncertainty map (8 times the work).
         mask_background: keep the B-spline baseline outside the head (``None``: as the model says).
+        context: the subject's conditioning values for a conditioned model (``"age=63,sex=F"`` or a mapping;
+            passed as ``--context``); ``None`` or empty: none.
         outputs: existing nodes to reuse, by role (updated in place by :meth:`finish`).
         python: the Python that runs the engine (in Slicer: the ``PythonSlicer`` launcher); default
             ``sys.executable``.
@@ -144,6 +146,7 @@ class EnhanceProcess:
         threads: int | None = None,
         uncertainty: bool = False,
         mask_background: bool | None = None,
+        context: str | Mapping[str, Any] | None = None,
         outputs: EnhanceNodes | None = None,
         python: str | os.PathLike | None = None,
         env: Mapping[str, str] | None = None,
@@ -161,6 +164,8 @@ class EnhanceProcess:
         self.threads = threads
         self.uncertainty = uncertainty
         self.mask_background = mask_background
+        self.context = (",".join(f"{k}={v}" for k, v in context.items()) if isinstance(context, Mapping)
+                        else (context or "").strip())
         self.outputs = outputs
         self.python = str(python) if python is not None else sys.executable
         self.env = dict(env or {})
@@ -213,6 +218,8 @@ class EnhanceProcess:
             command += ["--tile", str(int(self.tile))]
         if self.threads is not None:
             command += ["--threads", str(int(self.threads))]
+        if self.context:
+            command += ["--context", self.context]
         return command
 
     def start(self) -> None:

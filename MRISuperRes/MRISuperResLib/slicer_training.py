@@ -177,11 +177,14 @@ class TrainingPair:
         high: the high-resolution scan (the target): a scalar volume node of the logic's scene, or a volume file.
         low: the low-resolution scan of the same subject (node or file), or ``None`` to simulate it from ``high``.
         validation: hold this subject out for validation (when no row is marked, the last rows are held out).
+        context: the subject's conditioning values (``{"age": 63, "sex": "F"}``) for a model conditioned on
+            :attr:`TrainingSettings.context_variables` (seed 002); ``None`` for an unconditioned model.
     """
 
     high: Any
     low: Any = None
     validation: bool = False
+    context: dict[str, Any] | None = None
 
 
 @dataclass
@@ -212,6 +215,10 @@ class TrainingSettings:
         log_every: steps between log rows.
         checkpoint_every: steps between resumable saves, which are also when ``log.csv`` (the curves) grows.
         description: one line stored in the model (default: says what it was trained on).
+        context_variables: conditioning variables of a cross-attention model, as the training config's
+            ``data.context.variables`` (``{"age": {"kind": "numeric", "offset": 50, "scale": 20}, "sex": {"kind":
+            "categorical", "categories": ["F", "M"]}, "slice_position": {}}``); every pair then gives its values in
+            :attr:`TrainingPair.context`. ``None``: no conditioning.
     """
 
     name: str = "my-model"
@@ -238,6 +245,7 @@ class TrainingSettings:
     log_every: int = 10
     checkpoint_every: int = 50
     description: str = ""
+    context_variables: dict[str, Any] | None = None
 
 
 @dataclass
@@ -560,6 +568,7 @@ class _Subject:
     validation: bool
     shape: tuple[int, int, int]
     voxel_bytes: int
+    context: dict[str, Any] | None = None
 
 
 class TrainingLogic:
@@ -818,7 +827,8 @@ class TrainingLogic:
                 shape = tuple(int(n) for n in image.GetDimensions())
                 voxel_bytes = int(image.GetScalarSize())
                 label = high.GetName()
-            subjects.append(_Subject(row, label, high, low, bool(pair.validation), shape, voxel_bytes))
+            subjects.append(_Subject(row, label, high, low, bool(pair.validation), shape, voxel_bytes,
+                                     dict(pair.context) if pair.context else None))
         return subjects
 
     def _check_node(self, item: Any, role: str, row: int | None) -> Any:
@@ -862,6 +872,14 @@ class TrainingLogic:
         config = dict(settings.model_config) if settings.model_config is not None else preset.model_config(scale)
         if models.supported_scales(preset.family, {**config, "scale": list(scale)}) is not None:
             config["scale"] = list(scale)
+        if settings.context_variables:  # the context's length follows from the variables (as the trainer sets it)
+            from .conditioning import ContextSpec
+
+            try:
+                spec = ContextSpec.from_config(settings.context_variables)
+            except ValueError as error:
+                raise InputError(f"the conditioning variables are not valid: {error}") from None
+            config.update(context_dim=spec.dim, slice_position_index=spec.slice_position_index)
         return config
 
     @staticmethod
@@ -917,8 +935,11 @@ class TrainingLogic:
             writes.append((subject, role, path))
             return path
 
+        values["context"] = {}  # type: ignore[assignment]  # conditioning values by the high volume's file name
         for subject in subjects:
             high = str(target(subject, "high"))
+            if subject.context:
+                values["context"][Path(high).name] = subject.context  # type: ignore[call-overload]
             if subject.validation:
                 values["validation"].append(high)
             elif subject.low is None:
@@ -967,6 +988,8 @@ class TrainingLogic:
                 "patch_size": list(patch),
                 "batch_size": int(settings.batch_size or preset.batch_size),
                 "validation_crop": list(settings.validation_crop) if settings.validation_crop else None,
+                **({"context": {"variables": settings.context_variables, "subjects": data["context"]}}
+                   if settings.context_variables else {}),
             },
             "loss": {"l1": float(settings.l1), "perceptual": float(settings.perceptual),
                      "perceptual_weights": str(settings.perceptual_weights) if settings.perceptual_weights else None,

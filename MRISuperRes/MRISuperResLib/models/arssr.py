@@ -280,10 +280,19 @@ class ArSSR(nn.Module):
         z = torch.cat([sampled, offsets.to(sampled.dtype)], dim=-1)
         return self.decoder(z)[..., 0]
 
-    def forward(self, x: torch.Tensor, output_shape: Sequence[int], chunk_points: int = DEFAULT_CHUNK_POINTS
-                ) -> torch.Tensor:
-        """``(batch, 1, i, j, k)`` -> ``(batch, 1, *output_shape)`` on the cell-centred fine grid."""
+    def forward(self, x: torch.Tensor, output_shape: Sequence[int] | None = None,
+                chunk_points: int = DEFAULT_CHUNK_POINTS, *, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``(batch, 1, i, j, k)`` -> ``(batch, 1, *output_shape)`` on the cell-centred fine grid.
+
+        With ``positions`` ``(batch, points, 3)`` (continuous indices on ``x``'s grid) instead of ``output_shape``,
+        only those points are decoded: ``(batch, points)`` (arbitrary-scale training on drawn coordinates, seed
+        004; through ``forward`` so that distributed training synchronises the gradients).
+        """
         features = self.encode(x)
+        if positions is not None:
+            return self.query(features, positions)
+        if output_shape is None:
+            raise ValueError("give output_shape or positions")
         positions = fine_grid_positions(x.shape[2:], output_shape, device=x.device)  # (points, 3) float64
         batch = x.shape[0]
         outputs = []

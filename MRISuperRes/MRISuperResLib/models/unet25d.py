@@ -270,6 +270,8 @@ class UNet25D(nn.Module):
         input_slices, channels, channel_mult, res_blocks, groups, attention_heads, self_attention,
             cross_attention_stages, context_dim, drop_last_norm, adadm: see :class:`AttentionResUNet2d`.
         halo: context voxels (input grid) each tile gets in tiled inference (see the module docstring).
+        slice_position_index: the entry of the context vector that holds the slice position (seed 002's
+            conditioning); :meth:`forward` writes every slice's own position there. ``None``: no such entry.
     """
 
     family = "unet25d"
@@ -293,9 +295,14 @@ class UNet25D(nn.Module):
         drop_last_norm: bool = False,
         adadm: bool = True,
         halo: int = 16,
+        slice_position_index: int | None = None,
     ) -> None:
         super().__init__()
         self.scale = check_integer_factors(scale, "UNet25D")
+        if slice_position_index is not None and not 0 <= int(slice_position_index) < max(int(context_dim), 1):
+            raise ValueError(f"slice_position_index {slice_position_index} is outside the context (context_dim "
+                             f"{context_dim})")
+        self.slice_position_index = None if slice_position_index is None else int(slice_position_index)
         if slice_axis is None:
             slice_axis = self.scale.index(min(self.scale)) if len(set(self.scale)) > 1 else 2
         if slice_axis not in (0, 1, 2):
@@ -312,8 +319,15 @@ class UNet25D(nn.Module):
         """The halo tiled inference uses (the network is not strictly local: see the module docstring)."""
         return self.halo
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """``(batch, 1, i, j, k)`` -> residual ``(batch, 1, i*s_i, j*s_j, k*s_k)``; ``context`` ``(batch, dim)``."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                slice_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``(batch, 1, i, j, k)`` -> residual ``(batch, 1, i*s_i, j*s_j, k*s_k)``.
+
+        ``context`` ``(batch, dim)``: the conditioning vector (``None``: the learned "unknown" context).
+        ``slice_positions`` ``(batch, slices)`` or ``(slices,)``: the position in ``[0, 1]`` of every output slice
+        along ``slice_axis`` within its whole volume, written into entry ``slice_position_index`` of each slice's
+        context; ``None``: the input is taken as the whole volume, ``(index + 0.5) / slices``.
+        """
         fine = bspline_upsample(x, self.scale)
         axis = 2 + self.slice_axis
         volume = fine[:, 0].movedim(axis - 1, 1)  # (batch, slices, a, b)
@@ -325,13 +339,25 @@ class UNet25D(nn.Module):
         pad_a, pad_b = -size_a % multiple, -size_b % multiple
         if context is not None and context.dim() == 2:
             context = context[:, None, :]
+        if context is not None and self.slice_position_index is not None:
+            if slice_positions is None:
+                slice_positions = (torch.arange(slices, device=x.device, dtype=torch.float32) + 0.5) / slices
+            slice_positions = slice_positions.to(x.device, torch.float32).expand(batch, slices)
+            # One context per slice: (batch, slices, tokens, dim) with the slice's own position.
+            context = context[:, None].repeat(1, slices, 1, 1)
+            context[..., self.slice_position_index] = slice_positions[:, :, None]
         outputs = []
         for start in range(0, slices, self.plane_batch):
             rows = index[start:start + self.plane_batch]
             planes = volume[:, rows].reshape(-1, rows.shape[1], size_a, size_b)  # (batch*n, slices_in, a, b)
             if pad_a or pad_b:
                 planes = F.pad(planes, (0, pad_b, 0, pad_a), mode="replicate")
-            plane_context = None if context is None else context.repeat_interleave(rows.shape[0], dim=0)
+            if context is None:
+                plane_context = None
+            elif context.dim() == 4:  # per-slice contexts
+                plane_context = context[:, start:start + rows.shape[0]].reshape(-1, *context.shape[2:])
+            else:
+                plane_context = context.repeat_interleave(rows.shape[0], dim=0)
             out = self.network(planes, plane_context)[:, :, :size_a, :size_b]
             outputs.append(out.reshape(batch, rows.shape[0], size_a, size_b))
         stacked = torch.cat(outputs, dim=1)  # (batch, slices, a, b)

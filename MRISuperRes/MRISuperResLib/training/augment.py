@@ -24,11 +24,15 @@ from ..bspline import bspline_upsample
 @dataclass(frozen=True)
 class PatchBatch:
     """Aligned training patches, shape ``(batch, 1, ...)``: ``low`` on the coarse grid; ``baseline`` (B-spline
-    of ``low``) and ``high`` (target) on the fine grid; all in normalised units."""
+    of ``low``) and ``high`` (target) on the fine grid; all in normalised units. For a conditioned model,
+    ``context`` ``(batch, dim)`` holds each patch's subject context and ``slice_positions`` ``(batch, slices)`` the
+    position in its whole volume of every fine slice along the network's slice axis (:mod:`..conditioning`)."""
 
     low: torch.Tensor
     baseline: torch.Tensor
     high: torch.Tensor
+    context: torch.Tensor | None = None
+    slice_positions: torch.Tensor | None = None
 
 
 def allowed_rotation_planes(scale: Sequence[float], patch: Sequence[int]) -> list[tuple[int, int]]:
@@ -46,15 +50,26 @@ def augment_batch(
     intensity_scale: Sequence[float] = (1.0, 1.0),
     intensity_shift: Sequence[float] = (0.0, 0.0),
     noise: Sequence[float] = (0.0, 0.0),
+    slice_axis: int | None = None,
 ) -> PatchBatch:
-    """Apply one random draw per sample to its three aligned patches."""
-    lows, baselines, highs = [], [], []
+    """Apply one random draw per sample to its three aligned patches.
+
+    With ``batch.slice_positions`` (along ``slice_axis``), a flip of that axis reverses the positions too and no
+    rotation moves that axis, so every slice keeps its own position.
+    """
+    lows, baselines, highs, positions = [], [], [], []
     planes = allowed_rotation_planes(scale, batch.low.shape[2:]) if rot90 else []
-    for low, baseline, high in zip(batch.low, batch.baseline, batch.high):
+    if batch.slice_positions is not None:
+        planes = [plane for plane in planes if slice_axis not in plane]
+    for index, (low, baseline, high) in enumerate(zip(batch.low, batch.baseline, batch.high)):
+        position = batch.slice_positions[index] if batch.slice_positions is not None else None
         if flips:
             axes = [a + 1 for a in range(3) if rng.random() < 0.5]
             if axes:
                 low, baseline, high = (t.flip(axes) for t in (low, baseline, high))
+                if position is not None and slice_axis is not None and slice_axis + 1 in axes:
+                    position = position.flip(0)
+        positions.append(position)
         if planes:
             a, b = planes[int(rng.integers(len(planes)))]
             turns = int(rng.integers(4))
@@ -73,7 +88,8 @@ def augment_batch(
         lows.append(low.contiguous())
         baselines.append(baseline.contiguous())
         highs.append(high.contiguous())
-    return PatchBatch(torch.stack(lows), torch.stack(baselines), torch.stack(highs))
+    return PatchBatch(torch.stack(lows), torch.stack(baselines), torch.stack(highs), batch.context,
+                      torch.stack(positions) if batch.slice_positions is not None else None)  # type: ignore[arg-type]
 
 
 def fit_gaussian_mixture(

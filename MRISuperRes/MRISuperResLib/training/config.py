@@ -82,6 +82,13 @@ class DataSection:
         n4: run N4 bias-field correction on the high-resolution volumes first.
         crop_foreground: crop empty background around the head before training.
         validation_crop: validate on a central low-resolution crop of this size (``null``: the whole volume).
+        scale_range: arbitrary-scale families only: ``[low, high]``, a scale drawn uniformly per step (any real
+            factor, seed 004); validation stays at ``scale`` (whole factors). ``null``: the one ``scale``.
+        sample_coordinates: arbitrary-scale families only: fine voxels decoded per patch (seed 004's ``K``, 8000),
+            drawn at random; ``null`` with ``scale_range``: every voxel of the patch interior.
+        context: conditioning of a cross-attention model (seed 002): ``{variables: {name: {kind, offset, scale,
+            categories}}, subjects: {file name: {name: value}}}`` (see :mod:`MRISuperResLib.conditioning`); the
+            model's ``context_dim`` follows from the variables; stored in the trained model's metadata.
     """
 
     train: list[str] = field(default_factory=list)
@@ -104,6 +111,9 @@ class DataSection:
     n4: bool = False
     crop_foreground: bool = True
     validation_crop: list[int] | None = None
+    scale_range: list[float] | None = None
+    sample_coordinates: int | None = None
+    context: dict[str, Any] | None = None
 
 
 @dataclass
@@ -335,5 +345,40 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError("run.steps, run.validate_every and data.batch_size must be positive")
     if not 0.0 < config.data.validation_fraction < 1.0:
         raise ConfigError("data.validation_fraction must be between 0 and 1")
+    _check_point_sampling(config)
+    if config.data.context is not None:
+        from ..conditioning import check_context_config
+
+        try:
+            check_context_config(config.data.context, config.model.family, config.model.config)
+        except ValueError as error:
+            raise ConfigError(f"data.context: {error}") from None
     if config.loss.perceptual > 0 and not config.loss.perceptual_weights:
         raise ConfigError("loss.perceptual needs loss.perceptual_weights: a local .safetensors file of VGG16 weights")
+
+
+def _check_point_sampling(config: TrainConfig) -> None:
+    """``scale_range`` / ``sample_coordinates``: arbitrary-scale families, pixel losses only (points, not patches)."""
+    data = config.data
+    if data.scale_range is None and data.sample_coordinates is None:
+        return
+    from .. import models
+
+    if models.family_spec(config.model.family).scales(config.model.config) is not None:
+        raise ConfigError(f"data.scale_range and data.sample_coordinates need an arbitrary-scale family (arssr); "
+                          f"{config.model.family} trains at one scale (data.scale)")
+    if data.scale_range is not None:
+        values = data.scale_range
+        if (not isinstance(values, list) or len(values) != 2 or not all(isinstance(v, (int, float)) for v in values)
+                or not 1.0 <= values[0] <= values[1]):
+            raise ConfigError(f"data.scale_range must be [low, high] with 1 <= low <= high, got {values}")
+    if data.sample_coordinates is not None and (not isinstance(data.sample_coordinates, int)
+                                                or data.sample_coordinates < 1):
+        raise ConfigError(f"data.sample_coordinates must be a positive whole number, got {data.sample_coordinates}")
+    loss = config.loss
+    if loss.ssim or loss.gradient or loss.fft or loss.perceptual or loss.adversarial:
+        raise ConfigError("with data.scale_range / data.sample_coordinates the loss sees scattered points: use "
+                          "loss.l1 and loss.mse only (set ssim, gradient, fft, perceptual, adversarial to 0)")
+    if data.acquisition is not None or config.augment.gmm_contrast > 0 or data.pairs:
+        raise ConfigError("data.scale_range / data.sample_coordinates simulate each patch with data.degradation: "
+                          "remove data.acquisition, data.pairs and augment.gmm_contrast")

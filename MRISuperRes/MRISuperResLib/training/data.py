@@ -30,6 +30,7 @@ import torch
 
 from ..acquisition import AcquisitionRanges, acquire
 from ..bspline import bspline_upsample
+from ..conditioning import slice_positions
 from ..degradation import DegradationSpec, simulate
 from ..errors import InputError
 from ..geometry import resampled_grid
@@ -250,11 +251,18 @@ def sample_patches(
     patch: Sequence[int],
     batch_size: int,
     foreground_fraction: float,
+    contexts: Sequence[np.ndarray] | None = None,
+    slice_axis: int | None = None,
 ) -> PatchBatch:
-    """Cut ``batch_size`` aligned patch triples (input, baseline, target), foreground-weighted."""
-    lows, baselines, highs = [], [], []
+    """Cut ``batch_size`` aligned patch triples (input, baseline, target), foreground-weighted.
+
+    With ``contexts`` (one vector per subject) the batch carries each patch's context and, along ``slice_axis``,
+    the whole-volume positions of its fine slices (:func:`~..conditioning.slice_positions`).
+    """
+    lows, baselines, highs, chosen, positions = [], [], [], [], []
     for _ in range(batch_size):
-        subject = subjects[int(rng.integers(len(subjects)))]
+        number = int(rng.integers(len(subjects)))
+        subject = subjects[number]
         shape = subject.low_grid.shape
         if rng.random() < foreground_fraction and subject.mask_low.any():
             candidates = np.flatnonzero(subject.mask_low)
@@ -268,11 +276,19 @@ def sample_patches(
         lows.append(subject.low[low_region])  # type: ignore[index]
         baselines.append(subject.baseline[high_region])  # type: ignore[index]
         highs.append(subject.target[high_region])  # type: ignore[index]
+        chosen.append(number)
+        if contexts is not None and slice_axis is not None:
+            whole = slice_positions(subject.high_grid.shape[slice_axis])
+            positions.append(whole[high_region[slice_axis]])
 
     def stack(items: list[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.stack(items).astype(np.float32))[:, None]
 
-    return PatchBatch(stack(lows), stack(baselines), stack(highs))
+    if contexts is None:
+        return PatchBatch(stack(lows), stack(baselines), stack(highs))
+    context = torch.from_numpy(np.stack([contexts[n] for n in chosen]).astype(np.float32))
+    return PatchBatch(stack(lows), stack(baselines), stack(highs), context,
+                      torch.from_numpy(np.stack(positions)) if positions else None)
 
 
 def split_subjects(paths: Sequence[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:

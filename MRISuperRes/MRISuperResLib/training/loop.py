@@ -34,6 +34,7 @@ from torch import nn
 from .. import models
 from ..acquisition import AcquisitionRanges
 from ..checkpoint import save_model
+from ..conditioning import ContextSpec, slice_positions, subject_contexts
 from ..degradation import DegradationSpec
 from ..device import DeviceChoice, select_device
 from ..errors import InputError, MRISuperResError
@@ -54,6 +55,7 @@ from .data import (
 from .distributed import barrier, broadcast_float, init_distributed, shutdown
 from .exclusion import fill_from_estimate
 from .losses import ReconstructionLoss
+from .point_sampling import PointSampler, point_step
 from .precision import autocast, grad_scaler
 
 STATE_FILE = "state.pt"
@@ -147,6 +149,10 @@ class Trainer:
         model_config = dict(config.model.config)
         if "scale" in models.family_class(config.model.family).__init__.__code__.co_varnames:
             model_config.setdefault("scale", list(self.scale))
+        self.context_spec = ContextSpec.from_config(config.data.context["variables"]) if config.data.context else None
+        if self.context_spec is not None:  # the network's context follows the variables (seed 002 conditioning)
+            model_config.update(context_dim=self.context_spec.dim,
+                                slice_position_index=self.context_spec.slice_position_index)
         self.model_config = model_config
         try:
             self.network = models.create(config.model.family, **model_config).to(self.device.device)
@@ -156,6 +162,7 @@ class Trainer:
             self._initialise_from(config.resolve(config.model.init_from))
         self.arbitrary_scale = bool(getattr(self.network, "arbitrary_scale", False))
         self.residual = bool(getattr(self.network, "residual_to_baseline", False))
+        self.sampler: PointSampler | None = None  # arbitrary-scale batches of drawn points (seed 004)
         self.trained: nn.Module = self.network
         if self.context.enabled:
             ids = [self.device.device.index] if self.device.device.type == "cuda" else None
@@ -234,6 +241,18 @@ class Trainer:
                                     log=self.log if self.context.is_main else (lambda message: None))
         self.train_subjects, self.validation_subjects = loaded.train, loaded.validation
         self.validation_inputs = [self._validation_arrays(subject) for subject in self.validation_subjects]
+        data = self.config.data
+        self.train_contexts: list[np.ndarray] | None = None
+        self.validation_contexts: list[np.ndarray] = []
+        if self.context_spec is not None:
+            values = (data.context or {}).get("subjects") or {}
+            self.train_contexts = subject_contexts(self.context_spec, values, [s.name for s in self.train_subjects])
+            self.validation_contexts = subject_contexts(self.context_spec, values,
+                                                        [s.name for s in self.validation_subjects])
+        if data.scale_range is not None or data.sample_coordinates is not None:
+            scale_range = data.scale_range or [self.scale[0], self.scale[0]]
+            self.sampler = PointSampler(self.train_subjects, tuple(data.patch_size), scale_range,
+                                        data.sample_coordinates, self.spec, data.foreground_fraction)
 
     def _validation_arrays(self, subject: Subject) -> tuple[np.ndarray, ...]:
         low = subject.low.astype(np.float32)  # type: ignore[union-attr]
@@ -253,6 +272,8 @@ class Trainer:
     # -------------------------------------------------------------------------------------------- training
     def _refresh(self, step: int) -> None:
         index = step // self.config.data.resimulate_every
+        if self.sampler is not None:  # every point batch is simulated afresh
+            return
         for number, subject in enumerate(self.train_subjects):
             refresh_subject(subject, self.spec, refresh_rng(self.config.seed, index, number), self.normalization,
                             self.config.augment.gmm_contrast, self.acquisition)
@@ -261,6 +282,9 @@ class Trainer:
         low = batch.low.to(self.device.device)
         if self.arbitrary_scale:
             out = network(low, tuple(batch.high.shape[2:]))
+        elif batch.context is not None:
+            positions = batch.slice_positions.to(low.device) if batch.slice_positions is not None else None
+            out = network(low, context=batch.context.to(low.device), slice_positions=positions)
         else:
             out = network(low)
         return out + batch.baseline.to(self.device.device) if self.residual else out
@@ -270,12 +294,15 @@ class Trainer:
         config = self.config
         torch.manual_seed(config.seed * 1_000_003 + step * 1009 + self.context.rank)
         rng = patch_rng(config.seed, step, self.context.rank)
+        if self.sampler is not None:
+            return point_step(self, step, rng)
+        slice_axis = getattr(self.network, "slice_axis", None)
         batch = sample_patches(self.train_subjects, rng, config.data.patch_size, config.data.batch_size,
-                               config.data.foreground_fraction)
+                               config.data.foreground_fraction, self.train_contexts, slice_axis)
         augment = config.augment
         batch = augment_batch(batch, rng, scale=self.scale, flips=augment.flips, rot90=augment.rot90,
                               intensity_scale=augment.intensity_scale, intensity_shift=augment.intensity_shift,
-                              noise=augment.noise)
+                              noise=augment.noise, slice_axis=slice_axis)
         target = batch.high.to(self.device.device)
         values: dict[str, float] = {}
         self.trained.train()
@@ -312,19 +339,30 @@ class Trainer:
         """Whole-volume (or cropped) inference on every validation subject; mean PSNR / SSIM vs the targets."""
         self.network.eval()
         scores = []
-        for low, baseline, target, mask, excluded in self.validation_inputs:
+        for index, (low, baseline, target, mask, excluded) in enumerate(self.validation_inputs):
             if self.arbitrary_scale:
                 with torch.inference_mode():
                     out = self.network(torch.from_numpy(low)[None, None].to(self.device.device),
                                        target.shape)[0, 0].float().cpu().numpy()
             else:
-                out = run_tiled(self.network, low, self.device)
+                out = run_tiled(self.network, low, self.device, **self._validation_condition(index, low.shape))
             prediction = baseline + out if self.residual else out
             scores.append((psnr(prediction, target, mask), ssim(prediction, target, excluded),
                            psnr(baseline, target, mask), ssim(baseline, target, excluded)))
         self.network.train()
         means = np.mean(np.asarray(scores), axis=0)
         return Validation(*(float(v) for v in means))
+
+    def _validation_condition(self, index: int, shape: tuple[int, ...]) -> dict[str, Any]:
+        """Context and slice positions of validation input ``index`` (a central crop of its subject, or all)."""
+        if self.context_spec is None:
+            return {}
+        subject, axis = self.validation_subjects[index], self.network.slice_axis
+        size, factor = subject.low_grid.shape[axis], self.scale[axis]
+        start = max(0, (size - shape[axis]) // 2)
+        whole = slice_positions(subject.high_grid.shape[axis])
+        return {"context": self.validation_contexts[index],
+                "slice_positions": whole[start * factor:(start + shape[axis]) * factor]}
 
     # ----------------------------------------------------------------------------------------- persistence
     def _state(self) -> dict[str, Any]:
@@ -388,6 +426,8 @@ class Trainer:
                 "train": [s.name for s in self.train_subjects],
                 "validation": [s.name for s in self.validation_subjects],
                 "scale": list(self.scale),
+                "scale_range": self.config.data.scale_range,
+                "sample_coordinates": self.config.data.sample_coordinates,
                 "steps": self.step,
                 "best_step": self.best_step,
                 "seed": config.seed,
@@ -395,7 +435,8 @@ class Trainer:
                 "code_revision": code_revision(),
             },
             "metrics": {"validation": validation},
-            "extra": {"consistency": self.calibration} if getattr(self, "calibration", None) else None,
+            "extra": {**({"consistency": self.calibration} if getattr(self, "calibration", None) else {}),
+                      **({"conditioning": self.context_spec.to_metadata()} if self.context_spec else {})} or None,
         }
 
     def _save_model(self, path: Path) -> Path:
@@ -536,7 +577,9 @@ class Trainer:
         values = []
         for subject in self.validation_subjects:
             low = Volume(subject.low.astype(np.float32), subject.low_grid)  # type: ignore[union-attr]
-            result = enhance_volume(low, model, self.scale, device=str(self.device.device))
+            context = ((self.config.data.context or {}).get("subjects") or {}).get(subject.name) if self.context_spec \
+                else None
+            result = enhance_volume(low, model, self.scale, device=str(self.device.device), context=context)
             values.append(result.consistency_nrmse)
         return {"threshold": 1.5 * max(values), "validation_values": values,
                 "rule": "1.5 x the largest consistency NRMSE on the validation inputs"}
