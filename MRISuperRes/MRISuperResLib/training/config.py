@@ -78,7 +78,9 @@ class DataSection:
         batch_size: patches per step (per process with DDP).
         foreground_fraction: share of patches centred inside the foreground mask.
         resimulate_every: steps between fresh simulations (new noise levels, bias fields, contrast augmentation).
-        n4: run N4 bias-field correction on the high-resolution volumes first.
+        n4: N4 bias-field correction of the volumes first: ``false``, ``true`` (default settings) or a mapping of
+            ``MRISuperResLib.n4.N4Settings`` (``shrink``, ``iterations``, ``convergence``, ``fwhm``,
+            ``wiener_noise``, ``control_points``, ``mask``, ``two_pass``, ``second_mask``).
         crop_foreground: crop empty background around the head before training.
         validation_crop: validate on a central low-resolution crop of this size (``null``: the whole volume).
     """
@@ -100,7 +102,7 @@ class DataSection:
     batch_size: int = 4
     foreground_fraction: float = 0.9
     resimulate_every: int = 250
-    n4: bool = False
+    n4: bool | dict[str, Any] = False
     crop_foreground: bool = True
     validation_crop: list[int] | None = None
 
@@ -317,6 +319,12 @@ def _check(config: TrainConfig) -> None:
             AcquisitionRanges.from_dict(config.data.acquisition)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"data.acquisition: {error}") from None
+    from ..n4 import N4Settings
+
+    try:
+        N4Settings.from_config(config.data.n4)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"data.n4: {error}") from None
     if config.optim.name not in ("adam", "adamw"):
         raise ConfigError(f"optim.name {config.optim.name!r} is not adam or adamw")
     if config.optim.schedule not in ("none", "plateau", "step", "exponential", "cosine"):

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,7 +101,7 @@ def load_subject(
     *,
     normalization: dict[str, float],
     crop_foreground: bool,
-    n4: bool,
+    n4: bool | dict[str, Any] | None,
     low_path: Path | None = None,
     register_low: bool = True,
     mask_path: Path | None = None,
@@ -111,8 +112,11 @@ def load_subject(
     The foreground comes from ``mask_path`` (a mask drawn on this scan, non-zero inside) or from a threshold.
     Voxels named by ``exclusions`` are first filled from their nearest kept neighbours (everything after depends on
     the kept voxels only) and left out of the foreground and, later, of the targets (:mod:`.exclusion`).
+    ``n4`` is the config's ``data.n4`` (``true``, or a mapping of :class:`~MRISuperResLib.n4.N4Settings`); N4
+    corrects both members of a real pair, the high-resolution one inside ``mask_path`` when given.
     """
-    from .preprocess import crop_to_foreground, foreground_mask, mask_on_grid, n4_correct
+    from ..n4 import N4Settings, n4_correct
+    from .preprocess import crop_to_foreground, foreground_mask, mask_on_grid
 
     volume = read_volume(path)
     volume = volume.with_array(volume.array.astype(np.float32))
@@ -121,8 +125,14 @@ def load_subject(
     mask = mask_on_grid(read_volume(mask_path), volume.grid) if mask_path is not None else foreground_mask(volume)
     if excluded is not None:
         mask = mask.astype(bool) & ~excluded
-    if n4:
-        volume = n4_correct(volume, mask=mask)
+    n4_settings = N4Settings.from_config(n4) if not isinstance(n4, N4Settings) else n4
+    if n4_settings is not None:
+        n4_mask = mask if mask_path is not None else None
+        if excluded is not None and n4_mask is None:
+            from ..n4 import pass_mask
+
+            n4_mask = pass_mask(volume, n4_settings.mask) & ~excluded
+        volume = n4_correct(volume, n4_settings, mask=n4_mask).corrected
     if crop_foreground:
         volume, region = crop_to_foreground(volume, mask, multiple=scale)
         mask = mask[region]
@@ -140,7 +150,10 @@ def load_subject(
     mask_low = _downsample_mask(mask, scale)
     real_low = None
     if low_path is not None:
-        real_low = _registered_low(read_volume(low_path), Volume(high, high_grid), low_grid, register_low)
+        low_volume = read_volume(low_path)
+        if n4_settings is not None:
+            low_volume = n4_correct(low_volume, n4_settings).corrected
+        real_low = _registered_low(low_volume, Volume(high, high_grid), low_grid, register_low)
     return Subject(
         name=path.name,
         high_source=normalizer.normalize(high, clip=False).astype(np.float16),
