@@ -120,6 +120,9 @@ class AugmentSection:
         noise: ``[low, high]`` standard deviation of extra Gaussian noise on the low-resolution patch.
         gmm_contrast: probability of the Gaussian-mixture contrast augmentation (seed 002, section 1.3.1) at
             each re-simulation.
+        elastic: elastic or grid distortion of whole subjects, the same deformation for both members of a pair
+            (``{probability, kind: elastic|grid, max_displacement_mm, control_spacing_mm}``, see
+            ``training.augment.ElasticSettings``; ``null``: off).
     """
 
     flips: bool = True
@@ -128,6 +131,7 @@ class AugmentSection:
     intensity_shift: list[float] = field(default_factory=lambda: [-0.05, 0.05])
     noise: list[float] = field(default_factory=lambda: [0.0, 0.0])
     gmm_contrast: float = 0.0
+    elastic: dict[str, Any] | None = None
 
 
 @dataclass
@@ -320,11 +324,16 @@ def _check(config: TrainConfig) -> None:
         except (TypeError, ValueError) as error:
             raise ConfigError(f"data.acquisition: {error}") from None
     from ..n4 import N4Settings
+    from .augment import ElasticSettings
 
     try:
         N4Settings.from_config(config.data.n4)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"data.n4: {error}") from None
+    try:
+        ElasticSettings.from_config(config.augment.elastic)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"augment.elastic: {error}") from None
     if config.optim.name not in ("adam", "adamw"):
         raise ConfigError(f"optim.name {config.optim.name!r} is not adam or adamw")
     if config.optim.schedule not in ("none", "plateau", "step", "exponential", "cosine"):

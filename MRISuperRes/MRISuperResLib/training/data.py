@@ -34,7 +34,7 @@ from ..geometry import resampled_grid
 from ..normalization import PercentileNormalizer
 from ..volume import Grid, Volume
 from ..volume_io import read_volume
-from .augment import PatchBatch, gmm_contrast
+from .augment import ElasticSettings, PatchBatch, gmm_contrast, random_displacement, warp
 from .exclusion import SliceExclusion, excluded_voxels, fill_excluded
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ def refresh_subject(
     gmm_probability: float = 0.0,
     acquisition: AcquisitionRanges | None = None,
     mark_excluded: bool = True,
+    elastic: ElasticSettings | None = None,
 ) -> None:
     """Draw a new low-resolution input (simulated, or the real partner) and its baseline and target.
 
@@ -199,10 +200,22 @@ def refresh_subject(
     (:mod:`..acquisition`); the target is the (contrast-remapped, when drawn) high-resolution volume. With
     ``mark_excluded`` the target is NaN at the subject's excluded voxels (training: see
     :func:`.exclusion.fill_from_estimate`); validation keeps the filled values and masks the metrics instead.
+    With ``elastic``, the high-resolution volume is deformed first (a simulated input is then simulated from it)
+    and a real partner, like the excluded voxels, gets the identical deformation on its own grid.
     """
     high = subject.high_source.astype(np.float32)
+    low_real = subject.real_low
+    excluded = subject.excluded_high
     if gmm_probability > 0 and rng.random() < gmm_probability:
         high = gmm_contrast(high, subject.mask_high, rng)
+    if elastic is not None and rng.random() < elastic.probability:
+        extent = np.asarray(subject.high_grid.shape) * np.asarray(subject.high_grid.spacing)
+        field = random_displacement(extent, elastic, rng)
+        high = warp(high, subject.high_grid.spacing, field)
+        if low_real is not None:
+            low_real = warp(low_real, subject.low_grid.spacing, field)
+        if excluded is not None:
+            excluded = warp(excluded.astype(np.float32), subject.high_grid.spacing, field) > 0
     if subject.real_low is None and acquisition is not None:
         factors = [h / l for h, l in zip(subject.high_grid.shape, subject.low_grid.shape)]
         drawn = acquisition.draw(rng, factors)
@@ -212,7 +225,7 @@ def refresh_subject(
     elif subject.real_low is None:
         low = simulate(high, subject.low_grid.shape, spec, rng)
     else:
-        low = subject.real_low
+        low = low_real
     low_map = PercentileNormalizer.fit(low, normalization["lower_percentile"], normalization["upper_percentile"])
     low_n = low_map.normalize(low, clip=False)
     if subject.real_low is None:
@@ -225,8 +238,8 @@ def refresh_subject(
         baseline = bspline_upsample(torch.from_numpy(low_n)[None, None], factors)[0, 0].numpy()
     subject.low = low_n.astype(np.float16)
     subject.baseline = baseline.astype(np.float16)
-    if mark_excluded and subject.excluded_high is not None:
-        target = np.where(subject.excluded_high, np.float32(np.nan), target)
+    if mark_excluded and excluded is not None:
+        target = np.where(excluded, np.float32(np.nan), target)
     subject.target = target.astype(np.float16)
 
 
