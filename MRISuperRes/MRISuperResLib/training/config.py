@@ -55,7 +55,8 @@ class DataSection:
             ``validation_pairs`` are given, ``validation_fraction`` of the ``train`` subjects.
         validation_fraction: share of subjects held out when ``validation`` is empty (at least one).
         pairs: real pairs ``{high: path, low: path, register: true, mask: path, exclude_slices: ...}``; the
-            low-resolution member is registered onto the high-resolution one and resampled onto the coarse grid
+            low-resolution member is registered onto the high-resolution one (``register``: ``true``/``affine``,
+            ``deformable`` for a B-spline stage after the affine one, ``false``) and resampled onto the coarse grid
             over its extent.
         validation_pairs: real pairs held out for validation, same form as ``pairs`` and registered the same way;
             their baseline is the registered input itself upsampled onto the target grid (at scale 1: the input

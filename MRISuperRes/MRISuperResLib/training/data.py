@@ -103,7 +103,7 @@ def load_subject(
     crop_foreground: bool,
     n4: bool | dict[str, Any] | None,
     low_path: Path | None = None,
-    register_low: bool = True,
+    register_low: bool | str = True,
     mask_path: Path | None = None,
     exclusions: Sequence[SliceExclusion] = (),
 ) -> Subject:
@@ -172,11 +172,19 @@ def _downsample_mask(mask: np.ndarray, scale: Sequence[int]) -> np.ndarray:
     return blocks.mean(axis=(1, 3, 5)) >= 0.5
 
 
-def _registered_low(low: Volume, high: Volume, low_grid: Grid, register_low: bool) -> np.ndarray:
+def _registered_low(low: Volume, high: Volume, low_grid: Grid, register_low: bool | str) -> np.ndarray:
+    """``low`` registered onto ``high`` (``register_low``: ``true``/``"affine"``, ``"deformable"`` for a B-spline
+    stage after the affine one, ``false`` for none) and resampled onto ``low_grid``."""
     from .registration import register, resample_into
 
+    if register_low not in (True, False, "affine", "deformable"):
+        raise InputError(f"data.pairs register must be true, false, affine or deformable, got {register_low!r}")
     if register_low:
         transform = register(high, low).transform
+        if register_low == "deformable":
+            from .deformable import register_deformable
+
+            transform = register_deformable(high, low, transform).transform
     else:
         import SimpleITK as sitk
 
