@@ -75,3 +75,21 @@ def test_brain_volume_of_a_real_head_is_plausible(shared_data):
     assert (found & head).sum() > 0.999 * found.sum()  # the brain mask is found on 2 mm voxels
     # The brain sits inside the head, well away from its border (no scalp kept).
     assert found.sum() < 0.6 * head.sum()
+
+
+def test_training_subject_foreground_can_be_the_brain(tmp_path):
+    from MRISuperResLib.training.config import ConfigError, config_from_dict
+    from MRISuperResLib.training.data import load_subject
+    from MRISuperResLib.volume_io import write_volume
+
+    volume, brain = synthetic_head(spacing=4.0)
+    path = write_volume(volume, tmp_path / "head.nii.gz")
+    norm = {"lower_percentile": 1.0, "upper_percentile": 99.0}
+    head = load_subject(path, (2, 2, 2), normalization=norm, crop_foreground=False, n4=False, foreground="head")
+    stripped = load_subject(path, (2, 2, 2), normalization=norm, crop_foreground=False, n4=False,
+                            foreground="brain")
+    assert dice(stripped.mask_high, brain) > 0.9
+    assert head.mask_high.sum() > 2 * stripped.mask_high.sum()
+    assert config_from_dict({"data": {"foreground": "brain"}}).data.foreground == "brain"
+    with pytest.raises(ConfigError, match="data.foreground"):
+        config_from_dict({"data": {"foreground": "skull"}})

@@ -82,6 +82,9 @@ class DataSection:
         n4: N4 bias-field correction of the volumes first: ``false``, ``true`` (default settings) or a mapping of
             ``MRISuperResLib.n4.N4Settings`` (``shrink``, ``iterations``, ``convergence``, ``fwhm``,
             ``wiener_noise``, ``control_points``, ``mask``, ``two_pass``, ``second_mask``).
+        foreground: the mask of a volume without one in ``masks``: ``threshold`` (robust percentile threshold and
+            morphology), ``head`` or ``brain`` (``MRISuperResLib.masks``: skull stripping without trained weights);
+            patches are centred in it, crops and masked validation metrics follow it.
         crop_foreground: crop empty background around the head before training.
         validation_crop: validate on a central low-resolution crop of this size (``null``: the whole volume).
     """
@@ -104,6 +107,7 @@ class DataSection:
     foreground_fraction: float = 0.9
     resimulate_every: int = 250
     n4: bool | dict[str, Any] = False
+    foreground: str = "threshold"
     crop_foreground: bool = True
     validation_crop: list[int] | None = None
 
@@ -331,6 +335,8 @@ def _check(config: TrainConfig) -> None:
         N4Settings.from_config(config.data.n4)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"data.n4: {error}") from None
+    if config.data.foreground not in ("threshold", "head", "brain"):
+        raise ConfigError(f"data.foreground {config.data.foreground!r} is not threshold, head or brain")
     try:
         ElasticSettings.from_config(config.augment.elastic)
     except (TypeError, ValueError) as error:

@@ -106,6 +106,7 @@ def load_subject(
     register_low: bool | str = True,
     mask_path: Path | None = None,
     exclusions: Sequence[SliceExclusion] = (),
+    foreground: str = "threshold",
 ) -> Subject:
     """Read, check, optionally N4-correct and crop one subject; register its real low-resolution partner.
 
@@ -114,6 +115,8 @@ def load_subject(
     the kept voxels only) and left out of the foreground and, later, of the targets (:mod:`.exclusion`).
     ``n4`` is the config's ``data.n4`` (``true``, or a mapping of :class:`~MRISuperResLib.n4.N4Settings`); N4
     corrects both members of a real pair, the high-resolution one inside ``mask_path`` when given.
+    ``foreground`` is the config's ``data.foreground``: ``"threshold"`` (:func:`.preprocess.foreground_mask`),
+    ``"head"`` or ``"brain"`` (:mod:`MRISuperResLib.masks`), used when no ``mask_path`` is given.
     """
     from ..n4 import N4Settings, n4_correct
     from .preprocess import crop_to_foreground, foreground_mask, mask_on_grid
@@ -122,7 +125,14 @@ def load_subject(
     volume = volume.with_array(volume.array.astype(np.float32))
     excluded = excluded_voxels(exclusions, volume, path.name)
     volume = volume.with_array(fill_excluded(volume.array, excluded))
-    mask = mask_on_grid(read_volume(mask_path), volume.grid) if mask_path is not None else foreground_mask(volume)
+    if mask_path is not None:
+        mask = mask_on_grid(read_volume(mask_path), volume.grid)
+    elif foreground == "threshold":
+        mask = foreground_mask(volume)
+    else:
+        from ..masks import mask_of_kind
+
+        mask = mask_of_kind(volume, foreground)
     if excluded is not None:
         mask = mask.astype(bool) & ~excluded
     n4_settings = N4Settings.from_config(n4) if not isinstance(n4, N4Settings) else n4

@@ -125,7 +125,8 @@ def load_training_data(
 
         bar = tqdm(total=len(items), desc="loading data", unit="volume", file=sys.stderr, disable=None,
                    dynamic_ncols=True)
-    common = {"normalization": normalization, "crop_foreground": data.crop_foreground, "n4": data.n4}
+    common = {"normalization": normalization, "crop_foreground": data.crop_foreground, "n4": data.n4,
+              "foreground": data.foreground}
     loaded = LoadedData([], [])
     for item in items:
         if bar is not None:
