@@ -38,7 +38,6 @@ def main() -> None:
     import dataclasses
 
     import numpy as np
-
     from MRISuperResLib.degradation import smooth_bias_field
     from MRISuperResLib.masks import brain_mask, erode, otsu_thresholds
     from MRISuperResLib.n4 import SEED_002, N4Settings, n4_correct
@@ -67,7 +66,7 @@ def main() -> None:
         true_log = np.log(field[brain])
         true_log -= true_log.mean()
 
-        def cov(array: np.ndarray) -> float:
+        def cov(array: np.ndarray, white: np.ndarray = white) -> float:
             inside = array[white]
             return float(inside.std() / inside.mean())
 

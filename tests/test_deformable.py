@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from MRISuperResLib import cli
 from MRISuperResLib.degradation import box_downsample
 from MRISuperResLib.geometry import resampled_grid
-from MRISuperResLib.volume import Grid, Volume
 from MRISuperResLib.training.augment import ElasticSettings, random_displacement, warp
 from MRISuperResLib.training.deformable import register_deformable
 from MRISuperResLib.training.registration import load_transform, transform_points
+from MRISuperResLib.volume import Grid, Volume
 from MRISuperResLib.volume_io import read_volume, write_volume
 
 torch.set_num_threads(1)
@@ -41,7 +40,7 @@ def residual_mm(transform: sitk.Transform, fixed, field, points_ijk: np.ndarray)
     to_lps = grid.direction @ np.diag(grid.spacing)
     moved = transform_points(transform, grid.physical_points(points_ijk))
     moved_ijk = np.linalg.solve(to_lps, (moved - np.asarray(grid.origin)).T).T
-    box = lambda ijk: (ijk + 0.5) * np.asarray(grid.spacing)  # noqa: E731 - mm from the grid's corner
+    box = lambda ijk: (ijk + 0.5) * np.asarray(grid.spacing)
     return np.linalg.norm(box(moved_ijk) + field(box(moved_ijk)) - box(points_ijk), axis=-1)
 
 

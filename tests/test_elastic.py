@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from MRISuperResLib.degradation import box_downsample
+from MRISuperResLib.degradation import DegradationSpec, box_downsample
 from MRISuperResLib.geometry import resampled_grid
 from MRISuperResLib.training.augment import ElasticSettings, random_displacement, warp
 from MRISuperResLib.training.config import ConfigError, config_from_dict
 from MRISuperResLib.training.data import Subject, refresh_subject
-from MRISuperResLib.degradation import DegradationSpec
 from MRISuperResLib.volume import Grid
 
 torch.set_num_threads(1)

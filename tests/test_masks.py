@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from MRISuperResLib.errors import InputError
 from MRISuperResLib.masks import brain_mask, dilate, erode, head_mask, otsu_thresholds
 from MRISuperResLib.volume import Grid, Volume
@@ -17,7 +16,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def synthetic_head(spacing: float = 2.0) -> tuple[Volume, np.ndarray]:
     """A T1w-like head: white matter in grey matter with dark sulci, CSF, dark skull, bright scalp, noise."""
-    n = int(round(200 / spacing))
+    n = round(200 / spacing)
     axes = [(np.arange(n) - n / 2 + 0.5) * spacing for _ in range(3)]
     x, y, z = np.meshgrid(*axes, indexing="ij")
     radius = np.sqrt((x / 70) ** 2 + (y / 85) ** 2 + (z / 65) ** 2)  # brain surface at 1

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from MRISuperResLib import cli
 from MRISuperResLib.n4 import SEED_002, N4Settings, n4_correct, parse_iterations
 from MRISuperResLib.training.config import ConfigError, config_from_dict
@@ -62,7 +61,7 @@ def digest(path: Path) -> str:
 
 
 def test_n4_verb_writes_corrected_volume_and_field_and_never_the_input(biased, tmp_path, capsys):
-    _, volume, bias = biased
+    _, volume, _ = biased
     source = write_volume(volume, tmp_path / "t1.nii.gz")
     before = digest(source)
     code = cli.main(["n4", str(source), "-o", str(tmp_path / "t1_n4.nrrd"), "--field", str(tmp_path / "bias.nii.gz"),

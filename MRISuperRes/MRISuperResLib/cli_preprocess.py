@@ -162,7 +162,12 @@ def run_mask(args: argparse.Namespace) -> int:
 
 
 def _check_outputs(args: argparse.Namespace, targets: dict[str, Path], other_inputs: list[Path]) -> dict[str, Path]:
-    from .output_paths import check_output_plan, check_no_collisions, planned_files, written_path
+    from .output_paths import (
+        check_no_collisions,
+        check_output_plan,
+        planned_files,
+        written_path,
+    )
 
     check_output_plan([(Path(args.input), targets)], overwrite=args.overwrite, sidecar=False)
     check_no_collisions({role: planned_files(path, sidecar=False) for role, path in targets.items()},

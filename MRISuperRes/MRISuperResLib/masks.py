@@ -99,7 +99,7 @@ def _on_working_grid(volume: Volume, working_mm: float, find: Callable[[np.ndarr
     _check_volume(volume)
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array.astype(np.float32).transpose(2, 1, 0)))
     image.SetSpacing(tuple(float(s) for s in volume.spacing))
-    factors = [max(1, int(round(working_mm / s))) if working_mm > 0 else 1 for s in volume.spacing]
+    factors = [max(1, round(working_mm / s)) if working_mm > 0 else 1 for s in volume.spacing]
     factors = [min(f, max(1, n // 16)) for f, n in zip(factors, volume.shape)]
     small = sitk.BinShrink(image, factors) if max(factors) > 1 else image
     mask = find(sitk.GetArrayFromImage(small).transpose(2, 1, 0), tuple(float(s) for s in small.GetSpacing()))

@@ -92,7 +92,7 @@ class N4Settings:
         if value is True:
             return cls()
         if not isinstance(value, dict):
-            raise ValueError(f"n4 must be true, false or a mapping of settings, got {type(value).__name__}")
+            raise TypeError(f"n4 must be true, false or a mapping of settings, got {type(value).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(value) - set(names))
         if unknown:

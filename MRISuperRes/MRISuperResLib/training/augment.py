@@ -172,7 +172,7 @@ class ElasticSettings:
         if not value:
             return None
         if not isinstance(value, dict):
-            raise ValueError(f"augment.elastic must be a mapping, got {type(value).__name__}")
+            raise TypeError(f"augment.elastic must be a mapping, got {type(value).__name__}")
         names = {"probability", "kind", "max_displacement_mm", "control_spacing_mm"}
         unknown = sorted(set(value) - names)
         if unknown:

@@ -24,7 +24,15 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..volume import Volume
-from .registration import _evaluate, _float_image, _itk_reason, _mask_image, _metric_method, _sampling_per_level, _Settings
+from .registration import (
+    _evaluate,
+    _float_image,
+    _itk_reason,
+    _mask_image,
+    _metric_method,
+    _sampling_per_level,
+    _Settings,
+)
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def register_deformable(
                          tuple(shrink_factors), tuple(smoothing_sigmas), iterations,
                          _mask_image(mask, fixed, "mask"), None)
     extent = np.asarray(fixed.shape) * np.asarray(fixed.spacing)
-    mesh = tuple(max(1, int(round(e / mesh_mm))) for e in extent)
+    mesh = tuple(max(1, round(e / mesh_mm)) for e in extent)
     bspline = sitk.BSplineTransformInitializer(fixed_image, list(mesh), 3)
     method = _metric_method(settings, slice(None))
     method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations,
