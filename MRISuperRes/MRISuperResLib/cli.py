@@ -46,6 +46,8 @@ EXAMPLES = """examples:
   mrisuperres simulate t1_1mm.nii.gz t1_2mm.nii.gz --scale 2 --kind kspace --noise 0.02
   mrisuperres train --config configs/edsr3d_x2_small.yaml        (add --resume after a stop)
   mrisuperres evaluate t1_1mm.nii.gz --model my_model.safetensors --scale 2
+  mrisuperres n4 t1.nii.gz -o t1_n4.nii.gz --two-pass       (bias-field correction)
+  mrisuperres mask t1.nii.gz -o t1_brain_mask.nii.gz        (brain mask, no trained weights)
 """
 
 
@@ -156,9 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # registration needs SimpleITK only; absent only in a partial checkout
         pass
 
-    from . import report
+    from . import cli_preprocess, report
 
     report.add_parser(commands)
+    cli_preprocess.add_parsers(commands)
 
     listing = commands.add_parser("models", help="list shipped models",
                                   description="List the shipped models with their scales, size and description.")
@@ -482,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers = {"enhance": _run_enhance, "demo": _run_demo, "models": _run_models,
                     "train": cli_train.run_train, "simulate": cli_train.run_simulate,
                     "evaluate": cli_train.run_evaluate, "report": _run_report}
+        from .cli_preprocess import HANDLERS as preprocess_handlers
+
+        handlers.update(preprocess_handlers)
         if args.command == "register":
             from . import cli_register
 

@@ -1,7 +1,8 @@
 """``mrisuperres register``: align a real low-resolution scan with its high-resolution partner.
 
 Registers MOVING (e.g. the low-resolution scan) onto FIXED (the high-resolution scan) by mutual information
-(rigid, then affine; see :mod:`MRISuperResLib.training.registration`), writes MOVING resampled into FIXED's frame
+(rigid, then affine; see :mod:`MRISuperResLib.training.registration`; with ``--deformable`` a B-spline
+deformation follows, :mod:`MRISuperResLib.training.deformable`), writes MOVING resampled into FIXED's frame
 and saves the transform (ITK convention: fixed -> moving points; Slicer loads it as is). Nothing is written when
 the pair cannot be registered. Wired into :mod:`MRISuperResLib.cli` by :func:`add_parser` and :func:`run`.
 """
@@ -26,6 +27,7 @@ EXAMPLES = """examples:
   mrisuperres register t1_1mm.nii.gz t2_thick.nii.gz t2_in_t1.nii.gz
   mrisuperres register hr.nii.gz lr.nii.gz lr_aligned.nii.gz --grid coarse:2 --transform lr_to_hr.tfm
   mrisuperres register hr.nrrd lr.nrrd lr_aligned.nrrd --grid moving --rigid-only --json
+  mrisuperres register t1_7T.nii.gz t1_3T.nii.gz t1_3T_in_7T.nii.gz --deformable --transform 3T_to_7T.h5
 """
 
 
@@ -46,6 +48,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--transform", metavar="FILE",
                         help="where to save the transform (.tfm, .txt, .h5, .mat) [OUTPUT name + .tfm]")
     parser.add_argument("--rigid-only", action="store_true", help="stop after the rigid stage (6 parameters)")
+    parser.add_argument("--deformable", action="store_true",
+                        help="after the affine stage, add a cubic B-spline deformation (seed 002 registers with "
+                        "ANTs' affine + deformable default); the transform is then a composite (.h5 or .tfm)")
+    parser.add_argument("--mesh-mm", type=float, default=40.0,
+                        help="with --deformable: spacing of the B-spline control points in mm [40]")
     parser.add_argument("--grid", default="fixed",
                         help="output grid: 'fixed' (FIXED's grid), 'moving' (MOVING's own voxel size and shape, "
                         "placed in FIXED's frame: voxel values kept for a rigid transform) or 'coarse:S' (S times "
@@ -89,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     check_no_collisions({f"the output {output}": [output], f"the transform {transform_path}": [transform_path]},
                         inputs=[args.fixed, args.moving])
     grid_choice = _parse_grid(args.grid)
+    if args.deformable and (args.rigid_only or grid_choice[0] == "moving"):
+        raise MRISuperResError("--deformable needs the affine stage and a fixed or coarse grid; leave out "
+                               "--rigid-only and --grid moving")
 
     fixed = read_volume(args.fixed)
     moving = read_volume(args.moving)
@@ -97,12 +107,21 @@ def run(args: argparse.Namespace) -> int:
               " ...", file=sys.stderr)
     start = time.perf_counter()
     result = register(fixed, moving, affine=not args.rigid_only, seed=args.seed)
+    transform, metric, deformable = result.transform, result.metric, None
+    if args.deformable:
+        from .training.deformable import register_deformable
+
+        if not args.json:
+            print(f"affine: Mattes mutual information {result.metric:.4f}; B-spline deformation (control points "
+                  f"every {args.mesh_mm:g} mm) ...", file=sys.stderr)
+        deformable = register_deformable(fixed, moving, result.transform, mesh_mm=args.mesh_mm, seed=args.seed)
+        transform, metric = deformable.transform, deformable.metric_after
     seconds = time.perf_counter() - start
-    grid = _output_grid(grid_choice, fixed, moving, result.transform)
-    aligned = resample_into(moving, result.transform, grid, args.interpolator)
+    grid = _output_grid(grid_choice, fixed, moving, transform)
+    aligned = resample_into(moving, transform, grid, args.interpolator)
     provenance = {"software": "MRISuperRes", "engine_version": __version__, "role": "registered",
                   "source": Path(args.moving).name, "fixed": Path(args.fixed).name,
-                  "transform": transform_path.name, "mattes_mi": f"{result.metric:.4f}"}
+                  "transform": transform_path.name, "mattes_mi": f"{metric:.4f}"}
     aligned = aligned.with_array(aligned.array, metadata={f"{KEY_PREFIX}{k}": v for k, v in provenance.items()})
 
     # Volume and transform appear together or not at all (one staging folder per target folder).
@@ -111,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                   for folder in {output.parent, transform_path.parent}}
         stage_volume(aligned, staged[output.parent], output.name,
                      description=f"MRISuperRes: {Path(args.moving).name} registered onto {Path(args.fixed).name}")
-        stage_transform(result.transform, staged[transform_path.parent], transform_path.name)
+        stage_transform(transform, staged[transform_path.parent], transform_path.name)
         commit_staged(staged, args.overwrite)
 
     summary = {
@@ -123,12 +142,15 @@ def run(args: argparse.Namespace) -> int:
                  "direction": grid.direction.tolist()},
         "seconds": round(seconds, 2),
         **result.summary(),
+        **({"metric": metric, "deformable": deformable.summary()} if deformable is not None else {}),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         stages = ", ".join(f"{name} {value:.3f}" for name, value in result.stage_metrics.items())
-        print(f"{args.moving} -> {output}  (Mattes mutual information {result.metric:.3f} [{stages}], "
+        if deformable is not None:
+            stages += f", deformable {deformable.metric_after:.3f}"
+        print(f"{args.moving} -> {output}  (Mattes mutual information {metric:.3f} [{stages}], "
               f"{seconds:.1f} s)\ntransform (fixed -> moving) -> {transform_path}")
     return 0
 

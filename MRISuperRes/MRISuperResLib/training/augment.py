@@ -8,6 +8,9 @@ Volume-level (:func:`gmm_contrast`): the Gaussian-mixture contrast augmentation 
 Meyer et al.): fit three Gaussians (CSF, grey and white matter) to the foreground intensities, perturb their
 means and standard deviations, and move every voxel so that its distance to its class mean, in class standard
 deviations, is kept. Responsibilities are soft, which avoids the artefact the thesis reports between classes.
+
+Volume-level, spatial (:func:`random_displacement`, :func:`warp`): elastic and grid distortions (seed 002 section
+1.3.2, albumentations in seed 000) defined in physical space, so both members of a pair are deformed identically.
 """
 
 from __future__ import annotations
@@ -144,3 +147,149 @@ def gmm_contrast(
     result = array.astype(np.float32).copy()
     result[mask] = (resp * moved).sum(axis=1).astype(np.float32)
     return result
+
+
+@dataclass(frozen=True)
+class ElasticSettings:
+    """Random spatial distortion of a whole training subject (the config's ``augment.elastic`` mapping).
+
+    Seed 002 (section 1.3.2) proposes grid distortions and elastic transforms "to account for the variety of brain
+    shapes" (after albumentations, also named in seed 000). Here both are smooth displacement fields defined in
+    physical space over the subject's extent, so the high-resolution volume and a real low-resolution partner (two
+    grids over the same extent) get the identical deformation; a simulated input is simulated from the deformed
+    high-resolution volume, so it matches it exactly.
+
+    Attributes:
+        probability: chance of a new distortion at each re-simulation (0: off).
+        kind: ``"elastic"``: a random low-order Fourier series per displacement component (a smooth field whose
+            shortest wavelength is ``2 * control_spacing_mm``); ``"grid"``: albumentations' grid distortion in
+            3D, the extent cut into cells of about ``control_spacing_mm`` along each axis and each cell stretched
+            or squeezed independently per axis (piecewise linear, never folding).
+        max_displacement_mm: largest displacement of any point (mm).
+        control_spacing_mm: size of the deformation's features (mm).
+    """
+
+    probability: float = 0.0
+    kind: str = "elastic"
+    max_displacement_mm: float = 4.0
+    control_spacing_mm: float = 40.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"elastic probability must be in [0, 1], got {self.probability}")
+        if self.kind not in ("elastic", "grid"):
+            raise ValueError(f"elastic kind must be 'elastic' or 'grid', got {self.kind!r}")
+        if not self.max_displacement_mm >= 0 or not self.control_spacing_mm > 0:
+            raise ValueError("elastic max_displacement_mm must be >= 0 and control_spacing_mm > 0")
+
+    @classmethod
+    def from_config(cls, value: dict[str, float | str] | None) -> ElasticSettings | None:
+        """Settings from ``augment.elastic`` (``null`` or ``{}``: off); unknown keys raise ``ValueError``."""
+        if not value:
+            return None
+        if not isinstance(value, dict):
+            raise TypeError(f"augment.elastic must be a mapping, got {type(value).__name__}")
+        names = {"probability", "kind", "max_displacement_mm", "control_spacing_mm"}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ValueError(f"unknown augment.elastic key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        settings = cls(**value)  # type: ignore[arg-type]
+        return settings if settings.probability > 0 else None
+
+
+#: Spacing (mm) of the lattice that holds a displacement field; between its nodes the field is trilinear.
+LATTICE_MM = 4.0
+
+
+class Displacement:
+    """A smooth displacement field ``u(x)`` (mm) over a box of ``extent_mm`` (``i, j, k``) starting at 0.
+
+    Held as its values on a lattice of nodes every ~:data:`LATTICE_MM` mm spanning the box, and trilinear between
+    them: a function of the physical point, not of a voxel grid, so every grid over the box samples the same
+    deformation. Build one with :func:`random_displacement`; warp arrays with :func:`warp`.
+
+    Attributes:
+        extent: box size (mm) along ``i, j, k``.
+        lattice: ``(Li, Lj, Lk, 3)`` displacements (mm) at nodes ``linspace(0, extent, L)`` per axis.
+    """
+
+    def __init__(self, extent_mm: Sequence[float], lattice: np.ndarray) -> None:
+        self.extent = np.asarray(extent_mm, dtype=np.float64)
+        self.lattice = np.asarray(lattice, dtype=np.float32)
+
+    def on_grid(self, axes_mm: Sequence[np.ndarray]) -> torch.Tensor:
+        """Displacements (mm), tensor ``(3, I, J, K)``, at the product grid of ``axes_mm`` (mm from the corner)."""
+        normalised = [torch.from_numpy((2.0 * np.asarray(x) / e - 1.0).astype(np.float32))
+                      for x, e in zip(axes_mm, self.extent)]
+        mesh = torch.meshgrid(*normalised, indexing="ij")
+        grid = torch.stack(mesh[::-1], dim=-1)[None]  # grid_sample wants (x=k, y=j, z=i)
+        nodes = torch.from_numpy(np.ascontiguousarray(self.lattice.transpose(3, 0, 1, 2)))[None]
+        values = torch.nn.functional.grid_sample(nodes, grid, mode="bilinear", padding_mode="border",
+                                                 align_corners=True)
+        return values[0]
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """Displacements (mm) at scattered ``points`` of shape ``(..., 3)`` (mm from the box's corner)."""
+        points = np.asarray(points, dtype=np.float64)
+        flat = points.reshape(-1, 3)
+        normalised = torch.from_numpy((2.0 * flat / self.extent - 1.0)[:, ::-1].astype(np.float32).copy())
+        nodes = torch.from_numpy(np.ascontiguousarray(self.lattice.transpose(3, 0, 1, 2)))[None]
+        values = torch.nn.functional.grid_sample(nodes, normalised[None, :, None, None], mode="bilinear",
+                                                 padding_mode="border", align_corners=True)
+        return values[0, :, :, 0, 0].T.numpy().astype(np.float64).reshape(points.shape)
+
+
+def random_displacement(extent_mm: Sequence[float], settings: ElasticSettings, rng: np.random.Generator) -> Displacement:
+    """Draw a :class:`Displacement` over a box of ``extent_mm`` (see :class:`ElasticSettings`).
+
+    ``"elastic"``: each component is ``Re(sum_f c_f exp(i pi f . t))`` over integer frequencies ``f`` in
+    ``[0, cells]^3`` (``t = x / extent``, ``cells`` = extent / control spacing), complex normal ``c_f`` weighted by
+    ``1 / |f|`` and no constant term, scaled to ``max_displacement_mm`` at its largest. ``"grid"``: per axis, the
+    cells' widths scaled by random factors and renormalised to the extent (a piecewise-linear, monotone map).
+    """
+    extent = np.asarray(extent_mm, dtype=np.float64)
+    cells = np.maximum(1, np.round(extent / settings.control_spacing_mm)).astype(int)
+    spacing = min(LATTICE_MM, settings.control_spacing_mm / 4)
+    axes_t = [np.linspace(0.0, 1.0, int(np.ceil(e / spacing)) + 1) for e in extent]
+    shape = tuple(len(t) for t in axes_t)
+    if settings.kind == "grid":
+        lattice = np.zeros((*shape, 3))
+        for axis in range(3):
+            knots = np.linspace(0.0, 1.0, cells[axis] + 1)
+            # Widths scaled by up to +-limit: every point stays within about max_displacement_mm, every width > 0.
+            limit = min(0.5, settings.max_displacement_mm / max(extent[axis], 1e-9) * cells[axis])
+            widths = np.diff(knots) * (1.0 + rng.uniform(-limit, limit, cells[axis]))
+            moved = np.concatenate([[0.0], np.cumsum(widths) / widths.sum()])
+            along = (np.interp(axes_t[axis], knots, moved) - axes_t[axis]) * extent[axis]
+            lattice[..., axis] = np.expand_dims(along, [a for a in range(3) if a != axis])
+        return Displacement(extent, lattice)
+    size = (*(cells + 1), 3)
+    coefficients = rng.normal(size=size) + 1j * rng.normal(size=size)
+    frequency = np.sqrt(sum(np.meshgrid(*[np.arange(n) ** 2 for n in size[:3]], indexing="ij")))
+    coefficients *= (frequency > 0)[..., None] / np.maximum(frequency, 1.0)[..., None]
+    waves = [np.exp(1j * np.pi * np.outer(t, np.arange(n))) for t, n in zip(axes_t, size[:3])]
+    lattice = np.einsum("if,jg,kh,fghd->ijkd", *waves, coefficients, optimize=True).real
+    peak = float(np.linalg.norm(lattice, axis=-1).max())
+    return Displacement(extent, lattice * (settings.max_displacement_mm / peak if peak > 0 else 0.0))
+
+
+def warp(array: np.ndarray, spacing: Sequence[float], field: Displacement, order: int = 1) -> np.ndarray:
+    """``array`` deformed by ``field``: output voxel at ``x`` takes the value at ``x + u(x)`` (float32, same shape).
+
+    ``array`` is a cell-centred grid over the field's box (voxel ``n`` centred at ``(n + 1/2) * spacing`` mm), so
+    a coarse and a fine grid over the same box get the same deformation. Linear interpolation (``order`` 1) or
+    nearest neighbour (0, for masks); points pushed outside take the nearest border value.
+    """
+    shape = array.shape
+    extent = np.asarray(shape) * np.asarray(spacing, dtype=np.float64)
+    axes = [(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing)]
+    displacement = field.on_grid(axes)  # (3, I, J, K) mm
+    # grid_sample's normalised coordinates with align_corners=False: -1 and 1 are the outer edges of the grid.
+    base = [torch.from_numpy((2.0 * x / e - 1.0).astype(np.float32)) for x, e in zip(axes, extent)]
+    mesh = torch.meshgrid(*base, indexing="ij")
+    scale = torch.from_numpy((2.0 / extent).astype(np.float32))
+    grid = torch.stack([mesh[a] + displacement[a] * scale[a] for a in (2, 1, 0)], dim=-1)[None]
+    source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    mode = "bilinear" if order == 1 else "nearest"
+    out = torch.nn.functional.grid_sample(source, grid, mode=mode, padding_mode="border", align_corners=False)
+    return out[0, 0].numpy()

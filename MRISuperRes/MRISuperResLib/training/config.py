@@ -55,7 +55,8 @@ class DataSection:
             ``validation_pairs`` are given, ``validation_fraction`` of the ``train`` subjects.
         validation_fraction: share of subjects held out when ``validation`` is empty (at least one).
         pairs: real pairs ``{high: path, low: path, register: true, mask: path, exclude_slices: ...}``; the
-            low-resolution member is registered onto the high-resolution one and resampled onto the coarse grid
+            low-resolution member is registered onto the high-resolution one (``register``: ``true``/``affine``,
+            ``deformable`` for a B-spline stage after the affine one, ``false``) and resampled onto the coarse grid
             over its extent.
         validation_pairs: real pairs held out for validation, same form as ``pairs`` and registered the same way;
             their baseline is the registered input itself upsampled onto the target grid (at scale 1: the input
@@ -79,7 +80,12 @@ class DataSection:
         batch_size: patches per step (per process with DDP).
         foreground_fraction: share of patches centred inside the foreground mask.
         resimulate_every: steps between fresh simulations (new noise levels, bias fields, contrast augmentation).
-        n4: run N4 bias-field correction on the high-resolution volumes first.
+        n4: N4 bias-field correction of the volumes first: ``false``, ``true`` (default settings) or a mapping of
+            ``MRISuperResLib.n4.N4Settings`` (``shrink``, ``iterations``, ``convergence``, ``fwhm``,
+            ``wiener_noise``, ``control_points``, ``mask``, ``two_pass``, ``second_mask``).
+        foreground: the mask of a volume without one in ``masks``: ``threshold`` (robust percentile threshold and
+            morphology), ``head`` or ``brain`` (``MRISuperResLib.masks``: skull stripping without trained weights);
+            patches are centred in it, crops and masked validation metrics follow it.
         crop_foreground: crop empty background around the head before training.
         validation_crop: validate on a central low-resolution crop of this size (``null``: the whole volume).
         scale_range: arbitrary-scale families only: ``[low, high]``, a scale drawn uniformly per step (any real
@@ -108,7 +114,8 @@ class DataSection:
     batch_size: int = 4
     foreground_fraction: float = 0.9
     resimulate_every: int = 250
-    n4: bool = False
+    n4: bool | dict[str, Any] = False
+    foreground: str = "threshold"
     crop_foreground: bool = True
     validation_crop: list[int] | None = None
     scale_range: list[float] | None = None
@@ -129,6 +136,9 @@ class AugmentSection:
         noise: ``[low, high]`` standard deviation of extra Gaussian noise on the low-resolution patch.
         gmm_contrast: probability of the Gaussian-mixture contrast augmentation (seed 002, section 1.3.1) at
             each re-simulation.
+        elastic: elastic or grid distortion of whole subjects, the same deformation for both members of a pair
+            (``{probability, kind: elastic|grid, max_displacement_mm, control_spacing_mm}``, see
+            ``training.augment.ElasticSettings``; ``null``: off).
     """
 
     flips: bool = True
@@ -137,6 +147,7 @@ class AugmentSection:
     intensity_shift: list[float] = field(default_factory=lambda: [-0.05, 0.05])
     noise: list[float] = field(default_factory=lambda: [0.0, 0.0])
     gmm_contrast: float = 0.0
+    elastic: dict[str, Any] | None = None
 
 
 @dataclass
@@ -334,6 +345,19 @@ def _check(config: TrainConfig) -> None:
         NormalizationSettings.from_dict(config.data.normalization)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"data.normalization: {error}") from None
+    from ..n4 import N4Settings
+    from .augment import ElasticSettings
+
+    try:
+        N4Settings.from_config(config.data.n4)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"data.n4: {error}") from None
+    if config.data.foreground not in ("threshold", "head", "brain"):
+        raise ConfigError(f"data.foreground {config.data.foreground!r} is not threshold, head or brain")
+    try:
+        ElasticSettings.from_config(config.augment.elastic)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"augment.elastic: {error}") from None
     if config.optim.name not in ("adam", "adamw"):
         raise ConfigError(f"optim.name {config.optim.name!r} is not adam or adamw")
     if config.optim.schedule not in ("none", "plateau", "step", "exponential", "cosine"):

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ from ..normalization import (
 )
 from ..volume import Grid, Volume
 from ..volume_io import read_volume
-from .augment import PatchBatch, gmm_contrast
+from .augment import ElasticSettings, PatchBatch, gmm_contrast, random_displacement, warp
 from .exclusion import SliceExclusion, excluded_voxels, fill_excluded
 
 log = logging.getLogger(__name__)
@@ -108,34 +109,48 @@ def load_subject(
     *,
     normalization: NormalizationSettings,
     crop_foreground: bool,
-    n4: bool,
+    n4: bool | dict[str, Any] | None,
     low_path: Path | None = None,
-    register_low: bool = True,
+    register_low: bool | str = True,
     mask_path: Path | None = None,
     exclusions: Sequence[SliceExclusion] = (),
+    foreground: str = "threshold",
 ) -> Subject:
     """Read, check, optionally N4-correct and crop one subject; register its real low-resolution partner.
 
     The foreground comes from ``mask_path`` (a mask drawn on this scan, non-zero inside) or from a threshold.
     Voxels named by ``exclusions`` are first filled from their nearest kept neighbours (everything after depends on
     the kept voxels only) and left out of the foreground and, later, of the targets (:mod:`.exclusion`).
+    ``n4`` is the config's ``data.n4`` (``true``, or a mapping of :class:`~MRISuperResLib.n4.N4Settings`); N4
+    corrects both members of a real pair, the high-resolution one inside ``mask_path`` when given.
+    ``foreground`` is the config's ``data.foreground``: ``"threshold"`` (:func:`.preprocess.foreground_mask`),
+    ``"head"`` or ``"brain"`` (:mod:`MRISuperResLib.masks`), used when no ``mask_path`` is given.
     """
-    from .preprocess import (
-        crop_to_foreground,
-        foreground_mask,
-        mask_on_grid,
-        n4_correct,
-    )
+    from ..n4 import N4Settings, n4_correct
+    from .preprocess import crop_to_foreground, foreground_mask, mask_on_grid
 
     volume = read_volume(path)
     volume = volume.with_array(volume.array.astype(np.float32))
     excluded = excluded_voxels(exclusions, volume, path.name)
     volume = volume.with_array(fill_excluded(volume.array, excluded))
-    mask = mask_on_grid(read_volume(mask_path), volume.grid) if mask_path is not None else foreground_mask(volume)
+    if mask_path is not None:
+        mask = mask_on_grid(read_volume(mask_path), volume.grid)
+    elif foreground == "threshold":
+        mask = foreground_mask(volume)
+    else:
+        from ..masks import mask_of_kind
+
+        mask = mask_of_kind(volume, foreground)
     if excluded is not None:
         mask = mask.astype(bool) & ~excluded
-    if n4:
-        volume = n4_correct(volume, mask=mask)
+    n4_settings = N4Settings.from_config(n4) if not isinstance(n4, N4Settings) else n4
+    if n4_settings is not None:
+        n4_mask = mask if mask_path is not None else None
+        if excluded is not None and n4_mask is None:
+            from ..n4 import pass_mask
+
+            n4_mask = pass_mask(volume, n4_settings.mask) & ~excluded
+        volume = n4_correct(volume, n4_settings, mask=n4_mask).corrected
     if crop_foreground:
         volume, region = crop_to_foreground(volume, mask, multiple=scale)
         mask = mask[region]
@@ -153,7 +168,10 @@ def load_subject(
     mask_low = _downsample_mask(mask, scale)
     real_low = None
     if low_path is not None:
-        real_low = _registered_low(read_volume(low_path), Volume(high, high_grid), low_grid, register_low)
+        low_volume = read_volume(low_path)
+        if n4_settings is not None:
+            low_volume = n4_correct(low_volume, n4_settings).corrected
+        real_low = _registered_low(low_volume, Volume(high, high_grid), low_grid, register_low)
     return Subject(
         name=path.name,
         high_source=normalizer.normalize(high, clip=False).astype(np.float16),
@@ -172,11 +190,19 @@ def _downsample_mask(mask: np.ndarray, scale: Sequence[int]) -> np.ndarray:
     return blocks.mean(axis=(1, 3, 5)) >= 0.5
 
 
-def _registered_low(low: Volume, high: Volume, low_grid: Grid, register_low: bool) -> np.ndarray:
+def _registered_low(low: Volume, high: Volume, low_grid: Grid, register_low: bool | str) -> np.ndarray:
+    """``low`` registered onto ``high`` (``register_low``: ``true``/``"affine"``, ``"deformable"`` for a B-spline
+    stage after the affine one, ``false`` for none) and resampled onto ``low_grid``."""
     from .registration import register, resample_into
 
+    if register_low not in (True, False, "affine", "deformable"):
+        raise InputError(f"data.pairs register must be true, false, affine or deformable, got {register_low!r}")
     if register_low:
         transform = register(high, low).transform
+        if register_low == "deformable":
+            from .deformable import register_deformable
+
+            transform = register_deformable(high, low, transform).transform
     else:
         import SimpleITK as sitk
 
@@ -192,6 +218,7 @@ def refresh_subject(
     gmm_probability: float = 0.0,
     acquisition: AcquisitionRanges | None = None,
     mark_excluded: bool = True,
+    elastic: ElasticSettings | None = None,
 ) -> None:
     """Draw a new low-resolution input (simulated, or the real partner) and its baseline and target.
 
@@ -199,10 +226,22 @@ def refresh_subject(
     (:mod:`..acquisition`); the target is the (contrast-remapped, when drawn) high-resolution volume. With
     ``mark_excluded`` the target is NaN at the subject's excluded voxels (training: see
     :func:`.exclusion.fill_from_estimate`); validation keeps the filled values and masks the metrics instead.
+    With ``elastic``, the high-resolution volume is deformed first (a simulated input is then simulated from it)
+    and a real partner, like the excluded voxels, gets the identical deformation on its own grid.
     """
     high = subject.high_source.astype(np.float32)
+    low_real = subject.real_low
+    excluded = subject.excluded_high
     if gmm_probability > 0 and rng.random() < gmm_probability:
         high = gmm_contrast(high, subject.mask_high, rng)
+    if elastic is not None and rng.random() < elastic.probability:
+        extent = np.asarray(subject.high_grid.shape) * np.asarray(subject.high_grid.spacing)
+        field = random_displacement(extent, elastic, rng)
+        high = warp(high, subject.high_grid.spacing, field)
+        if low_real is not None:
+            low_real = warp(low_real, subject.low_grid.spacing, field)
+        if excluded is not None:
+            excluded = warp(excluded.astype(np.float32), subject.high_grid.spacing, field) > 0
     if subject.real_low is None and acquisition is not None:
         factors = [h / l for h, l in zip(subject.high_grid.shape, subject.low_grid.shape)]
         drawn = acquisition.draw(rng, factors)
@@ -212,7 +251,7 @@ def refresh_subject(
     elif subject.real_low is None:
         low = simulate(high, subject.low_grid.shape, spec, rng)
     else:
-        low = subject.real_low
+        low = low_real
     low_map, network_input = normalize_network_input(low, normalization)
     if subject.real_low is None:
         target = low_map.normalize(high, clip=False)
@@ -225,8 +264,8 @@ def refresh_subject(
                                     factors)[0, 0].numpy()
     subject.low = network_input.astype(np.float16)
     subject.baseline = baseline.astype(np.float16)
-    if mark_excluded and subject.excluded_high is not None:
-        target = np.where(subject.excluded_high, np.float32(np.nan), target)
+    if mark_excluded and excluded is not None:
+        target = np.where(excluded, np.float32(np.nan), target)
     subject.target = target.astype(np.float16)
 
 

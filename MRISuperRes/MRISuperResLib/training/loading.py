@@ -45,7 +45,7 @@ class LoadedData:
 class _Item:
     high: Path
     low: Path | None = None
-    register: bool = True
+    register: bool | str = True
     mask: Path | None = None
     exclusions: tuple[SliceExclusion, ...] = ()
     validation: bool = False
@@ -61,7 +61,7 @@ def _pair_items(config: TrainConfig, pairs: list[dict[str, Any]], key: str, vali
         high = config.resolve(pair["high"])
         rules = (parse_exclusion(pair["exclude_slices"], config.resolve, f"data.{key} exclude_slices")
                  if pair.get("exclude_slices") is not None else exclusions.get(high.name, []))
-        items.append(_Item(high, config.resolve(pair["low"]), bool(pair.get("register", True)),
+        items.append(_Item(high, config.resolve(pair["low"]), pair.get("register", True),
                            config.resolve(pair["mask"]) if pair.get("mask") else None, tuple(rules), validation))
     return items
 
@@ -117,7 +117,7 @@ def load_training_data(
     """
     data = config.data
     items = plan_items(config)
-    pairs = sum(item.low is not None and item.register for item in items)
+    pairs = sum(item.low is not None and bool(item.register) for item in items)
     log(f"loading {len(items)} volume(s)" + (f", registering {pairs} real pair(s)" if pairs else ""))
     started = time.time()
     bar = None
@@ -126,7 +126,8 @@ def load_training_data(
 
         bar = tqdm(total=len(items), desc="loading data", unit="volume", file=sys.stderr, disable=None,
                    dynamic_ncols=True)
-    common = {"normalization": normalization, "crop_foreground": data.crop_foreground, "n4": data.n4}
+    common = {"normalization": normalization, "crop_foreground": data.crop_foreground, "n4": data.n4,
+              "foreground": data.foreground}
     loaded = LoadedData([], [])
     for item in items:
         if bar is not None:

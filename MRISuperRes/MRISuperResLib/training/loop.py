@@ -42,7 +42,7 @@ from ..inference import run_tiled
 from ..metrics import psnr, ssim
 from ..normalization import NormalizationSettings
 from .adversarial import CriticTrainer
-from .augment import PatchBatch, augment_batch
+from .augment import ElasticSettings, PatchBatch, augment_batch
 from .config import ConfigError, TrainConfig
 from .data import (
     Subject,
@@ -276,7 +276,8 @@ class Trainer:
             return
         for number, subject in enumerate(self.train_subjects):
             refresh_subject(subject, self.spec, refresh_rng(self.config.seed, index, number), self.normalization,
-                            self.config.augment.gmm_contrast, self.acquisition)
+                            self.config.augment.gmm_contrast, self.acquisition,
+                            elastic=ElasticSettings.from_config(self.config.augment.elastic))
 
     def _predict(self, network: nn.Module, batch: PatchBatch) -> torch.Tensor:
         low = batch.low.to(self.device.device)
