@@ -7,12 +7,15 @@ user would, on a synthetic brain-like input (``--size``^3 at 2 mm, float32 NIfTI
 splits the process's wall time into:
 
 * start-up: process start until the engine begins (imports, argument parsing, model file read) =
-  wall - (load + baseline + network + mask + consistency + write);
+  wall - (load + network + baseline wait + mask + consistency + write);
 * inside start-up, ``read`` and ``head mask`` (the input read and checked, its head mask computed and carried onto
   the fine grid): the command line does them while torch loads on another thread, so they are shown but not
   added; ``import wait`` is how long the run still waited for torch after them;
-* the stages the run reports in its ``timings_s`` after that (``load``, ``baseline``, ``inference`` = the network
-  with its tiling, ``mask`` = keeping the baseline outside the head, ``consistency``, ``write``).
+* the stages the run reports in its ``timings_s`` after that (``load``, ``inference`` = the network with its
+  tiling, ``baseline_wait`` = how long the run still waited after the network for the B-spline baseline, which is
+  made beside the network on an idle-priority thread together with its consistency score and file, ``mask`` =
+  keeping the baseline outside the head, ``consistency`` = the result's consistency map, ``write`` = what was left
+  of writing after that).
 
 It also times ``mrisuperres --help`` and ``mrisuperres models`` (start-up only) and the bare imports of torch and
 MONAI for reference. Each command runs ``--repeats`` times; the table shows the fastest run.
@@ -104,9 +107,10 @@ def main() -> None:
         wall, stdout = timed(command, args.repeats)
         summary = json.loads(stdout)
         timings = summary["timings_s"]
-        stages = {key: float(timings.get(key, 0.0)) for key in ("load", "baseline", "inference", "mask",
+        stages = {key: float(timings.get(key, 0.0)) for key in ("load", "inference", "baseline_wait", "mask",
                                                               "consistency", "write")}
         overlapped = {key: float(timings.get(key, 0.0)) for key in ("read", "head_mask", "import_wait")}
+        during_network = float(timings.get("baseline", 0.0))
         stages = {"start-up": wall - sum(stages.values()), **stages}
         sizes = {path.name: path.stat().st_size for path in (folder / "out").iterdir() if path.suffix == ".gz"}
     finally:
@@ -115,11 +119,14 @@ def main() -> None:
     print(f"\n`mrisuperres enhance` {args.size}^3 x2 with --companions ({summary['device']}): wall {wall:.2f} s\n")
     print("| stage | s | share of wall |\n|---|---|---|")
     for stage, seconds in stages.items():
-        label = {"inference": "network", "mask": "background mask"}.get(stage, stage)
+        label = {"inference": "network", "mask": "background mask", "baseline_wait": "baseline wait"}.get(stage, stage)
         print(f"| {label} | {seconds:.2f} | {100 * seconds / wall:.1f} % |")
         if stage == "start-up":
             for key, inner in overlapped.items():
                 print(f"| - of which {key.replace('_', ' ')} (while torch loads) | ({inner:.2f}) | |")
+        if stage == "inference":
+            print(f"| - B-spline baseline, its consistency and file (beside the network, idle priority) | "
+                  f"({during_network:.2f} for the B-spline) | |")
     print(f"| **total (process wall)** | {wall:.2f} | 100 % |")
     print(f"\ncompressed outputs: {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in sorted(sizes.items()))}")
 

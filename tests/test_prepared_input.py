@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from conftest import sample_smooth_function
-
-from MRISuperResLib.geometry import fine_mask, upsampled_grid
 from MRISuperResLib.prepared_input import prepare_input, wanted_mask, wants_dicom_source
 from MRISuperResLib.training.preprocess import foreground_mask
 from MRISuperResLib.volume import Grid, Volume
@@ -27,13 +25,13 @@ def smooth_volume(shape: tuple[int, int, int]) -> Volume:
     return Volume(values.reshape(shape).astype(np.float32), grid)
 
 
-def test_prepared_input_is_the_read_volume_and_its_fine_head_mask(tmp_path: Path) -> None:
+def test_prepared_input_is_the_read_volume_and_its_head_mask(tmp_path: Path) -> None:
     volume = smooth_volume((20, 22, 18))
     path = write_volume(volume, tmp_path / "in.nii.gz")
-    prepared = prepare_input(path, foreground=True, scale=(1.0, 1.0, 3.0))
+    prepared = prepare_input(path, foreground=True)
     np.testing.assert_array_equal(prepared.volume.array, volume.array)
-    expected = fine_mask(foreground_mask(prepared.volume), upsampled_grid(prepared.volume.grid, (1, 1, 3)).shape)
-    assert prepared.foreground is not None and prepared.foreground.shape == (20, 22, 54)
+    expected = foreground_mask(prepared.volume)
+    assert prepared.foreground is not None and prepared.foreground.shape == (20, 22, 18)
     assert 0 < prepared.foreground.mean() < 1
     np.testing.assert_array_equal(prepared.foreground, expected)
     assert set(prepared.timings or {}) == {"read", "head_mask"}
@@ -46,7 +44,7 @@ def test_reading_and_masking_an_input_never_imports_torch(tmp_path: Path) -> Non
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'MRISuperRes')!r}); "
             "from MRISuperResLib import cli, cohort_cli, model_zoo, output_paths; "
             "from MRISuperResLib.prepared_input import prepare_input; "
-            f"prepare_input({str(path)!r}, foreground=True, scale=(2.0, 2.0, 2.0)); "
+            f"prepare_input({str(path)!r}, foreground=True); "
             "model_zoo.resolve_model('default', (2.0, 2.0, 2.0)); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -284,6 +284,8 @@ def _run_enhance(args: argparse.Namespace) -> int:
     check_scale(entry, scale)
     # Torch (and the FFTs of the consistency map) load on a thread while this one reads the input and computes
     # its head mask, neither of which needs them.
+    if cohort is None and str(plans[0][0]).lower().endswith((".nii", ".nii.gz")):
+        import nibabel  # noqa: F401 - the input's header reader: importing it beside torch would slow both down
     torch_import = import_in_background("torch", "scipy.fft")
     prepared = None
     if cohort is None:
@@ -292,7 +294,7 @@ def _run_enhance(args: argparse.Namespace) -> int:
             prepared = prepare_input(
                 input_path, resample_uneven_slices=args.resample_uneven_slices,
                 dicom_source=wants_dicom_source(targets.values()),
-                foreground=wanted_mask(args.mask_background, entry.metadata), scale=scale)
+                foreground=wanted_mask(args.mask_background, entry.metadata))
         except BaseException:
             torch_import.join()
             raise

@@ -272,8 +272,8 @@ def enhance_volume(
         foreground: the input's head mask (boolean, on the input grid or already carried onto the fine grid by
             :func:`.geometry.fine_mask`) when already computed (see :mod:`.prepared_input`); with
             ``mask_background`` it is computed here when not given.
-        early_output: called with ``(role, volume)`` as soon as an output exists: ``baseline`` before the network
-            runs, ``sr`` and ``difference`` before the consistency map (see
+        early_output: called with ``(role, volume)`` as soon as an output exists: ``baseline`` while the network
+            runs (from another thread), ``sr`` and ``difference`` before the consistency map (see
             :meth:`.output_writer.OutputStaging.stage_early`); the same volume is the result's for that role.
         context: the subject's conditioning values for a cross-attention model (``"age=63,sex=F"`` or a mapping;
             see :mod:`.conditioning`); the slice position is filled in per slice. Required by a conditioned
@@ -319,58 +319,75 @@ def enhance_volume(
     network_input = np.ascontiguousarray(np.transpose(network_input, order))
     network_tile = tuple(tile[a] for a in order) if isinstance(tile, (tuple, list)) else tile
 
-    stage = time.perf_counter()
-    report(0.02, "interpolating baseline")
-    baseline = bspline_upsample_volume(volume, fine_grid, choice.device)
-    timings["baseline"] = time.perf_counter() - stage
     described = choice.describe()
 
     def tagged(target: Volume, role: str) -> Volume:
         provenance = make_provenance(loaded, scale, role, source_name, described)
         return target.with_array(target.array, metadata=header_fields(provenance))
 
-    baseline_output = tagged(baseline, "baseline")
-    if early_output is not None:
-        early_output("baseline", baseline_output)
     degradation = DegradationSpec.from_dict(loaded.metadata.get("degradation"))
+
+    masking = wanted_mask(mask_background, loaded.metadata)
+
+    def baseline_work() -> tuple[Volume, Any, float, np.ndarray | None]:
+        start = time.perf_counter()
+        baseline = tagged(bspline_upsample_volume(volume, fine_grid, choice.device), "baseline")
+        seconds = time.perf_counter() - start
+        if early_output is not None:
+            early_output("baseline", baseline)
+        checked = (consistency_report(baseline.array, volume.array, degradation, normalizer.scale) if consistency
+                   else None)
+        inside = None
+        if masking:
+            from .training.preprocess import foreground_mask
+
+            head = foreground if foreground is not None else foreground_mask(volume)
+            inside = head if head.shape == fine_grid.shape else fine_mask(head, fine_grid.shape)
+        return baseline, checked, seconds, inside
+
+    # The network needs none of these: the baseline, its consistency score and file and the head mask on the fine
+    # grid are made on CPU time the network leaves unused, and whatever is left runs once the network is done.
     background = IdleExecutor()
-    # The baseline's consistency needs no network: it runs on CPU time the network leaves unused.
-    baseline_job = (background.submit(consistency_report, baseline.array, volume.array, degradation, normalizer.scale)
-                    if consistency else None)
+    baseline_job = background.submit(baseline_work)
 
-    stage = time.perf_counter()
-    ensemble = uncertainty or flip_ensemble
-    flips = [axes for count in range(4) for axes in itertools.combinations((0, 1, 2), count)] if ensemble else [()]
-    outputs = []
-    for number, axes in enumerate(flips):
+    try:
+        stage = time.perf_counter()
+        ensemble = uncertainty or flip_ensemble
+        flips = [axes for count in range(4) for axes in itertools.combinations((0, 1, 2), count)] if ensemble else [()]
+        outputs = []
+        for number, axes in enumerate(flips):
 
-        def tile_progress(fraction: float, text: str, number: int = number) -> None:
-            done = (number + fraction) / len(flips)
-            pass_text = f" (flip {number + 1}/{len(flips)})" if len(flips) > 1 else ""
-            report(0.05 + 0.85 * done, f"super-resolving: {text}{pass_text}")
+            def tile_progress(fraction: float, text: str, number: int = number) -> None:
+                done = (number + fraction) / len(flips)
+                pass_text = f" (flip {number + 1}/{len(flips)})" if len(flips) > 1 else ""
+                report(0.05 + 0.85 * done, f"super-resolving: {text}{pass_text}")
 
-        flipped = np.flip(network_input, axes).copy() if axes else network_input
-        if getattr(loaded.network, "arbitrary_scale", False):
-            # Arbitrary-scale (implicit) models decode the fine grid directly, block by block.
-            output = run_tiled_implicit(loaded.network, flipped, tuple(fine_grid.shape[a] for a in order), choice,
-                                        tile=network_tile, progress=tile_progress, cancel=cancel)
-        else:
-            output = run_tiled(loaded.network, flipped, choice, tile=network_tile, overlap=overlap,
-                               progress=tile_progress, cancel=cancel, context=context_vector,
-                               slice_positions=_slice_positions(loaded.network, fine_grid.shape, order, axes))
-        output = np.flip(output, axes) if axes else output
-        outputs.append(np.ascontiguousarray(np.transpose(output, restore)))
-    network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
-    spread = np.std(outputs, axis=0, dtype=np.float32) * np.float32(normalizer.scale) if uncertainty else None
+            flipped = np.flip(network_input, axes).copy() if axes else network_input
+            if getattr(loaded.network, "arbitrary_scale", False):
+                # Arbitrary-scale (implicit) models decode the fine grid directly, block by block.
+                output = run_tiled_implicit(loaded.network, flipped, tuple(fine_grid.shape[a] for a in order), choice,
+                                            tile=network_tile, progress=tile_progress, cancel=cancel)
+            else:
+                output = run_tiled(loaded.network, flipped, choice, tile=network_tile, overlap=overlap,
+                                   progress=tile_progress, cancel=cancel, context=context_vector,
+                                   slice_positions=_slice_positions(loaded.network, fine_grid.shape, order, axes))
+            output = np.flip(output, axes) if axes else output
+            outputs.append(np.ascontiguousarray(np.transpose(output, restore)))
+        network_output = np.mean(outputs, axis=0, dtype=np.float32) if len(outputs) > 1 else outputs[0]
+        spread = np.std(outputs, axis=0, dtype=np.float32) * np.float32(normalizer.scale) if uncertainty else None
+    except BaseException:
+        # The baseline's file may be being staged: let it finish before the staging folders go.
+        background.promote()
+        background.shutdown(wait=True, cancel_futures=True)
+        raise
     timings["inference"] = time.perf_counter() - stage
     background.promote()  # no network to give way to any more
     stage = time.perf_counter()
-    if wanted_mask(mask_background, loaded.metadata):
-        if foreground is None:
-            from .training.preprocess import foreground_mask
-
-            foreground = foreground_mask(volume)
-        inside = foreground if foreground.shape == fine_grid.shape else fine_mask(foreground, fine_grid.shape)
+    baseline, baseline_report, timings["baseline"], inside = baseline_job.result()
+    background.shutdown()
+    timings["baseline_wait"] = time.perf_counter() - stage
+    stage = time.perf_counter()
+    if inside is not None:
         if not loaded.residual_to_baseline:
             network_output = np.where(inside, network_output, normalizer.normalize(baseline.array, clip=False))
         else:
@@ -397,20 +414,18 @@ def enhance_volume(
     stage = time.perf_counter()
     report(0.92, "checking consistency")
     consistency_volume, score, baseline_score = None, float("nan"), float("nan")
-    if baseline_job is not None:
+    if baseline_report is not None:
         from scipy import fft
 
         with fft.set_workers(torch.get_num_threads()):  # the FFTs of one volume on the threads torch was given
             sr_report = consistency_report(sr_array, volume.array, degradation, normalizer.scale)
-        baseline_report = baseline_job.result()
         consistency_volume = volume.with_array(sr_report.map)
         score, baseline_score = sr_report.nrmse, baseline_report.nrmse
-    background.shutdown()
     timings["consistency"] = time.perf_counter() - stage
 
     result = EnhanceResult(
         sr=sr_output,
-        baseline=baseline_output,
+        baseline=baseline,
         difference=difference_output,
         consistency=tagged(consistency_volume, "consistency") if consistency_volume is not None else None,
         uncertainty=tagged(baseline.with_array(spread), "uncertainty") if spread is not None else None,

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from .dicom_io import DicomSeries, scan_series
-from .geometry import Scale, fine_mask, upsampled_grid
 from .volume import Volume
 from .volume_io import read_volume, volume_extension
 
@@ -37,8 +36,7 @@ class PreparedInput:
         path: the file or DICOM series folder read.
         volume: the volume (array ``[i, j, k]``, LPS grid); never modified afterwards.
         dicom_source: the DICOM series the volume came from when DICOM outputs will join its study, else ``None``.
-        foreground: the head mask (boolean) when asked for, else ``None``: on the input grid, or on the fine grid of
-            the scale given to :func:`prepare_input` (:func:`.geometry.fine_mask`).
+        foreground: the head mask on the input grid (boolean ``[i, j, k]``) when asked for, else ``None``.
         timings: seconds spent: ``read`` and, with a mask, ``head_mask``.
     """
 
@@ -55,7 +53,6 @@ def prepare_input(
     resample_uneven_slices: bool = False,
     dicom_source: bool = False,
     foreground: bool = False,
-    scale: Scale | None = None,
 ) -> PreparedInput:
     """Read ``path`` (a volume file or DICOM series folder) for :func:`~.enhance.enhance_file`.
 
@@ -65,7 +62,6 @@ def prepare_input(
         dicom_source: also scan the source series (a folder input) so DICOM outputs join its patient and study.
         foreground: also compute the head mask (:func:`.training.preprocess.foreground_mask`) that keeps the
             baseline outside the head.
-        scale: with ``foreground``, carry the mask onto the fine grid of this per-axis scale.
 
     Raises:
         InputError: an unreadable, incomplete or unusable input (one line).
@@ -81,8 +77,6 @@ def prepare_input(
 
         start = time.perf_counter()
         mask = foreground_mask(volume)
-        if scale is not None:
-            mask = fine_mask(mask, upsampled_grid(volume.grid, scale).shape)
         timings["head_mask"] = time.perf_counter() - start
     return PreparedInput(path, volume, source, mask, timings)
 
