@@ -42,7 +42,13 @@ from ..normalization import (
 )
 from ..volume import Grid, Volume
 from ..volume_io import read_volume
-from .augment import ElasticSettings, PatchBatch, gmm_contrast, random_displacement, warp
+from .augment import (
+    ElasticSettings,
+    PatchBatch,
+    gmm_contrast,
+    random_displacement,
+    warp,
+)
 from .exclusion import SliceExclusion, excluded_voxels, fill_excluded
 
 log = logging.getLogger(__name__)

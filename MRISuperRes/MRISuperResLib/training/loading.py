@@ -26,7 +26,14 @@ from ..errors import InputError
 from ..metrics import psnr
 from ..normalization import NormalizationSettings
 from .config import ConfigError, TrainConfig
-from .data import Subject, expand_paths, load_subject, refresh_subject, split_subjects, validation_rng
+from .data import (
+    Subject,
+    expand_paths,
+    load_subject,
+    refresh_subject,
+    split_subjects,
+    validation_rng,
+)
 from .exclusion import SliceExclusion, parse_exclusion
 
 PAIR_KEYS = ("high", "low", "register", "mask", "exclude_slices")

@@ -39,6 +39,7 @@ from ..degradation import DegradationSpec, simulate
 from ..errors import InputError, MRISuperResError
 from ..models.layers import fine_voxel_positions
 from .data import Subject
+from .precision import autocast
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -193,17 +194,19 @@ def point_step(trainer: Trainer, step: int, rng: np.random.Generator) -> dict[st
     device = trainer.device.device
     target = batch.target.to(device)
     trainer.trained.train()
-    with trainer._autocast():
+    with autocast(device, trainer.amp_dtype):
         prediction = trainer.trained(batch.low.to(device), positions=batch.positions.to(device)).float()
     if trainer.residual:
         prediction = prediction + batch.baseline.to(device)
     terms = {"l1": F.l1_loss(prediction, target), "mse": F.mse_loss(prediction, target)}
     total = config.loss.l1 * terms["l1"] + config.loss.mse * terms["mse"]
     trainer.optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    trainer.scaler.scale(total).backward()
     if config.optim.grad_clip > 0:
+        trainer.scaler.unscale_(trainer.optimizer)
         torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), config.optim.grad_clip)
-    trainer.optimizer.step()
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
     if trainer.scheduler is not None and config.optim.schedule in ("step", "exponential", "cosine"):
         trainer.scheduler.step()
     values = {name: float(term.detach()) for name, term in terms.items()}
