@@ -7,6 +7,7 @@ import pytest
 import torch
 from MRISuperResLib.degradation import DegradationSpec, box_downsample
 from MRISuperResLib.geometry import resampled_grid
+from MRISuperResLib.normalization import NormalizationSettings
 from MRISuperResLib.training.augment import ElasticSettings, random_displacement, warp
 from MRISuperResLib.training.config import ConfigError, config_from_dict
 from MRISuperResLib.training.data import Subject, refresh_subject
@@ -62,7 +63,7 @@ def test_a_pair_with_identical_members_stays_identical():
     volume = np.cumsum(rng.random((24, 24, 24)), axis=0).astype(np.float16).astype(np.float32)
     subject = _pair_subject(volume, volume.copy())
     settings = ElasticSettings(probability=1.0, max_displacement_mm=3.0, control_spacing_mm=12.0)
-    norm = {"lower_percentile": 1.0, "upper_percentile": 99.0}
+    norm = NormalizationSettings(lower_percentile=1.0, upper_percentile=99.0)
     refresh_subject(subject, DegradationSpec("box"), np.random.default_rng(5), norm, elastic=settings)
     assert np.array_equal(subject.low.astype(np.float32), subject.target.astype(np.float32))
     # ... and the deformation did happen.
@@ -77,7 +78,7 @@ def test_a_real_pair_on_two_grids_is_deformed_alike():
     high = (np.sin(axes[0]) + np.cos(axes[1]) * axes[2]).astype(np.float32) + 3.0  # smooth, so averaging commutes
     low = box_downsample(high, (16, 16, 16))
     subject = _pair_subject(high, low)
-    norm = {"lower_percentile": 0.0, "upper_percentile": 100.0}
+    norm = NormalizationSettings(lower_percentile=0.0, upper_percentile=100.0)
     settings = ElasticSettings(probability=1.0, max_displacement_mm=2.0, control_spacing_mm=16.0)
     refresh_subject(subject, DegradationSpec("box"), rng, norm, elastic=settings)
     target = subject.target.astype(np.float32)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from MRISuperResLib.errors import InputError
 from MRISuperResLib.masks import brain_mask, dilate, erode, head_mask, otsu_thresholds
+from MRISuperResLib.normalization import NormalizationSettings
 from MRISuperResLib.volume import Grid, Volume
 from MRISuperResLib.volume_io import read_volume
 
@@ -83,7 +84,7 @@ def test_training_subject_foreground_can_be_the_brain(tmp_path):
 
     volume, brain = synthetic_head(spacing=4.0)
     path = write_volume(volume, tmp_path / "head.nii.gz")
-    norm = {"lower_percentile": 1.0, "upper_percentile": 99.0}
+    norm = NormalizationSettings(lower_percentile=1.0, upper_percentile=99.0)
     head = load_subject(path, (2, 2, 2), normalization=norm, crop_foreground=False, n4=False, foreground="head")
     stripped = load_subject(path, (2, 2, 2), normalization=norm, crop_foreground=False, n4=False,
                             foreground="brain")
