@@ -977,3 +977,13 @@ def test_console_script_interrupted_leaves_no_partial_output(big_volume, tmp_pat
     assert lines and "interrupted" in lines[-1] and lines[-1].startswith("mrisuperres:"), lines[-3:]
     assert list(out_dir.iterdir()) == [], "output or a staging folder was left behind"
     assert fingerprint(big_volume.parent) == before_input
+
+
+def test_interrupt_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["models"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "mrisuperres: interrupted; no partial output was written"
