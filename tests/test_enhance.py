@@ -486,3 +486,17 @@ def test_an_output_appearing_during_the_run_leaves_no_output_at_all(
 def test_sidecar_path_is_the_full_output_name_plus_json(output: str, sidecar: str) -> None:
     assert sidecar_path(output) == Path(sidecar)
 
+
+
+def test_progress_says_done_only_after_the_files_are_written(tmp_path: Path, input_file: Path,
+                                                             tiny_x2: LoadedModel) -> None:
+    calls: list[tuple[float, str]] = []
+    target = tmp_path / "sr.nii.gz"
+
+    def progress(fraction: float, text: str) -> None:
+        calls.append((fraction, text, target.exists()))
+
+    enhance_file(input_file, target, tiny_x2, 2, device="cpu", progress=progress)
+    assert calls[-1] == (1.0, "done", True)
+    assert calls[-2][:2] == (0.97, "writing outputs") and not calls[-2][2]
+    assert all(0.0 <= fraction < 1.0 for fraction, _, _ in calls[:-1])

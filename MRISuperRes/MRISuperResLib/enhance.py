@@ -510,13 +510,21 @@ def enhance_file(
         options["uncertainty"] = True
     if prepared.foreground is not None:
         options.setdefault("foreground", prepared.foreground)
+    report = options.pop("progress", None) or (lambda fraction, text: None)
+
+    def engine_progress(fraction: float, text: str) -> None:  # "done" only once the files are in place
+        if fraction < 1.0:
+            report(0.97 * fraction, text)
+
     with OutputStaging(planned, figure, overwrite=overwrite, sidecar=sidecar, sidecar_extra=sidecar_extra,
                        dicom_source=prepared.dicom_source, compress=compress) as staging:
         result = enhance_volume(prepared.volume, model, scale, source_name=Path(input_path).name,
-                                early_output=staging.stage_early, **options)
+                                early_output=staging.stage_early, progress=engine_progress, **options)
         result.timings.update(prepared.timings or {})
         result.warnings.extend(renamed)
+        report(0.97, "writing outputs")
         staging.finish(result, prepared.volume)
+    report(1.0, "done")
     return result
 
 
