@@ -320,6 +320,19 @@ class Trainer:
                 adversarial = -self.critic(prediction.float()).float().mean()
                 total = total + config.loss.adversarial * adversarial
                 terms["adversarial"] = float(adversarial.detach())
+        values.update(terms)
+        values["loss"] = self.optimise(total, step)
+        return values
+
+    # ------------------------------------------------------------------------------------------ validation
+    def optimise(self, total: torch.Tensor, step: int) -> float:
+        """One optimiser (and scheduler) step on the generator's loss ``total`` through the gradient scaler, with
+        gradient clipping; returns the loss value.
+
+        Raises:
+            MRISuperResError: the loss is not finite (training diverged).
+        """
+        config = self.config
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if config.optim.grad_clip > 0:
@@ -329,13 +342,11 @@ class Trainer:
         self.scaler.update()
         if self.scheduler is not None and config.optim.schedule in ("step", "exponential", "cosine"):
             self.scheduler.step()
-        values.update(terms)
-        values["loss"] = float(total.detach())
-        if not math.isfinite(values["loss"]):
-            raise MRISuperResError(f"training diverged at step {step} (loss {values['loss']}); lower optim.lr")
-        return values
+        loss = float(total.detach())
+        if not math.isfinite(loss):
+            raise MRISuperResError(f"training diverged at step {step} (loss {loss}); lower optim.lr")
+        return loss
 
-    # ------------------------------------------------------------------------------------------ validation
     def validate(self) -> Validation:
         """Whole-volume (or cropped) inference on every validation subject; mean PSNR / SSIM vs the targets."""
         self.network.eval()

@@ -25,7 +25,6 @@ step's generator (:func:`.data.patch_rng`): a resumed run draws the same batches
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,7 +35,7 @@ from scipy import ndimage
 from torch.nn import functional as F
 
 from ..degradation import DegradationSpec, simulate
-from ..errors import InputError, MRISuperResError
+from ..errors import InputError
 from ..models.layers import fine_voxel_positions
 from .data import Subject
 from .precision import autocast
@@ -200,17 +199,7 @@ def point_step(trainer: Trainer, step: int, rng: np.random.Generator) -> dict[st
         prediction = prediction + batch.baseline.to(device)
     terms = {"l1": F.l1_loss(prediction, target), "mse": F.mse_loss(prediction, target)}
     total = config.loss.l1 * terms["l1"] + config.loss.mse * terms["mse"]
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.scaler.scale(total).backward()
-    if config.optim.grad_clip > 0:
-        trainer.scaler.unscale_(trainer.optimizer)
-        torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), config.optim.grad_clip)
-    trainer.scaler.step(trainer.optimizer)
-    trainer.scaler.update()
-    if trainer.scheduler is not None and config.optim.schedule in ("step", "exponential", "cosine"):
-        trainer.scheduler.step()
+    loss = trainer.optimise(total, step)
     values = {name: float(term.detach()) for name, term in terms.items()}
-    values.update(loss=float(total.detach()), scale=batch.scale[0])
-    if not math.isfinite(values["loss"]):
-        raise MRISuperResError(f"training diverged at step {step} (loss {values['loss']}); lower optim.lr")
+    values.update(loss=loss, scale=batch.scale[0])
     return values
