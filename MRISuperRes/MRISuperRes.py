@@ -86,7 +86,7 @@ def registerLayouts() -> None:
     layoutManager = slicer.app.layoutManager()
     if layoutManager is None:  # no main window
         return
-    from MRISuperResLib.slicer_layout import register_startup_layouts
+    from MRISuperResLib.slicer.layout import register_startup_layouts
 
     register_startup_layouts(layoutManager.layoutLogic().GetLayoutNode())
 
@@ -243,7 +243,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         Raises:
             ValueError: ``path`` is not a readable MRISuperRes model file.
         """
-        from MRISuperResLib.slicer_logic import find_model_choice, model_file_problem
+        from MRISuperResLib.slicer.panel import find_model_choice, model_file_problem
 
         choice = find_model_choice(self._modelChoices, path)
         if choice is None:
@@ -356,7 +356,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.clear()
         self._modelChoices = []
         try:
-            from MRISuperResLib.slicer_logic import model_choices
+            from MRISuperResLib.slicer.panel import model_choices
 
             choices = self._modelChoices = model_choices(self._modelFiles())
         except ImportError:
@@ -373,7 +373,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         torch nor initialises CUDA); the list grows when the answer comes."""
         self._fillDeviceComboBox([(_("Auto (best available)"), "auto"), (_("CPU"), "cpu")])
         try:
-            from MRISuperResLib.slicer_logic import DeviceProbe
+            from MRISuperResLib.slicer.panel import DeviceProbe
 
             self._deviceProbe = DeviceProbe(self.logic.pythonExecutable()).start()
         except (ImportError, OSError):
@@ -415,8 +415,8 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def requestedScale(self):
         """The per-axis scale (i, j, k) the GUI asks for, or ``(None, reason)`` when it cannot be determined."""
         from MRISuperResLib.errors import MRISuperResError
-        from MRISuperResLib.geometry import parse_scale
-        from MRISuperResLib.slicer_logic import thick_slice_scale
+        from MRISuperResLib.imaging.geometry import parse_scale
+        from MRISuperResLib.slicer.panel import thick_slice_scale
 
         choice = self._parameterNode.scaleChoice
         if choice == "thick":
@@ -444,7 +444,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameterNode is None:
             return _("No parameter node.")
         try:
-            from MRISuperResLib.slicer_logic import input_problem, scale_problem
+            from MRISuperResLib.slicer.panel import input_problem, scale_problem
         except ImportError:
             return None if parameterNode.inputVolume else _("Select an input volume.")
         problem = input_problem(parameterNode.inputVolume)
@@ -539,7 +539,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(_("The difference volume of the last run was removed from the scene: enhance "
                                        "again to compare the views."))
             return
-        from MRISuperResLib.slicer_layout import CompareViews
+        from MRISuperResLib.slicer.layout import CompareViews
 
         if self._comparison is None:
             # The application's slice logics fit the real views (and add no extra slice-model nodes).
@@ -593,9 +593,9 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
             result.srVolumeNode, result.baselineVolumeNode, result.differenceVolumeNode, result.consistencyVolumeNode
 
         ``scale`` is one factor or three in IJK order (``(1, 1, 4)`` restores 4x thicker slices along K);
-        ``options`` go to ``MRISuperResLib.enhance.enhance_volume`` (tile, overlap, uncertainty, mask_background).
+        ``options`` go to ``MRISuperResLib.engine.enhance.enhance_volume`` (tile, overlap, uncertainty, mask_background).
         """
-        from MRISuperResLib.slicer_logic import EnhanceLogic
+        from MRISuperResLib.slicer.panel import EnhanceLogic
 
         return EnhanceLogic(slicer.mrmlScene).enhance(volumeNode, model=model, scale=scale, device=device, **options)
 
@@ -603,11 +603,11 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
     def startEnhance(self, parameterNode, scale):
         """Start enhancing the parameter node's input in a background process and return the running process.
 
-        The process object (``MRISuperResLib.slicer_process.EnhanceProcess``) is polled by the caller; its
+        The process object (``MRISuperResLib.slicer.enhance_process.EnhanceProcess``) is polled by the caller; its
         ``finish()`` adds the outputs to the scene, ``cancel()`` kills the process tree and adds nothing.
         """
-        from MRISuperResLib.slicer_logic import EnhanceLogic, EnhanceNodes
-        from MRISuperResLib.slicer_process import EnhanceProcess
+        from MRISuperResLib.slicer.panel import EnhanceLogic, EnhanceNodes
+        from MRISuperResLib.slicer.enhance_process import EnhanceProcess
 
         reuse = None
         if parameterNode.reuseOutputs and parameterNode.srVolume and \
@@ -659,11 +659,11 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
         ``Resources/requirements.txt`` (version specifiers honoured), asking the user once.
 
         The installed torch, numpy and SimpleITK are pinned while pip runs, so the PyTorch extension's build is
-        never replaced (see ``MRISuperResLib.slicer_dependencies``). When a package that was already imported
+        never replaced (see ``MRISuperResLib.slicer.dependencies``). When a package that was already imported
         changed, offers to restart Slicer. Never runs at import time. Returns False when the user declines or
         installing fails (with a message saying what to do).
         """
-        from MRISuperResLib import slicer_dependencies as dependencies
+        from MRISuperResLib.slicer import dependencies as dependencies
 
         requirements = self.resourcePath("requirements.txt")
         plan = dependencies.dependency_plan(requirements)
@@ -721,7 +721,7 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def requirementsSatisfied(requirementsFile: str) -> bool:
         """Every requirement of the file is installed at a version its specifier accepts."""
-        from MRISuperResLib import slicer_dependencies as dependencies
+        from MRISuperResLib.slicer import dependencies as dependencies
 
         return not dependencies.unmet_requirements(dependencies.read_requirements(requirementsFile))
 
@@ -735,7 +735,7 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
         """
         import tempfile
 
-        from MRISuperResLib import slicer_dependencies as dependencies
+        from MRISuperResLib.slicer import dependencies as dependencies
 
         unmet = [requirement for requirement, _version in
                  dependencies.unmet_requirements(dependencies.read_requirements(requirementsFile))]
@@ -821,7 +821,7 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
         nodes = process.run_blocking() if process.poll().state == "running" else process.finish()
         logic.rememberOutputs(parameterNode, nodes)
         self.assertEqual(parameterNode.srVolume.GetImageData().GetDimensions(), (20, 28, 24))
-        from MRISuperResLib.slicer_layout import COMPARE_LAYOUT_ID, CompareViews
+        from MRISuperResLib.slicer.layout import COMPARE_LAYOUT_ID, CompareViews
 
         layoutManager = slicer.app.layoutManager()
         previousLayout = layoutManager.layout if layoutManager else None

@@ -1,6 +1,6 @@
 """MRI Super-Resolution Training: the Slicer module that trains a super-resolution model on the user's scans.
 
-This file stays thin: Qt lives here, the work lives in ``MRISuperResLib.slicer_training`` (``TrainingLogic``:
+This file stays thin: Qt lives here, the work lives in ``MRISuperResLib.slicer.training`` (``TrainingLogic``:
 pairs to files, registration, the background training process, log tables and plots, publishing the model),
 which ships with the MRISuperRes module in the same scripted-modules folder. It is imported inside functions,
 never at module level, so that Slicer can load this module before PyTorch and the other dependencies are installed.
@@ -31,7 +31,7 @@ from slicer.util import VTKObservationMixin
 LIBRARY_PACKAGE = "MRISuperResLib"
 DOCUMENTATION_URL = "https://github.com/mrisuperres/SlicerMRISuperRes#readme"
 
-#: Keys of ``MRISuperResLib.slicer_training.PRESETS`` (listed here because the library loads PyTorch).
+#: Keys of ``MRISuperResLib.slicer.training.PRESETS`` (listed here because the library loads PyTorch).
 PRESET_NAMES = ["edsr3d-small", "edsr3d-seed", "srdensenet-small", "srdensenet-seed", "unet25d-small",
                 "unet25d-seed", "arssr-small", "arssr-seed"]
 
@@ -105,7 +105,7 @@ class MRISuperResTrainingParameterNode:
     pairs - The training pairs (table rows).
     useDataFolder, dataFolder - Also train on the volume files of a folder (a "low" subfolder holds partners).
     registrationMethod - How real pairs are aligned.
-    preset - Model family and size (see MRISuperResLib.slicer_training.PRESETS).
+    preset - Model family and size (see MRISuperResLib.slicer.training.PRESETS).
     scale - Whole per-axis factors in i, j, k order: "2" or "1,1,4".
     degradation, noise - Forward model and largest k-space noise of simulated inputs.
     patchSize - Low-resolution patch size in voxels: "24" or "24,24,12".
@@ -464,7 +464,7 @@ class MRISuperResTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._updateButtons()
 
     def _showCurves(self) -> None:
-        from MRISuperResLib.slicer_training import show_training_layout
+        from MRISuperResLib.slicer.training import show_training_layout
 
         nodes = self.logic.training().ensure_nodes()
         show_training_layout(slicer.mrmlScene, nodes)
@@ -473,7 +473,7 @@ class MRISuperResTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onPoll(self) -> None:
         """Read the run's progress (MONAI Label's plugin polls its training the same way)."""
-        from MRISuperResLib.slicer_training import format_duration
+        from MRISuperResLib.slicer.training import format_duration
 
         status = self.logic.training().poll()
         self.ui.progressBar.value = int(round(100 * status.progress))
@@ -498,7 +498,7 @@ class MRISuperResTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self._updateButtons()
 
     def _showModelCard(self, modelPath) -> None:
-        from MRISuperResLib.model_zoo import resolve_model
+        from MRISuperResLib.engine.model_zoo import resolve_model
 
         entry = resolve_model(str(modelPath), (1.0, 1.0, 1.0))
         self.ui.modelCardTextBrowser.setMarkdown(entry.card())
@@ -533,11 +533,11 @@ class MRISuperResTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 class MRISuperResTrainingLogic(ScriptedLoadableModuleLogic):
     """Entry point for scripts and the widget: works without a GUI.
 
-    The work is done by ``MRISuperResLib.slicer_training.TrainingLogic`` on ``slicer.mrmlScene``; this class turns
+    The work is done by ``MRISuperResLib.slicer.training.TrainingLogic`` on ``slicer.mrmlScene``; this class turns
     the parameter node into its pairs and settings. From the Python console::
 
         logic = slicer.util.getModuleLogic("MRISuperResTraining")
-        job = logic.training().prepare(pairs, settings)   # see MRISuperResLib.slicer_training
+        job = logic.training().prepare(pairs, settings)   # see MRISuperResLib.slicer.training
         logic.training().start(job); logic.training().wait()
     """
 
@@ -550,7 +550,7 @@ class MRISuperResTrainingLogic(ScriptedLoadableModuleLogic):
 
     def training(self):
         """The ``TrainingLogic`` of the current scene (created on first use; imports the engine)."""
-        from MRISuperResLib.slicer_training import TrainingLogic
+        from MRISuperResLib.slicer.training import TrainingLogic
 
         if self._training is None or self._training.scene is not slicer.mrmlScene:
             brainsfit = runBrainsFit if hasattr(slicer.modules, "brainsfit") else None
@@ -568,7 +568,7 @@ class MRISuperResTrainingLogic(ScriptedLoadableModuleLogic):
     def preset(name):
         """The engine's preset of that name; ``None`` for an unknown name or before the dependencies are installed."""
         try:
-            from MRISuperResLib.slicer_training import PRESETS
+            from MRISuperResLib.slicer.training import PRESETS
         except ImportError:
             return None
         return PRESETS.get(name)
@@ -599,21 +599,21 @@ class MRISuperResTrainingLogic(ScriptedLoadableModuleLogic):
 
     def registerPair(self, highNode, lowNode, scale, method="simpleitk"):
         """Register a real pair now (blocking; BRAINSFit, or scripts)."""
-        from MRISuperResLib.slicer_training import TrainingPair
+        from MRISuperResLib.slicer.training import TrainingPair
 
         return self.training().register_pair(TrainingPair(highNode, lowNode), scale=scale, method=method)
 
     def startRegistration(self, highNode, lowNode, scale):
         """Register a real pair with SimpleITK in a background process; poll the returned run."""
-        from MRISuperResLib.slicer_registration import RegistrationRun
-        from MRISuperResLib.slicer_training import TrainingPair
+        from MRISuperResLib.slicer.registration import RegistrationRun
+        from MRISuperResLib.slicer.training import TrainingPair
 
         return RegistrationRun(self.training(), TrainingPair(highNode, lowNode), scale,
                                temp_root=slicer.app.temporaryPath).start()
 
     def pairs(self, parameterNode) -> list:
         """The table's pairs, then the data folder's volumes when used."""
-        from MRISuperResLib.slicer_training import TrainingPair, subjects_from_folder
+        from MRISuperResLib.slicer.training import TrainingPair, subjects_from_folder
 
         pairs = [TrainingPair(p.highResVolume, p.lowResVolume, p.validation) for p in parameterNode.pairs]
         if parameterNode.useDataFolder and _isSet(parameterNode.dataFolder):
@@ -622,7 +622,7 @@ class MRISuperResTrainingLogic(ScriptedLoadableModuleLogic):
 
     def settings(self, parameterNode):
         """The run's ``TrainingSettings`` from the parameter node."""
-        from MRISuperResLib.slicer_training import TrainingSettings, parse_patch_size
+        from MRISuperResLib.slicer.training import TrainingSettings, parse_patch_size
 
         return TrainingSettings(
             name=parameterNode.modelName.strip(),
@@ -654,7 +654,7 @@ class MRISuperResTrainingLogic(ScriptedLoadableModuleLogic):
 
     def resumeTraining(self, parameterNode):
         """Resume the current run, or the run of the parameter node's model name from an earlier session."""
-        from MRISuperResLib.slicer_training import RUNS_FOLDER
+        from MRISuperResLib.slicer.training import RUNS_FOLDER
 
         training = self.training()
         name = parameterNode.modelName.strip()
@@ -747,7 +747,7 @@ class MRISuperResTrainingTest(ScriptedLoadableModuleTest):
         self.assertEqual(len(parameterNode.pairs), 0)
         self.assertEqual(parameterNode.preset, "edsr3d-small")
         self.assertEqual(parameterNode.scale, "2")
-        from MRISuperResLib.slicer_training import PRESETS
+        from MRISuperResLib.slicer.training import PRESETS
 
         self.assertEqual(list(PRESETS), PRESET_NAMES)
 
@@ -776,9 +776,9 @@ class MRISuperResTrainingTest(ScriptedLoadableModuleTest):
             self.skipTest(f"needs {', '.join(missing)} (installed on first use of the module)")
 
         import numpy as np
-        from MRISuperResLib import model_zoo
-        from MRISuperResLib.slicer_outputs import EnhanceLogic
-        from MRISuperResLib.slicer_training import TrainingLogic, TrainingPair, TrainingSettings, show_training_layout
+        from MRISuperResLib.engine import model_zoo
+        from MRISuperResLib.slicer.outputs import EnhanceLogic
+        from MRISuperResLib.slicer.training import TrainingLogic, TrainingPair, TrainingSettings, show_training_layout
 
         subjects = [self._subject(f"subject{index}", index) for index in range(3)]
         # A real pair's low-resolution partner: every other voxel of subject0, shifted by a few millimetres.

@@ -2,9 +2,9 @@
 
 For each held-out reference (``../shared/data/eval`` brain heads, ``pairs/IXI002_T1``, the MNI152 T1 from nilearn),
 cropped around the head to keep runs short, a thick-slice input is simulated with the project's evaluation
-(:func:`MRISuperResLib.evaluation.simulated_pair`: box slice profile along k, no noise unless ``--noise``). The
+(:func:`MRISuperResLib.evaluation.evaluate.simulated_pair`: box slice profile along k, no noise unless ``--noise``). The
 starting model and the adapted model enhance the same input; PSNR is scored inside the head mask against the
-1 mm truth (:func:`MRISuperResLib.evaluation.score_volume`). Budgets are given in steps (comparable on a busy
+1 mm truth (:func:`MRISuperResLib.evaluation.evaluate.score_volume`). Budgets are given in steps (comparable on a busy
 machine) and/or seconds; the table reports both, and the machine's load average.
 
   python benchmarks/bench_adapt.py --steps 0 30 100 --threads 2
@@ -24,15 +24,15 @@ sys.path.insert(0, str(ROOT / "MRISuperRes"))
 
 import numpy as np
 import torch
-from MRISuperResLib.adapt import AdaptSettings, adapt_model
-from MRISuperResLib.enhance import enhance_volume
-from MRISuperResLib.evaluation import evaluation_spec, score_volume, simulated_pair
-from MRISuperResLib.geometry import parse_scale
-from MRISuperResLib.model_zoo import load_model
-from MRISuperResLib.samples import mni152_t1_path
-from MRISuperResLib.training.preprocess import foreground_mask
-from MRISuperResLib.volume import Grid, Volume
-from MRISuperResLib.volume_io import read_volume
+from MRISuperResLib.engine.adapt import AdaptSettings, adapt_model
+from MRISuperResLib.engine.enhance import enhance_volume
+from MRISuperResLib.evaluation.evaluate import evaluation_spec, score_volume, simulated_pair
+from MRISuperResLib.imaging.geometry import parse_scale
+from MRISuperResLib.engine.model_zoo import load_model
+from MRISuperResLib.imaging.samples import mni152_t1_path
+from MRISuperResLib.processing.preprocess import foreground_mask
+from MRISuperResLib.imaging.volume import Grid, Volume
+from MRISuperResLib.imaging.volume_io import read_volume
 
 SHARED = Path(os.environ.get("MRISUPERRES_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BRAIN_EVAL = ["eval/philips_ingenia_T1w_head.nii.gz", "eval/arc_M2304_T1w_head.nii.gz",
@@ -116,7 +116,7 @@ def main() -> None:
 def real_figure(path: Path, args: argparse.Namespace) -> None:
     """Before/after adaptation on the real thick-slice T2w (no ground truth): input, starting model, adapted model
     and their difference, three orthogonal views."""
-    from MRISuperResLib.figure import save_figure
+    from MRISuperResLib.engine.figure import save_figure
 
     scale = parse_scale("1,1,2")
     model = load_model("edsr3d-thick-x2-brain", scale)

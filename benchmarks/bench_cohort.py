@@ -30,11 +30,11 @@ def make_cohort(folder: Path, count: int) -> list[str]:
     """Write ``count`` coarse real volumes into ``folder``; return their descriptions."""
     import numpy as np
 
-    from MRISuperResLib.degradation import box_downsample
-    from MRISuperResLib.geometry import resampled_grid
-    from MRISuperResLib.samples import mni152_t1_path
-    from MRISuperResLib.volume import Grid, Volume
-    from MRISuperResLib.volume_io import read_volume, write_volume
+    from MRISuperResLib.processing.degradation import box_downsample
+    from MRISuperResLib.imaging.geometry import resampled_grid
+    from MRISuperResLib.imaging.samples import mni152_t1_path
+    from MRISuperResLib.imaging.volume import Grid, Volume
+    from MRISuperResLib.imaging.volume_io import read_volume, write_volume
 
     folder.mkdir(parents=True, exist_ok=True)
     sources = sorted(SHARED_TRAIN.glob("*.nii.gz")) if SHARED_TRAIN.is_dir() else []
@@ -71,9 +71,9 @@ def main() -> None:
 
     import torch
 
-    from MRISuperResLib.cohort import plan_cohort
-    from MRISuperResLib.cohort_run import run_cohort
-    from MRISuperResLib.model_zoo import load_model
+    from MRISuperResLib.cohort.plan import plan_cohort
+    from MRISuperResLib.cohort.run import run_cohort
+    from MRISuperResLib.engine.model_zoo import load_model
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-cohort-") as temporary:

@@ -54,12 +54,12 @@ def measure_one(size: int, device: str, model_name: str) -> dict:
     from monai.data.utils import dense_patch_slices
     from torch.utils.flop_counter import FlopCounterMode
 
-    from MRISuperResLib.degradation import fourier_resample
-    from MRISuperResLib.device import select_device
-    from MRISuperResLib.enhance import enhance_volume
-    from MRISuperResLib.inference import choose_tile, count_tiles, receptive_radius
-    from MRISuperResLib.model_zoo import load_model
-    from MRISuperResLib.volume import Grid, Volume
+    from MRISuperResLib.processing.degradation import fourier_resample
+    from MRISuperResLib.engine.device import select_device
+    from MRISuperResLib.engine.enhance import enhance_volume
+    from MRISuperResLib.engine.inference import choose_tile, count_tiles, receptive_radius
+    from MRISuperResLib.engine.model_zoo import load_model
+    from MRISuperResLib.imaging.volume import Grid, Volume
 
     rng = np.random.default_rng(0)
     array = fourier_resample(rng.normal(size=(24, 24, 24)), (size, size, size)) * 100 + 500

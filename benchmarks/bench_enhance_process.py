@@ -62,9 +62,9 @@ def write_input(folder: Path, size: int) -> Path:
     """A smooth brain-sized random volume of ``size``^3 at 2 mm (float32 NIfTI)."""
     import numpy as np
 
-    from MRISuperResLib.degradation import fourier_resample
-    from MRISuperResLib.volume import Grid, Volume
-    from MRISuperResLib.volume_io import write_volume
+    from MRISuperResLib.processing.degradation import fourier_resample
+    from MRISuperResLib.imaging.volume import Grid, Volume
+    from MRISuperResLib.imaging.volume_io import write_volume
 
     rng = np.random.default_rng(0)
     array = fourier_resample(rng.normal(size=(24, 24, 24)), (size, size, size)) * 100 + 500

@@ -38,10 +38,10 @@ def main() -> None:
     import dataclasses
 
     import numpy as np
-    from MRISuperResLib.degradation import smooth_bias_field
-    from MRISuperResLib.masks import brain_mask, erode, otsu_thresholds
-    from MRISuperResLib.n4 import SEED_002, N4Settings, n4_correct
-    from MRISuperResLib.volume_io import read_volume
+    from MRISuperResLib.processing.degradation import smooth_bias_field
+    from MRISuperResLib.processing.masks import brain_mask, erode, otsu_thresholds
+    from MRISuperResLib.processing.n4 import SEED_002, N4Settings, n4_correct
+    from MRISuperResLib.imaging.volume_io import read_volume
 
     setups = {
         "1 pass, no mask": N4Settings(mask="none"),

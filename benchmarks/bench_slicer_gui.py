@@ -52,7 +52,7 @@ def brain_like(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
 def input_node(scene, shape):
     import slicer
 
-    from MRISuperResLib.slicer_volumes import KJI
+    from MRISuperResLib.slicer.volumes import KJI
 
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T1")
     slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(brain_like(shape).transpose(KJI)))
@@ -63,11 +63,11 @@ def input_node(scene, shape):
 
 def child_outputs(folder: Path, shape: tuple[int, int, int]) -> dict[str, Path]:
     """The files a child writes for an x2 run, with the engine's writer and provenance key-values."""
-    from MRISuperResLib.geometry import upsampled_grid
-    from MRISuperResLib.provenance import KEY_PREFIX
-    from MRISuperResLib.slicer_process import OUTPUT_FILES
-    from MRISuperResLib.volume import Grid, Volume
-    from MRISuperResLib.volume_io import write_volume
+    from MRISuperResLib.imaging.geometry import upsampled_grid
+    from MRISuperResLib.imaging.provenance import KEY_PREFIX
+    from MRISuperResLib.slicer.enhance_process import OUTPUT_FILES
+    from MRISuperResLib.imaging.volume import Grid, Volume
+    from MRISuperResLib.imaging.volume_io import write_volume
 
     grid = Grid(shape=shape, spacing=(1.0, 1.0, 1.2), origin=(0.0, 0.0, 0.0))
     fine = upsampled_grid(grid, (2.0, 2.0, 2.0))
@@ -118,11 +118,11 @@ def main() -> None:
 
     import slicer
 
-    from MRISuperResLib.provenance import KEY_PREFIX
-    from MRISuperResLib.slicer_outputs import MAP_COLORS, EnhanceLogic, window_percentile
-    from MRISuperResLib.slicer_process import write_volume_node
-    from MRISuperResLib.slicer_volumes import load_nrrd
-    from MRISuperResLib.volume_io import read_volume
+    from MRISuperResLib.imaging.provenance import KEY_PREFIX
+    from MRISuperResLib.slicer.outputs import MAP_COLORS, EnhanceLogic, window_percentile
+    from MRISuperResLib.slicer.enhance_process import write_volume_node
+    from MRISuperResLib.slicer.volumes import load_nrrd
+    from MRISuperResLib.imaging.volume_io import read_volume
 
     folder = Path(tempfile.mkdtemp(prefix="bench-slicer-gui-"))
     try:
@@ -174,8 +174,8 @@ def main() -> None:
 
 
 def real_run(scene, node) -> list[tuple[str, float]]:
-    from MRISuperResLib.slicer_outputs import EnhanceLogic
-    from MRISuperResLib.slicer_process import EnhanceProcess
+    from MRISuperResLib.slicer.outputs import EnhanceLogic
+    from MRISuperResLib.slicer.enhance_process import EnhanceProcess
 
     process = EnhanceProcess(EnhanceLogic(scene), node, "default", 2, "auto")
     busy = {"start": 0.0, "polls": 0.0, "finish": 0.0}

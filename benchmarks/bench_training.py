@@ -27,7 +27,7 @@ def measure(config_path: str, device: str, steps: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from MRISuperResLib import models
-    from MRISuperResLib.device import select_device
+    from MRISuperResLib.engine.device import select_device
     from MRISuperResLib.training.config import load_config
     from MRISuperResLib.training.data import integer_scale
 

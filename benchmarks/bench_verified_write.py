@@ -29,9 +29,9 @@ def main() -> None:
     import numpy as np
     import SimpleITK as sitk
 
-    from MRISuperResLib.samples import mni152_t1_path
-    from MRISuperResLib.volume import Grid, Volume
-    from MRISuperResLib.volume_io import read_volume, to_sitk, write_volume
+    from MRISuperResLib.imaging.samples import mni152_t1_path
+    from MRISuperResLib.imaging.volume import Grid, Volume
+    from MRISuperResLib.imaging.volume_io import read_volume, to_sitk, write_volume
 
     head = read_volume(mni152_t1_path()).array.astype(np.float32)[: args.size, : args.size, : args.size]
     array = np.zeros((args.size,) * 3, dtype=np.float32)

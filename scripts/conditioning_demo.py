@@ -24,16 +24,16 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MRISuperRes"))
 
-from MRISuperResLib.checkpoint import load_model_file  # noqa: E402
-from MRISuperResLib.degradation import DegradationSpec, degrade  # noqa: E402
-from MRISuperResLib.enhance import enhance_volume  # noqa: E402
-from MRISuperResLib.geometry import resampled_grid  # noqa: E402
-from MRISuperResLib.metrics import psnr  # noqa: E402
-from MRISuperResLib.normalization import PercentileNormalizer  # noqa: E402
+from MRISuperResLib.engine.checkpoint import load_model_file  # noqa: E402
+from MRISuperResLib.processing.degradation import DegradationSpec, degrade  # noqa: E402
+from MRISuperResLib.engine.enhance import enhance_volume  # noqa: E402
+from MRISuperResLib.imaging.geometry import resampled_grid  # noqa: E402
+from MRISuperResLib.evaluation.metrics import psnr  # noqa: E402
+from MRISuperResLib.processing.normalization import PercentileNormalizer  # noqa: E402
 from MRISuperResLib.training.config import config_from_dict  # noqa: E402
 from MRISuperResLib.training.loop import Trainer  # noqa: E402
-from MRISuperResLib.volume import Grid, Volume  # noqa: E402
-from MRISuperResLib.volume_io import write_volume  # noqa: E402
+from MRISuperResLib.imaging.volume import Grid, Volume  # noqa: E402
+from MRISuperResLib.imaging.volume_io import write_volume  # noqa: E402
 
 SIZE = 32
 GRID = Grid((SIZE,) * 3, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))

@@ -23,14 +23,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MRISuperRes"))
 
-from MRISuperResLib.degradation import DegradationSpec  # noqa: E402
-from MRISuperResLib.evaluation import simulated_pair  # noqa: E402
-from MRISuperResLib.model_zoo import load_model  # noqa: E402
-from MRISuperResLib.samples import mni152_t1_path  # noqa: E402
-from MRISuperResLib.slicer_layout import COMPARE_VIEWS, CompareViews, composite_node, show_compare_views  # noqa: E402
-from MRISuperResLib.slicer_outputs import EnhanceLogic, EnhanceNodes  # noqa: E402
-from MRISuperResLib.slicer_volumes import add_volume_node  # noqa: E402
-from MRISuperResLib.volume_io import read_volume  # noqa: E402
+from MRISuperResLib.processing.degradation import DegradationSpec  # noqa: E402
+from MRISuperResLib.evaluation.evaluate import simulated_pair  # noqa: E402
+from MRISuperResLib.engine.model_zoo import load_model  # noqa: E402
+from MRISuperResLib.imaging.samples import mni152_t1_path  # noqa: E402
+from MRISuperResLib.slicer.layout import COMPARE_VIEWS, CompareViews, composite_node, show_compare_views  # noqa: E402
+from MRISuperResLib.slicer.outputs import EnhanceLogic, EnhanceNodes  # noqa: E402
+from MRISuperResLib.slicer.volumes import add_volume_node  # noqa: E402
+from MRISuperResLib.imaging.volume_io import read_volume  # noqa: E402
 
 SCALE = (2.0, 2.0, 2.0)
 

@@ -26,11 +26,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MRISuperRes"))
 
-from MRISuperResLib.checkpoint import load_model_file, read_metadata, save_model  # noqa: E402
-from MRISuperResLib.evaluation import VolumeScores, evaluate_files, evaluation_spec, scores_table  # noqa: E402
-from MRISuperResLib.geometry import format_scale, parse_scale  # noqa: E402
-from MRISuperResLib.model_zoo import WEIGHTS_FOLDER  # noqa: E402
-from MRISuperResLib.samples import mni152_t1_path  # noqa: E402
+from MRISuperResLib.engine.checkpoint import load_model_file, read_metadata, save_model  # noqa: E402
+from MRISuperResLib.evaluation.evaluate import VolumeScores, evaluate_files, evaluation_spec, scores_table  # noqa: E402
+from MRISuperResLib.imaging.geometry import format_scale, parse_scale  # noqa: E402
+from MRISuperResLib.engine.model_zoo import WEIGHTS_FOLDER  # noqa: E402
+from MRISuperResLib.imaging.samples import mni152_t1_path  # noqa: E402
 
 #: Keys save_model takes as arguments; everything else in the metadata travels as ``extra``.
 SAVE_ARGUMENTS = ("name", "family", "config", "version", "description", "normalization", "degradation", "training",

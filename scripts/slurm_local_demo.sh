@@ -90,11 +90,11 @@ from pathlib import Path
 
 import numpy as np
 
-from MRISuperResLib.degradation import box_downsample
-from MRISuperResLib.geometry import resampled_grid
-from MRISuperResLib.samples import mni152_t1_path
-from MRISuperResLib.volume import Grid, Volume
-from MRISuperResLib.volume_io import read_volume, write_volume
+from MRISuperResLib.processing.degradation import box_downsample
+from MRISuperResLib.imaging.geometry import resampled_grid
+from MRISuperResLib.imaging.samples import mni152_t1_path
+from MRISuperResLib.imaging.volume import Grid, Volume
+from MRISuperResLib.imaging.volume_io import read_volume, write_volume
 
 folder = Path(sys.argv[1])
 mni = read_volume(mni152_t1_path())
@@ -134,7 +134,7 @@ cat "$WORK"/out/manifest_*.csv | cut -d, -f2,4,6,14
 import sys
 from pathlib import Path
 
-from MRISuperResLib.manifest import read_manifest
+from MRISuperResLib.cohort.manifest import read_manifest
 
 work = Path(sys.argv[1])
 rows = [row for path in sorted((work / "out").glob("manifest_*.csv")) for row in read_manifest(path)]

@@ -51,21 +51,67 @@ def test_icon_and_screenshot_urls_point_at_files_in_this_repository() -> None:
         assert icon.size == (128, 128)
 
 
-def test_engine_never_imports_slicer_or_qt() -> None:
-    # Only the MRML bridge modules (slicer_*.py) may import slicer; nothing in the package may import Qt.
-    forbidden = {"slicer", "qt", "ctk", "vtk"}
+#: The package's layers, lowest first. A folder may import its own layer and the layers listed before it; the
+#: top-level ``errors`` and ``version`` modules are shared by all. ``cli`` and ``slicer`` are two front ends side by
+#: side: neither imports the other.
+LAYERS = ("imaging", "processing", "models", "engine", "evaluation", "training", "cohort", "cli", "slicer")
+SHARED = {"errors", "version"}
+FRONT_ENDS = {"cli", "slicer"}
+#: Modules outside the folders: the package's lazy public API and the two documented Slicer paths (re-exports).
+TOP_LEVEL_MODULES = {"__init__.py", "errors.py", "version.py", "slicer_logic.py", "slicer_training.py"}
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved against its package)."""
+    package = list(path.relative_to(LIBRARY.parent).with_suffix("").parts[:-1])
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                names.append(".".join([*base, node.module]))
+            else:
+                names += [".".join([*base, alias.name]) for alias in node.names]
+    return names
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "MRISuperResLib" or len(parts) < 2:
+        return None
+    return None if parts[1] in SHARED else parts[1]
+
+
+def test_the_package_is_layers_as_folders() -> None:
+    assert {p.name for p in LIBRARY.glob("*.py")} == TOP_LEVEL_MODULES
+    folders = {p.name for p in LIBRARY.iterdir() if (p / "__init__.py").is_file()}
+    assert folders == set(LAYERS)
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
     for path in LIBRARY.rglob("*.py"):
-        if path.name.startswith("slicer_"):
+        own = path.relative_to(LIBRARY).parts[0]
+        if own not in LAYERS:
             continue
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in forbidden, f"{path.relative_to(ROOT)} imports {name}"
+        allowed = set(LAYERS[: LAYERS.index(own) + 1]) - (FRONT_ENDS - {own})
+        for module in _imported_modules(path):
+            layer = _layer(module)
+            assert layer is None or layer in allowed, f"{path.relative_to(ROOT)} imports {module}"
+
+
+def test_only_the_slicer_folder_imports_slicer_and_nothing_imports_qt() -> None:
+    # The bridge is MRML logic: slicer and vtk, never Qt (widgets live in the two module files).
+    for path in LIBRARY.rglob("*.py"):
+        in_bridge = path.relative_to(LIBRARY).parts[0] == "slicer"
+        for module in _imported_modules(path):
+            root = module.split(".")[0]
+            assert root not in {"qt", "ctk"}, f"{path.relative_to(ROOT)} imports {module}"
+            if root in {"slicer", "vtk"}:
+                assert in_bridge, f"{path.relative_to(ROOT)} imports {module}"
 
 
 def test_importing_the_engine_is_light() -> None:

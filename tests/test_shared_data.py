@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from MRISuperResLib.enhance import enhance_volume
-from MRISuperResLib.volume import Volume
-from MRISuperResLib.volume_io import read_volume, write_volume
+from MRISuperResLib.engine.enhance import enhance_volume
+from MRISuperResLib.imaging.volume import Volume
+from MRISuperResLib.imaging.volume_io import read_volume, write_volume
 
 VOLUMES = ["train/stroke_T1.nii.gz", "train/colin27_T1.nii.gz", "pairs/IXI002_T1.nii.gz", "pairs/IXI002_T2.nii.gz",
            "thick/T2w_1x1x2.nii.gz", "thick/aniso_4x4x5.nii.gz"]

@@ -23,16 +23,16 @@ from typing import Any
 from .version import __version__
 
 _LAZY = {
-    "enhance_file": ".enhance",
-    "enhance_volume": ".enhance",
-    "EnhanceResult": ".enhance",
-    "load_model": ".model_zoo",
-    "shipped_models": ".model_zoo",
-    "read_volume": ".volume_io",
-    "write_volume": ".volume_io",
-    "Volume": ".volume",
-    "Grid": ".volume",
-    "parse_scale": ".geometry",
+    "enhance_file": ".engine.enhance",
+    "enhance_volume": ".engine.enhance",
+    "EnhanceResult": ".engine.enhance",
+    "load_model": ".engine.model_zoo",
+    "shipped_models": ".engine.model_zoo",
+    "read_volume": ".imaging.volume_io",
+    "write_volume": ".imaging.volume_io",
+    "Volume": ".imaging.volume",
+    "Grid": ".imaging.volume",
+    "parse_scale": ".imaging.geometry",
     "MRISuperResError": ".errors",
 }
 

@@ -16,9 +16,9 @@ Public API:
 The model contract (what the engine relies on):
 
 * Input ``(batch, 1, i, j, k)``: normalised intensities on the coarse grid (clipped percentiles, see
-  :mod:`MRISuperResLib.normalization`).
+  :mod:`MRISuperResLib.processing.normalization`).
 * Output ``(batch, 1, round(i*s_i), round(j*s_j), round(k*s_k))`` on the cell-centred fine grid: output voxel
-  centre ``q`` sits at coarse continuous index ``(q + 0.5) / s - 0.5`` per axis (:mod:`MRISuperResLib.geometry`).
+  centre ``q`` sits at coarse continuous index ``(q + 0.5) / s - 0.5`` per axis (:mod:`MRISuperResLib.imaging.geometry`).
 * ``residual_to_baseline``: when true the output is a residual the engine adds to the cubic B-spline upsampling
   of the whole input (the baseline output; the network's "global skip"). Every family does this by default
   (B-spline beats trilinear by ~1.7 dB at x2, and the difference map is then exactly the network's contribution).
@@ -27,7 +27,7 @@ The model contract (what the engine relies on):
 * Fixed-scale families take ``forward(x)`` and their registry ``scales`` list the configured scale.
   Arbitrary-scale families (ArSSR) set the class attribute ``arbitrary_scale = True`` and take
   ``forward(x, output_shape)`` (the fine grid shape of that input); their ``scales`` are ``None``, written as
-  ``"any"`` in checkpoints, and the engine runs them with :func:`MRISuperResLib.inference.run_tiled_implicit`,
+  ``"any"`` in checkpoints, and the engine runs them with :func:`MRISuperResLib.engine.inference.run_tiled_implicit`,
   which needs two more methods: ``encode(x)`` (feature map on the input grid, run once per block) and
   ``query(features, positions, offsets)`` (values at continuous coarse indices, run in bounded chunks).
 * Extra inputs are optional keyword arguments: the 2.5D U-Net's ``forward(x, context=None)`` takes the

@@ -18,7 +18,7 @@ wide, ReLU), the first stage's output added to its input before the second (the 
 defaults: depth 8, width 256, feature dimension 128.
 
 Query coordinates. Every fine voxel centre ``q`` maps to the continuous coarse index
-``c = (q + 0.5) * n_in / n_out - 0.5`` per axis (cell-centred grids, :mod:`MRISuperResLib.geometry`); the
+``c = (q + 0.5) * n_in / n_out - 0.5`` per axis (cell-centred grids, :mod:`MRISuperResLib.imaging.geometry`); the
 features are interpolated there (trilinear, edge values held beyond the outermost voxel centres, as
 ``align_corners=False`` interpolation does). The 3 coordinates given to the decoder are the offset of ``c`` from
 its nearest coarse voxel centre, doubled to ``[-1, 1]``: the sub-voxel phase that, with the interpolated feature,
@@ -31,7 +31,7 @@ Output: with ``global_skip="baseline"`` (default) a residual the engine adds to 
 ReLU.
 
 Running: :meth:`ArSSR.encode` once per volume or tile, then :meth:`ArSSR.query` on points in chunks
-(``forward(x, output_shape)`` does both for a whole input; :func:`MRISuperResLib.inference.run_tiled_implicit`
+(``forward(x, output_shape)`` does both for a whole input; :func:`MRISuperResLib.engine.inference.run_tiled_implicit`
 for large volumes). The reference re-runs the encoder for every output slice; here it runs once.
 
 Layers: :class:`~.layers.ConvBlock` (MONAI ``Convolution``'s layout and tensor names, without importing MONAI)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..bspline import bspline_upsample
+from ..processing.bspline import bspline_upsample
 from .layers import BSPLINE_HALO, AnisotropicPixelShuffle3d, ConvBlock, check_integer_factors, trilinear_upsample
 
 GLOBAL_SKIPS = ("baseline", "trilinear", "none")

@@ -134,7 +134,7 @@ def fine_voxel_positions(n_in: int, n_out: int, dtype: torch.dtype = torch.float
     """Continuous coarse index of every fine voxel centre along one axis (cell-centred grids).
 
     Fine voxel ``q`` of ``n_out`` covering the same extent as ``n_in`` coarse voxels sits at coarse index
-    ``(q + 0.5) * n_in / n_out - 0.5`` (see :mod:`MRISuperResLib.geometry`).
+    ``(q + 0.5) * n_in / n_out - 0.5`` (see :mod:`MRISuperResLib.imaging.geometry`).
     """
     q = torch.arange(n_out, dtype=dtype, device=device)
     return (q + 0.5) * (n_in / n_out) - 0.5

@@ -23,7 +23,7 @@ output the centre slice. Built from:
   edges.
 
 Inside the engine's volume contract (:class:`UNet25D`): the coarse input is first upsampled to the fine grid with
-cubic B-spline (:func:`~MRISuperResLib.bspline.bspline_upsample`, integer per-axis factors, the same
+cubic B-spline (:func:`~MRISuperResLib.processing.bspline.bspline_upsample`, integer per-axis factors, the same
 interpolation as the engine's baseline); the 2D network then runs on every slice along ``slice_axis``, with the
 ``input_slices`` slices centred on it as channels (edge slices replicated), and the output slices are restacked.
 The network predicts a residual the engine adds to the B-spline baseline. The default ``slice_axis`` is the first
@@ -59,7 +59,7 @@ from monai.utils import OptionalImportError
 from torch import nn
 from torch.nn import functional as F
 
-from ..bspline import bspline_upsample
+from ..processing.bspline import bspline_upsample
 from .layers import check_integer_factors
 
 

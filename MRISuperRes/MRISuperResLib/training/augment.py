@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..bspline import bspline_upsample
+from ..processing.bspline import bspline_upsample
 
 
 @dataclass(frozen=True)

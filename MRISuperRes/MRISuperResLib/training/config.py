@@ -81,10 +81,10 @@ class DataSection:
         foreground_fraction: share of patches centred inside the foreground mask.
         resimulate_every: steps between fresh simulations (new noise levels, bias fields, contrast augmentation).
         n4: N4 bias-field correction of the volumes first: ``false``, ``true`` (default settings) or a mapping of
-            ``MRISuperResLib.n4.N4Settings`` (``shrink``, ``iterations``, ``convergence``, ``fwhm``,
+            ``MRISuperResLib.processing.n4.N4Settings`` (``shrink``, ``iterations``, ``convergence``, ``fwhm``,
             ``wiener_noise``, ``control_points``, ``mask``, ``two_pass``, ``second_mask``).
         foreground: the mask of a volume without one in ``masks``: ``threshold`` (robust percentile threshold and
-            morphology), ``head`` or ``brain`` (``MRISuperResLib.masks``: skull stripping without trained weights);
+            morphology), ``head`` or ``brain`` (``MRISuperResLib.processing.masks``: skull stripping without trained weights);
             patches are centred in it, crops and masked validation metrics follow it.
         crop_foreground: crop empty background around the head before training.
         validation_crop: validate on a central low-resolution crop of this size (``null``: the whole volume).
@@ -93,7 +93,7 @@ class DataSection:
         sample_coordinates: arbitrary-scale families only: fine voxels decoded per patch (seed 004's ``K``, 8000),
             drawn at random; ``null`` with ``scale_range``: every voxel of the patch interior.
         context: conditioning of a cross-attention model (seed 002): ``{variables: {name: {kind, offset, scale,
-            categories}}, subjects: {file name: {name: value}}}`` (see :mod:`MRISuperResLib.conditioning`); the
+            categories}}, subjects: {file name: {name: value}}}`` (see :mod:`MRISuperResLib.engine.conditioning`); the
             model's ``context_dim`` follows from the variables; stored in the trained model's metadata.
     """
 
@@ -322,7 +322,7 @@ def load_config(path: str | Path) -> TrainConfig:
 
 def _check(config: TrainConfig) -> None:
     from .. import models
-    from ..degradation import DegradationSpec
+    from ..processing.degradation import DegradationSpec
 
     if config.model.family not in models.FAMILIES:
         raise ConfigError(f"unknown model family {config.model.family!r}; known: {', '.join(models.FAMILIES)}")
@@ -331,7 +331,7 @@ def _check(config: TrainConfig) -> None:
     except ValueError as error:
         raise ConfigError(f"data.degradation: {error}") from None
     if config.data.acquisition is not None:
-        from ..acquisition import AcquisitionRanges
+        from ..processing.acquisition import AcquisitionRanges
 
         if not isinstance(config.data.acquisition, dict):
             raise ConfigError("data.acquisition must be a mapping of ranges ({} for the defaults) or null")
@@ -339,13 +339,13 @@ def _check(config: TrainConfig) -> None:
             AcquisitionRanges.from_dict(config.data.acquisition)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"data.acquisition: {error}") from None
-    from ..normalization import NormalizationSettings
+    from ..processing.normalization import NormalizationSettings
 
     try:
         NormalizationSettings.from_dict(config.data.normalization)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"data.normalization: {error}") from None
-    from ..n4 import N4Settings
+    from ..processing.n4 import N4Settings
     from .augment import ElasticSettings
 
     try:
@@ -371,7 +371,7 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError("data.validation_fraction must be between 0 and 1")
     _check_point_sampling(config)
     if config.data.context is not None:
-        from ..conditioning import check_context_config
+        from ..engine.conditioning import check_context_config
 
         try:
             check_context_config(config.data.context, config.model.family, config.model.config)

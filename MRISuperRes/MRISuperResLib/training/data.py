@@ -29,19 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..acquisition import AcquisitionRanges, acquire
-from ..bspline import bspline_upsample
-from ..conditioning import slice_positions
-from ..degradation import DegradationSpec, simulate
+from ..processing.acquisition import AcquisitionRanges, acquire
+from ..processing.bspline import bspline_upsample
+from ..engine.conditioning import slice_positions
+from ..processing.degradation import DegradationSpec, simulate
 from ..errors import InputError
-from ..geometry import resampled_grid
-from ..normalization import (
+from ..imaging.geometry import resampled_grid
+from ..processing.normalization import (
     NormalizationSettings,
     PercentileNormalizer,
     normalize_network_input,
 )
-from ..volume import Grid, Volume
-from ..volume_io import read_volume
+from ..imaging.volume import Grid, Volume
+from ..imaging.volume_io import read_volume
 from .augment import (
     ElasticSettings,
     PatchBatch,
@@ -49,7 +49,7 @@ from .augment import (
     random_displacement,
     warp,
 )
-from .exclusion import SliceExclusion, excluded_voxels, fill_excluded
+from ..processing.exclusion import SliceExclusion, excluded_voxels, fill_excluded
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,13 @@ def load_subject(
     The foreground comes from ``mask_path`` (a mask drawn on this scan, non-zero inside) or from a threshold.
     Voxels named by ``exclusions`` are first filled from their nearest kept neighbours (everything after depends on
     the kept voxels only) and left out of the foreground and, later, of the targets (:mod:`.exclusion`).
-    ``n4`` is the config's ``data.n4`` (``true``, or a mapping of :class:`~MRISuperResLib.n4.N4Settings`); N4
+    ``n4`` is the config's ``data.n4`` (``true``, or a mapping of :class:`~MRISuperResLib.processing.n4.N4Settings`); N4
     corrects both members of a real pair, the high-resolution one inside ``mask_path`` when given.
     ``foreground`` is the config's ``data.foreground``: ``"threshold"`` (:func:`.preprocess.foreground_mask`),
-    ``"head"`` or ``"brain"`` (:mod:`MRISuperResLib.masks`), used when no ``mask_path`` is given.
+    ``"head"`` or ``"brain"`` (:mod:`MRISuperResLib.processing.masks`), used when no ``mask_path`` is given.
     """
-    from ..n4 import N4Settings, n4_correct
-    from .preprocess import crop_to_foreground, foreground_mask, mask_on_grid
+    from ..processing.n4 import N4Settings, n4_correct
+    from ..processing.preprocess import crop_to_foreground, foreground_mask, mask_on_grid
 
     volume = read_volume(path)
     volume = volume.with_array(volume.array.astype(np.float32))
@@ -144,7 +144,7 @@ def load_subject(
     elif foreground == "threshold":
         mask = foreground_mask(volume)
     else:
-        from ..masks import mask_of_kind
+        from ..processing.masks import mask_of_kind
 
         mask = mask_of_kind(volume, foreground)
     if excluded is not None:
@@ -153,7 +153,7 @@ def load_subject(
     if n4_settings is not None:
         n4_mask = mask if mask_path is not None else None
         if excluded is not None and n4_mask is None:
-            from ..n4 import pass_mask
+            from ..processing.n4 import pass_mask
 
             n4_mask = pass_mask(volume, n4_settings.mask) & ~excluded
         volume = n4_correct(volume, n4_settings, mask=n4_mask).corrected
@@ -199,14 +199,14 @@ def _downsample_mask(mask: np.ndarray, scale: Sequence[int]) -> np.ndarray:
 def _registered_low(low: Volume, high: Volume, low_grid: Grid, register_low: bool | str) -> np.ndarray:
     """``low`` registered onto ``high`` (``register_low``: ``true``/``"affine"``, ``"deformable"`` for a B-spline
     stage after the affine one, ``false`` for none) and resampled onto ``low_grid``."""
-    from .registration import register, resample_into
+    from ..processing.registration import register, resample_into
 
     if register_low not in (True, False, "affine", "deformable"):
         raise InputError(f"data.pairs register must be true, false, affine or deformable, got {register_low!r}")
     if register_low:
         transform = register(high, low).transform
         if register_low == "deformable":
-            from .deformable import register_deformable
+            from ..processing.deformable import register_deformable
 
             transform = register_deformable(high, low, transform).transform
     else:

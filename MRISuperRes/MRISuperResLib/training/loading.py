@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from ..degradation import DegradationSpec
+from ..processing.degradation import DegradationSpec
 from ..errors import InputError
-from ..metrics import psnr
-from ..normalization import NormalizationSettings
+from ..evaluation.metrics import psnr
+from ..processing.normalization import NormalizationSettings
 from .config import ConfigError, TrainConfig
 from .data import (
     Subject,
@@ -34,7 +34,7 @@ from .data import (
     split_subjects,
     validation_rng,
 )
-from .exclusion import SliceExclusion, parse_exclusion
+from ..processing.exclusion import SliceExclusion, parse_exclusion
 
 PAIR_KEYS = ("high", "low", "register", "mask", "exclude_slices")
 

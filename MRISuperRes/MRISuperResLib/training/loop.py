@@ -32,15 +32,15 @@ import yaml
 from torch import nn
 
 from .. import models
-from ..acquisition import AcquisitionRanges
-from ..checkpoint import save_model
-from ..conditioning import ContextSpec, slice_positions, subject_contexts
-from ..degradation import DegradationSpec
-from ..device import DeviceChoice, select_device
+from ..processing.acquisition import AcquisitionRanges
+from ..engine.checkpoint import save_model
+from ..engine.conditioning import ContextSpec, slice_positions, subject_contexts
+from ..processing.degradation import DegradationSpec
+from ..engine.device import DeviceChoice, select_device
 from ..errors import InputError, MRISuperResError
-from ..inference import run_tiled
-from ..metrics import psnr, ssim
-from ..normalization import NormalizationSettings
+from ..engine.inference import run_tiled
+from ..evaluation.metrics import psnr, ssim
+from ..processing.normalization import NormalizationSettings
 from .adversarial import CriticTrainer
 from .augment import ElasticSettings, PatchBatch, augment_batch
 from .config import ConfigError, TrainConfig
@@ -53,7 +53,7 @@ from .data import (
     sample_patches,
 )
 from .distributed import barrier, broadcast_float, init_distributed, shutdown
-from .exclusion import fill_from_estimate
+from ..processing.exclusion import fill_from_estimate
 from .losses import ReconstructionLoss
 from .point_sampling import PointSampler, point_step
 from .precision import autocast, grad_scaler
@@ -195,7 +195,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- setup
     def _initialise_from(self, path: Path) -> None:
-        from ..checkpoint import load_model_file
+        from ..engine.checkpoint import load_model_file
 
         start = load_model_file(path)
         family, config = start.metadata.get("family"), start.metadata.get("config")
@@ -566,13 +566,13 @@ class Trainer:
 
     def _finalise(self) -> Path:
         """The final model: the best weights, with full metadata and a calibrated consistency threshold."""
-        from ..checkpoint import load_model_file
+        from ..engine.checkpoint import load_model_file
 
         best = load_model_file(self.output_dir / BEST_FILE)
         self.network.load_state_dict(best.network.state_dict())
         self.calibration = self._calibrate_consistency(best)
         path = self._save_model(self.output_dir / f"{self.config.name}.safetensors")
-        from ..model_zoo import baseline_verdict, write_model_card
+        from ..engine.model_zoo import baseline_verdict, write_model_card
 
         write_model_card(path)  # its card says, too, when the model is worse or barely better than B-spline
         verdict = baseline_verdict(vars(self.best)) if self.best else None
@@ -583,8 +583,8 @@ class Trainer:
     def _calibrate_consistency(self, model) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         """Consistency NRMSE of the best model on each whole validation input, run through ``enhance``; the
         threshold above which ``enhance`` warns is 1.5 times the largest of them."""
-        from ..enhance import enhance_volume
-        from ..volume import Volume
+        from ..engine.enhance import enhance_volume
+        from ..imaging.volume import Volume
 
         values = []
         for subject in self.validation_subjects:

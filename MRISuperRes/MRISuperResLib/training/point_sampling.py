@@ -7,7 +7,7 @@ ones) and, for each of the ``batch_size`` patches:
    low-resolution voxels; ``m`` = :data:`SIMULATION_MARGIN`) around a foreground-weighted centre (zeros beyond
    the volume), with random flips;
 2. simulates its low-resolution acquisition on the cell-centred ``p + 2m``-voxel grid over the same extent
-   (:func:`~MRISuperResLib.degradation.simulate`: the run's forward model, noise and bias), so the effective
+   (:func:`~MRISuperResLib.processing.degradation.simulate`: the run's forward model, noise and bias), so the effective
    scale is ``round((p + 2m) * s) / (p + 2m)``, and keeps the central ``p`` voxels as the network's input. A
    k-space simulation of a small patch wraps around at its faces and rings across the whole patch (the sinc
    decays slowly); whole volumes at inference do not, so the ringing is simulated away from the input;
@@ -34,7 +34,7 @@ import torch
 from scipy import ndimage
 from torch.nn import functional as F
 
-from ..degradation import DegradationSpec, simulate
+from ..processing.degradation import DegradationSpec, simulate
 from ..errors import InputError
 from ..models.layers import fine_voxel_positions
 from .data import Subject

@@ -1,0 +1,7 @@
+"""``python -m MRISuperResLib.cli``: the ``mrisuperres`` command."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,164 @@
+"""``mrisuperres evaluate``: PSNR / SSIM (and DICE) of a model, cubic B-spline and Fourier zero-filling against
+high-resolution references (wired into :mod:`.cli` through :mod:`.cli_train`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="PSNR/SSIM (and DICE) of a model, B-spline and Fourier zero-filling against high-resolution references",
+        description="For each high-resolution REFERENCE (a file, or a folder: every volume file in it), simulate a "
+        "low-resolution input (the model's own forward model unless --kind is given; one run per --noise level, "
+        "noise from --seed), enhance it and score SR, cubic B-spline and Fourier zero-filling (the scanner's 'ZIP' "
+        "interpolation) against the reference: PSNR with the 1-99 percentile range as peak and 3D SSIM, inside the "
+        "head mask (whole-volume PSNR in brackets). One table: per acquisition, each volume and the mean. With "
+        "--low, score real registered low-resolution inputs instead (one per reference). With --labels or "
+        "--segment, also per-label DICE of each method's segmentation.",
+    )
+    parser.add_argument("references", nargs="+", metavar="REFERENCE",
+                        help="high-resolution volumes, or folders of them")
+    parser.add_argument("--model", default="default", help="model name or path [default]")
+    parser.add_argument("--scale", default="2", help="factor or i,j,k factors [2]")
+    parser.add_argument("--low", nargs="+", help="real low-resolution inputs, one per reference, same order")
+    parser.add_argument("--kind", help="forward model for the simulation: kspace, box, gaussian (or i,j,k list)")
+    parser.add_argument("--noise", type=float, nargs="+", default=None, metavar="LEVEL",
+                        help="k-space noise level(s), fraction of the low-resolution 99th percentile; several give "
+                        "one run each, e.g. --noise 0 0.01 0.02 [the model's own range, drawn per volume]")
+    parser.add_argument("--gap", type=float, default=0.0, help="slice gap for box/gaussian profiles [0]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated noise [0]")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch [torch's default]")
+    parser.add_argument("--flip-ensemble", action="store_true",
+                        help="average the network over the 8 flips of each input (test-time ensemble, 8 passes)")
+    parser.add_argument("--context", metavar="NAME=VALUE,...",
+                        help="conditioning values for a model conditioned on a context (the same for every reference)")
+    parser.add_argument("--labels", nargs="+", metavar="LABELS",
+                        help="label map of each reference (same grid, same order): per-label DICE of SR, B-spline "
+                        "and zero-filling, each segmented by a Gaussian intensity model fitted on the reference")
+    parser.add_argument("--segment", choices=["tissue3"],
+                        help="without --labels: segment reference and outputs alike into 3 intensity classes "
+                        "(Otsu thresholds of the reference inside the head mask) and report DICE")
+    parser.add_argument("--crop", metavar="I,J,K",
+                        help="score only a block of at most I x J x K voxels of each reference, centred on the head "
+                        "(a quicker evaluation; the table says so)")
+    parser.add_argument("--exclude-slices", nargs="+", metavar="SPEC",
+                        help="voxels of the references to leave out of every metric (corrupted slices): AXIS:INDICES "
+                             "(0-based, e.g. 2:3,7,10-12) or a mask file (non-zero = excluded); one SPEC for all "
+                             "references or one per reference ('none' for a reference without)")
+    parser.add_argument("--output", metavar="MD", help="also write the table to this Markdown file")
+    parser.add_argument("--csv", metavar="CSV", help="also write the table to this CSV file")
+    parser.add_argument("--figure", metavar="FOLDER",
+                        help="write one PNG per reference (and noise level) into this existing folder (rows "
+                             "axial/coronal/sagittal; columns input, baseline, SR, reference, difference, "
+                             "consistency)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable results instead of the table")
+    parser.add_argument("--quiet", action="store_true", help="no progress line per scored volume (on stderr)")
+
+
+def _report_progress(done: int, total: int, scores: Any) -> None:
+    print(f"evaluate {done}/{total}: {scores.name} ({scores.condition}): PSNR inside the head SR "
+          f"{scores.psnr_sr:.2f}, B-spline {scores.psnr_baseline:.2f}, zero-fill {scores.psnr_zerofill:.2f} dB",
+          file=sys.stderr, flush=True)
+
+
+def _check_arguments(args: argparse.Namespace, references: int) -> None:
+    """Refuse inconsistent options in one line (:class:`~.errors.MRISuperResError`) before any work."""
+    from ..errors import MRISuperResError
+    from ..imaging.volume_io import check_writable_target
+
+    for option, given in (("--low", args.low), ("--labels", args.labels)):
+        if given and len(given) != references:
+            raise MRISuperResError(f"{option} has {len(given)} volumes for {references} references; "
+                                   "give one per reference")
+    if args.labels and args.segment:
+        raise MRISuperResError("give either --labels (the reference's label maps) or --segment, not both")
+    if args.low and args.noise and len(args.noise) > 1:
+        raise MRISuperResError("--noise with several levels simulates inputs; it does not apply with --low")
+    if args.noise and any(level < 0 for level in args.noise):
+        raise MRISuperResError("--noise levels must be 0 or more")
+    for target in (args.output, args.csv):
+        if target:
+            check_writable_target(target, overwrite=True, volume_format=False)
+
+
+def _parse_crop(text: str | None) -> tuple[int, int, int] | None:
+    from ..errors import MRISuperResError
+
+    if not text:
+        return None
+    try:
+        crop = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        crop = ()
+    if len(crop) != 3 or min(crop) < 8:
+        raise MRISuperResError(f"--crop {text} is not three sizes of at least 8 voxels; e.g. --crop 160,160,128")
+    return crop  # type: ignore[return-value]
+
+
+def _evaluation_exclusions(specs: list[str] | None, count: int) -> list[list] | None:
+    """Per-reference exclusion rules from ``--exclude-slices`` (one spec for all, or one per reference)."""
+    from ..errors import MRISuperResError
+    from ..processing.exclusion import parse_exclusion_text
+
+    if not specs:
+        return None
+    if len(specs) not in (1, count):
+        raise MRISuperResError(f"--exclude-slices has {len(specs)} values for {count} references; give one for all "
+                               "or one per reference ('none' for a reference without)")
+    rules = [[] if spec.lower() == "none" else parse_exclusion_text(spec) for spec in specs]
+    return rules * count if len(rules) == 1 else rules
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..errors import MRISuperResError
+    from ..evaluation.evaluate import evaluate_files, evaluation_spec, expand_references
+    from ..evaluation.table import scores_csv, scores_json, scores_table
+    from ..imaging.geometry import parse_scale
+    from ..engine.model_zoo import load_model
+
+    scale = parse_scale(args.scale)
+    references = expand_references(args.references)
+    _check_arguments(args, len(references))
+    crop = _parse_crop(args.crop)
+    exclusions = _evaluation_exclusions(args.exclude_slices, len(references))
+    model = load_model(args.model, scale)
+    spec = None
+    single_noise = args.noise[0] if args.noise and len(args.noise) == 1 else None
+    if args.kind or single_noise is not None or args.gap:
+        try:
+            spec = evaluation_spec(model.metadata.get("degradation"), args.kind, single_noise, args.gap)
+        except ValueError as error:
+            raise MRISuperResError(str(error)) from None
+    noises = args.noise if args.noise and len(args.noise) > 1 else None
+    scores = evaluate_files(references, model, scale, spec, seed=args.seed, low_inputs=args.low,
+                            figure_folder=args.figure, noises=noises, labels=args.labels, segment=args.segment,
+                            on_scored=None if args.quiet else _report_progress, crop=crop, exclusions=exclusions,
+                            device=args.device,
+                            threads=args.threads, flip_ensemble=args.flip_ensemble, context=args.context)
+    table = scores_table(scores, model.name, scale)
+    if args.segment == "tissue3":
+        table += ("\n\nDICE labels of --segment tissue3: intensity classes 1 to 3 of the reference inside the head "
+                  "mask, darkest first (in a T1w brain: CSF, grey matter, white matter).")
+    if crop:
+        table += (f"\n\nEach reference was cropped to a block of at most {'x'.join(map(str, crop))} voxels centred on "
+                  "the head.")
+    from ..imaging.verified_write import replace_text_file
+
+    if args.output:
+        replace_text_file(args.output, table + "\n")
+    if args.csv:
+        replace_text_file(args.csv, scores_csv(scores))
+    if args.json:
+        report = scores_json(scores, model.name, scale)
+        report["crop"] = list(crop) if crop else None
+        report["segment"] = args.segment or ("labels" if args.labels else None)
+        print(json.dumps(report, indent=2))
+    else:
+        print(table)
+    return 0

@@ -1,0 +1,115 @@
+"""Scale factors and cell-centred resampling grids.
+
+A grid is cell-centred: voxel ``n`` covers ``[n - 1/2, n + 1/2]`` in index units, so a volume's physical
+extent is ``shape * spacing``. Upsampling along an axis by ``s`` keeps that extent: the new spacing is
+``spacing * n / round(n * s)`` and the first output voxel centre sits at
+``origin + direction @ ((1/s - 1) / 2 * spacing)`` (per axis, ``s`` the effective factor ``round(n*s)/n``),
+so the result overlays its input with no half-voxel shift. Scales are given per axis in image index order
+``(i, j, k)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import MRISuperResError
+from .volume import Grid
+
+Scale = tuple[float, float, float]
+
+
+def parse_scale(value: float | str | Sequence[float]) -> Scale:
+    """Parse a scale given as ``2``, ``"2"``, ``"1,1,4"``, ``"1x1x4"`` or ``(1, 1, 4)``.
+
+    Returns:
+        The per-axis factors ``(s_i, s_j, s_k)`` in image index order, each >= 1.
+
+    Raises:
+        MRISuperResError: when the text is not one or three positive numbers, or a factor is below 1.
+    """
+    if isinstance(value, str):
+        parts = [p for p in value.replace("x", ",").replace("X", ",").replace(" ", ",").split(",") if p]
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            numbers = []
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+        numbers = [float(value)]
+    else:
+        numbers = [float(v) for v in value]
+    if len(numbers) == 1:
+        numbers = numbers * 3
+    if len(numbers) != 3 or not all(np.isfinite(numbers)):
+        raise MRISuperResError(
+            f"scale {value!r} is not understood; give one factor (e.g. 2) or three in i,j,k order (e.g. 1,1,4)"
+        )
+    if min(numbers) < 1.0:
+        raise MRISuperResError(f"scale {value!r} has a factor below 1; super-resolution only enlarges (use >= 1)")
+    return (numbers[0], numbers[1], numbers[2])
+
+
+def format_scale(scale: Scale) -> str:
+    """Short text for a scale: ``"2"`` when isotropic, else ``"1,1,4"`` (``g`` formatting)."""
+    if scale[0] == scale[1] == scale[2]:
+        return f"{scale[0]:g}"
+    return ",".join(f"{s:g}" for s in scale)
+
+
+def is_integer_scale(scale: Scale) -> bool:
+    """True when every factor is a whole number."""
+    return all(float(s).is_integer() for s in scale)
+
+
+def upsampled_grid(grid: Grid, scale: Scale) -> Grid:
+    """The cell-centred grid ``scale`` times finer than ``grid`` over the same physical extent.
+
+    The output has ``round(n * s)`` voxels per axis; for a non-integer product the effective factor is
+    ``round(n * s) / n`` so the extent is kept exactly.
+    """
+    shape_in = np.asarray(grid.shape, dtype=np.float64)
+    shape_out = np.maximum(np.rint(shape_in * np.asarray(scale)), 1).astype(int)
+    return resampled_grid(grid, tuple(int(n) for n in shape_out))
+
+
+def resampled_grid(grid: Grid, shape: tuple[int, int, int]) -> Grid:
+    """The cell-centred grid with ``shape`` voxels covering exactly the extent of ``grid``.
+
+    Works both ways (finer or coarser): spacing becomes ``spacing * n_in / n_out`` and the first voxel centre
+    moves by ``(n_in / n_out - 1) / 2`` input voxels along each index axis.
+    """
+    n_in = np.asarray(grid.shape, dtype=np.float64)
+    n_out = np.asarray(shape, dtype=np.float64)
+    spacing_in = np.asarray(grid.spacing)
+    shift_in_voxels = (n_in / n_out - 1.0) / 2.0
+    origin = np.asarray(grid.origin) + grid.direction @ (shift_in_voxels * spacing_in)
+    return Grid(tuple(int(n) for n in shape), tuple(spacing_in * n_in / n_out), tuple(origin), grid.direction)
+
+
+def effective_scale(grid_in: Grid, grid_out: Grid) -> Scale:
+    """Per-axis factor ``n_out / n_in`` between two grids over the same extent."""
+    return tuple(float(o) / float(i) for i, o in zip(grid_in.shape, grid_out.shape))  # type: ignore[return-value]
+
+
+def fine_mask(mask: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """A boolean mask on the input grid ``[i, j, k]`` carried onto the cell-centred fine grid of ``shape``.
+
+    Separable linear interpolation that samples fine voxel ``o`` at input index ``(o + 1/2) * n / shape - 1/2``
+    (the cell-centred rule, any scale, integer or not; the edge value beyond the outermost centres), thresholded
+    at 0.5 so the boundary stays where it was (a voxel exactly half inside counts as inside). A B-spline of a binary mask costs as much as the baseline itself
+    for the same boundary. Numpy only, so it can run before torch is loaded (see :mod:`.prepared_input`).
+    """
+    values = mask.astype(np.float32)
+    for axis, size_out in enumerate(shape):
+        size_in = values.shape[axis]
+        if size_out == size_in:
+            continue
+        position = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+        lower = np.minimum(np.floor(position).astype(np.intp), size_in - 1)
+        upper = np.minimum(lower + 1, size_in - 1)
+        weight = (position - lower).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
+        below = np.take(values, lower, axis=axis)
+        values = below + weight * (np.take(values, upper, axis=axis) - below)
+    # Ties (e.g. 3/4 * 2/3 at mixed scales) land on either side of 0.5 by rounding alone: count them inside.
+    return values > np.float32(0.5 - 1e-6)

@@ -1,0 +1,214 @@
+"""Per-scan adaptation (``adapt.py``, ``enhance --adapt``): a small real thick-slice volume adapts in seconds and
+improves on its held-back planes, is deterministic for a seed, cancels without output, and records where it
+came from (provenance of every output, metadata and input SHA-256 of the saved adapted model).
+
+The input is a 48x48x48 crop of the real MNI152 T1 (1 mm) box-averaged to 4 mm slices along k (48x48x12).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from MRISuperResLib.cli import app as cli
+from MRISuperResLib.engine.adapt import (
+    AdaptSettings,
+    adapt_model,
+    save_adapted_model,
+    thick_ratio,
+)
+from MRISuperResLib.engine.checkpoint import load_model_file
+from MRISuperResLib.processing.degradation import box_downsample
+from MRISuperResLib.engine.enhance import enhance_file, enhance_volume
+from MRISuperResLib.errors import CancelledError, InputError
+from MRISuperResLib.imaging.geometry import resampled_grid
+from MRISuperResLib.engine.model_zoo import load_model
+from MRISuperResLib.imaging.volume import Grid, Volume
+from MRISuperResLib.imaging.volume_io import read_volume, write_volume
+
+SCALE = (1.0, 1.0, 4.0)
+#: A few cheap steps: small patches, raw sampling where the sampling itself is not under test.
+FAST = {"seconds": None, "steps": 6, "batch_size": 2, "patch": 16, "low_patch": 4, "validation_patches": 4,
+        "validate_every": 2, "region": 48, "learning_rate": 3e-4}
+
+
+@pytest.fixture(scope="module")
+def thick_volume(mni_volume: Volume) -> Volume:
+    """48x48x12 at 1x1x4 mm: a central crop of the MNI152 T1 with 4 mm box-profile slices along k."""
+    start = [n // 2 - 24 for n in mni_volume.shape]
+    fine = mni_volume.array[start[0]:start[0] + 48, start[1]:start[1] + 48, start[2]:start[2] + 48].astype(np.float32)
+    grid = Grid((48, 48, 48), mni_volume.spacing, mni_volume.grid.origin, mni_volume.grid.direction)
+    low_grid = resampled_grid(grid, (48, 48, 12))
+    return Volume(box_downsample(fine, (48, 48, 12)), low_grid)
+
+
+@pytest.fixture(scope="module")
+def thick_model():
+    return load_model("edsr3d-thick-x4-brain", SCALE)
+
+
+@pytest.fixture(autouse=True)
+def _restore_sigterm():
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_adapts_in_seconds_and_improves_on_held_back_planes(thick_volume, thick_model):
+    before = [p.detach().clone() for p in thick_model.network.parameters()]
+    adapted, report = adapt_model(thick_volume, thick_model, SCALE, AdaptSettings(**FAST, sampling="bootstrap"))
+    assert report.steps == 6 and report.bootstrap_seconds > 0
+    assert report.history[0] == (0, report.held_back_before)
+    assert report.held_back_after < report.held_back_before, report.history
+    assert report.best_step > 0
+    # the starting model is untouched; the adapted one differs and runs like any model
+    assert all(torch_equal(a, b) for a, b in zip(before, thick_model.network.parameters()))
+    assert adapted.name == "edsr3d-thick-x4-brain-adapted"
+    assert adapted.file_sha256 == adapted.metadata["weights_sha256"] != thick_model.metadata["weights_sha256"]
+    result = enhance_volume(thick_volume, adapted, SCALE, consistency=False)
+    assert result.sr.shape == (48, 48, 48) and np.isfinite(result.sr.array).all()
+    assert "adapted to this input" in result.sr.metadata["MRISuperRes.adaptation"]
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
+
+
+def test_never_worse_than_the_start_on_held_back_planes(thick_volume, thick_model):
+    # A learning rate far too high: every step makes things worse, so the starting weights must come back.
+    settings = AdaptSettings(**{**FAST, "learning_rate": 0.5, "steps": 4}, sampling="raw")
+    adapted, report = adapt_model(thick_volume, thick_model, SCALE, settings)
+    assert report.best_step == 0 and report.held_back_after == report.held_back_before
+    assert max(loss for _, loss in report.history[1:]) > report.held_back_before
+    assert adapted.metadata["weights_sha256"] == thick_model.metadata["weights_sha256"]
+
+
+def test_deterministic_for_a_seed_and_any_thick_axis(thick_volume, thick_model):
+    settings = AdaptSettings(**FAST, sampling="raw", seed=3)
+    first, report_1 = adapt_model(thick_volume, thick_model, SCALE, settings)
+    second, report_2 = adapt_model(thick_volume, thick_model, SCALE, settings)
+    assert first.file_sha256 == second.file_sha256 and report_1.history == report_2.history
+    other, _ = adapt_model(thick_volume, thick_model, SCALE, AdaptSettings(**FAST, sampling="raw", seed=4))
+    assert other.file_sha256 != first.file_sha256
+    # the same scan with its thick axis first (scale 4,1,1) adapts through the axis permutation, identically
+    moved = Volume(np.ascontiguousarray(np.transpose(thick_volume.array, (2, 0, 1))),
+                   Grid((12, 48, 48), (4.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)))
+    assert thick_ratio(thick_model, (4.0, 1.0, 1.0)) == ((1, 2, 0), 4)
+    permuted, report_3 = adapt_model(moved, thick_model, (4.0, 1.0, 1.0), settings)
+    assert report_3.history == report_1.history and permuted.file_sha256 == first.file_sha256
+
+
+def test_isotropic_scale_and_bad_slice_thickness_are_refused(thick_volume, thick_model):
+    with pytest.raises(InputError, match="thick slices along one axis"):
+        adapt_model(thick_volume, load_model("default", (2.0, 2.0, 2.0)), (2.0, 2.0, 2.0), AdaptSettings(**FAST))
+    with pytest.raises(InputError, match="slice thickness 5 mm"):
+        adapt_model(thick_volume, thick_model, SCALE, AdaptSettings(**FAST, slice_thickness=5.0))
+
+
+def test_slice_thickness_sets_the_gap_of_the_profile(thick_volume, thick_model):
+    adapted, _ = adapt_model(thick_volume, thick_model, SCALE,
+                             AdaptSettings(**{**FAST, "steps": 1}, sampling="raw", slice_thickness=3.0))
+    assert adapted.metadata["adapted"]["slice_profile"]["gap"] == pytest.approx(0.25)
+    assert adapted.metadata["adapted"]["slice_profile"]["kind"] == "box"
+
+
+def test_cancel_in_the_api_leaves_no_output(thick_volume, thick_model, tmp_path):
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(CancelledError):
+        adapt_model(thick_volume, thick_model, SCALE, AdaptSettings(**FAST, sampling="raw"), cancel=cancel)
+    source = write_volume(thick_volume, tmp_path / "thick.nii.gz")
+    output = tmp_path / "out" / "sr.nii.gz"
+    output.parent.mkdir()
+    with pytest.raises(CancelledError):
+        enhance_file(source, output, thick_model, SCALE, adapt=AdaptSettings(**FAST, sampling="raw"),
+                     cancel=lambda: True)
+    assert list(output.parent.iterdir()) == []
+
+
+def test_cli_adapt_provenance_and_saved_model(thick_volume, tmp_path, capsys):
+    source = write_volume(thick_volume, tmp_path / "thick.nii.gz")
+    input_sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    output, saved = tmp_path / "sr.nrrd", tmp_path / "mine-adapted.safetensors"
+    status = cli.main(["enhance", str(source), str(output), "--scale", "1,1,4", "--adapt", "120", "--adapt-steps",
+                       "2", "--save-adapted", str(saved), "--baseline", str(tmp_path / "b.nrrd"), "--threads", "2",
+                       "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    sr = read_volume(output)
+    assert sr.metadata["MRISuperRes.adaptation"].startswith("adapted to this input: fine-tuned from "
+                                                            "edsr3d-thick-x4-brain")
+    assert input_sha[:12] in sr.metadata["MRISuperRes.adaptation"]
+    assert sr.metadata["MRISuperRes.model"] == "edsr3d-thick-x4-brain-adapted"
+    assert "MRISuperRes.adaptation" not in read_volume(tmp_path / "b.nrrd").metadata  # the baseline is not the model's
+    sidecar = json.loads((tmp_path / "sr.nrrd.json").read_text())
+    assert sidecar["run"]["adaptation"]["steps"] == 2 and "adapted to this input" in sidecar["provenance"]["adaptation"]
+    model = load_model_file(saved)
+    adapted = model.metadata["adapted"]
+    assert adapted["from"] == "edsr3d-thick-x4-brain" and adapted["input_sha256"] == input_sha
+    assert adapted["input_sha256_of"] == "file" and adapted["input"] == "thick.nii.gz" and "this_run" not in adapted
+    assert model.metadata["name"] == "edsr3d-thick-x4-brain-adapted" and model.metadata["mask_background"] is True
+    assert model.metadata["consistency"]["threshold"] > 0
+    # the saved model enhances the same input to the same result, its provenance naming the input it was made on
+    again = enhance_volume(read_volume(source), model, SCALE, consistency=False)
+    assert np.allclose(again.sr.array, sr.array, atol=1e-3 * float(np.abs(sr.array).max()))
+    assert again.sr.metadata["MRISuperRes.adaptation"].startswith("adapted to input thick.nii.gz")
+
+
+def test_cli_adapt_refuses_isotropic_scale_and_stray_options(thick_volume, tmp_path, capsys):
+    source = write_volume(thick_volume, tmp_path / "thick.nii.gz")
+    cases = [
+        (["--scale", "2", "--adapt"], "--adapt needs thick slices along one axis"),
+        (["--scale", "1,1,4", "--save-adapted", str(tmp_path / "m.safetensors")], "need --adapt"),
+        (["--scale", "1,1,4", "--adapt", "--save-adapted", str(tmp_path / "m.pt")], "model files end in"),
+    ]
+    for options, message in cases:
+        status = cli.main(["enhance", str(source), str(tmp_path / "sr.nii.gz"), *options])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status != 0 and len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thick.nii.gz"]
+
+
+def test_cli_interrupted_while_adapting_leaves_no_output(thick_volume, tmp_path):
+    source = write_volume(thick_volume, tmp_path / "thick.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "MRISuperResLib.cli", "enhance", str(source), str(out / "sr.nii.gz"), "--scale",
+         "1,1,4", "--adapt", "600", "--save-adapted", str(out / "m.safetensors"), "--progress-lines",
+         "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        seen = ""
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            seen += line
+            if "adapting" in line or not line:
+                break
+        assert "adapting" in seen, seen
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == cli.EXIT_INTERRUPTED, process.stderr.read()[-2000:]
+    assert list(out.iterdir()) == []
+
+
+def test_save_adapted_refuses_a_model_that_was_not_adapted(thick_model, tmp_path):
+    from MRISuperResLib.errors import ModelError
+
+    with pytest.raises(ModelError, match="not adapted"):
+        save_adapted_model(thick_model, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()

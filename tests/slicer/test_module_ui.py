@@ -1,0 +1,109 @@
+"""Static checks of the MRISuperRes module file against its Qt Designer file (no Qt needed).
+
+Desktop Slicer is not available here, so the names the widget code uses are checked against the ``.ui``: a
+renamed widget would otherwise fail only when a clinician opens the module.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = ROOT / "MRISuperRes" / "MRISuperRes.py"
+UI = ROOT / "MRISuperRes" / "Resources" / "UI" / "MRISuperRes.ui"
+
+
+def ui_widgets() -> dict[str, ET.Element]:
+    return {w.get("name"): w for w in ET.parse(UI).getroot().iter("widget")}
+
+
+def used_ui_names() -> set[str]:
+    """Every ``self.ui.<name>`` in the module file."""
+    tree = ast.parse(MODULE.read_text())
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+
+
+def parameter_names() -> set[str]:
+    """The annotated attributes of the @parameterNodeWrapper class."""
+    tree = ast.parse(MODULE.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MRISuperResParameterNode")
+    return {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+
+
+def test_every_widget_the_code_uses_is_in_the_ui_file() -> None:
+    used = used_ui_names()
+    assert {"applyButton", "inputSelector", "modelComboBox", "progressBar", "statusLabel"} <= used | set(ui_widgets())
+    missing = used - set(ui_widgets())
+    assert not missing, f"MRISuperRes.py uses widgets missing from MRISuperRes.ui: {sorted(missing)}"
+
+
+def test_every_bound_widget_names_a_parameter() -> None:
+    parameters = parameter_names()
+    bound = {}
+    for name, widget in ui_widgets().items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[name] = prop.find("string").text
+    assert bound, "no widget is bound to the parameter node"
+    unknown = {w: p for w, p in bound.items() if p not in parameters}
+    assert not unknown, f"widgets bound to parameters the parameter node lacks: {unknown}"
+
+
+def test_the_ui_file_declares_its_custom_widgets_and_scene_connection() -> None:
+    root = ET.parse(UI).getroot()
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    custom = {c for c in used if re.match(r"^(qMRML|ctk)", c)}
+    assert custom <= declared, f"custom widgets not declared: {sorted(custom - declared)}"
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    node_selectors = {w.get("name") for w in root.iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
+    assert node_selectors <= receivers
+
+
+def test_the_module_file_imports_no_engine_code_at_module_level() -> None:
+    # Slicer must load the module before torch and the other dependencies are installed.
+    tree = ast.parse(MODULE.read_text())
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            assert not any(n.split(".")[0] in {"MRISuperResLib", "torch", "monai", "numpy"} for n in names), names
+
+
+def _ranges(module: Path) -> dict[str, tuple[float, float]]:
+    """``WithinRange(lo, hi)`` of each parameter of the module's parameter-node class."""
+    tree = ast.parse(module.read_text())
+    ranges = {}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for item in (n for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)):
+            for call in ast.walk(item.annotation):
+                if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "WithinRange":
+                    ranges[item.target.id] = tuple(ast.literal_eval(a) for a in call.args)
+    return ranges
+
+
+def test_every_bounded_spin_box_can_show_its_parameters_range() -> None:
+    """Slicer's connector sets the spin box range from ``WithinRange`` and keeps the .ui decimals; a bound that
+    the decimals round (1e-7 at 6 decimals -> 0) lets the GUI show a value the parameter node refuses."""
+    checked = 0
+    for module in (MODULE, ROOT / "MRISuperResTraining" / "MRISuperResTraining.py"):
+        ranges = _ranges(module)
+        ui = module.parent / "Resources" / "UI" / f"{module.stem}.ui"
+        for widget in ET.parse(ui).getroot().iter("widget"):
+            props = {p.get("name"): p for p in widget.findall("property")}
+            parameter = props.get("SlicerParameterName")
+            if parameter is None or widget.get("class") not in ("QDoubleSpinBox", "ctkDoubleSpinBox",
+                                                                   "ctkSliderWidget"):
+                continue
+            name = parameter.findtext("string")
+            decimals = int(props["decimals"].findtext("number")) if "decimals" in props else 2
+            if name in ranges:
+                low, high = ranges[name]
+                assert round(low, decimals) == low and round(high, decimals) == high, (module.name, name, decimals)
+                checked += 1
+    assert checked >= 3
