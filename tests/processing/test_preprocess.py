@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import oblique_grid, sample_smooth_function
+from helpers import coefficient_of_variation, oblique_grid, sample_smooth_function, smooth_bias
 
 from MRISuperResLib.errors import InputError
 from MRISuperResLib.imaging.geometry import resampled_grid
