@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 slicer = pytest.importorskip("slicer")
+
+from helpers import ROOT  # noqa: E402
 
 from MRISuperResLib.errors import InputError  # noqa: E402
 from MRISuperResLib.slicer import training as slicer_training  # noqa: E402
@@ -47,3 +50,25 @@ def test_small_helpers_read_logs_and_format_times(tmp_path: Path) -> None:
     for bad in ("", "24,24", "3", "a,b,c"):
         with pytest.raises(InputError, match="one or three whole numbers >= 4"):
             parse_patch_size(bad)
+
+
+def test_a_scale_that_is_not_one_is_refused_as_input_error() -> None:
+    from MRISuperResLib.slicer.training import parse_training_scale
+
+    assert parse_training_scale("1,1,4") == (1, 1, 4) and parse_training_scale(2) == (2, 2, 2)
+    for bad, message in (("two", "scale"), ("0.5", "below 1"), ("1.5", "whole factors")):
+        with pytest.raises(InputError, match=message):
+            parse_training_scale(bad)
+
+
+def test_the_presets_load_without_the_engine_or_slicer() -> None:
+    """The Qt module file reads the preset names while Slicer loads it, before PyTorch may be installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from MRISuperResLib.slicer.training.presets import PRESET_NAMES, PRESETS; "
+            "assert PRESET_NAMES == tuple(PRESETS); "
+            "print(sorted(m for m in ('torch', 'numpy', 'slicer', 'vtk', 'yaml') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "MRISuperRes")})
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
