@@ -8,7 +8,6 @@ level, so that Slicer can load the module before PyTorch and the other dependenc
 """
 
 import os
-import shutil
 import sys
 from typing import Annotated
 
@@ -626,8 +625,11 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def pythonExecutable() -> str:
-        """Slicer's Python launcher (``PythonSlicer``): it sets up the same environment as the application."""
-        return shutil.which("PythonSlicer") or sys.executable
+        """Slicer's Python launcher (``PythonSlicer``): it sets up the same environment as the application
+        (``MRISuperResLib.slicer.runner.default_python``, as the Training module's runs use)."""
+        from MRISuperResLib.slicer.runner import default_python
+
+        return default_python()
 
     @staticmethod
     def rememberOutputs(parameterNode, nodes, inputNode=None) -> None:
@@ -659,60 +661,14 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
         ``Resources/requirements.txt`` (version specifiers honoured), asking the user once.
 
         The installed torch, numpy and SimpleITK are pinned while pip runs, so the PyTorch extension's build is
-        never replaced (see ``MRISuperResLib.slicer.dependencies``). When a package that was already imported
-        changed, offers to restart Slicer. Never runs at import time. Returns False when the user declines or
-        installing fails (with a message saying what to do).
+        never replaced (see ``MRISuperResLib.slicer.dependencies.ensure_dependencies``, which both modules use).
+        When a package that was already imported changed, offers to restart Slicer. Never runs at import time.
+        Returns False when the user declines or installing fails (with a message saying what to do).
         """
         from MRISuperResLib.slicer import dependencies as dependencies
 
-        requirements = self.resourcePath("requirements.txt")
-        plan = dependencies.dependency_plan(requirements)
-        if plan.satisfied:
-            return True
-        if not plan.install_torch and not plan.torch_ok:
-            slicer.util.errorDisplay(_(
-                "PyTorch {version} is installed, MRI Super-Resolution needs torch{requirement}. In the PyTorch Utils "
-                "module, uninstall PyTorch, restart Slicer and click Enhance again: a suitable build is then "
-                "installed.").format(version=plan.torch_version, requirement=dependencies.TORCH_REQUIREMENT))
-            return False
-        if plan.install_torch:
-            try:
-                import PyTorchUtils
-            except ImportError:
-                slicer.util.errorDisplay(_("This module needs PyTorch: install the PyTorch extension from the "
-                                           "Extensions Manager, restart Slicer, then click Enhance again."))
-                return False
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("MRI Super-Resolution needs these Python packages:") + "\n" + plan.describe() + "\n\n"
-                + _("Install them now? This needs internet access and takes a few minutes; the installed PyTorch, "
-                    "numpy and SimpleITK are kept."), windowTitle=_("MRI Super-Resolution")):
-            return False
-        before = dependencies.installed_versions()
-        try:
-            if plan.install_torch:
-                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                    askConfirmation=False, torchVersionRequirement=dependencies.TORCH_REQUIREMENT)
-                if torch is None:
-                    slicer.util.errorDisplay(_("PyTorch was not installed. Without internet access, install it "
-                                               "from the PyTorch Utils module by hand, then click Enhance again."))
-                    return False
-            self.installRequirements(requirements)
-        except Exception as error:
-            slicer.util.errorDisplay(_("Installing the packages failed ({error}). Check the internet connection "
-                                       "and try again, or install them from the Python console with "
-                                       "slicer.util.pip_install.").format(error=error))
-            return False
-        still = dependencies.dependency_plan(requirements)
-        if not still.satisfied:
-            slicer.util.errorDisplay(_("These packages are still missing after installing:") + "\n" + still.describe())
-            return False
-        changed = dependencies.changed_loaded_packages(before, dependencies.installed_versions())
-        if changed and slicer.util.confirmYesNoDisplay(
-                _("These packages were already loaded and changed version; Slicer must restart to use them:") + "\n"
-                + "\n".join(f"- {name} {old or '-'} -> {new}" for name, old, new in changed) + "\n\n"
-                + _("Restart now?"), windowTitle=_("MRI Super-Resolution")):
-            slicer.util.restart()
-        return True
+        return dependencies.ensure_dependencies(installDialogs(), self.resourcePath("requirements.txt"),
+                                                ask=askConfirmation, title=_("MRI Super-Resolution"))
 
     @staticmethod
     def resourcePath(filename: str) -> str:
@@ -727,37 +683,24 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def installRequirements(requirementsFile: str) -> None:
-        """Install the unmet requirements of the file, with the installed torch, numpy and SimpleITK pinned.
-
-        Slicer 5.12+: ``slicer.packaging.pip_ensure(load_requirements(file), constraints=...)``; before:
-        ``slicer.util.pip_install`` with an argument list (paths with spaces stay whole). Asks nothing: the caller
-        asked. Raises what pip raises (``subprocess.CalledProcessError``).
+        """Install the unmet requirements of the file, with the installed torch, numpy and SimpleITK pinned
+        (``MRISuperResLib.slicer.dependencies.install_requirements``). Asks nothing: the caller asked. Raises what
+        pip raises (``subprocess.CalledProcessError``).
         """
-        import tempfile
-
         from MRISuperResLib.slicer import dependencies as dependencies
 
-        unmet = [requirement for requirement, _version in
-                 dependencies.unmet_requirements(dependencies.read_requirements(requirementsFile))]
-        if not unmet:
-            return
-        folder = getattr(getattr(slicer, "app", None), "temporaryPath", None) or tempfile.gettempdir()
-        constraints = dependencies.write_constraints(folder, dependencies.pin_constraints())
-        packaging = slicerPackaging()
-        if packaging is not None:
-            packaging.pip_ensure(packaging.load_requirements(requirementsFile), constraints=constraints,
-                                 prompt_install=False, prompt_restart=False, requester="MRI Super-Resolution")
-        else:
-            slicer.util.pip_install(dependencies.install_command(unmet, constraints))
+        dependencies.install_requirements(requirementsFile)
 
 
-def slicerPackaging():
-    """``slicer.packaging`` (Slicer 5.12+; a submodule that must be imported), else ``None``."""
-    try:
-        import slicer.packaging
-    except ImportError:
-        return None
-    return slicer.packaging if hasattr(slicer.packaging, "pip_ensure") else None
+def installDialogs():
+    """The dialogs of a dependency installation (``MRISuperResLib.slicer.dependencies.InstallDialogs``)."""
+    from MRISuperResLib.slicer import dependencies as dependencies
+
+    return dependencies.InstallDialogs(
+        error=lambda text: slicer.util.errorDisplay(text),
+        confirm=lambda text, title: slicer.util.confirmOkCancelDisplay(text, windowTitle=title),
+        confirm_restart=lambda text, title: slicer.util.confirmYesNoDisplay(text, windowTitle=title),
+        restart=lambda: slicer.util.restart(), tr=_)
 
 
 #

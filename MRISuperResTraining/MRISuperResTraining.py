@@ -31,12 +31,21 @@ from slicer.util import VTKObservationMixin
 LIBRARY_PACKAGE = "MRISuperResLib"
 DOCUMENTATION_URL = "https://github.com/mrisuperres/SlicerMRISuperRes#readme"
 
-#: Keys of ``MRISuperResLib.slicer.training.PRESETS`` (listed here because the library loads PyTorch).
-PRESET_NAMES = ["edsr3d-small", "edsr3d-seed", "srdensenet-small", "srdensenet-seed", "unet25d-small",
-                "unet25d-seed", "arssr-small", "arssr-seed"]
 
-#: Forward models of simulated low-resolution inputs (``slicer_training.DEGRADATIONS``).
-DEGRADATIONS = ["kspace", "box", "gaussian"]
+def _engineChoices():
+    """The preset names (``MRISuperResLib.slicer.training.presets.PRESET_NAMES``) and the forward models of simulated
+    low-resolution inputs (``MRISuperResLib.processing.degradation.KINDS``) that the parameter node offers.
+
+    Read while Slicer loads this module: both modules import neither PyTorch nor any package that this module
+    installs (only numpy, which Slicer ships). Every other engine import stays inside the function that needs it.
+    """
+    from MRISuperResLib.processing.degradation import KINDS
+    from MRISuperResLib.slicer.training.presets import PRESET_NAMES
+
+    return list(PRESET_NAMES), list(KINDS)
+
+
+PRESET_NAMES, DEGRADATIONS = _engineChoices()
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 REGISTRATION_METHODS = ["SimpleITK", "BRAINSFit"]
@@ -579,14 +588,16 @@ class MRISuperResTrainingLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def ensureDependencies() -> bool:
-        """Install PyTorch and the engine's packages the way the MRI Super-Resolution module does (asks first)."""
-        try:
-            from MRISuperRes import MRISuperResLogic
-        except ImportError as error:
-            slicer.util.errorDisplay(_("The MRI Super-Resolution module, which this module needs, cannot be loaded "
-                                       "({error}): reinstall the MRISuperRes extension.").format(error=error))
-            return False
-        return MRISuperResLogic().ensureDependencies()
+        """Install PyTorch and the engine's packages as the MRI Super-Resolution module does (asks first; see
+        ``MRISuperResLib.slicer.dependencies.ensure_dependencies``)."""
+        from MRISuperResLib.slicer import dependencies as dependencies
+
+        dialogs = dependencies.InstallDialogs(
+            error=lambda text: slicer.util.errorDisplay(text),
+            confirm=lambda text, title: slicer.util.confirmOkCancelDisplay(text, windowTitle=title),
+            confirm_restart=lambda text, title: slicer.util.confirmYesNoDisplay(text, windowTitle=title),
+            restart=lambda: slicer.util.restart(), tr=_)
+        return dependencies.ensure_dependencies(dialogs, title=_("MRI Super-Resolution"))
 
     def registrationText(self, highNode, lowNode) -> str:
         """The registration column of a row: simulated, not registered yet, or the metric."""
@@ -605,8 +616,7 @@ class MRISuperResTrainingLogic(ScriptedLoadableModuleLogic):
 
     def startRegistration(self, highNode, lowNode, scale):
         """Register a real pair with SimpleITK in a background process; poll the returned run."""
-        from MRISuperResLib.slicer.registration import RegistrationRun
-        from MRISuperResLib.slicer.training import TrainingPair
+        from MRISuperResLib.slicer.training import RegistrationRun, TrainingPair
 
         return RegistrationRun(self.training(), TrainingPair(highNode, lowNode), scale,
                                temp_root=slicer.app.temporaryPath).start()

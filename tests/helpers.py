@@ -134,3 +134,58 @@ def tiny_config(paths: list[Path], output: Path, **overrides) -> dict:
         else:
             config[section] = values
     return config
+
+
+# ------------------------------------------------------------------------------------- Slicer training logic
+#: The network of every Slicer training test run: 8 channels, one block (a few thousand parameters).
+TINY_NETWORK = {"channels": 8, "blocks": 1, "upsample_features": 2, "global_skip": "baseline"}
+
+
+def tiny_settings(output: Path, name: str = "tiny", **overrides):  # type: ignore[no-untyped-def]
+    """``TrainingSettings`` of a tiny CPU run (one thread, 6 steps, 8-voxel patches) publishing into ``output``."""
+    from MRISuperResLib.slicer.training import TrainingSettings
+
+    values = dict(name=name, output_folder=output, model_config=dict(TINY_NETWORK), patch_size=(8, 8, 8),
+                  batch_size=2, steps=6, validate_every=3, log_every=1, checkpoint_every=1, threads=1,
+                  device="cpu", validation_crop=(12, 12, 12))
+    values.update(overrides)
+    return TrainingSettings(**values)
+
+
+def brain_scene(volume, count: int = 3):  # type: ignore[no-untyped-def]
+    """A scene with ``count`` brain "subjects" (the 4 mm MNI152 at different intensity scales), as nodes."""
+    import slicer
+
+    from MRISuperResLib.slicer.volumes import add_volume_node
+
+    scene = slicer.vtkMRMLScene()
+    nodes = [add_volume_node(scene, volume.with_array(volume.array * gain), f"brain{index}")
+             for index, gain in enumerate((1.0, 0.8, 1.2, 0.9)[:count])]
+    return scene, nodes
+
+
+def low_resolution_copy(volume, degrees: float = 4.0):  # type: ignore[no-untyped-def]
+    """``volume`` block-averaged to twice its voxel size, then rotated and shifted (a real pair's misalignment)."""
+    from MRISuperResLib.imaging.geometry import resampled_grid
+    from MRISuperResLib.imaging.volume import Volume
+    from MRISuperResLib.processing.degradation import box_downsample
+
+    shape = tuple(n // 2 for n in volume.shape)
+    usable = tuple(n * 2 for n in shape)
+    coarse = box_downsample(volume.array[: usable[0], : usable[1], : usable[2]].astype(np.float32), shape)
+    grid = resampled_grid(Grid(usable, volume.spacing, volume.grid.origin, volume.grid.direction), shape)
+    rotation = rotation_matrix((1.0, 0.5, -0.3), np.deg2rad(degrees))
+    return Volume(coarse, Grid(shape, grid.spacing, tuple(np.asarray(grid.origin) + (3.0, -2.0, 2.5)),
+                               rotation @ grid.direction))
+
+
+def snapshot(node) -> tuple:  # type: ignore[no-untyped-def]
+    """Everything of a volume node the training logic must leave alone."""
+    import slicer
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    attributes = {name: node.GetAttribute(name) for name in node.GetAttributeNames() or ()}
+    return (node.GetMTime(), node.GetImageData().GetMTime(), slicer.util.arrayFromVolume(node).copy().tobytes(),
+            slicer.util.arrayFromVTKMatrix(matrix).tobytes(), attributes, node.GetTransformNodeID(), node.GetName())

@@ -105,3 +105,42 @@ def test_a_loaded_package_that_changed_needs_a_restart(site, monkeypatch) -> Non
 def test_the_first_distribution_on_the_path_wins(site) -> None:
     site("monai", "1.3.2")  # shadows the venv's newer MONAI, as import would
     assert deps.installed_versions()["monai"] == "1.3.2"
+
+
+def _dialogs(shown: list[str], confirm: bool = True) -> deps.InstallDialogs:
+    """Dialogs that record what they show, and answer ``confirm``."""
+    return deps.InstallDialogs(error=shown.append, confirm=lambda text, title: shown.append(text) or confirm,
+                               confirm_restart=lambda text, title: shown.append(text) or False,
+                               restart=lambda: shown.append("restart"))
+
+
+def test_the_requirements_file_is_the_shipped_one() -> None:
+    assert deps.REQUIREMENTS_FILE == REQUIREMENTS and deps.REQUIREMENTS_FILE.is_file()
+
+
+def test_the_installer_asks_nothing_when_everything_is_installed(site, tmp_path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("monai>=1.3\n")
+    site("monai", "1.3.2")
+    site("torch", "2.4.1")
+    shown: list[str] = []
+    assert deps.ensure_dependencies(_dialogs(shown), requirements) and shown == []
+
+
+def test_the_installer_refuses_a_too_old_torch_and_says_what_to_do(site, tmp_path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("monai>=1.3\n")
+    site("monai", "1.3.2")
+    site("torch", "2.1.0")
+    shown: list[str] = []
+    assert not deps.ensure_dependencies(_dialogs(shown), requirements, retry="click Start again")
+    assert len(shown) == 1 and "PyTorch 2.1.0 is installed" in shown[0] and "click Start again" in shown[0]
+
+
+def test_declining_the_installation_installs_nothing(site, tmp_path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("surely-not-installed-pkg>=1\n")
+    site("torch", "2.4.1")
+    shown: list[str] = []
+    assert not deps.ensure_dependencies(_dialogs(shown, confirm=False), requirements)
+    assert len(shown) == 1 and "- surely-not-installed-pkg>=1" in shown[0]

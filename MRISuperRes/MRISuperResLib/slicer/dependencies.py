@@ -19,7 +19,9 @@ Either way pip gets a constraints file (:func:`pin_constraints`) pinning the ins
 newest needs a newer torch) instead of replacing the PyTorch extension's CUDA torch with a CPU build from PyPI.
 A package that was already imported and changed version needs a restart (:func:`changed_loaded_packages`).
 
-Nothing here imports torch or shows a dialog; the module's logic asks the user once and calls these.
+:func:`ensure_dependencies` is the whole installation as both Slicer modules run it (ask once, PyTorch through the
+PyTorch extension, then pip, then offer a restart); the module file hands in its dialogs (:class:`InstallDialogs`).
+Nothing here imports torch or shows a dialog itself.
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ from pathlib import Path
 
 __all__ = [
     "PINNED_PACKAGES",
+    "REQUIREMENTS_FILE",
     "TORCH_REQUIREMENT",
     "DependencyPlan",
+    "InstallDialogs",
     "changed_loaded_packages",
     "dependency_plan",
+    "ensure_dependencies",
     "install_command",
+    "install_requirements",
     "installed_versions",
     "pin_constraints",
     "read_requirements",
@@ -48,6 +54,9 @@ __all__ = [
 
 #: The torch the engine needs (``pyproject.toml``), passed to the PyTorch extension's ``installTorch``.
 TORCH_REQUIREMENT = ">=2.2"
+
+#: The engine's requirements, shipped in the MRISuperRes module's ``Resources`` (beside ``MRISuperResLib``).
+REQUIREMENTS_FILE = Path(__file__).resolve().parents[2] / "Resources" / "requirements.txt"
 
 #: Packages that pip must never replace: the PyTorch extension's torch and the numpy / SimpleITK Slicer ships.
 PINNED_PACKAGES = ("torch", "numpy", "SimpleITK")
@@ -210,6 +219,126 @@ def changed_loaded_packages(before: Mapping[str, str], after: Mapping[str, str],
         if old != new and imports.get(name, set()) & loaded:
             changed.append((name, old, new))
     return changed
+
+
+@dataclass(frozen=True)
+class InstallDialogs:
+    """The dialogs of an installation, shown by the module file (Qt lives there).
+
+    Attributes:
+        error: shows an error message.
+        confirm: asks OK / Cancel with a window title; ``True`` to go on.
+        confirm_restart: asks Yes / No to restart Slicer now, with a window title; ``True`` to restart.
+        restart: restarts Slicer.
+        tr: translates a message (the module's ``_``).
+    """
+
+    error: Callable[[str], None]
+    confirm: Callable[[str, str], bool]
+    confirm_restart: Callable[[str, str], bool]
+    restart: Callable[[], None]
+    tr: Callable[[str], str] = str
+
+
+def ensure_dependencies(dialogs: InstallDialogs, requirements_file: str | os.PathLike = REQUIREMENTS_FILE,
+                        ask: bool = True, retry: str = "click Enhance again",
+                        title: str = "MRI Super-Resolution") -> bool:
+    """Install what is missing: PyTorch through the PyTorch extension, then the packages of ``requirements_file``
+    (version specifiers honoured), asking the user once (unless ``ask`` is false).
+
+    The installed torch, numpy and SimpleITK are pinned while pip runs, so the PyTorch extension's build is never
+    replaced. When a package that was already imported changed, offers to restart Slicer. Never runs at import
+    time.
+
+    Args:
+        dialogs: the module's dialogs.
+        retry: what the user does once the problem is solved (ends the messages: ``"click Enhance again"``).
+        title: the dialogs' window title.
+
+    Returns:
+        ``True`` when everything is installed; ``False`` when the user declines or installing fails (with a
+        message saying what to do).
+    """
+    tr = dialogs.tr
+    plan = dependency_plan(requirements_file)
+    if plan.satisfied:
+        return True
+    if not plan.install_torch and not plan.torch_ok:
+        dialogs.error(tr(
+            "PyTorch {version} is installed, MRI Super-Resolution needs torch{requirement}. In the PyTorch Utils "
+            "module, uninstall PyTorch, restart Slicer and {retry}: a suitable build is then installed.").format(
+            version=plan.torch_version, requirement=TORCH_REQUIREMENT, retry=retry))
+        return False
+    if plan.install_torch:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            dialogs.error(tr("This module needs PyTorch: install the PyTorch extension from the Extensions Manager, "
+                             "restart Slicer, then {retry}.").format(retry=retry))
+            return False
+    if ask and not dialogs.confirm(
+            tr("MRI Super-Resolution needs these Python packages:") + "\n" + plan.describe() + "\n\n"
+            + tr("Install them now? This needs internet access and takes a few minutes; the installed PyTorch, "
+                 "numpy and SimpleITK are kept."), title):
+        return False
+    before = installed_versions()
+    try:
+        if plan.install_torch:
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                                 torchVersionRequirement=TORCH_REQUIREMENT)
+            if torch is None:
+                dialogs.error(tr("PyTorch was not installed. Without internet access, install it from the PyTorch "
+                                 "Utils module by hand, then {retry}.").format(retry=retry))
+                return False
+        install_requirements(requirements_file)
+    except Exception as error:
+        dialogs.error(tr("Installing the packages failed ({error}). Check the internet connection and try again, or "
+                         "install them from the Python console with slicer.util.pip_install.").format(error=error))
+        return False
+    still = dependency_plan(requirements_file)
+    if not still.satisfied:
+        dialogs.error(tr("These packages are still missing after installing:") + "\n" + still.describe())
+        return False
+    changed = changed_loaded_packages(before, installed_versions())
+    if changed and dialogs.confirm_restart(
+            tr("These packages were already loaded and changed version; Slicer must restart to use them:") + "\n"
+            + "\n".join(f"- {name} {old or '-'} -> {new}" for name, old, new in changed) + "\n\n"
+            + tr("Restart now?"), title):
+        dialogs.restart()
+    return True
+
+
+def install_requirements(requirements_file: str | os.PathLike = REQUIREMENTS_FILE) -> None:
+    """Install the unmet requirements of the file, with the installed torch, numpy and SimpleITK pinned.
+
+    Slicer 5.12+: ``slicer.packaging.pip_ensure(load_requirements(file), constraints=...)``; before:
+    ``slicer.util.pip_install`` with an argument list (paths with spaces stay whole). Asks nothing: the caller
+    asked. Raises what pip raises (``subprocess.CalledProcessError``).
+    """
+    import tempfile
+
+    import slicer
+
+    unmet = [requirement for requirement, _version in unmet_requirements(read_requirements(requirements_file))]
+    if not unmet:
+        return
+    folder = getattr(getattr(slicer, "app", None), "temporaryPath", None) or tempfile.gettempdir()
+    constraints = write_constraints(folder, pin_constraints())
+    packaging = slicer_packaging()
+    if packaging is not None:
+        packaging.pip_ensure(packaging.load_requirements(os.fspath(requirements_file)), constraints=constraints,
+                             prompt_install=False, prompt_restart=False, requester="MRI Super-Resolution")
+    else:
+        slicer.util.pip_install(install_command(unmet, constraints))
+
+
+def slicer_packaging():  # type: ignore[no-untyped-def]
+    """``slicer.packaging`` (Slicer 5.12+; a submodule that must be imported), else ``None``."""
+    try:
+        import slicer.packaging
+    except ImportError:
+        return None
+    return slicer.packaging if hasattr(slicer.packaging, "pip_ensure") else None
 
 
 def _normalise(name: str) -> str:

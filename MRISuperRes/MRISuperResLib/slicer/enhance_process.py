@@ -47,9 +47,11 @@ from ..engine.progress import parse_progress_line
 from ..errors import CancelledError, InputError, MRISuperResError, OutputError
 from ..imaging.geometry import Scale, format_scale, parse_scale
 from .runner import (  # noqa: F401  (re-exported: these used to live here)
+    ERROR_PREFIX,
     LIBRARY_PARENT,
     BackgroundProcess,
     child_environment,
+    child_error,
     kill_process_tree,
     new_process_group_options,
 )
@@ -65,9 +67,6 @@ INPUT_FILE = "input.nrrd"
 #: Output file of each role in the temporary folder (NRRD keeps the ``MRISuperRes.*`` key-values).
 OUTPUT_FILES = {"sr": "sr.nrrd", "baseline": "baseline.nrrd", "difference": "difference.nrrd",
                 "consistency": "consistency.nrrd", "uncertainty": "uncertainty.nrrd"}
-
-#: Prefix of the child's one-line error messages on stderr (see :mod:`.cli`).
-ERROR_PREFIX = "mrisuperres: error:"
 
 
 class ProcessState(str, Enum):
@@ -476,20 +475,6 @@ def write_volume_node(node: Any, path: Path) -> None:
     if not storage.WriteData(node) or not path.is_file():
         raise OutputError(f"cannot write volume {node.GetName()} to {path} for the background run; check the "
                           "free space of the temporary folder")
-
-
-def child_error(stderr_lines: list[str], returncode: int) -> str:
-    """The one-line reason a child failed: its last ``mrisuperres: error:`` message (prefix removed), else its
-    last stderr line, else a sentence naming the exit status or signal."""
-    for line in reversed(stderr_lines):
-        if line.startswith(ERROR_PREFIX):
-            return line[len(ERROR_PREFIX):].strip()
-    last = next((line.strip() for line in reversed(stderr_lines) if line.strip()), "")
-    if last:
-        return last
-    if returncode < 0:
-        return f"the engine process was killed by signal {-returncode} (out of memory?)"
-    return f"the engine process stopped with exit status {returncode}"
 
 
 def _absolute_if_file(model: str | os.PathLike) -> str:

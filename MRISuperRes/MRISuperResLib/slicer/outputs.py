@@ -41,7 +41,8 @@ import vtk
 
 from ..imaging.geometry import Scale, format_scale
 from ..imaging.provenance import KEY_PREFIX, short_description
-from .volumes import ensure_display_node, update_node_from_volume, volume_from_node
+from .volumes import (NodeProblem, ensure_display_node, scalar_volume_problem, update_node_from_volume,
+                      volume_from_node)
 from ..imaging.volume import Volume
 
 if TYPE_CHECKING:
@@ -311,9 +312,8 @@ class EnhanceLogic:
             raise ValueError("one node is given for two outputs; give each output its own node")
 
     def _check_volume_node(self, node: Any, what: str) -> None:
-        is_scalar = node is not None and node.IsA("vtkMRMLScalarVolumeNode") and not (
-            node.IsA("vtkMRMLLabelMapVolumeNode") or node.IsA("vtkMRMLVectorVolumeNode"))
-        if not is_scalar:
+        # Voxels are checked when a run starts: a reused output node may be empty.
+        if scalar_volume_problem(node) not in (None, NodeProblem.NO_VOXELS):
             kind = node.GetClassName() if node is not None else "None"
             raise ValueError(f"the {what} must be a scalar volume node, not {kind}")
         if node.GetScene() is not self.scene:

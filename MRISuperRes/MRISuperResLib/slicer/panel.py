@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from ..imaging.geometry import Scale, format_scale
 from ..engine.model_zoo import DEFAULT_MODEL, ModelEntry, check_scale, resolve_model, shipped_models, user_models
 from .outputs import EnhanceLogic, EnhanceNodes
+from .volumes import NodeProblem, scalar_volume_problem
 
 __all__ = [
     "EnhanceLogic",
@@ -147,20 +148,22 @@ def scale_problem(choice: ModelChoice | str, scale: Scale) -> str | None:
 
 def input_problem(node: object) -> str | None:
     """Why ``node`` cannot be enhanced (nothing selected, label map, vector/RGB, 2D, no voxels), else ``None``."""
-    if node is None:
+    problem = scalar_volume_problem(node)
+    if problem is NodeProblem.MISSING:
         return "Select an input volume."
-    if node.IsA("vtkMRMLLabelMapVolumeNode"):  # type: ignore[attr-defined]
-        return f"{node.GetName()} is a label map (segmentation); select an MRI intensity volume."  # type: ignore[attr-defined]
-    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLVectorVolumeNode"):  # type: ignore[attr-defined]
-        return f"{node.GetName()} is not a scalar volume; select a single-component MRI volume."  # type: ignore[attr-defined]
+    name = node.GetName()  # type: ignore[attr-defined]
+    if problem is NodeProblem.LABEL_MAP:
+        return f"{name} is a label map (segmentation); select an MRI intensity volume."
+    if problem is NodeProblem.NOT_SCALAR:
+        return f"{name} is not a scalar volume; select a single-component MRI volume."
+    if problem is NodeProblem.NO_VOXELS:
+        return f"{name} has no voxels; load the volume's data first."
     image = node.GetImageData()  # type: ignore[attr-defined]
-    if image is None or image.GetNumberOfPoints() == 0:
-        return f"{node.GetName()} has no voxels; load the volume's data first."  # type: ignore[attr-defined]
     if image.GetNumberOfScalarComponents() != 1:
-        return f"{node.GetName()} has {image.GetNumberOfScalarComponents()} components per voxel; select a scalar volume."  # type: ignore[attr-defined]
+        return f"{name} has {image.GetNumberOfScalarComponents()} components per voxel; select a scalar volume."
     dimensions = image.GetDimensions()
     if min(dimensions) < 2:
-        return (f"{node.GetName()} is 2D ({' x '.join(map(str, dimensions))} voxels); super-resolution needs a 3D "  # type: ignore[attr-defined]
+        return (f"{name} is 2D ({' x '.join(map(str, dimensions))} voxels); super-resolution needs a 3D "
                 "volume.")
     return None
 

@@ -6,7 +6,7 @@ starts the real interpreter as a child process and forwards no signal, so the pr
 the one doing the work. Therefore:
 
 * **Is it still running?** :attr:`BackgroundProcess.running` is true while the launcher *or* the worker lives; the
-  worker holds a lock on ``<folder>/child.pid`` for its whole life (see :mod:`.slicer_child`), so a worker whose
+  worker holds a lock on ``<folder>/child.pid`` for its whole life (see :mod:`.child`), so a worker whose
   launcher was killed is still seen, and one that was killed is seen gone.
 * **Stop** (:meth:`~BackgroundProcess.request_stop`) writes ``<folder>/stop``; the worker turns it into ``SIGTERM``
   to itself (on Windows too), so the trainer saves its state after the current step and exits with status 130.
@@ -19,7 +19,9 @@ the one doing the work. Therefore:
 * **Slicer ends** (even by a crash): the worker watches the owner process ID and stops itself as on Stop.
 
 Output goes either to pipes read by two threads into a queue (:meth:`~BackgroundProcess.lines`, for Enhance's
-progress lines and ``--json`` summary) or appended to a log file (Training's ``process.log``).
+progress lines and ``--json`` summary) or appended to a log file (Training's ``process.log``). A failed child's
+reason is read the same way for both: its last ``mrisuperres: error:`` line (:func:`child_error` from the stderr
+lines, :func:`last_error_line` from a log file).
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ LIBRARY_PARENT = Path(__file__).resolve().parents[2]
 
 #: The engine's command-line module, run by every background process.
 ENGINE_MODULE = "MRISuperResLib.cli"
+
+#: Prefix of the engine's one-line error messages on stderr (``mrisuperres: error: ...``, see :mod:`..cli.app`).
+ERROR_PREFIX = "mrisuperres: error:"
+
+#: Exit status of an engine command that was interrupted (Stop, Ctrl+C); a trainer has saved its state. The
+#: command line's own value (``cli.app.EXIT_INTERRUPTED``; the Slicer bridge does not import the CLI).
+EXIT_INTERRUPTED = 130
 
 #: Windows process-creation flags (numeric: ``subprocess`` defines the names on Windows only).
 CREATE_NEW_PROCESS_GROUP = 0x00000200
@@ -151,7 +160,7 @@ class BackgroundProcess:
         self.stop_requested = False
 
     def command(self) -> list[str]:
-        """The full command line: the supervisor (:mod:`.slicer_child`) running the engine's CLI."""
+        """The full command line: the supervisor (:mod:`.child`) running the engine's CLI."""
         return [self.python, "-m", "MRISuperResLib.slicer.child", "--control", str(self.control),
                 "--owner", str(self.owner), self.module, *self.arguments]
 
@@ -265,6 +274,34 @@ class BackgroundProcess:
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
+
+
+def child_error(stderr_lines: list[str], returncode: int) -> str:
+    """The one-line reason a child failed: its last ``mrisuperres: error:`` message (prefix removed), else its
+    last stderr line, else a sentence naming the exit status or signal."""
+    for line in reversed(stderr_lines):
+        if line.startswith(ERROR_PREFIX):
+            return line[len(ERROR_PREFIX):].strip()
+    last = next((line.strip() for line in reversed(stderr_lines) if line.strip()), "")
+    if last:
+        return last
+    if returncode < 0:
+        return f"the engine process was killed by signal {-returncode} (out of memory?)"
+    return f"the engine process stopped with exit status {returncode}"
+
+
+def last_error_line(path: Path, limit: int = 65536) -> str:
+    """The last ``mrisuperres: error:`` line of a process log (``log=`` of :class:`BackgroundProcess`), else its
+    last non-empty line (``""`` if none); reads at most the last ``limit`` bytes."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - limit))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
+    return (errors or lines or [""])[-1]
 
 
 def _read_lines(stream: IO[str], name: str, lines: queue.Queue[tuple[str, str | None]]) -> None:

@@ -14,6 +14,7 @@ Conventions:
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,34 @@ KJI = (2, 1, 0)
 GREY_COLOR_NODE_ID = "vtkMRMLColorTableNodeGrey"
 
 _LPS_RAS_3 = LPS_TO_RAS[:3, :3]
+
+
+class NodeProblem(str, Enum):
+    """Why a node cannot be read as a scalar MRI volume (see :func:`scalar_volume_problem`)."""
+
+    MISSING = "missing"  #: no node
+    LABEL_MAP = "label map"  #: a label map (segmentation), not intensities
+    NOT_SCALAR = "not scalar"  #: not a scalar volume node, or a vector/RGB one
+    NO_VOXELS = "no voxels"  #: no image data, or an empty one
+
+
+def scalar_volume_problem(node: Any) -> NodeProblem | None:
+    """The first reason ``node`` is not a scalar MRI volume with voxels, checked in this order: missing, label
+    map, not a (single-component class of) scalar volume node, no voxels; ``None`` when it is one.
+
+    The one check of the Enhance panel, the Enhance logic and the Training logic; each words the reason for its
+    own user (a status line, a ``ValueError`` for scripts, an ``InputError`` naming the pair).
+    """
+    if node is None:
+        return NodeProblem.MISSING
+    if node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return NodeProblem.LABEL_MAP
+    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLVectorVolumeNode"):
+        return NodeProblem.NOT_SCALAR
+    image = node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        return NodeProblem.NO_VOXELS
+    return None
 
 
 def volume_from_node(node: Any) -> Volume:
