@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import ROOT
+from helpers import ROOT, tiny_config
 from MRISuperResLib.errors import MRISuperResError
 from MRISuperResLib.training.augment import PatchBatch, augment_batch, fit_gaussian_mixture, gmm_contrast
 from MRISuperResLib.training.config import ConfigError, config_from_dict, load_config
