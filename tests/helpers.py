@@ -119,28 +119,6 @@ def run_main(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, st
     return code, captured.out, captured.err
 
 
-def tiny_config(paths: list[Path], output: Path, **overrides) -> dict:
-    config = {
-        "name": "tiny",
-        "output_dir": str(output),
-        "seed": 3,
-        "model": {"family": "edsr3d", "config": {"scale": [2, 2, 2], "channels": 8, "blocks": 1,
-                                                  "upsample_features": 2, "global_skip": "baseline"}},
-        "data": {"train": [str(p) for p in paths[:2]], "validation": [str(paths[2])], "patch_size": [8, 8, 8],
-                 "batch_size": 2, "resimulate_every": 4, "degradation": {"kind": "kspace", "noise": [0, 0.02]}},
-        "augment": {"gmm_contrast": 0.5},
-        "optim": {"lr": 0.002},
-        "run": {"steps": 12, "validate_every": 5, "checkpoint_every": 3, "log_every": 2, "device": "cpu",
-                "early_stop_patience": 0},
-    }
-    for section, values in overrides.items():
-        if isinstance(values, dict):
-            config.setdefault(section, {}).update(values)
-        else:
-            config[section] = values
-    return config
-
-
 # ------------------------------------------------------------------------------------ command-line tests
 #: Prefix of the staging folders the command line writes outputs into before moving them in place.
 PARTIAL_PREFIX = ".mrisuperres-partial-"
@@ -257,3 +235,25 @@ def assert_clean_failure(
     assert partial_folders(root) == [], "a staging folder was left behind"
     assert fingerprint(root) == before, "files under the test folder were created, changed or removed"
     return line
+
+
+def tiny_config(paths: list[Path], output: Path, **overrides) -> dict:
+    config = {
+        "name": "tiny",
+        "output_dir": str(output),
+        "seed": 3,
+        "model": {"family": "edsr3d", "config": {"scale": [2, 2, 2], "channels": 8, "blocks": 1,
+                                                  "upsample_features": 2, "global_skip": "baseline"}},
+        "data": {"train": [str(p) for p in paths[:2]], "validation": [str(paths[2])], "patch_size": [8, 8, 8],
+                 "batch_size": 2, "resimulate_every": 4, "degradation": {"kind": "kspace", "noise": [0, 0.02]}},
+        "augment": {"gmm_contrast": 0.5},
+        "optim": {"lr": 0.002},
+        "run": {"steps": 12, "validate_every": 5, "checkpoint_every": 3, "log_every": 2, "device": "cpu",
+                "early_stop_patience": 0},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values
+    return config
