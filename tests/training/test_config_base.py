@@ -55,12 +55,32 @@ def test_a_cycle_or_a_missing_base_is_a_clear_error(tmp_path: Path) -> None:
         load_config(tmp_path / "listed.yaml")
 
 
-def test_the_staged_default_configs_extend_the_previous_stage() -> None:
-    stages = [ROOT / "configs" / f"default_x2_stage{n}.yaml" for n in range(2, 6)]
+#: What each stage of configs/default_x2*.yaml changes from stage 1 (as written out in full before they used base:).
+STAGES = {
+    2: {"seed": 1, "lr": 0.0005, "steps": 1000, "validate_every": 250, "threads": 2, "crop": 48, "noise": 0.02,
+        "init_from": "edsr3d-x2-brain"},
+    3: {"seed": 2, "lr": 0.0005, "steps": 4200, "validate_every": 300, "threads": 1, "crop": 64, "noise": 0.02,
+        "init_from": "edsr3d-x2-brain-stage2"},
+    4: {"seed": 3, "lr": 0.0005, "steps": 3400, "validate_every": 300, "threads": 1, "crop": 64, "noise": 0.02,
+        "init_from": "edsr3d-x2-brain-stage3"},
+    5: {"seed": 5, "lr": 0.0004, "steps": 3400, "validate_every": 300, "threads": 1, "crop": 64, "noise": 0.03,
+        "init_from": "edsr3d-x2-brain-stage4"},
+}
+
+
+def test_the_staged_default_configs_resolve_to_their_recipes() -> None:
     first = load_config(ROOT / "configs" / "default_x2.yaml")
-    for number, path in enumerate(stages, start=2):
+    for number, change in STAGES.items():
+        path = ROOT / "configs" / f"default_x2_stage{number}.yaml"
         assert "base:" in path.read_text(), path
         config = load_config(path)
-        assert config.output_dir == f"runs/edsr3d-x2-brain-stage{number}"
-        assert config.model == type(config.model)(**{**vars(first.model), "init_from": config.model.init_from})
-        assert config.data.train == first.data.train and config.data.validation == first.data.validation
+        expected = first.to_dict()
+        expected.update(output_dir=f"runs/edsr3d-x2-brain-stage{number}", seed=change["seed"])
+        expected["model"]["init_from"] = f"../runs/{change['init_from']}/edsr3d-x2-brain.safetensors"
+        expected["data"]["validation_crop"] = [change["crop"]] * 3
+        expected["data"]["degradation"]["noise"] = [0.0, change["noise"]]
+        expected["optim"]["lr"] = change["lr"]
+        expected["run"].update(steps=change["steps"], validate_every=change["validate_every"],
+                               threads=change["threads"])
+        assert config.to_dict() == expected, path
+        assert config.base_dir == first.base_dir
