@@ -1,8 +1,13 @@
 """Plain helpers shared by test files (fixtures live in ``conftest.py``): tiny models, oblique grids, smooth
-test functions, small scans and a tiny training configuration."""
+test functions, small scans and a tiny training configuration; for the command-line tests, images from
+``[i, j, k]`` arrays, folder fingerprints, what a terminal shows, and the check of a clean failure."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +117,124 @@ def run_main(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, st
     code = cli.main([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+# ------------------------------------------------------------------------------------ command-line tests
+#: Prefix of the staging folders the command line writes outputs into before moving them in place.
+PARTIAL_PREFIX = ".mrisuperres-partial-"
+#: Voxel spacing (mm) of the small command-line test volumes (their shape is :data:`SHAPE`).
+SPACING = (2.0, 2.0, 2.0)
+
+
+def console_script() -> list[str]:
+    """The installed ``mrisuperres`` console script (falls back to ``python -m MRISuperResLib.cli``)."""
+    for candidate in (Path(sys.executable).parent / "mrisuperres", ROOT / ".venv" / "bin" / "mrisuperres"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return [str(candidate)]
+    found = shutil.which("mrisuperres")
+    return [found] if found else [sys.executable, "-m", "MRISuperResLib.cli"]
+
+
+def write_image(path: Path, image: sitk.Image) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def image_from_ijk(array: np.ndarray, spacing=SPACING) -> sitk.Image:
+    """A SimpleITK image from an ``[i, j, k]`` array (SimpleITK's numpy view is ``[k, j, i]``)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0)))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    return image
+
+
+def smooth_array(shape=SHAPE, seed: int = 0) -> np.ndarray:
+    """A smooth random float32 ``[i, j, k]`` array with values around 100..200."""
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.random(tuple(reversed(shape))).astype(np.float32))
+    if min(shape) >= 4:  # the recursive Gaussian needs 4 voxels along every axis
+        image = sitk.SmoothingRecursiveGaussian(image, 1.0)
+    smooth = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
+    return (100.0 + 100.0 * smooth).astype(np.float32)
+
+
+def write_smooth(path: Path, shape=SHAPE, seed: int = 0) -> Path:
+    return write_image(path, image_from_ijk(smooth_array(shape, seed)))
+
+
+def fingerprint(root: Path) -> dict[str, tuple]:
+    """Every file and folder under ``root`` (hidden ones too) with content hash, size and mtime."""
+    result: dict[str, tuple] = {}
+    for path in sorted(root.rglob("*")):
+        relative = str(path.relative_to(root))
+        if path.is_dir():
+            result[relative] = ("dir",)
+        else:
+            stat = path.stat()
+            result[relative] = (hashlib.sha256(path.read_bytes()).hexdigest(), stat.st_size, stat.st_mtime_ns)
+    return result
+
+
+def terminal_lines(stderr: str) -> list[str]:
+    """The non-empty lines a terminal would show for ``stderr`` (``\\r`` returns to column 0 and overwrites)."""
+    shown = []
+    for raw in stderr.replace("\r\n", "\n").split("\n"):
+        columns: list[str] = []
+        for segment in raw.split("\r"):
+            columns[: len(segment)] = list(segment)
+        line = "".join(columns).rstrip()
+        if line.strip():
+            shown.append(line)
+    return shown
+
+
+def partial_folders(root: Path) -> list[Path]:
+    return [p for p in root.rglob(f"{PARTIAL_PREFIX}*")]
+
+
+def sidecar_of(path: Path) -> Path:
+    """The JSON sidecar of an output: its full file name plus ``.json``."""
+    return path.with_name(path.name + ".json")
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv) -> tuple[int, str, str]:
+    """Run ``cli.main`` in-process; argparse exits become return codes (unlike :func:`run_main`)."""
+    from MRISuperResLib.cli import app as cli
+
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_failure(
+    code: int,
+    stderr: str,
+    phrases: tuple[str, ...],
+    *,
+    root: Path,
+    before: dict[str, tuple],
+    outputs: tuple[Path, ...] = (),
+) -> str:
+    """Check one bad-input run: non-zero exit, ONE ``mrisuperres: error:`` line naming the problem, no traceback,
+    nothing written or changed under ``root`` (outputs, sidecars, staging folders, the input itself)."""
+    assert code != 0, f"expected a non-zero exit status; stderr: {stderr!r}"
+    assert "Traceback" not in stderr, stderr
+    lines = terminal_lines(stderr)
+    assert len(lines) == 1, f"expected exactly one error line, got {lines!r}"
+    line = lines[0]
+    assert line.startswith("mrisuperres: error:"), line
+    for phrase in phrases:
+        assert phrase in line, f"{phrase!r} not in {line!r}"
+    for output in outputs:
+        assert not output.exists(), f"{output} was written"
+        assert not sidecar_of(output).exists(), f"sidecar {sidecar_of(output)} was written"
+    assert partial_folders(root) == [], "a staging folder was left behind"
+    assert fingerprint(root) == before, "files under the test folder were created, changed or removed"
+    return line
 
 
 def tiny_config(paths: list[Path], output: Path, **overrides) -> dict:

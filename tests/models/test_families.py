@@ -27,6 +27,16 @@ def test_registry_lists_edsr3d() -> None:
     assert isinstance(models.family_spec("edsr3d").builder(**TINY), EDSR3D)
 
 
+def test_each_familys_config_keys_are_its_class_keyword_arguments() -> None:
+    """The registry's declared config keys match what each class accepts (the trainer relies on them)."""
+    import inspect
+
+    for family in models.FAMILIES:
+        accepted = set(inspect.signature(models.family_class(family).__init__).parameters) - {"self"}
+        assert models.family_spec(family).config_keys == accepted, family
+    assert "scale" not in models.family_spec("arssr").config_keys  # arbitrary scale: no fixed factor
+
+
 def test_monai_convolution_and_conv_block_share_names_and_outputs() -> None:
     """ConvBlock stands in for MONAI's Convolution in the families: same tensor names, same arithmetic."""
     from monai.networks.blocks import Convolution

@@ -28,292 +28,41 @@ Normalisation is the model's own (:class:`~.normalization.PercentileNormalizer` 
 fitted on the whole input, the network input clipped as in :func:`~.enhance.enhance_volume`). Arrays here are in
 the network's axis order (``np.transpose(volume, order)`` with the thick axis last, see
 :func:`~.model_zoo.axis_order`).
+
+This module holds the fine-tuning loop (:func:`adapt_model`); the pairs are cut by :mod:`.adapt_pairs`, the
+settings are :mod:`.adapt_settings`, and the report, the adapted model's provenance and its file are
+:mod:`.adapt_result`. Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..processing.bspline import bspline_upsample
-from .checkpoint import LoadedModel, save_model, weights_checksum
-from ..processing.degradation import DegradationSpec, degrade
-from .device import select_device
-from ..errors import CancelledError, InputError, ModelError
-from ..imaging.geometry import Scale, format_scale, parse_scale
-from .inference import CancelCheck, ProgressCallback, run_tiled
-from .model_zoo import check_scale
-from ..processing.normalization import PercentileNormalizer
+from ..errors import CancelledError, ModelError
+from ..imaging.geometry import Scale, parse_scale
 from ..imaging.volume import Volume
+from ..processing.bspline import bspline_upsample
+from ..processing.normalization import PercentileNormalizer
+from .adapt_pairs import PairSampler, in_plane_spec, thick_ratio, training_region
+from .adapt_result import AdaptationReport, adaptation_note, adapted_model, save_adapted_model, voxel_sha256
+from .adapt_settings import DEFAULT_SECONDS, SAMPLINGS, TRAINABLE, AdaptSettings, settings_with
+from .checkpoint import LoadedModel
+from .device import select_device
+from .inference import CancelCheck, ProgressCallback, run_tiled
 
-SAMPLINGS = ("bootstrap", "raw")
-#: ``tail``: only the layers after the residual body (the upsampler and the output convolution) learn, so each
-#: step back-propagates through two convolutions; ``all``: every weight learns (several times slower per step).
-TRAINABLE = ("tail", "all")
-#: Seconds of adaptation ``--adapt`` uses when given without a number.
-DEFAULT_SECONDS = 180.0
-
-
-@dataclass(frozen=True)
-class AdaptSettings:
-    """How to adapt.
-
-    Attributes:
-        seconds: wall-clock budget in seconds (the bootstrap pass included); ``None`` for no time limit.
-        steps: optimisation-step budget; ``None`` for no step limit. At least one budget must be given; the run
-            stops at whichever ends first. Results are reproducible for a fixed ``seed`` and step budget (a time
-            budget stops after a machine-dependent number of steps).
-        seed: seeds ``torch.manual_seed`` and the numpy ``Generator`` of the patches.
-        sampling: ``"bootstrap"`` or ``"raw"`` (see the module docstring).
-        trainable: ``"tail"`` or ``"all"`` (see :data:`TRAINABLE`).
-        learning_rate: Adam step size.
-        batch_size: patches per step.
-        patch: patch edge (fine voxels) along the two axes that are not degraded.
-        low_patch: patch length along the degraded axis after degradation (network input voxels); the target is
-            ``r`` times longer.
-        holdback: fraction of the thick planes held back for early stopping (at least 2 planes).
-        validation_patches: fixed held-back patches per evaluation.
-        validate_every: steps between held-back evaluations.
-        region: largest in-plane edge (input voxels) of the training region, centred on the head; bounds the
-            bootstrap pass's time and the memory.
-        slice_thickness: slice thickness in mm when it differs from the thick spacing (a gap between slices);
-            ``None`` takes the model's slice profile as it is.
-        gap: gap between slices as a fraction of the thick spacing (alternative to ``slice_thickness``).
-        device: ``auto``, ``cpu``, ``cuda`` ... (as for enhance).
-        source_sha256: SHA-256 of the input file, recorded in the adapted model's metadata; ``None`` hashes the
-            voxel array (shape, dtype and bytes) instead.
-    """
-
-    seconds: float | None = DEFAULT_SECONDS
-    steps: int | None = None
-    seed: int = 0
-    sampling: str = "bootstrap"
-    trainable: str = "tail"
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    patch: int = 24
-    low_patch: int = 8
-    holdback: float = 0.2
-    validation_patches: int = 8
-    validate_every: int = 10
-    region: int = 96
-    slice_thickness: float | None = None
-    gap: float | None = None
-    device: str = "cpu"
-    source_sha256: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.seconds is None and self.steps is None:
-            raise ValueError("give a time budget (seconds) or a step budget (steps) for adaptation")
-        if self.seconds is not None and not self.seconds > 0:
-            raise InputError(f"adaptation time {self.seconds} s must be positive; try 180")
-        if self.steps is not None and self.steps < 0:
-            raise InputError(f"adaptation steps {self.steps} must be at least 0")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
-        if not 0.0 < self.holdback < 0.5:
-            raise ValueError(f"holdback must be in (0, 0.5), got {self.holdback}")
-        if self.slice_thickness is not None and self.gap is not None:
-            raise InputError("give the slice thickness or the gap, not both")
-
-
-@dataclass
-class AdaptationReport:
-    """What one adaptation did.
-
-    Attributes:
-        steps: optimisation steps taken.
-        seconds: wall-clock seconds in all (bootstrap pass and evaluations included).
-        bootstrap_seconds: seconds of the bootstrap pass (0 with ``sampling="raw"``).
-        best_step: step whose weights were kept (0: the starting weights were best).
-        held_back_before: held-back L1 loss of the starting model (normalised intensity units).
-        held_back_after: held-back L1 loss of the returned model (never above ``held_back_before``).
-        history: ``(step, held-back loss)`` at each evaluation.
-        settings: the settings used (JSON-ready).
-        input_sha256: hash recorded in the adapted model (of the input file, or of its voxels).
-    """
-
-    steps: int
-    seconds: float
-    bootstrap_seconds: float
-    best_step: int
-    held_back_before: float
-    held_back_after: float
-    history: list[tuple[int, float]] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    input_sha256: str = ""
-
-    @property
-    def improvement(self) -> float:
-        """Relative decrease of the held-back loss (0.05 = 5 % lower)."""
-        return 1.0 - self.held_back_after / self.held_back_before if self.held_back_before > 0 else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["improvement"] = self.improvement
-        return data
-
-
-def voxel_sha256(volume: Volume) -> str:
-    """SHA-256 of a volume's voxels (shape, dtype, C-order bytes): identifies an input that has no file."""
-    array = np.ascontiguousarray(volume.array)
-    digest = hashlib.sha256(f"{array.shape}|{array.dtype}|".encode())
-    digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def thick_ratio(model: LoadedModel, scale: Scale) -> tuple[tuple[int, int, int], int]:
-    """The axis order that puts the thick axis last for the network, and the through-plane ratio ``r``.
-
-    Raises:
-        InputError: ``scale`` is isotropic or not of the thick-slice form (one axis ``r > 1``, the others 1).
-    """
-    order = check_scale(model, scale)
-    ordered = [scale[a] for a in order]
-    if not (abs(ordered[0] - 1) < 1e-6 and abs(ordered[1] - 1) < 1e-6 and ordered[2] > 1):
-        raise InputError(
-            f"adaptation needs thick slices along one axis (a scale such as 1,1,4), not {format_scale(scale)}: "
-            "an isotropic scan has no finer in-plane data to learn from; enhance without --adapt"
-        )
-    ratio = float(ordered[2])
-    if abs(ratio - round(ratio)) > 1e-6:
-        raise InputError(f"adaptation needs an integer through-plane ratio, not {ratio:g}")
-    return order, round(ratio)
-
-
-def in_plane_spec(model: LoadedModel, thick_spacing: float, settings: AdaptSettings) -> DegradationSpec:
-    """The slice profile to apply along an in-plane axis: the model's through-plane (network ``k``) profile, with
-    the gap from ``settings`` (given directly, or from the slice thickness and the thick spacing) when given.
-
-    Raises:
-        InputError: the slice thickness is not positive or exceeds the spacing (overlapping slices are not modelled).
-    """
-    spec = DegradationSpec.from_dict(model.metadata.get("degradation"))
-    gap = spec.gap
-    if settings.gap is not None:
-        gap = float(settings.gap)
-    elif settings.slice_thickness is not None:
-        thickness = float(settings.slice_thickness)
-        if not 0 < thickness <= thick_spacing * (1 + 1e-6):
-            raise InputError(
-                f"slice thickness {thickness:g} mm must be positive and at most the slice spacing "
-                f"{thick_spacing:g} mm (overlapping slices are not modelled); leave it out to use the model's profile"
-            )
-        gap = max(0.0, 1.0 - thickness / thick_spacing)
-    if not 0.0 <= gap < 1.0:
-        raise InputError(f"slice gap {gap:g} must be in [0, 1) of the slice spacing")
-    return DegradationSpec(kind=spec.kinds[2], fwhm=spec.fwhm, gap=gap)
-
-
-def _training_region(volume: Volume, order: tuple[int, int, int], edge: int) -> tuple[slice, slice]:
-    """In-plane window (network axes 0 and 1) of at most ``edge`` voxels, centred on the head's bounding box."""
-    from ..processing.preprocess import foreground_mask
-
-    mask = np.transpose(foreground_mask(volume), order)
-    shape = mask.shape
-    window = []
-    for axis in (0, 1):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        centre = (present[0] + present[-1] + 1) // 2 if present.size else shape[axis] // 2
-        size = min(edge, shape[axis])
-        start = int(np.clip(centre - size // 2, 0, shape[axis] - size))
-        window.append(slice(start, start + size))
-    return window[0], window[1]
-
-
-class _PairSampler:
-    """Cuts training / held-back pairs from the pool (network axis order, thick axis last).
-
-    ``pool``: normalised unclipped intensities; along axis 2 each thick plane spans ``t_step`` pool voxels
-    (``r`` after the bootstrap pass, 1 for raw sampling). The held-back slab ``[hold_start, hold_stop)`` is in pool
-    voxels along axis 2.
-    """
-
-    def __init__(self, pool: np.ndarray, mask: np.ndarray, ratio: int, spec: DegradationSpec, settings: AdaptSettings,
-                 t_step: int, clip: bool) -> None:
-        self.pool, self.mask, self.ratio, self.spec, self.clip = pool, mask, ratio, spec, clip
-        planes = pool.shape[2] // t_step
-        held = max(2, round(settings.holdback * planes))
-        if planes - held < 2:
-            raise InputError(f"the scan has {planes} thick planes; adaptation needs at least 4")
-        first = (planes - held) // 2
-        self.hold = (first * t_step, (first + held) * t_step)
-        self.long = ratio * settings.low_patch
-        self.edge = settings.patch
-        if min(pool.shape[0], pool.shape[1]) < self.long:
-            raise InputError(
-                f"the scan's in-plane size {pool.shape[0]}x{pool.shape[1]} is too small for adaptation at ratio "
-                f"{ratio} (needs {self.long} voxels); enhance without adapting"
-            )
-
-    def _extent(self, a: int, t_extent: int) -> list[int]:
-        # The two undegraded axes get one length so that patches of either layout stack into one batch.
-        side = min(t_extent, self.pool.shape[0], self.pool.shape[1])
-        extent = [side, side, side]
-        extent[a] = self.long
-        return extent
-
-    def _cut(self, start: list[int], extent: list[int], a: int, swap: bool, flips: tuple[int, ...]) -> np.ndarray:
-        target = self.pool[tuple(slice(s, s + e) for s, e in zip(start, extent))]
-        b = 1 - a
-        # Network layout: the degraded in-plane axis a goes to the thick position (2); b and t fill 0 and 1.
-        layout = (2, b, a) if swap else (b, 2, a)
-        target = np.transpose(target, layout)
-        return np.flip(target, flips) if flips else target
-
-    def _pair(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        low_shape = (target.shape[0], target.shape[1], target.shape[2] // self.ratio)
-        return np.ascontiguousarray(target, dtype=np.float32), degrade(target, low_shape, self.spec)
-
-    def _t_ranges(self, held_back: bool) -> list[tuple[int, int]]:
-        n = self.pool.shape[2]
-        return [self.hold] if held_back else [(0, self.hold[0]), (self.hold[1], n)]
-
-    def draw(self, rng: np.random.Generator, count: int, held_back: bool, augment: bool) -> tuple[torch.Tensor, ...]:
-        """``count`` pairs: (network input, its B-spline baseline, target), each ``(count, 1, ...)`` float32."""
-        ranges = [(lo, hi) for lo, hi in self._t_ranges(held_back) if hi > lo]
-        t_extent = min(self.edge, min(hi - lo for lo, hi in ranges) if held_back else max(hi - lo for lo, hi in ranges))
-        ranges = [(lo, hi) for lo, hi in ranges if hi - lo >= t_extent]
-        lows, targets = [], []
-        for _ in range(count):
-            a = int(rng.integers(2))
-            extent = self._extent(a, t_extent)
-            lo, hi = ranges[int(rng.integers(len(ranges)))]
-            start = [0, 0, 0]
-            # Centre on a head voxel of the chosen slab when there is one (90 % of draws), else anywhere.
-            region = self.mask[:, :, lo:hi]
-            candidates = np.flatnonzero(region) if rng.random() < 0.9 else np.empty(0, dtype=np.int64)
-            if candidates.size:
-                centre = np.unravel_index(int(candidates[rng.integers(candidates.size)]), region.shape)
-                centre = (centre[0], centre[1], centre[2] + lo)
-            else:
-                centre = (int(rng.integers(self.pool.shape[0])), int(rng.integers(self.pool.shape[1])),
-                          int(rng.integers(lo, hi)))
-            bounds = [(0, self.pool.shape[0]), (0, self.pool.shape[1]), (lo, hi)]
-            for axis in range(3):
-                low_bound, high_bound = bounds[axis]
-                start[axis] = int(np.clip(centre[axis] - extent[axis] // 2, low_bound, high_bound - extent[axis]))
-            swap = bool(rng.integers(2))
-            flips = tuple(axis for axis in range(3) if augment and rng.random() < 0.5)
-            target, low = self._pair(self._cut(start, extent, a, swap, flips))
-            targets.append(target)
-            lows.append(low)
-        low = torch.from_numpy(np.stack(lows))[:, None]
-        with torch.inference_mode():
-            baseline = bspline_upsample(low, (1, 1, self.ratio))
-        network_input = low.clamp(0.0, 1.0) if self.clip else low
-        return network_input, baseline.clone(), torch.from_numpy(np.stack(targets))[:, None]
+__all__ = [
+    "DEFAULT_SECONDS", "SAMPLINGS", "TRAINABLE", "AdaptSettings", "AdaptationReport", "PairSampler",
+    "adapt_for_enhance", "adapt_model", "adaptation_note", "adapted_model", "in_plane_spec", "save_adapted_model",
+    "settings_with", "thick_ratio", "training_region", "voxel_sha256",
+]
 
 
 def _held_back_loss(network: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]], device: torch.device) -> float:
@@ -379,7 +128,7 @@ def adapt_model(
         volume.array, float(norm.get("lower_percentile", 1.0)), float(norm.get("upper_percentile", 99.0))
     )
     clip = bool(norm.get("clip", True))
-    window = _training_region(volume, order, settings.region)
+    window = training_region(volume, order, settings.region)
     ordered = np.transpose(volume.array, order)[window[0], window[1], :]
     pool = normalizer.normalize(ordered, clip=False)
     from ..processing.preprocess import foreground_mask
@@ -400,7 +149,7 @@ def adapt_model(
         head = np.repeat(head, ratio, axis=2)
         t_step = ratio
         bootstrap_seconds = time.perf_counter() - stage
-    sampler = _PairSampler(pool, head, ratio, spec, settings, t_step, clip)
+    sampler = PairSampler(pool, head, ratio, spec, settings, t_step, clip)
     validation_rng = np.random.default_rng([settings.seed, 0x7A1])
     held_back = [sampler.draw(validation_rng, 1, held_back=True, augment=False)
                  for _ in range(settings.validation_patches)]
@@ -461,78 +210,14 @@ def adapt_model(
         best_step=best_step, held_back_before=initial, held_back_after=best_loss, history=history,
         settings={k: v for k, v in asdict(settings).items() if k != "source_sha256"}, input_sha256=source_sha,
     )
-    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    metadata = copy.deepcopy(model.metadata)
-    metadata.update({
-        "name": f"{model.name}-adapted",
-        "description": f"{model.metadata.get('description', model.name)}; adapted to one input ({source_name})",
-        "weights_sha256": weights_checksum(state),
-        "adapted": {
-            "from": model.name,
-            "from_version": str(model.metadata.get("version", "")),
-            "from_sha256": model.file_sha256,
-            "input": source_name,
-            "input_sha256": source_sha,
-            "input_sha256_of": "file" if settings.source_sha256 else "voxels",
-            "scale": format_scale(scale),
-            "slice_profile": spec.to_dict(),
-            "steps": step,
-            "best_step": best_step,
-            "seconds": round(record.seconds, 1),
-            "held_back_l1_before": initial,
-            "held_back_l1_after": best_loss,
-            "settings": record.settings,
-        },
-    })
-    metadata.pop("shipped", None)
-    metadata.pop("default_for", None)
-    metadata.pop("card", None)
-    # Not saved (save_adapted_model drops it): marks outputs of this run as made for this very input.
-    metadata["adapted"]["this_run"] = True
-    adapted = LoadedModel(network, metadata, model.path, weights_checksum(state))
+    adapted = adapted_model(model, network, record, scale, spec, settings, source_name)
     report(1.0, f"adapted: {step} steps, held-back L1 {initial:.5f} -> {best_loss:.5f}")
     return adapted, record
 
 
-def adaptation_note(model: LoadedModel) -> str | None:
-    """One line for provenance when ``model`` was adapted to its input, else ``None``."""
-    adapted = model.metadata.get("adapted")
-    if not adapted:
-        return None
-    return (f"adapted to this input: fine-tuned from {adapted.get('from')} on input SHA-256 "
-            f"{str(adapted.get('input_sha256', ''))[:16]}... ({adapted.get('steps')} steps, held-back L1 "
-            f"{float(adapted.get('held_back_l1_before', 0)):.5f} -> {float(adapted.get('held_back_l1_after', 0)):.5f})")
-
-
-def save_adapted_model(model: LoadedModel, path: str | Any) -> Any:
-    """Save an adapted model (from :func:`adapt_model`) as a normal ``.safetensors`` model file, atomically.
-
-    Its metadata keeps the starting model's (normalisation, forward model, calibration, background masking) with
-    ``name`` ``<name>-adapted`` and ``adapted`` (from which model and file SHA-256, on which input and its SHA-256,
-    steps, held-back losses, settings).
-
-    Raises:
-        ModelError: ``model`` was not adapted.
-    """
-    metadata = model.metadata
-    if "adapted" not in metadata:
-        raise ModelError(f"model {model.name} was not adapted to an input; nothing to save with --save-adapted")
-    standard = {"name", "version", "family", "config", "scales", "min_input_size", "normalization", "degradation",
-                "description", "training", "metrics", "license", "created", "engine_version", "parameters",
-                "flops_per_output_voxel", "weights_sha256"}
-    extra = {k: v for k, v in metadata.items() if k not in standard}
-    extra["adapted"] = {k: v for k, v in metadata["adapted"].items() if k != "this_run"}
-    return save_model(
-        model.network, path, name=str(metadata["name"]), family=str(metadata["family"]),
-        config=dict(metadata["config"]), version=str(metadata.get("version", "0.1.0")),
-        description=str(metadata.get("description", "")), normalization=metadata.get("normalization"),
-        degradation=metadata.get("degradation"), training=metadata.get("training"), metrics=metadata.get("metrics"),
-        license=str(metadata.get("license", "Apache-2.0")), extra=extra,
-    )
-
-
 def adapt_for_enhance(volume: Volume, model: LoadedModel, scale: Scale, adapt: Any, device: str, source_name: str,
-                      progress: ProgressCallback | None, cancel: CancelCheck | None) -> tuple[LoadedModel, AdaptationReport]:
+                      progress: ProgressCallback | None,
+                      cancel: CancelCheck | None) -> tuple[LoadedModel, AdaptationReport]:
     """:func:`adapt_model` as :func:`~.enhance.enhance_volume` calls it: ``adapt`` is :class:`AdaptSettings`, a
     time budget in seconds or ``True`` (defaults); the adaptation runs on enhance's device."""
     if isinstance(adapt, AdaptSettings):
@@ -544,8 +229,3 @@ def adapt_for_enhance(volume: Volume, model: LoadedModel, scale: Scale, adapt: A
     else:
         raise TypeError(f"adapt must be AdaptSettings, seconds or True, not {type(adapt).__name__}")
     return adapt_model(volume, model, scale, settings, progress, cancel, source_name=source_name)
-
-
-def settings_with(settings: AdaptSettings, **changes: Any) -> AdaptSettings:
-    """A copy of ``settings`` with ``changes`` (a convenience for callers holding frozen settings)."""
-    return replace(settings, **changes)

@@ -107,6 +107,7 @@ class FamilySpec:
         description: one line for listings.
         seed: the configuration of the user's documents for a scale (``None`` for arbitrary-scale families).
         small: a small configuration fast enough for the CPU, for a scale.
+        config_keys: the keyword arguments the builder takes (the keys a config may hold).
     """
 
     builder: Callable[..., nn.Module]
@@ -115,6 +116,7 @@ class FamilySpec:
     description: str
     seed: Callable[[Sequence[int] | None], dict[str, Any]] = field(default=lambda scale: {})
     small: Callable[[Sequence[int] | None], dict[str, Any]] = field(default=lambda scale: {})
+    config_keys: frozenset[str] = frozenset()
 
 
 def _fixed_scale(config: dict[str, Any]) -> list[Scale3]:
@@ -141,6 +143,8 @@ _REGISTRY: dict[str, FamilySpec] = {
                             "res_scale": 1.0, "upsample_features": 64},
         small=lambda scale: {"scale": _scale_list(scale), "channels": 16, "blocks": 2, "kernel_size": 3,
                              "upsample_features": 8},
+        config_keys=frozenset({"scale", "channels", "blocks", "kernel_size", "res_scale", "upsample_features",
+                               "global_skip", "in_channels", "upsampler"}),
     ),
     "srdensenet": FamilySpec(
         builder=_LazyClass("SRDenseNet"),
@@ -151,6 +155,8 @@ _REGISTRY: dict[str, FamilySpec] = {
                             "blocks": 8, "layers": 8, "growth": 16, "bottleneck": 256},
         small=lambda scale: {"scale": _scale_list(scale, (2, 2, 1)), "spatial_dims": _srdensenet_dims(scale),
                              "blocks": 2, "layers": 3, "growth": 8, "bottleneck": 32},
+        config_keys=frozenset({"scale", "spatial_dims", "slice_axis", "blocks", "layers", "growth",
+                               "low_channels", "bottleneck", "kernel_size", "global_skip"}),
     ),
     "unet25d": FamilySpec(
         builder=_LazyClass("UNet25D"),
@@ -162,6 +168,9 @@ _REGISTRY: dict[str, FamilySpec] = {
                             "cross_attention_stages": [3, 4, 5], "context_dim": 4},
         small=lambda scale: {"scale": _scale_list(scale), "input_slices": 3, "channels": 16,
                              "channel_mult": [1, 2], "res_blocks": 1, "groups": 4, "attention_heads": 1},
+        config_keys=frozenset({"scale", "slice_axis", "input_slices", "channels", "channel_mult", "res_blocks",
+                               "groups", "attention_heads", "self_attention", "cross_attention_stages",
+                               "context_dim", "drop_last_norm", "adadm", "halo", "slice_position_index"}),
     ),
     "arssr": FamilySpec(
         builder=_LazyClass("ArSSR"),
@@ -171,6 +180,8 @@ _REGISTRY: dict[str, FamilySpec] = {
         seed=lambda scale: {"encoder": "rdn", "feature_dim": 128, "decoder_depth": 8, "decoder_width": 256},
         small=lambda scale: {"encoder": "rdn", "feature_dim": 16, "decoder_depth": 4, "decoder_width": 32,
                              "features": 16, "rdn_blocks": 2, "rdn_layers": 2},
+        config_keys=frozenset({"encoder", "feature_dim", "decoder_depth", "decoder_width", "features",
+                               "rdn_blocks", "rdn_layers", "rescnn_layers", "srresnet_blocks", "global_skip"}),
     ),
 }
 

@@ -8,7 +8,8 @@ Entry points: ``mrisuperres train --config CFG [--resume]`` and, from Python::
     result = Trainer(load_config("configs/edsr3d_x2_small.yaml")).run()
     print(result.model_path, result.best)
 
-Modules: :mod:`.config` (the YAML schema), :mod:`.data` (subjects, simulation, patch sampling),
-:mod:`.augment`, :mod:`.losses`, :mod:`.loop` (the trainer), :mod:`.distributed` (torchrun / DDP),
-:mod:`.registration` and :mod:`.preprocess` (real pairs, N4, masks, cropping).
+Modules: :mod:`.config` (the YAML schema, ``base:`` composition), :mod:`.data` (subjects, simulation, patch
+sampling), :mod:`.loading`, :mod:`.augment`, :mod:`.losses`, :mod:`.loop` (the trainer) with :mod:`.builders`,
+:mod:`.patch_step`, :mod:`.point_sampling`, :mod:`.validation`, :mod:`.run_files` and :mod:`.model_files`,
+:mod:`.distributed` (torchrun / DDP). Real pairs, N4, masks and cropping are in :mod:`MRISuperResLib.processing`.
 """

@@ -304,20 +304,62 @@ def config_from_dict(values: dict[str, Any], base_dir: Path = Path(".")) -> Trai
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read a YAML or JSON training configuration.
+    """Read a YAML or JSON training configuration, with its ``base:`` chain merged in (see :func:`read_values`).
+
+    Relative paths in the merged configuration are taken from the folder of ``path`` (the keys of a base are read
+    as if written in the file that names it).
 
     Raises:
-        ConfigError: unreadable file, unknown keys (listing the valid ones), or impossible values.
+        ConfigError: unreadable file, a missing or circular base, unknown keys (listing the valid ones), or
+            impossible values.
     """
     path = Path(path)
+    return config_from_dict(read_values(path), path.resolve().parent)
+
+
+def read_values(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a configuration file with its ``base:`` merged in.
+
+    ``base: other.yaml`` (relative to the file's own folder) names a configuration the file extends: the base's
+    mapping is read first (its own base too), then the file's keys are merged over it: mappings merge key by key,
+    recursively; any other value (lists included) replaces the base's.
+
+    Raises:
+        ConfigError: the file (or a base) is missing or unreadable, ``base`` is not a file name, or the bases form
+            a cycle.
+    """
     if not path.is_file():
-        raise ConfigError(f"config {path} does not exist")
+        named = f" (the base of {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"config {path}{named} does not exist")
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain[_chain.index(resolved):], resolved))
+        raise ConfigError(f"config bases form a cycle: {cycle}; remove one of these base: keys")
     try:
         text = path.read_text()
         values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read config {path}: {str(error).splitlines()[0]}") from None
-    return config_from_dict(values or {}, path.resolve().parent)
+    values = values or {}
+    if not isinstance(values, dict) or "base" not in values:
+        return values  # a file that is not a mapping is refused by config_from_dict
+    base = values.pop("base")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"base in {path} must be the file name of another config, got {base!r}")
+    base_path = Path(base).expanduser()
+    base_path = base_path if base_path.is_absolute() else resolved.parent / base_path
+    return merge_values(read_values(base_path, (*_chain, resolved)), values)
+
+
+def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` merged over ``base`` (neither is modified): mappings merge recursively, other values replace."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _check(config: TrainConfig) -> None:

@@ -2,25 +2,27 @@
 
 Outputs in ``output_dir``: ``state.pt`` (everything needed to resume: weights, optimiser, scheduler, critic,
 gradient scalers, history; written atomically every ``checkpoint_every`` steps, at every validation and when
-stopped by a signal; read back with ``torch.load(weights_only=True)``), ``best.safetensors`` (best validation PSNR so far, engine
-format), ``<name>.safetensors`` (the final model: the best weights with full metadata: data, degradation, config,
-validation metrics, code revision) and its card ``<name>.md``, ``log.csv``, ``curves.png`` and a copy of the config.
+stopped by a signal; read back with ``torch.load(weights_only=True)``), ``best.safetensors`` (best validation PSNR
+so far, engine format), ``<name>.safetensors`` (the final model: the best weights with full metadata: data,
+degradation, config, validation metrics, code revision) and its card ``<name>.md``, ``log.csv``, ``curves.png``
+and a copy of the config.
 
 A run is a pure function of its config and seed: patches, augmentations and simulations are drawn from streams
 keyed by the step (see :mod:`.data`), and torch's generator (gradient-penalty interpolation, dropout) is reseeded
 from ``(seed, step, rank)`` before every step, so no random state needs saving: a run killed and resumed ends
 exactly where an uninterrupted one does, with one process or with DDP (where every process also holds the same
 generator and critic).
+
+The :class:`Trainer` holds the run's state and drives it; its parts live beside it: :mod:`.builders` (network,
+optimiser, schedule, loss, critic, validation inputs), :mod:`.patch_step` and :mod:`.point_sampling` (one step),
+:mod:`.validation` (metrics, consistency calibration), :mod:`.run_files` (state, log, curves) and
+:mod:`.model_files` (best and final model files).
 """
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,47 +33,38 @@ import torch
 import yaml
 from torch import nn
 
-from .. import models
-from ..processing.acquisition import AcquisitionRanges
-from ..engine.checkpoint import save_model
-from ..engine.conditioning import ContextSpec, slice_positions, subject_contexts
-from ..processing.degradation import DegradationSpec
+from ..engine.conditioning import ContextSpec
 from ..engine.device import DeviceChoice, select_device
 from ..errors import InputError, MRISuperResError
-from ..engine.inference import run_tiled
-from ..evaluation.metrics import psnr, ssim
+from ..processing.acquisition import AcquisitionRanges
+from ..processing.degradation import DegradationSpec
 from ..processing.normalization import NormalizationSettings
-from .adversarial import CriticTrainer
-from .augment import ElasticSettings, PatchBatch, augment_batch
-from .config import ConfigError, TrainConfig
-from .data import (
-    Subject,
-    integer_scale,
-    patch_rng,
-    refresh_rng,
-    refresh_subject,
-    sample_patches,
-)
+from . import builders
+from .augment import ElasticSettings
+from .config import TrainConfig
+from .data import Subject, integer_scale, patch_rng, refresh_rng, refresh_subject
 from .distributed import barrier, broadcast_float, init_distributed, shutdown
-from ..processing.exclusion import fill_from_estimate
-from .losses import ReconstructionLoss
+from .model_files import finalise, save_model_file
+from .patch_step import patch_step
 from .point_sampling import PointSampler, point_step
-from .precision import autocast, grad_scaler
+from .precision import grad_scaler
+from .run_files import (
+    BEST_FILE,
+    CURVES_FILE,
+    LOG_FILE,
+    STATE_FILE,
+    code_revision,
+    postfix,
+    progress_bar,
+    read_state,
+    tensorboard_writer,
+    write_log,
+    write_state,
+)
+from .validation import Validation, validate, validation_condition
 
-STATE_FILE = "state.pt"
-BEST_FILE = "best.safetensors"
-LOG_FILE = "log.csv"
-CURVES_FILE = "curves.png"
-
-
-@dataclass
-class Validation:
-    """Mean validation metrics of the model and of the B-spline baseline (PSNR in dB inside the foreground)."""
-
-    psnr: float
-    ssim: float
-    baseline_psnr: float
-    baseline_ssim: float
+__all__ = ["BEST_FILE", "CURVES_FILE", "LOG_FILE", "STATE_FILE", "TrainResult", "Trainer", "Validation",
+           "code_revision"]
 
 
 @dataclass
@@ -110,15 +103,6 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def code_revision() -> str:
-    """The git commit of the engine's checkout (``"unknown"`` outside a git checkout)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 class Trainer:
     """Train one model from a :class:`TrainConfig`.
 
@@ -145,21 +129,13 @@ class Trainer:
         self.acquisition = (AcquisitionRanges.from_dict(config.data.acquisition)
                             if config.data.acquisition is not None else None)
         self.normalization = NormalizationSettings.from_dict(config.data.normalization)
-        torch.manual_seed(config.seed)
-        model_config = dict(config.model.config)
-        if "scale" in models.family_class(config.model.family).__init__.__code__.co_varnames:
-            model_config.setdefault("scale", list(self.scale))
+        torch.manual_seed(config.seed)  # the builders below draw initial weights in this order
         self.context_spec = ContextSpec.from_config(config.data.context["variables"]) if config.data.context else None
-        if self.context_spec is not None:  # the network's context follows the variables (seed 002 conditioning)
-            model_config.update(context_dim=self.context_spec.dim,
-                                slice_position_index=self.context_spec.slice_position_index)
-        self.model_config = model_config
-        try:
-            self.network = models.create(config.model.family, **model_config).to(self.device.device)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"model.config does not fit family {config.model.family}: {error}") from None
+        self.model_config = builders.model_config(config, self.scale, self.context_spec)
+        self.network = builders.build_network(config.model.family, self.model_config, self.device.device)
         if config.model.init_from:
-            self._initialise_from(config.resolve(config.model.init_from))
+            builders.initialise_from(self.network, config.resolve(config.model.init_from), config,
+                                     self.model_config, self.log)
         self.arbitrary_scale = bool(getattr(self.network, "arbitrary_scale", False))
         self.residual = bool(getattr(self.network, "residual_to_baseline", False))
         self.sampler: PointSampler | None = None  # arbitrary-scale batches of drawn points (seed 004)
@@ -167,26 +143,18 @@ class Trainer:
         if self.context.enabled:
             ids = [self.device.device.index] if self.device.device.type == "cuda" else None
             self.trained = nn.parallel.DistributedDataParallel(self.network, device_ids=ids)
-        optim = config.optim
-        optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer_class(self.network.parameters(), lr=optim.lr, betas=tuple(optim.betas),
-                                         weight_decay=optim.weight_decay)
-        self.scheduler = self._make_scheduler()
-        self.loss = ReconstructionLoss(
-            l1=config.loss.l1, mse=config.loss.mse, ssim=config.loss.ssim, gradient=config.loss.gradient,
-            fft=config.loss.fft, perceptual=config.loss.perceptual,
-            perceptual_weights=config.resolve(config.loss.perceptual_weights) if config.loss.perceptual_weights
-            else None,
-        ).to(self.device.device)
+        self.optimizer = builders.build_optimizer(self.network, config.optim)
+        self.scheduler = builders.build_scheduler(self.optimizer, config.optim, config.run.steps)
+        self.loss = builders.build_loss(config, self.device.device)
         self.amp_dtype = self.device.autocast_dtype if config.run.amp else None
         self.scaler = grad_scaler(self.device.device, self.amp_dtype)
-        self.critic: CriticTrainer | None = None
-        if config.loss.adversarial > 0:
-            self.critic = CriticTrainer(config.model.critic, config.loss.critic_lr, self.device.device,
-                                        self.amp_dtype, self.context)
+        self.critic = builders.build_critic(config, self.device.device, self.amp_dtype, self.context)
         self.train_subjects: list[Subject] = []
         self.validation_subjects: list[Subject] = []
         self.validation_inputs: list[tuple[np.ndarray, ...]] = []
+        self.train_contexts: list[np.ndarray] | None = None
+        self.validation_contexts: list[np.ndarray] = []
+        self.calibration: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.best: Validation | None = None
         self.best_step = -1
@@ -194,44 +162,6 @@ class Trainer:
         self.step = 0
 
     # ----------------------------------------------------------------------------------------------- setup
-    def _initialise_from(self, path: Path) -> None:
-        from ..engine.checkpoint import load_model_file
-
-        start = load_model_file(path)
-        family, config = start.metadata.get("family"), start.metadata.get("config")
-        if self.config.model.init_partial:
-            if family != self.config.model.family:
-                raise ConfigError(f"model.init_from {path} is a {family}; with init_partial it must still be a "
-                                  f"{self.config.model.family}")
-            own = self.network.state_dict()
-            matching = {name: tensor for name, tensor in start.network.state_dict().items()
-                        if name in own and own[name].shape == tensor.shape}
-            if not matching:
-                raise ConfigError(f"model.init_from {path} shares no tensor of matching name and shape with this "
-                                  "model; start from a model of the same family and channels")
-            self.network.load_state_dict(matching, strict=False)
-            self.log(f"initialised {len(matching)} of {len(own)} tensors from {path.name}; "
-                     f"{len(own) - len(matching)} start fresh")
-            return
-        if family != self.config.model.family or config != self.model_config:
-            raise ConfigError(f"model.init_from {path} is a {family} with config {config}; it must match "
-                              "model.family and model.config (or set model.init_partial: true)")
-        self.network.load_state_dict(start.network.state_dict())
-
-    def _make_scheduler(self):  # type: ignore[no-untyped-def]
-        optim = self.config.optim
-        if optim.schedule == "plateau":
-            return torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="max", factor=optim.factor, patience=optim.patience, min_lr=optim.min_lr)
-        if optim.schedule == "step":
-            return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=optim.step_size, gamma=optim.factor)
-        if optim.schedule == "exponential":
-            return torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=optim.factor)
-        if optim.schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, self.config.run.steps),
-                                                              eta_min=optim.min_lr)
-        return None
-
     def load_data(self) -> None:
         """Read, crop and normalise every subject; split by subject; draw the validation inputs (:mod:`.loading`)."""
         from .loading import load_training_data
@@ -240,34 +170,12 @@ class Trainer:
                                     show_progress=self.show_progress and self.context.is_main,
                                     log=self.log if self.context.is_main else (lambda message: None))
         self.train_subjects, self.validation_subjects = loaded.train, loaded.validation
-        self.validation_inputs = [self._validation_arrays(subject) for subject in self.validation_subjects]
         data = self.config.data
-        self.train_contexts: list[np.ndarray] | None = None
-        self.validation_contexts: list[np.ndarray] = []
-        if self.context_spec is not None:
-            values = (data.context or {}).get("subjects") or {}
-            self.train_contexts = subject_contexts(self.context_spec, values, [s.name for s in self.train_subjects])
-            self.validation_contexts = subject_contexts(self.context_spec, values,
-                                                        [s.name for s in self.validation_subjects])
-        if data.scale_range is not None or data.sample_coordinates is not None:
-            scale_range = data.scale_range or [self.scale[0], self.scale[0]]
-            self.sampler = PointSampler(self.train_subjects, tuple(data.patch_size), scale_range,
-                                        data.sample_coordinates, self.spec, data.foreground_fraction)
-
-    def _validation_arrays(self, subject: Subject) -> tuple[np.ndarray, ...]:
-        low = subject.low.astype(np.float32)  # type: ignore[union-attr]
-        baseline = subject.baseline.astype(np.float32)  # type: ignore[union-attr]
-        target = subject.target.astype(np.float32)  # type: ignore[union-attr]
-        mask = subject.mask_high
-        excluded = subject.excluded_high if subject.excluded_high is not None else np.zeros(mask.shape, bool)
-        crop = self.config.data.validation_crop
-        if crop:
-            starts = [max(0, (n - c) // 2) for n, c in zip(low.shape, crop)]
-            low_region = tuple(slice(s, s + c) for s, c in zip(starts, crop))
-            high_region = tuple(slice(s * f, (s + c) * f) for s, c, f in zip(starts, crop, self.scale))
-            low, baseline, target, mask = low[low_region], baseline[high_region], target[high_region], mask[high_region]
-            excluded = excluded[high_region]
-        return low, baseline, target, mask, excluded
+        self.validation_inputs = [builders.validation_arrays(subject, data.validation_crop, self.scale)
+                                  for subject in self.validation_subjects]
+        self.train_contexts = builders.contexts(self.context_spec, data, self.train_subjects)
+        self.validation_contexts = builders.contexts(self.context_spec, data, self.validation_subjects) or []
+        self.sampler = builders.point_sampler(data, self.train_subjects, self.scale, self.spec)
 
     # -------------------------------------------------------------------------------------------- training
     def _refresh(self, step: int) -> None:
@@ -279,17 +187,6 @@ class Trainer:
                             self.config.augment.gmm_contrast, self.acquisition,
                             elastic=ElasticSettings.from_config(self.config.augment.elastic))
 
-    def _predict(self, network: nn.Module, batch: PatchBatch) -> torch.Tensor:
-        low = batch.low.to(self.device.device)
-        if self.arbitrary_scale:
-            out = network(low, tuple(batch.high.shape[2:]))
-        elif batch.context is not None:
-            positions = batch.slice_positions.to(low.device) if batch.slice_positions is not None else None
-            out = network(low, context=batch.context.to(low.device), slice_positions=positions)
-        else:
-            out = network(low)
-        return out + batch.baseline.to(self.device.device) if self.residual else out
-
     def train_step(self, step: int) -> dict[str, float]:
         """One optimisation step (and the critic's steps when adversarial); returns loss values."""
         config = self.config
@@ -297,34 +194,8 @@ class Trainer:
         rng = patch_rng(config.seed, step, self.context.rank)
         if self.sampler is not None:
             return point_step(self, step, rng)
-        slice_axis = getattr(self.network, "slice_axis", None)
-        batch = sample_patches(self.train_subjects, rng, config.data.patch_size, config.data.batch_size,
-                               config.data.foreground_fraction, self.train_contexts, slice_axis)
-        augment = config.augment
-        batch = augment_batch(batch, rng, scale=self.scale, flips=augment.flips, rot90=augment.rot90,
-                              intensity_scale=augment.intensity_scale, intensity_shift=augment.intensity_shift,
-                              noise=augment.noise, slice_axis=slice_axis)
-        target = batch.high.to(self.device.device)
-        values: dict[str, float] = {}
-        self.trained.train()
-        if self.critic is not None:
-            with torch.no_grad():
-                fake = self._predict(self.trained, batch).float()
-            real = fill_from_estimate(target, fake)  # excluded slices: real equals fake there
-            values.update(self.critic.update(real, fake, config.loss.n_critic, config.loss.gp_weight))
-        with autocast(self.device.device, self.amp_dtype):
-            prediction = self._predict(self.trained, batch)
-            target = fill_from_estimate(target, prediction.float())  # excluded slices add nothing
-            total, terms = self.loss(prediction.float(), target)
-            if self.critic is not None:
-                adversarial = -self.critic(prediction.float()).float().mean()
-                total = total + config.loss.adversarial * adversarial
-                terms["adversarial"] = float(adversarial.detach())
-        values.update(terms)
-        values["loss"] = self.optimise(total, step)
-        return values
+        return patch_step(self, step, rng)
 
-    # ------------------------------------------------------------------------------------------ validation
     def optimise(self, total: torch.Tensor, step: int) -> float:
         """One optimiser (and scheduler) step on the generator's loss ``total`` through the gradient scaler, with
         gradient clipping; returns the loss value.
@@ -340,41 +211,22 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.scheduler is not None and config.optim.schedule in ("step", "exponential", "cosine"):
+        if self.scheduler is not None and config.optim.schedule in builders.PER_STEP_SCHEDULES:
             self.scheduler.step()
         loss = float(total.detach())
         if not math.isfinite(loss):
             raise MRISuperResError(f"training diverged at step {step} (loss {loss}); lower optim.lr")
         return loss
 
+    # ------------------------------------------------------------------------------------------ validation
     def validate(self) -> Validation:
         """Whole-volume (or cropped) inference on every validation subject; mean PSNR / SSIM vs the targets."""
-        self.network.eval()
-        scores = []
-        for index, (low, baseline, target, mask, excluded) in enumerate(self.validation_inputs):
-            if self.arbitrary_scale:
-                with torch.inference_mode():
-                    out = self.network(torch.from_numpy(low)[None, None].to(self.device.device),
-                                       target.shape)[0, 0].float().cpu().numpy()
-            else:
-                out = run_tiled(self.network, low, self.device, **self._validation_condition(index, low.shape))
-            prediction = baseline + out if self.residual else out
-            scores.append((psnr(prediction, target, mask), ssim(prediction, target, excluded),
-                           psnr(baseline, target, mask), ssim(baseline, target, excluded)))
-        self.network.train()
-        means = np.mean(np.asarray(scores), axis=0)
-        return Validation(*(float(v) for v in means))
-
-    def _validation_condition(self, index: int, shape: tuple[int, ...]) -> dict[str, Any]:
-        """Context and slice positions of validation input ``index`` (a central crop of its subject, or all)."""
-        if self.context_spec is None:
-            return {}
-        subject, axis = self.validation_subjects[index], self.network.slice_axis
-        size, factor = subject.low_grid.shape[axis], self.scale[axis]
-        start = max(0, (size - shape[axis]) // 2)
-        whole = slice_positions(subject.high_grid.shape[axis])
-        return {"context": self.validation_contexts[index],
-                "slice_positions": whole[start * factor:(start + shape[axis]) * factor]}
+        conditions = None
+        if self.context_spec is not None:
+            conditions = [validation_condition(subject, context, low.shape, self.network.slice_axis, self.scale)
+                          for subject, context, (low, *_) in zip(self.validation_subjects, self.validation_contexts,
+                                                                 self.validation_inputs)]
+        return validate(self.network, self.validation_inputs, self.device, self.residual, conditions)
 
     # ----------------------------------------------------------------------------------------- persistence
     def _state(self) -> dict[str, Any]:
@@ -396,19 +248,12 @@ class Trainer:
 
     def save_state(self) -> None:
         """Write the resumable state atomically (main process only)."""
-        if not self.context.is_main:
-            return
-        path = self.output_dir / STATE_FILE
-        temporary = path.with_name(f".{path.name}.partial")
-        torch.save(self._state(), temporary)
-        os.replace(temporary, path)
+        if self.context.is_main:
+            write_state(self._state(), self.output_dir)
 
     def load_state(self) -> None:
         """Resume from ``state.pt`` (read with ``weights_only=True``: no code runs)."""
-        path = self.output_dir / STATE_FILE
-        if not path.is_file():
-            raise InputError(f"nothing to resume: {path} does not exist; start without --resume")
-        state = torch.load(path, map_location=self.device.device, weights_only=True)
+        state = read_state(self.output_dir, self.device.device)
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"]:
@@ -422,56 +267,6 @@ class Trainer:
         self.best_step = int(state["best_step"])
         self.bad_validations = int(state["bad_validations"])
         self.history = list(state["history"])
-
-    def _model_metadata(self) -> dict[str, Any]:
-        config = self.config
-        validation = vars(self.best) if self.best else {}
-        return {
-            "name": config.name,
-            "family": config.model.family,
-            "config": self.model_config,
-            "version": config.version,
-            "description": config.description or f"{config.model.family} trained by mrisuperres train",
-            "normalization": self.normalization.to_dict(),
-            "degradation": self.spec.to_dict(),
-            "training": {
-                "train": [s.name for s in self.train_subjects],
-                "validation": [s.name for s in self.validation_subjects],
-                "scale": list(self.scale),
-                "scale_range": self.config.data.scale_range,
-                "sample_coordinates": self.config.data.sample_coordinates,
-                "steps": self.step,
-                "best_step": self.best_step,
-                "seed": config.seed,
-                "config": config.to_dict(),
-                "code_revision": code_revision(),
-            },
-            "metrics": {"validation": validation},
-            "extra": {**({"consistency": self.calibration} if getattr(self, "calibration", None) else {}),
-                      **({"conditioning": self.context_spec.to_metadata()} if self.context_spec else {})} or None,
-        }
-
-    def _save_model(self, path: Path) -> Path:
-        metadata = self._model_metadata()
-        return save_model(self.network, path, name=metadata.pop("name"), family=metadata.pop("family"),
-                          config=metadata.pop("config"), **metadata)
-
-    def _write_log(self) -> None:
-        keys: list[str] = []
-        for row in self.history:
-            keys += [k for k in row if k not in keys]
-        temporary = self.output_dir / f".{LOG_FILE}.partial"
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
-        os.replace(temporary, self.output_dir / LOG_FILE)
-        try:
-            from .curves import plot_curves
-
-            plot_curves(self.history, self.output_dir / CURVES_FILE)
-        except ImportError:
-            pass
 
     # ------------------------------------------------------------------------------------------------ run
     def run(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
@@ -489,8 +284,8 @@ class Trainer:
         self.load_data()
         if resume:
             self.load_state()
-        bar = self._progress_bar()
-        writer = self._tensorboard()
+        bar = progress_bar(config.run.steps, self.step) if self.show_progress and self.context.is_main else None
+        writer = tensorboard_writer(self.output_dir) if config.run.tensorboard and self.context.is_main else None
         started = time.time()
         stopped_early = interrupted = False
         self._refresh(self.step)
@@ -500,13 +295,13 @@ class Trainer:
                     self._refresh(self.step)
                 values = self.train_step(self.step)
                 self.step += 1
+                last = self.step == config.run.steps
+                validating = self.step % config.run.validate_every == 0 or last
                 row: dict[str, Any] = {}
-                if self.step % config.run.log_every == 0 or self.step == config.run.steps:
+                if validating or self.step % config.run.log_every == 0 or last:
                     row = {"step": self.step, "time_s": round(time.time() - started, 2),
                            "lr": self.optimizer.param_groups[0]["lr"], **values}
-                if self.step % config.run.validate_every == 0 or self.step == config.run.steps:
-                    row = row or {"step": self.step, "time_s": round(time.time() - started, 2),
-                                  "lr": self.optimizer.param_groups[0]["lr"], **values}
+                if validating:
                     stopped_early = self._validate_and_track(row)
                 if row:
                     self.history.append(row)
@@ -516,13 +311,13 @@ class Trainer:
                                 writer.add_scalar(key, value, self.step)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix_str(self._postfix(values), refresh=False)
+                    bar.set_postfix_str(postfix(values), refresh=False)
                 requested = stop.requested or (stop_at is not None and self.step >= stop_at)
                 stop_now = broadcast_float(float(requested), self.context) > 0
                 if self.step % config.run.checkpoint_every == 0 or stopped_early or stop_now:
                     self.save_state()
                     if self.context.is_main:
-                        self._write_log()
+                        write_log(self.history, self.output_dir)
                 if stopped_early:
                     break
                 if stop_now:
@@ -533,9 +328,9 @@ class Trainer:
         self.save_state()
         model_path = None
         if self.context.is_main:
-            self._write_log()
+            write_log(self.history, self.output_dir)
             if self.best is not None and not interrupted:
-                model_path = self._finalise()
+                model_path = finalise(self)
         barrier(self.context)
         shutdown(self.context)
         return TrainResult(model_path, self.best, self.best_step, self.step, stopped_early, interrupted,
@@ -551,7 +346,7 @@ class Trainer:
                         "baseline_ssim": result.baseline_ssim})
             if self.best is None or result.psnr > self.best.psnr:
                 self.best, self.best_step, self.bad_validations = result, self.step, 0
-                self._save_model(self.output_dir / BEST_FILE)
+                save_model_file(self, self.output_dir / BEST_FILE)
             else:
                 self.bad_validations += 1
             self.log(f"step {self.step}: validation PSNR {result.psnr:.2f} dB (B-spline {result.baseline_psnr:.2f}),"
@@ -563,56 +358,3 @@ class Trainer:
         bad = broadcast_float(float(self.bad_validations), self.context)
         patience = self.config.run.early_stop_patience
         return patience > 0 and bad >= patience
-
-    def _finalise(self) -> Path:
-        """The final model: the best weights, with full metadata and a calibrated consistency threshold."""
-        from ..engine.checkpoint import load_model_file
-
-        best = load_model_file(self.output_dir / BEST_FILE)
-        self.network.load_state_dict(best.network.state_dict())
-        self.calibration = self._calibrate_consistency(best)
-        path = self._save_model(self.output_dir / f"{self.config.name}.safetensors")
-        from ..engine.model_zoo import baseline_verdict, write_model_card
-
-        write_model_card(path)  # its card says, too, when the model is worse or barely better than B-spline
-        verdict = baseline_verdict(vars(self.best)) if self.best else None
-        if verdict:
-            self.log(f"{path.name}: {verdict}")
-        return path
-
-    def _calibrate_consistency(self, model) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-        """Consistency NRMSE of the best model on each whole validation input, run through ``enhance``; the
-        threshold above which ``enhance`` warns is 1.5 times the largest of them."""
-        from ..engine.enhance import enhance_volume
-        from ..imaging.volume import Volume
-
-        values = []
-        for subject in self.validation_subjects:
-            low = Volume(subject.low.astype(np.float32), subject.low_grid)  # type: ignore[union-attr]
-            context = ((self.config.data.context or {}).get("subjects") or {}).get(subject.name) if self.context_spec \
-                else None
-            result = enhance_volume(low, model, self.scale, device=str(self.device.device), context=context)
-            values.append(result.consistency_nrmse)
-        return {"threshold": 1.5 * max(values), "validation_values": values,
-                "rule": "1.5 x the largest consistency NRMSE on the validation inputs"}
-
-    def _progress_bar(self):  # type: ignore[no-untyped-def]
-        if not (self.show_progress and self.context.is_main):
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=self.config.run.steps, initial=self.step, desc="training", unit="step", file=sys.stderr,
-                    disable=None, dynamic_ncols=True)
-
-    def _tensorboard(self):  # type: ignore[no-untyped-def]
-        if not (self.config.run.tensorboard and self.context.is_main):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("run.tensorboard needs the tensorboard package: pip install tensorboard") from None
-        return SummaryWriter(str(self.output_dir / "tensorboard"))
-
-    @staticmethod
-    def _postfix(values: dict[str, float]) -> str:
-        return " ".join(f"{k} {v:.4f}" for k, v in values.items() if k in ("loss", "critic"))

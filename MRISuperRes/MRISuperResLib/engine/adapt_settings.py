@@ -1,0 +1,86 @@
+"""Settings of the adaptation of a thick-slice model to one scan (:mod:`.adapt`): budgets, seed, sampling,
+patch sizes, held-back share, slice profile and device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import InputError
+
+SAMPLINGS = ("bootstrap", "raw")
+#: ``tail``: only the layers after the residual body (the upsampler and the output convolution) learn, so each
+#: step back-propagates through two convolutions; ``all``: every weight learns (several times slower per step).
+TRAINABLE = ("tail", "all")
+#: Seconds of adaptation ``--adapt`` uses when given without a number.
+DEFAULT_SECONDS = 180.0
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How to adapt.
+
+    Attributes:
+        seconds: wall-clock budget in seconds (the bootstrap pass included); ``None`` for no time limit.
+        steps: optimisation-step budget; ``None`` for no step limit. At least one budget must be given; the run
+            stops at whichever ends first. Results are reproducible for a fixed ``seed`` and step budget (a time
+            budget stops after a machine-dependent number of steps).
+        seed: seeds ``torch.manual_seed`` and the numpy ``Generator`` of the patches.
+        sampling: ``"bootstrap"`` or ``"raw"`` (see the module docstring).
+        trainable: ``"tail"`` or ``"all"`` (see :data:`TRAINABLE`).
+        learning_rate: Adam step size.
+        batch_size: patches per step.
+        patch: patch edge (fine voxels) along the two axes that are not degraded.
+        low_patch: patch length along the degraded axis after degradation (network input voxels); the target is
+            ``r`` times longer.
+        holdback: fraction of the thick planes held back for early stopping (at least 2 planes).
+        validation_patches: fixed held-back patches per evaluation.
+        validate_every: steps between held-back evaluations.
+        region: largest in-plane edge (input voxels) of the training region, centred on the head; bounds the
+            bootstrap pass's time and the memory.
+        slice_thickness: slice thickness in mm when it differs from the thick spacing (a gap between slices);
+            ``None`` takes the model's slice profile as it is.
+        gap: gap between slices as a fraction of the thick spacing (alternative to ``slice_thickness``).
+        device: ``auto``, ``cpu``, ``cuda`` ... (as for enhance).
+        source_sha256: SHA-256 of the input file, recorded in the adapted model's metadata; ``None`` hashes the
+            voxel array (shape, dtype and bytes) instead.
+    """
+
+    seconds: float | None = DEFAULT_SECONDS
+    steps: int | None = None
+    seed: int = 0
+    sampling: str = "bootstrap"
+    trainable: str = "tail"
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    patch: int = 24
+    low_patch: int = 8
+    holdback: float = 0.2
+    validation_patches: int = 8
+    validate_every: int = 10
+    region: int = 96
+    slice_thickness: float | None = None
+    gap: float | None = None
+    device: str = "cpu"
+    source_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.seconds is None and self.steps is None:
+            raise ValueError("give a time budget (seconds) or a step budget (steps) for adaptation")
+        if self.seconds is not None and not self.seconds > 0:
+            raise InputError(f"adaptation time {self.seconds} s must be positive; try 180")
+        if self.steps is not None and self.steps < 0:
+            raise InputError(f"adaptation steps {self.steps} must be at least 0")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if not 0.0 < self.holdback < 0.5:
+            raise ValueError(f"holdback must be in (0, 0.5), got {self.holdback}")
+        if self.slice_thickness is not None and self.gap is not None:
+            raise InputError("give the slice thickness or the gap, not both")
+
+
+def settings_with(settings: AdaptSettings, **changes: Any) -> AdaptSettings:
+    """A copy of ``settings`` with ``changes`` (a convenience for callers holding frozen settings)."""
+    return replace(settings, **changes)
