@@ -30,7 +30,7 @@ from MRISuperResLib.evaluation.evaluate import evaluation_spec, score_volume, si
 from MRISuperResLib.imaging.geometry import parse_scale
 from MRISuperResLib.engine.model_zoo import load_model
 from MRISuperResLib.imaging.samples import mni152_t1_path
-from MRISuperResLib.processing.preprocess import foreground_mask
+from MRISuperResLib.processing.masks import foreground_mask
 from MRISuperResLib.imaging.volume import Grid, Volume
 from MRISuperResLib.imaging.volume_io import read_volume
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from helpers import SHAPE, make_tiny_model, run_main, write_scan
+from helpers import make_tiny_model, run_main, write_scan
 from MRISuperResLib.cli import app as cli
 from MRISuperResLib.cohort.plan import (
     completion_state,

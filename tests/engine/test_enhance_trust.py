@@ -74,7 +74,7 @@ def test_background_masking_keeps_the_baseline_outside_the_head(small_real_volum
     from MRISuperResLib.engine.enhance import fine_mask
     from MRISuperResLib.imaging.geometry import upsampled_grid
     from MRISuperResLib.processing.interpolation import bspline_upsample_volume
-    from MRISuperResLib.processing.preprocess import foreground_mask
+    from MRISuperResLib.processing.masks import foreground_mask
 
     model = load_model_file(tiny_model)
     result = enhance_volume(small_real_volume, model, 2, device="cpu", mask_background=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from helpers import sample_smooth_function
 from MRISuperResLib.engine.prepared_input import prepare_input, wanted_mask, wants_dicom_source
-from MRISuperResLib.processing.preprocess import foreground_mask
+from MRISuperResLib.processing.masks import foreground_mask
 from MRISuperResLib.imaging.volume import Grid, Volume
 from MRISuperResLib.imaging.volume_io import write_volume
 

@@ -16,7 +16,7 @@ from MRISuperResLib.evaluation.evaluate import evaluation_spec, simulated_pair
 from MRISuperResLib.imaging.geometry import Scale
 from MRISuperResLib.evaluation.metrics import psnr
 from MRISuperResLib.engine.model_zoo import load_model
-from MRISuperResLib.processing.preprocess import foreground_mask
+from MRISuperResLib.processing.masks import foreground_mask
 from MRISuperResLib.imaging.volume import Grid, Volume
 
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from MRISuperResLib.errors import InputError
-from MRISuperResLib.processing.masks import brain_mask, dilate, erode, head_mask, otsu_thresholds
+from MRISuperResLib.imaging.geometry import resampled_grid
+from MRISuperResLib.processing.masks import (
+    brain_mask,
+    dilate,
+    erode,
+    foreground_mask,
+    head_mask,
+    mask_on_grid,
+    otsu_thresholds,
+)
 from MRISuperResLib.processing.normalization import NormalizationSettings
 from MRISuperResLib.imaging.volume import Grid, Volume
 from MRISuperResLib.imaging.volume_io import read_volume
@@ -93,3 +104,55 @@ def test_training_subject_foreground_can_be_the_brain(tmp_path):
     assert config_from_dict({"data": {"foreground": "brain"}}).data.foreground == "brain"
     with pytest.raises(ConfigError, match="data.foreground"):
         config_from_dict({"data": {"foreground": "skull"}})
+
+
+def noisy_ellipsoid(shape=(40, 44, 36), spacing=(2.0, 2.0, 2.5)) -> tuple[Volume, np.ndarray]:
+    """An ellipsoid of tissue (SNR 33, Rician noise) with a dark cavity inside and a bright speck outside;
+    returns it and the ellipsoid (the mask a head finder should return)."""
+    grid = Grid(shape, spacing, (-30.0, 12.0, 5.0))
+    axes = [(np.arange(n) - (n - 1) / 2) / (0.4 * n) for n in shape]
+    i, j, k = np.meshgrid(*axes, indexing="ij")
+    radius = np.sqrt(i**2 + j**2 + k**2)
+    rng = np.random.default_rng(0)
+    signal = np.where(radius < 1.0, 100.0, 0.0)
+    signal[radius < 0.3] = 5.0  # a ventricle-like dark cavity
+    array = np.abs(signal + rng.normal(0, 3, shape) + 1j * rng.normal(0, 3, shape))  # magnitude: Rician noise
+    array[2:4, 2:4, 2:4] = 150.0  # a bright speck in the background
+    return Volume(array.astype(np.float32), grid), radius < 1.0
+
+
+def test_foreground_mask_fills_cavities_and_drops_specks():
+    volume, ellipsoid = noisy_ellipsoid()
+    for method in ("percentile", "otsu", 50.0):
+        mask = foreground_mask(volume, method)
+        assert mask.dtype == bool and mask.shape == volume.shape
+        assert (mask == ellipsoid).mean() > 0.99, method
+        assert not mask[2:4, 2:4, 2:4].any()
+    with pytest.raises(ValueError, match="method"):
+        foreground_mask(volume, "median")
+
+
+def test_foreground_mask_covers_a_real_head_and_not_the_background(shared_data: Path):
+    volume = read_volume(shared_data / "thick" / "aniso_4x4x5.nii.gz")  # whole head with skull, 4x4x5 mm
+    mask = foreground_mask(volume)
+    values = volume.array.astype(np.float64)
+    low, high = np.percentile(values, [2, 98])
+    tissue = values > low + 0.3 * (high - low)
+    assert mask[tissue].mean() > 0.98
+    assert values[mask].mean() > 5 * values[~mask].mean()
+    border = np.ones(volume.shape, bool)
+    border[3:-3, 3:-3, :] = False
+    assert mask[border].mean() < 0.05  # the in-plane edges of the field of view are background
+    assert 0.1 < mask.mean() < 0.6
+
+
+def test_mask_on_grid_brings_a_user_mask_onto_another_grid():
+    volume, ellipsoid = noisy_ellipsoid()
+    label = Volume(ellipsoid.astype(np.uint8) * 3, volume.grid)
+    finer = resampled_grid(volume.grid, tuple(n * 2 for n in volume.shape))
+    on_finer = mask_on_grid(label, finer)
+    assert on_finer.shape == finer.shape
+    assert np.array_equal(on_finer[::2, ::2, ::2], ellipsoid)  # each fine voxel lies in the coarse one
+    elsewhere = Grid((10, 10, 10), (1.0, 1.0, 1.0), (500.0, 500.0, 500.0))
+    with pytest.raises(InputError, match="does not overlap"):
+        mask_on_grid(label, elsewhere)

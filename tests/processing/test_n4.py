@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from MRISuperResLib.cli import app as cli
-from MRISuperResLib.processing.n4 import SEED_002, N4Settings, n4_correct, parse_iterations
+from MRISuperResLib.errors import InputError
+from MRISuperResLib.processing.n4 import SEED_002, N4Settings, n4_bias_field, n4_correct, parse_iterations
 from MRISuperResLib.training.config import ConfigError, config_from_dict
-from MRISuperResLib.processing.preprocess import foreground_mask
+from MRISuperResLib.processing.masks import foreground_mask
 from MRISuperResLib.imaging.volume_io import read_volume, write_volume
 from helpers import coefficient_of_variation, smooth_bias
 
@@ -99,3 +100,37 @@ def test_mask_verb_writes_a_mask_or_the_masked_volume(biased, tmp_path, capsys):
     masked = read_volume(tmp_path / "b.nii.gz").array
     assert np.array_equal(masked[masked != 0], clean.array[masked != 0])
     assert "mL" in capsys.readouterr().out
+
+
+def test_n4_removes_a_smooth_multiplicative_bias(small_real_volume):
+    volume = small_real_volume
+    bias = smooth_bias(volume.grid)
+    biased = volume.with_array((volume.array * bias).astype(np.float32))
+    brain = foreground_mask(volume)
+    white_matter = brain & (volume.array > np.percentile(volume.array[brain], 75))
+
+    corrected = n4_correct(biased, N4Settings(shrink=3), mask=foreground_mask(biased)).corrected
+    assert corrected.grid.same_geometry(volume.grid) and corrected.array.dtype == np.float32
+    before = coefficient_of_variation(biased.array[white_matter])
+    after = coefficient_of_variation(corrected.array[white_matter])
+    assert after < before / 3, (before, after)
+    assert after < 1.5 * coefficient_of_variation(volume.array[white_matter])
+
+    # The fitted field follows the true one (up to a constant factor) inside the brain.
+    inside = brain & (volume.array > 0)
+    residual = np.log(biased.array[inside] / corrected.array[inside]) - np.log(bias[inside])
+    assert residual.std() < 0.5 * np.log(bias[inside]).std()
+    assert np.array_equal(biased.array, (volume.array * bias).astype(np.float32))  # the input is not modified
+
+
+def test_n4_bias_field_is_smooth_and_positive(small_real_volume):
+    field = n4_bias_field(small_real_volume, shrink=4, iterations=(20, 20)).array
+    assert field.shape == small_real_volume.shape and field.min() > 0
+    assert np.abs(np.diff(np.log(field), axis=0)).max() < 0.05  # under 5 % per 4 mm voxel
+
+
+def test_n4_refuses_negative_intensities_and_empty_masks(small_real_volume):
+    with pytest.raises(InputError, match="non-negative"):
+        n4_correct(small_real_volume.with_array(small_real_volume.array - 10.0))
+    with pytest.raises(InputError, match="empty mask"):
+        n4_correct(small_real_volume, mask=np.zeros(small_real_volume.shape, bool))

@@ -105,7 +105,7 @@ def n4_settings(args: argparse.Namespace) -> tuple[Any, Path | None]:
 def run_n4(args: argparse.Namespace) -> int:
     """Run ``mrisuperres n4``; returns the exit status (user errors raise ``MRISuperResError``)."""
     from ..processing.n4 import n4_correct
-    from ..processing.preprocess import mask_on_grid
+    from ..processing.masks import mask_on_grid
     from ..imaging.volume_io import read_volume
 
     settings, mask_file = n4_settings(args)

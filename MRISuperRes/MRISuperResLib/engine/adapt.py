@@ -131,7 +131,7 @@ def adapt_model(
     window = training_region(volume, order, settings.region)
     ordered = np.transpose(volume.array, order)[window[0], window[1], :]
     pool = normalizer.normalize(ordered, clip=False)
-    from ..processing.preprocess import foreground_mask
+    from ..processing.masks import foreground_mask
 
     head = np.transpose(foreground_mask(volume), order)[window[0], window[1], :]
 

@@ -66,7 +66,7 @@ def in_plane_spec(model: LoadedModel, thick_spacing: float, settings: AdaptSetti
 
 def training_region(volume: Volume, order: tuple[int, int, int], edge: int) -> tuple[slice, slice]:
     """In-plane window (network axes 0 and 1) of at most ``edge`` voxels, centred on the head's bounding box."""
-    from ..processing.preprocess import foreground_mask
+    from ..processing.masks import foreground_mask
 
     mask = np.transpose(foreground_mask(volume), order)
     shape = mask.shape

@@ -339,7 +339,7 @@ def enhance_volume(
                    else None)
         inside = None
         if masking:
-            from ..processing.preprocess import foreground_mask
+            from ..processing.masks import foreground_mask
 
             head = foreground if foreground is not None else foreground_mask(volume)
             inside = head if head.shape == fine_grid.shape else fine_mask(head, fine_grid.shape)

@@ -60,7 +60,7 @@ def prepare_input(
         path: the input; see :func:`.volume_io.read_volume` for the checks made and the errors raised.
         resample_uneven_slices: see :func:`.volume_io.read_volume`.
         dicom_source: also scan the source series (a folder input) so DICOM outputs join its patient and study.
-        foreground: also compute the head mask (:func:`.training.preprocess.foreground_mask`) that keeps the
+        foreground: also compute the head mask (:func:`~MRISuperResLib.processing.masks.foreground_mask`) that keeps the
             baseline outside the head.
 
     Raises:
@@ -73,7 +73,7 @@ def prepare_input(
     timings = {"read": time.perf_counter() - start}
     mask = None
     if foreground:
-        from ..processing.preprocess import foreground_mask
+        from ..processing.masks import foreground_mask
 
         start = time.perf_counter()
         mask = foreground_mask(volume)

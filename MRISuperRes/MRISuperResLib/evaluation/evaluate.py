@@ -320,7 +320,7 @@ def evaluate_files(
         raise InputError("segmentation 'labels' needs a label map per reference (--labels)")
     from ..engine.model_zoo import load_model
     from ..processing.exclusion import excluded_voxels, fill_excluded
-    from ..processing.preprocess import foreground_mask
+    from ..processing.masks import foreground_mask
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
     spec = spec or DegradationSpec.from_dict(loaded.metadata.get("degradation"))

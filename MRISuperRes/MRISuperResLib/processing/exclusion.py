@@ -96,7 +96,7 @@ def excluded_voxels(rules: Sequence[SliceExclusion], volume: Volume, name: str) 
     if not rules:
         return None
     from ..imaging.volume_io import read_volume
-    from .preprocess import mask_on_grid
+    from .masks import mask_on_grid
 
     excluded = np.zeros(volume.shape, bool)
     for rule in rules:

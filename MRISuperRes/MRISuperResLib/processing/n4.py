@@ -4,7 +4,7 @@ MRI intensities carry a smooth multiplicative bias field that changes from scan 
 it, so it averages it out, and it must be removed from both members of a pair, above all at 7T (seed 002, section
 1.2.1). N4 (Tustison et al. 2010, through SimpleITK's ``N4BiasFieldCorrectionImageFilter``) fits the log field
 with a multi-level B-spline on a shrunk copy of the image; the fitted log field is then evaluated on the full grid
-(``GetLogBiasFieldAsImage``) and divided out, see :func:`.training.preprocess.n4_bias_field`.
+(``GetLogBiasFieldAsImage``) and divided out, see :func:`n4_bias_field`.
 
 Where N4 fits the field matters: background, skull and neck make it fit badly (seed 002). The first pass is fitted
 inside :attr:`N4Settings.mask` (``"otsu"``: Otsu's threshold as in SimpleITK's N4 examples; ``"none"``: every
@@ -29,6 +29,8 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..imaging.volume import Volume
+from ..imaging.volume_io import to_sitk
+from .masks import check_mask, foreground_mask
 
 #: Where the first pass is fitted.
 FIRST_MASKS = ("otsu", "none", "head", "brain")
@@ -157,6 +159,64 @@ def pass_mask(volume: Volume, kind: str) -> np.ndarray:
     raise ValueError(f"unknown N4 mask {kind!r}")
 
 
+def n4_bias_field(
+    volume: Volume,
+    mask: np.ndarray | None = None,
+    *,
+    shrink: int | Sequence[int] = 4,
+    iterations: Sequence[int] = (50, 50, 30, 20),
+    control_points: int = 4,
+    spline_order: int = 3,
+    convergence: float = 1e-3,
+    fwhm: float = 0.15,
+    bins: int = 200,
+    wiener_noise: float = 0.01,
+) -> Volume:
+    """The multiplicative bias field that N4 finds in ``volume`` (float32, about 1 inside the mask).
+
+    Args:
+        volume: the scan; voxels must be non-negative (magnitude images).
+        mask: boolean array on the volume's grid where the field is fitted (e.g. the head or brain); by
+            default :func:`foreground_mask` with its defaults. Voxels <= 0 are left out either way (N4 fits
+            the log intensity).
+        shrink: N4 runs on the volume shrunk by this factor (one, or one per axis ``i, j, k``); the fitted
+            B-spline field is then evaluated on the full grid. Larger is faster; 4 suits 1 mm scans.
+        iterations: maximum iterations per fitting level; the number of entries is the number of levels
+            (the B-spline mesh doubles at each).
+        control_points: B-spline control points per axis at the first level (at least ``spline_order + 1``).
+        spline_order: order of the B-spline field.
+        convergence: stop a level when the change of the field falls below this.
+        fwhm: full width at half maximum of the Gaussian that models the field's blur of the histogram.
+        bins: histogram bins of the sharpening step.
+        wiener_noise: noise term of the Wiener deconvolution of the histogram (seed 002 uses 0.1).
+
+    Two-pass correction with the settings of a config: :func:`n4_correct`.
+    """
+    if np.any(volume.array < 0):
+        raise InputError("N4 bias-field correction needs non-negative intensities (a magnitude image)")
+    mask = foreground_mask(volume) if mask is None else check_mask(mask, volume)
+    mask = mask & (volume.array > 0)
+    if not mask.any():
+        raise InputError("N4 bias-field correction has an empty mask; give a mask that covers the anatomy")
+    image = to_sitk(volume, volume.array.astype(np.float32))
+    mask_image = to_sitk(volume, mask.astype(np.uint8))
+    factors = [int(shrink)] * 3 if np.isscalar(shrink) else [int(f) for f in shrink]  # type: ignore[arg-type]
+    # Never shrink an axis below a few voxels (thick-slice scans have few slices).
+    factors = [max(1, min(f, n // 4)) for f, n in zip(factors, volume.shape)]
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations([int(n) for n in iterations])
+    corrector.SetNumberOfControlPoints([int(control_points)] * 3)
+    corrector.SetSplineOrder(int(spline_order))
+    corrector.SetConvergenceThreshold(float(convergence))
+    corrector.SetBiasFieldFullWidthAtHalfMaximum(float(fwhm))
+    corrector.SetNumberOfHistogramBins(int(bins))
+    corrector.SetWienerFilterNoise(float(wiener_noise))
+    corrector.Execute(sitk.Shrink(image, factors), sitk.Shrink(mask_image, factors))
+    log_field = corrector.GetLogBiasFieldAsImage(image)
+    field = np.exp(sitk.GetArrayFromImage(log_field).transpose(2, 1, 0)).astype(np.float32)
+    return volume.with_array(np.ascontiguousarray(field))
+
+
 def n4_correct(volume: Volume, settings: N4Settings = N4Settings(), mask: np.ndarray | None = None) -> N4Result:
     """Correct ``volume``'s bias field with N4, in one or two passes (see the module docstring).
 
@@ -169,8 +229,6 @@ def n4_correct(volume: Volume, settings: N4Settings = N4Settings(), mask: np.nda
     Raises:
         InputError: negative intensities, a constant volume, or an empty mask.
     """
-    from .preprocess import n4_bias_field
-
     if not np.ptp(volume.array) > 0:
         raise InputError("the volume is constant; N4 needs a volume with anatomy in it")
     original = volume.with_array(volume.array.astype(np.float32))

@@ -129,11 +129,12 @@ def load_subject(
     the kept voxels only) and left out of the foreground and, later, of the targets (:mod:`.exclusion`).
     ``n4`` is the config's ``data.n4`` (``true``, or a mapping of :class:`~MRISuperResLib.processing.n4.N4Settings`); N4
     corrects both members of a real pair, the high-resolution one inside ``mask_path`` when given.
-    ``foreground`` is the config's ``data.foreground``: ``"threshold"`` (:func:`.preprocess.foreground_mask`),
+    ``foreground`` is the config's ``data.foreground``: ``"threshold"`` (:func:`~MRISuperResLib.processing.masks.foreground_mask`),
     ``"head"`` or ``"brain"`` (:mod:`MRISuperResLib.processing.masks`), used when no ``mask_path`` is given.
     """
     from ..processing.n4 import N4Settings, n4_correct
-    from ..processing.preprocess import crop_to_foreground, foreground_mask, mask_on_grid
+    from ..processing.cropping import crop_to_foreground
+    from ..processing.masks import foreground_mask, mask_on_grid
 
     volume = read_volume(path)
     volume = volume.with_array(volume.array.astype(np.float32))
