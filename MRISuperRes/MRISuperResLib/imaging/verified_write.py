@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import OutputError
+from .staging import remove_stale_staging, staging_prefix
 
 
 def _free_space(folder: Path) -> str:
@@ -209,7 +210,8 @@ def replace_text_file(path: str | os.PathLike, text: str) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"output folder {folder} does not exist; create it first")
-    descriptor, staged_name = tempfile.mkstemp(prefix=".mrisuperres-partial-", dir=folder)
+    remove_stale_staging(folder)
+    descriptor, staged_name = tempfile.mkstemp(prefix=staging_prefix(), dir=folder)
     os.close(descriptor)
     staged = Path(staged_name)
     try:

@@ -29,6 +29,7 @@ from .file_integrity import check_complete
 from .image_kind import kind_of_sitk_info, refusal
 from .native_output import library_output
 from .nifti_header import NiftiFrame, nifti_frame, nifti_kind
+from .staging import remove_stale_staging, staging_prefix
 from .volume import Grid, Volume
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -253,9 +254,11 @@ def staging_folder(target_folder: Path) -> Iterator[Path]:
     """A hidden temporary folder inside ``target_folder`` that is removed however the block ends.
 
     Files are written there under their final names and then renamed into place: the rename is atomic on the
-    same file system, so a killed or interrupted run never leaves a partial file at the target path.
+    same file system, so a killed or interrupted run never leaves a partial file at the target path. What a
+    killed run's staging left in ``target_folder`` is removed first (:mod:`.staging`).
     """
-    staging = Path(tempfile.mkdtemp(prefix=".mrisuperres-partial-", dir=target_folder))
+    remove_stale_staging(target_folder)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=target_folder))
     try:
         yield staging
     finally:

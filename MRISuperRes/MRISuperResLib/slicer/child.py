@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from ..imaging.staging import process_alive
+
 #: The lock / process-ID file and the stop-request file in the control folder.
 PID_FILE = "child.pid"
 STOP_FILE = "stop"
@@ -67,31 +69,6 @@ def unlock_file(handle: IO[str]) -> None:
         import fcntl
 
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (and has not exited)."""
-    if pid <= 0:
-        return False
-    if os.name == "nt":
-        import ctypes
-
-        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        try:
-            code = ctypes.c_ulong()
-            return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
-        finally:
-            kernel32.CloseHandle(handle)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _watch(stop_file: Path, owner: int | None) -> None:
