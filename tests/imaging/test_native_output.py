@@ -77,6 +77,40 @@ def test_failure_inside_the_block_gives_no_extra_warning(recwarn) -> None:
     assert not [w for w in recwarn if issubclass(w.category, LibraryWarning)]
 
 
+def test_overlapping_blocks_on_two_threads_capture_everything_and_restore_stderr(capfd) -> None:
+    # Threads that write outputs in parallel each open a block; descriptor 2 is one for the whole process.
+    import threading
+
+    first_open, second_open, first_closed = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with library_output("a.nii.gz"):
+            first_open.set()
+            second_open.wait(5)
+            os.write(2, b"WARNING: In a.cxx, line 1\nIO (0x1): first notice\n\n")
+        first_closed.set()
+
+    def second() -> None:
+        first_open.wait(5)
+        with library_output("b.nii.gz"):
+            second_open.set()
+            first_closed.wait(5)
+            os.write(2, b"WARNING: In b.cxx, line 2\nIO (0x2): second notice\n\n")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    notices = sorted(str(w.message) for w in caught if issubclass(w.category, LibraryWarning))
+    assert [n.split(": the image library reported: ")[1] for n in notices] == [
+        "first notice (--debug shows its full text)", "second notice (--debug shows its full text)"]
+    os.write(2, b"after the blocks\n")  # descriptor 2 reaches the terminal again
+    assert capfd.readouterr().err == "after the blocks\n"
+
+
 def zero_pixdim_nifti(path: Path) -> Path:
     # pixdim[1] = 0 with a valid sform: ITK prints a multi-line "unexpected scales in sform" warning twice.
     image = nibabel.Nifti1Image(np.random.default_rng(0).normal(100, 20, (10, 10, 8)).astype(np.float32),

@@ -15,8 +15,10 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
+from typing import IO
 
 from ..errors import InputWarning
 
@@ -81,54 +83,94 @@ class _Collect(logging.Handler):
         self.lines.append(f"{record.name.split('.')[0]}: {record.getMessage()}")
 
 
-@contextlib.contextmanager
-def _library_logs() -> Iterator[_Collect]:
-    """Collect what nibabel logs (header fixes, printed on stderr by its own handler) inside the block."""
-    logger = logging.getLogger("nibabel.global")
-    handlers, propagate = list(logger.handlers), logger.propagate
-    collect = _Collect()
-    for handler in handlers:
-        logger.removeHandler(handler)
-    logger.addHandler(collect)
-    logger.propagate = False
-    try:
-        yield collect
-    finally:
-        logger.removeHandler(collect)
-        for handler in handlers:
-            logger.addHandler(handler)
-        logger.propagate = propagate
+class _SharedCapture:
+    """One redirection of descriptor 2 (and of nibabel's log) for every block that is open at the same time.
+
+    Descriptor 2 belongs to the whole process: two threads each redirecting and restoring it would undo each
+    other (one thread's text reaching the terminal raw, or stderr left pointing into a deleted file). So the
+    first block to open redirects, the last to close restores, and each block, as it closes, takes the text that
+    arrived since the previous block closed; text written while two blocks overlap goes to one of them, never to
+    the terminal and never twice.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        self._saved = -1
+        self._file: IO[bytes] | None = None
+        self._read_at = 0
+        self._logs = _Collect()
+        self._log_handlers: list[logging.Handler] = []
+        self._log_propagate = True
+
+    def enter(self) -> None:
+        """Start capturing (or join the capture already running). Raises OSError without a real descriptor 2."""
+        with self._lock:
+            if self._open == 0:
+                sys.stderr.flush()
+                saved = os.dup(2)
+                capture = tempfile.TemporaryFile()
+                os.dup2(capture.fileno(), 2)
+                self._saved, self._file, self._read_at = saved, capture, 0
+                logger = logging.getLogger("nibabel.global")
+                self._log_handlers, self._log_propagate = list(logger.handlers), logger.propagate
+                for handler in self._log_handlers:
+                    logger.removeHandler(handler)
+                self._logs.lines = []
+                logger.addHandler(self._logs)
+                logger.propagate = False
+            self._open += 1
+
+    def leave(self) -> str:
+        """Stop this block's capture; returns the text that arrived since the last block left."""
+        with self._lock:
+            assert self._file is not None
+            self._file.seek(self._read_at)
+            data = self._file.read()
+            self._read_at += len(data)
+            text = data.decode("utf-8", errors="replace") + "".join(f"\n\n{line}\n" for line in self._logs.lines)
+            self._logs.lines = []
+            self._open -= 1
+            if self._open == 0:
+                os.dup2(self._saved, 2)
+                os.close(self._saved)
+                self._file.close()
+                self._file = None
+                logger = logging.getLogger("nibabel.global")
+                logger.removeHandler(self._logs)
+                for handler in self._log_handlers:
+                    logger.addHandler(handler)
+                logger.propagate = self._log_propagate
+            return text
+
+
+_CAPTURE = _SharedCapture()
 
 
 @contextlib.contextmanager
 def library_output(context: str) -> Iterator[None]:
     """Capture what native code prints on stderr (and nibabel logs) inside the block; warn in one line afterwards.
 
+    Safe to use from several threads at once (see :class:`_SharedCapture`).
+
     Args:
         context: what the block works on (a file name), named in the warnings.
     """
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
+        _CAPTURE.enter()
     except (OSError, ValueError, AttributeError):  # no real descriptor 2 (embedded interpreters)
         yield
         return
-    with tempfile.TemporaryFile() as capture, _library_logs() as logs:
-        os.dup2(capture.fileno(), 2)
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", errors="replace")
-            text += "".join(f"\n\n{line}\n" for line in logs.lines)
-            if text.strip() and SHOW_RAW:
-                print(f"[raw image library output, {context}]\n{text.rstrip()}", file=sys.stderr)
-            # After a failure the error itself is the one line the user sees.
-            for line in [] if failed else one_line_warnings(text, context):
-                if line not in _WARNED:  # one file is opened by several checks; say each thing once
-                    _WARNED.add(line)
-                    warnings.warn(line, LibraryWarning, stacklevel=3)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        text = _CAPTURE.leave()
+        if text.strip() and SHOW_RAW:
+            print(f"[raw image library output, {context}]\n{text.rstrip()}", file=sys.stderr)
+        # After a failure the error itself is the one line the user sees.
+        for line in [] if failed else one_line_warnings(text, context):
+            if line not in _WARNED:  # one file is opened by several checks; say each thing once
+                _WARNED.add(line)
+                warnings.warn(line, LibraryWarning, stacklevel=3)
