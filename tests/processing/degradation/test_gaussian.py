@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from MRISuperResLib.processing.degradation import DegradationSpec, degrade, gaussian_downsample
 

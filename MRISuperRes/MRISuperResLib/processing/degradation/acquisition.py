@@ -1,7 +1,7 @@
 """Simulated acquisitions that look like real scanners, for training: a random draw, then a deterministic apply.
 
-:class:`~.spec.DegradationSpec` holds a model's *nominal* forward model (k-space truncation or a slice profile per axis),
-the one the consistency map uses and the model card states. Real scanners differ from it in ways a network must
+:class:`~.spec.DegradationSpec` holds a model's *nominal* forward model (k-space truncation or a slice profile per
+axis), the one the consistency map uses and the model card states. Real scanners differ from it in ways a network must
 have seen to generalise to scanners it never saw, so training inputs are simulated here with the variation real
 protocols have, drawn per sample:
 
@@ -19,7 +19,8 @@ Sampling is separated from applying, as TorchIO's random transforms do: :meth:`A
 ``numpy.random.Generator`` into an :class:`Acquisition` (plain numbers, JSON-ready, printed by ``simulate``), and
 :func:`acquire` applies it deterministically (its noise and bias field come from the acquisition's own seed).
 
-Arrays are ``[i, j, k]`` on cell-centred grids (see :mod:`...imaging.geometry`); the coarse shape covers the same extent.
+Arrays are ``[i, j, k]`` on cell-centred grids (see :mod:`...imaging.geometry`); the coarse shape covers the same
+extent.
 Sources: k-space truncation and complex noise (seed 003, eq. 1; seed 000), slice profiles with gaps (ECLARE,
 SMORE), apodisation windows (Bernstein, King, Zhou, *Handbook of MRI Pulse Sequences*, 13.1), partial Fourier
 zero-filling (ibid., 13.4), contrast and resolution randomisation (Iglesias et al., SynthSR, 2023).
@@ -174,7 +175,8 @@ class AcquisitionRanges:
         profiles = slice_profiles()
         bad_profiles = [p for p in self.thick_profiles if p not in profiles]
         if not self.thick_profiles or bad_profiles:
-            raise ValueError(f"thick_profiles must be some of {', '.join(profiles)}; got {list(self.thick_profiles)}")
+            raise ValueError(f"thick_profiles must be some of {', '.join(profiles)}; "
+                             f"got {list(self.thick_profiles)}")
         bad_windows = [w for w in self.windows if w not in WINDOWS]
         if not self.windows or bad_windows:
             raise ValueError(f"windows must be some of {', '.join(WINDOWS)}; got {list(self.windows)}")

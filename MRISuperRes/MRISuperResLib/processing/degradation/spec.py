@@ -12,7 +12,7 @@ from dataclasses import MISSING, dataclass, fields
 
 import numpy as np
 
-from .base import DEFAULT_KIND, ForwardModel, degrade_axes, forward_model_class, known_kinds, REGISTRY
+from .base import DEFAULT_KIND, REGISTRY, ForwardModel, degrade_axes, forward_model_class, known_kinds
 
 
 @dataclass(frozen=True)
