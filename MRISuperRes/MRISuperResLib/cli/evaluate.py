@@ -10,6 +10,8 @@ from typing import Any
 
 
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    from ..processing.degradation import KINDS
+
     parser = commands.add_parser(
         "evaluate",
         help="PSNR/SSIM (and DICE) of a model, B-spline and Fourier zero-filling against high-resolution references",
@@ -26,7 +28,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="default", help="model name or path [default]")
     parser.add_argument("--scale", default="2", help="factor or i,j,k factors [2]")
     parser.add_argument("--low", nargs="+", help="real low-resolution inputs, one per reference, same order")
-    parser.add_argument("--kind", help="forward model for the simulation: kspace, box, gaussian (or i,j,k list)")
+    parser.add_argument("--kind", help=f"forward model for the simulation: {', '.join(KINDS)} (or i,j,k list)")
     parser.add_argument("--noise", type=float, nargs="+", default=None, metavar="LEVEL",
                         help="k-space noise level(s), fraction of the low-resolution 99th percentile; several give "
                         "one run each, e.g. --noise 0 0.01 0.02 [the model's own range, drawn per volume]")

@@ -78,6 +78,8 @@ def _register(model_path: Path, name: str) -> None:
 
 
 def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
+    from ..processing.degradation import DEFAULT_KIND, KINDS
+
     parser = commands.add_parser(
         "simulate",
         help="simulate a low-resolution acquisition of a high-resolution volume",
@@ -88,8 +90,8 @@ def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("high", help="high-resolution volume")
     parser.add_argument("output", help="low-resolution output volume")
     parser.add_argument("--scale", default="2", help="factor or i,j,k factors, whole numbers [2]")
-    parser.add_argument("--kind", default="kspace",
-                        help="kspace, box or gaussian, or three comma-separated for i,j,k [kspace]")
+    parser.add_argument("--kind", default=DEFAULT_KIND,
+                        help=f"forward model: {', '.join(KINDS)}, or three comma-separated for i,j,k [{DEFAULT_KIND}]")
     parser.add_argument("--fwhm", type=float, default=1.0, help="Gaussian profile FWHM in coarse voxels [1]")
     parser.add_argument("--gap", type=float, default=0.0, help="slice gap, fraction of the coarse spacing [0]")
     parser.add_argument("--noise", type=float, default=0.0,
@@ -100,7 +102,7 @@ def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from ..processing.degradation import DegradationSpec
+    from ..processing.degradation import DegradationSpec, parse_kind
     from ..errors import MRISuperResError
     from ..evaluation.evaluate import simulated_pair
     from ..imaging.geometry import parse_scale
@@ -109,9 +111,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     from ..imaging.volume_io import read_volume, write_volume
 
     scale = integer_scale(parse_scale(args.scale))
-    kinds = args.kind.split(",")
     try:
-        spec = DegradationSpec(kinds[0] if len(kinds) == 1 else tuple(kinds), fwhm=args.fwhm, gap=args.gap,
+        spec = DegradationSpec(parse_kind(args.kind), fwhm=args.fwhm, gap=args.gap,  # type: ignore[arg-type]
                                noise=(args.noise, args.noise), bias=args.bias)
     except ValueError as error:
         raise MRISuperResError(str(error)) from None

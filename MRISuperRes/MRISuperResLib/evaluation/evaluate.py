@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.checkpoint import LoadedModel
-from ..processing.degradation import DegradationSpec, fourier_resample, simulate
+from ..processing.degradation import DegradationSpec, fourier_resample, parse_kind, simulate
 from ..engine.enhance import EnhanceResult, enhance_volume
 from ..errors import InputError
 from .geometry import overlay_on_reference
@@ -92,8 +92,7 @@ def evaluation_spec(
     """
     base = DegradationSpec.from_dict(model_degradation).to_dict()
     if kind:
-        kinds = kind.split(",")
-        base["kind"] = kinds[0] if len(kinds) == 1 else kinds
+        base["kind"] = parse_kind(kind)
     if noise is not None:
         base["noise"] = [noise, noise]
     base["gap"] = gap

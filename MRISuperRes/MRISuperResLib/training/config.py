@@ -373,7 +373,7 @@ def _check(config: TrainConfig) -> None:
     except ValueError as error:
         raise ConfigError(f"data.degradation: {error}") from None
     if config.data.acquisition is not None:
-        from ..processing.acquisition import AcquisitionRanges
+        from ..processing.degradation.acquisition import AcquisitionRanges
 
         if not isinstance(config.data.acquisition, dict):
             raise ConfigError("data.acquisition must be a mapping of ranges ({} for the defaults) or null")

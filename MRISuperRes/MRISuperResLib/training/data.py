@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..processing.acquisition import AcquisitionRanges, acquire
+from ..processing.degradation.acquisition import AcquisitionRanges, acquire
 from ..processing.bspline import bspline_upsample
 from ..engine.conditioning import slice_positions
 from ..processing.degradation import DegradationSpec, simulate

@@ -1,4 +1,4 @@
-"""Scanner-like acquisition simulation for training (MRISuperResLib.processing.acquisition)."""
+"""Scanner-like acquisition simulation for training (MRISuperResLib.processing.degradation.acquisition)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from MRISuperResLib.processing.acquisition import (
+from MRISuperResLib.processing.degradation.acquisition import (
     Acquisition,
     AcquisitionRanges,
     acquire,
