@@ -95,3 +95,9 @@ def test_the_panels_parameter_node_gives_the_options() -> None:
     values.update(tileSize=48, device="cpu", maskBackground=False)
     assert EnhanceOptions.from_parameters(SimpleNamespace(**values)).to_argv() == [
         "--device", "cpu", "--no-mask-background", "--tile", "48", "--overlap", "0.25"]
+
+
+def test_only_the_options_that_change_voxels_are_recorded() -> None:
+    options = EnhanceOptions(device="cuda", tile=32, threads=2, overlap=0.25, flip_ensemble=True)
+    assert options.recorded() == {"flip_ensemble": True, "mask_background": None, "overlap": 0.25,
+                                  "keep_dtype": False}

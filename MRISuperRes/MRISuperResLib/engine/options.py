@@ -24,18 +24,19 @@ from ..errors import MRISuperResError
 
 def _option(default: Any, flag: str, help: str, *, kind: type | None = None, metavar: str | None = None,
             parameter: str | None = None, from_parameter: Callable[[Any], Any] | None = None,
-            negative: tuple[str, str] | None = None, always: bool = False) -> Any:
+            negative: tuple[str, str] | None = None, always: bool = False, recorded: bool = False) -> Any:
     """A field with its command-line and panel description.
 
     ``flag``: the option (``--tile``); a ``bool`` field is a switch, another takes a value of type ``kind``.
     ``negative``: ``(flag, help)`` of the switch that sets a tri-state (``None``: as the model says) field false.
     ``parameter``: the panel's parameter-node field when it is not the camelCase name; ``from_parameter``
     converts its value. ``always``: :meth:`EnhanceOptions.to_argv` writes the flag even at its default (so the
-    child's command line says it).
+    child's command line says it). ``recorded``: the option changes the result's voxels (see
+    :meth:`EnhanceOptions.recorded`).
     """
     return field(default=default, metadata={"flag": flag, "help": help, "kind": kind, "metavar": metavar,
                                             "parameter": parameter, "from_parameter": from_parameter,
-                                            "negative": negative, "always": always})
+                                            "negative": negative, "always": always, "recorded": recorded})
 
 
 @dataclass(frozen=True)
@@ -55,19 +56,20 @@ class EnhanceOptions:
     device: str = _option("auto", "--device", "auto, cpu, cuda, cuda:N or mps [auto]", always=True)
     flip_ensemble: bool = _option(
         False, "--flip-ensemble", "average the network over the 8 flips of the input (test-time ensemble: about "
-        "+0.1 dB, 8 passes); --uncertainty implies it")
+        "+0.1 dB, 8 passes); --uncertainty implies it", recorded=True)
     mask_background: bool | None = _option(
         None, "--mask-background", "keep the B-spline baseline outside the head, so the network adds nothing there "
         "[default: as the model's card says; on for the shipped models]",
-        negative=("--no-mask-background", "let the network change the background too"))
+        negative=("--no-mask-background", "let the network change the background too"), recorded=True)
     tile: int | None = _option(None, "--tile", "tile edge in input voxels [auto from free memory]", kind=int,
                                metavar="N", parameter="tileSize", from_parameter=lambda value: int(value) or None)
     overlap: float = _option(
         0.0, "--overlap", "tile overlap fraction, blended with Gaussian weights [0: tiles carry a halo of real "
-        "context as wide as the network sees, so they already join exactly]", kind=float, metavar="F", always=True)
+        "context as wide as the network sees, so they already join exactly]", kind=float, metavar="F", always=True,
+        recorded=True)
     threads: int | None = _option(None, "--threads", "CPU threads [torch default]", kind=int, metavar="N")
     keep_dtype: bool = _option(False, "--keep-dtype", "write the SR volume in the input's data type (rounded, "
-                               "clipped)")
+                               "clipped)", recorded=True)
 
     def check(self) -> EnhanceOptions:
         """Return the options after checking them.
@@ -80,6 +82,11 @@ class EnhanceOptions:
         if not 0.0 <= self.overlap < 1.0:
             raise MRISuperResError(f"--overlap {self.overlap} is outside [0, 1); try 0.25")
         return self
+
+    def recorded(self) -> dict[str, Any]:
+        """The options that change the result's voxels, by name (a cohort records them in each sidecar and compares
+        them on resume); ``device``, ``tile`` and ``threads`` change only the speed (tiles join exactly)."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self) if spec.metadata["recorded"]}
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`.enhance.enhance_volume` (and ``enhance_file``)."""
