@@ -7,13 +7,15 @@ The maps are those of :data:`.outputs.OUTPUT_MAPS`; each is also an attribute (`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..imaging.geometry import Scale, format_scale
 from ..imaging.volume import Volume
-from .checkpoint import LoadedModel
 from .model_zoo import IDENTITY_ORDER
 from .outputs import BY_KEY
+
+if TYPE_CHECKING:  # the result itself needs no torch
+    from .checkpoint import LoadedModel
 
 #: A result is suspicious only when its consistency NRMSE is also this many times the B-spline baseline's on the
 #: same input: where interpolation disagrees with the input as much, the input is unusual, not the network.
