@@ -1,8 +1,8 @@
 """MRI Super-Resolution: the Slicer module that enhances a low-resolution MRI volume.
 
 This file stays thin: Qt lives here, the work lives in the ``MRISuperResLib`` package next to it
-(``slicer_logic``: what the panel offers and refuses; ``slicer_process``: the background run;
-``slicer_outputs``: the output nodes; ``slicer_layout``: the linked views). Slicer puts this module's folder on
+(``slicer.panel``: what the panel offers and refuses; ``slicer.enhance_process``: the background run;
+``slicer.outputs``: the output nodes; ``slicer.layout``: the linked views). Slicer puts this module's folder on
 ``sys.path``, so the package is importable as ``MRISuperResLib``; it is imported inside functions, never at module
 level, so that Slicer can load the module before PyTorch and the other dependencies are installed.
 """
@@ -39,10 +39,6 @@ DOCUMENTATION_URL = "https://github.com/mrisuperres/SlicerMRISuperRes#readme"
 
 #: Application settings key of the model files the user browsed to (a list of paths).
 MODEL_FILES_SETTING = "MRISuperRes/ModelFiles"
-
-#: Scale selector entries: (label, value). "thick" and "perAxis" are resolved against the input / the line edit.
-SCALE_ENTRIES = [("x2", "2"), ("x3", "3"), ("x4", "4"), ("Restore thick slices to isotropic", "thick"),
-                 ("Per-axis (i,j,k)", "perAxis")]
 
 #: How often the widget polls the background run (milliseconds).
 POLL_INTERVAL_MS = 200
@@ -112,7 +108,9 @@ class MRISuperResParameterNode:
     reuseOutputs - Update the previous output volumes instead of adding new ones.
     differenceOpacity - Opacity of the difference map over the SR in the third linked view.
     outputsInput - The input of the last run (its outputs are reused only for the same input).
-    srVolume, baselineVolume, differenceVolume, consistencyVolume, uncertaintyVolume - Outputs of the last run.
+    srVolume, baselineVolume, differenceVolume, consistencyVolume, uncertaintyVolume - Outputs of the last run:
+        one ``<key>Volume`` per output map of ``MRISuperResLib.engine.outputs.OUTPUT_MAPS``, and a boolean named
+        like each optional map (``uncertainty``) that asks for it (tests/slicer/test_module_ui.py checks both).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -171,7 +169,9 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = MRISuperResLogic()
 
-        for label, value in SCALE_ENTRIES:
+        from MRISuperResLib.slicer.panel import SCALE_CHOICES
+
+        for label, value in SCALE_CHOICES:
             self.ui.scaleComboBox.addItem(_(label), value)
         for orientation in ("Axial", "Coronal", "Sagittal"):
             self.ui.orientationComboBox.addItem(_(orientation), orientation)
@@ -605,20 +605,21 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
         The process object (``MRISuperResLib.slicer.enhance_process.EnhanceProcess``) is polled by the caller; its
         ``finish()`` adds the outputs to the scene, ``cancel()`` kills the process tree and adds nothing.
         """
+        from MRISuperResLib.engine.options import EnhanceOptions
+        from MRISuperResLib.engine.outputs import OUTPUT_MAPS
         from MRISuperResLib.slicer.panel import EnhanceLogic, EnhanceNodes
         from MRISuperResLib.slicer.enhance_process import EnhanceProcess
 
+        # An optional map (uncertainty) is computed, and its node reused, only while its checkbox is on.
+        wanted = [output for output in OUTPUT_MAPS if not output.optional or getattr(parameterNode, output.key)]
         reuse = None
         if parameterNode.reuseOutputs and parameterNode.srVolume and \
                 parameterNode.outputsInput is parameterNode.inputVolume:
-            reuse = EnhanceNodes(sr=parameterNode.srVolume, baseline=parameterNode.baselineVolume,
-                                 difference=parameterNode.differenceVolume,
-                                 consistency=parameterNode.consistencyVolume,
-                                 uncertainty=parameterNode.uncertaintyVolume if parameterNode.uncertainty else None)
+            reuse = EnhanceNodes({output.key: getattr(parameterNode, output.parameter) for output in wanted})
         process = EnhanceProcess(
             EnhanceLogic(slicer.mrmlScene), parameterNode.inputVolume, model=parameterNode.model, scale=scale,
-            device=parameterNode.device, tile=parameterNode.tileSize or None, overlap=parameterNode.overlap,
-            uncertainty=parameterNode.uncertainty, mask_background=parameterNode.maskBackground, outputs=reuse,
+            options=EnhanceOptions.from_parameters(parameterNode),
+            maps=[output.key for output in wanted if output.optional], outputs=reuse,
             python=self.pythonExecutable(), temp_root=slicer.app.temporaryPath)
         process.start()
         return process
@@ -634,13 +635,12 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def rememberOutputs(parameterNode, nodes, inputNode=None) -> None:
         """Keep a run's output nodes (and its input: "update the previous outputs" applies to that input only)."""
+        from MRISuperResLib.engine.outputs import OUTPUT_MAPS
+
         with slicer.util.NodeModify(parameterNode):
             parameterNode.outputsInput = inputNode or parameterNode.inputVolume
-            parameterNode.srVolume = nodes.sr
-            parameterNode.baselineVolume = nodes.baseline
-            parameterNode.differenceVolume = nodes.difference
-            parameterNode.consistencyVolume = nodes.consistency
-            parameterNode.uncertaintyVolume = nodes.uncertainty
+            for output in OUTPUT_MAPS:
+                setattr(parameterNode, output.parameter, getattr(nodes, output.key))
 
     @staticmethod
     def statusText(nodes, seconds) -> str:

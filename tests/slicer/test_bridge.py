@@ -304,3 +304,14 @@ def test_the_worker_thread_reader_matches_slicers_reader(tmp_path, compress: boo
     truncated.write_bytes(path.read_bytes()[:-40])
     with pytest.raises((OSError, __import__("zlib").error)):
         load_nrrd(truncated)
+
+
+def test_output_nodes_read_by_key_and_slicer_name_and_only_output_maps_are_accepted() -> None:
+    nodes = EnhanceNodes({"sr": "a"}, difference="b")
+    assert nodes.sr == nodes.srVolumeNode == "a" and nodes.differenceVolumeNode == "b" and nodes.uncertainty is None
+    nodes.uncertainty = "c"
+    assert nodes.nodes() == {"sr": "a", "baseline": None, "difference": "b", "consistency": None, "uncertainty": "c"}
+    with pytest.raises(TypeError, match="not an output map"):
+        EnhanceNodes(residual="x")
+    with pytest.raises(AttributeError):
+        nodes.residualVolumeNode  # noqa: B018

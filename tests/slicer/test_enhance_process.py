@@ -399,3 +399,22 @@ def test_child_error_is_the_last_error_line() -> None:
         "ImportError: no torch"
     assert child_error([], 3) == "the engine process stopped with exit status 3"
     assert "signal 9" in child_error([], -9)
+
+
+def test_the_command_comes_from_the_options_and_the_output_table() -> None:
+    from MRISuperResLib.engine.options import EnhanceOptions
+
+    options = EnhanceOptions(device="cpu", tile=16, flip_ensemble=True)
+    command = EnhanceProcess(None, None, "default", 2, options=options, maps=["uncertainty"], python="py").command()
+    files = {flag: Path(command[command.index(flag) + 1]).name
+             for flag in ("--baseline", "--difference", "--consistency", "--uncertainty")}
+    assert files == {"--baseline": "baseline.nrrd", "--difference": "difference.nrrd",
+                     "--consistency": "consistency.nrrd", "--uncertainty": "uncertainty.nrrd"}
+    assert Path(command[5]).name == "sr.nrrd" and "--flip-ensemble" in command
+    assert command[command.index("--tile") + 1] == "16" and command[command.index("--device") + 1] == "cpu"
+    # Keyword arguments named like an option or an optional map do the same; the device argument wins.
+    same = EnhanceProcess(None, None, "default", 2, "cpu", tile=16, flip_ensemble=True, uncertainty=True,
+                          python="py").command()
+    assert same == command
+    with pytest.raises(TypeError, match="not an enhance option nor an optional output map"):
+        EnhanceProcess(None, None, tiles=8)

@@ -107,3 +107,13 @@ def test_every_bounded_spin_box_can_show_its_parameters_range() -> None:
                 assert round(low, decimals) == low and round(high, decimals) == high, (module.name, name, decimals)
                 checked += 1
     assert checked >= 3
+
+
+def test_the_parameter_node_keeps_one_node_per_output_map_and_asks_for_each_optional_one() -> None:
+    from MRISuperResLib.engine.outputs import OUTPUT_MAPS
+
+    parameters = parameter_names()
+    kept = {name for name in parameters if name.endswith("Volume")} - {"inputVolume"}
+    assert kept == {output.parameter for output in OUTPUT_MAPS}
+    for output in OUTPUT_MAPS:
+        assert (output.key in parameters) == output.optional, output.key

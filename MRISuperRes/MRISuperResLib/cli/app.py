@@ -1,13 +1,11 @@
-"""Command line interface: ``mrisuperres enhance | models``.
+"""Command line interface: ``mrisuperres enhance | demo | models | train | simulate | evaluate | register | ...``.
 
 Errors the user can fix print one line (``mrisuperres: error: ...``) and exit with status 1, without a
 traceback unless ``--debug``. Ctrl-C or SIGTERM stops at once, exit status 130; outputs are written atomically,
 so no partial file is ever left behind.
 
-``enhance --progress-lines`` is for programs that run the CLI in a background process (the Slicer module):
-instead of a progress bar it prints one line per update on stdout, ``MRISUPERRES_PROGRESS <fraction> <stage>``
-with the fraction of the whole run in ``[0, 1]`` to four decimals (see :func:`format_progress_line` and
-:func:`parse_progress_line`); every other stdout line (the ``--json`` summary) is unchanged.
+``enhance`` (its options, the single-input run, ``--progress-lines``) lives in :mod:`.enhance`, cohorts in
+:mod:`.cohort`.
 """
 
 from __future__ import annotations
@@ -16,14 +14,11 @@ import argparse
 import json
 import signal
 import sys
-import time
 import traceback
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from . import adapt as cli_adapt
 from ..engine.progress import PROGRESS_PREFIX, format_progress_line, parse_progress_line  # noqa: F401
 from ..version import __version__
 
@@ -61,73 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    enhance = commands.add_parser(
-        "enhance",
-        help="super-resolve one or more volumes",
-        description="Super-resolve INPUT into OUTPUT. With several inputs or a folder of volumes, OUTPUT is a "
-        "folder and each result is named <input>_sr<ext>. Inputs: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or "
-        "a DICOM series folder. Outputs are float32 unless --keep-dtype.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    enhance.add_argument("paths", nargs="+", metavar="PATH", help="INPUT [INPUT ...] OUTPUT")
-    enhance.add_argument("--model", default="default",
-                         help="shipped model name (see 'mrisuperres models'), a .safetensors path, or 'default' "
-                         "(chosen by scale) [default]")
-    enhance.add_argument("--scale", default="2",
-                         help="factor, or three in image index order i,j,k (e.g. 1,1,4 restores 4x thicker "
-                         "slices along k) [2]")
-    enhance.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
-    enhance.add_argument("--baseline", metavar="FILE", help="also write the cubic B-spline upsampling here")
-    enhance.add_argument("--difference", metavar="FILE", help="also write SR minus baseline here")
-    enhance.add_argument("--consistency", metavar="FILE",
-                         help="also write |degrade(SR) - input| on the input grid here")
-    enhance.add_argument("--uncertainty", metavar="FILE",
-                         help="also write the spread of a test-time flip ensemble here (8 passes; the SR becomes "
-                         "their mean)")
-    enhance.add_argument("--flip-ensemble", action="store_true",
-                         help="average the network over the 8 flips of the input (test-time ensemble: about "
-                         "+0.1 dB, 8 passes); --uncertainty implies it")
-    background = enhance.add_mutually_exclusive_group()
-    background.add_argument("--mask-background", dest="mask_background", action="store_true", default=None,
-                            help="keep the B-spline baseline outside the head, so the network adds nothing there "
-                                 "[default: as the model's card says; on for the shipped models]")
-    background.add_argument("--no-mask-background", dest="mask_background", action="store_false",
-                            help="let the network change the background too")
-    enhance.add_argument("--companions", action="store_true",
-                         help="write baseline, difference and consistency beside each output "
-                         "(<name>_baseline, <name>_difference, <name>_consistency)")
-    enhance.add_argument("--context", metavar="NAME=VALUE,...",
-                         help="the subject's conditioning values for a model conditioned on a context (seed 002), "
-                         "e.g. age=63,sex=F,diagnosis=stroke; the slice position is filled in automatically "
-                         "(a model's card lists its variables)")
-    enhance.add_argument("--tile", type=int, metavar="N", help="tile edge in input voxels [auto from free memory]")
-    enhance.add_argument("--overlap", type=float, default=0.0, metavar="F",
-                         help="tile overlap fraction, blended with Gaussian weights [0: tiles carry a halo of "
-                         "real context as wide as the network sees, so they already join exactly]")
-    enhance.add_argument("--threads", type=int, metavar="N", help="CPU threads [torch default]")
-    enhance.add_argument("--keep-dtype", action="store_true",
-                         help="write the SR volume in the input's data type (rounded, clipped)")
-    enhance.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    enhance.add_argument("--resample-uneven-slices", action="store_true",
-                         help="interpolate a DICOM series with missing or unevenly spaced slices onto a regular "
-                         "grid (with a warning) instead of refusing it")
-    enhance.add_argument("--no-sidecar", action="store_true", help="do not write JSON provenance sidecars")
-    enhance.add_argument("--no-compress", action="store_true",
-                         help="write .nrrd, .nhdr, .mha and .mhd outputs uncompressed (faster to write and read, for "
-                         "files another program reads at once, like the Slicer module's; .nii.gz is always gzip)")
-    enhance.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
-    enhance.add_argument("--quiet", action="store_true", help="no progress bar")
-    enhance.add_argument("--progress-lines", action="store_true",
-                         help=f"instead of a progress bar, print '{PROGRESS_PREFIX} <fraction 0..1> <stage>' on "
-                         "stdout at every update, for programs running this command in the background")
+    from . import enhance as cli_enhance
 
-    cli_adapt.add_arguments(enhance)
-    enhance.add_argument("--figure", metavar="PNG",
-                         help="also write a PNG: axial/coronal/sagittal x input, baseline, SR, difference, consistency")
-    from . import cohort as cohort_cli
-
-    cohort_cli.add_arguments(enhance)
+    cli_enhance.add_parser(commands, EXAMPLES)
 
     demo = commands.add_parser(
         "demo",
@@ -173,165 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                help="show tracebacks for errors")
     return parser
-
-
-def _progress_bar(enabled: bool, label: str):  # type: ignore[no-untyped-def]
-    if not enabled:
-        return None, (lambda fraction, text: None)
-    from tqdm import tqdm
-
-    # disable=None: no bar when stderr is not a terminal (logs, pipes), so errors stay single lines there.
-    bar = tqdm(total=100, desc=label, unit="%", file=sys.stderr, leave=False, disable=None,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
-
-    def update(fraction: float, text: str) -> None:
-        bar.n = round(100 * fraction, 1)
-        bar.set_postfix_str(text, refresh=False)
-        bar.refresh()
-
-    return bar, update
-
-
-def _progress_printer(index: int, count: int, label: str):  # type: ignore[no-untyped-def]
-    """A progress callback printing ``--progress-lines`` for input ``index`` of ``count`` (fractions of the
-    whole batch, stage prefixed with the input's name when there are several)."""
-
-    def update(fraction: float, text: str) -> None:
-        stage = f"{label}: {text}" if count > 1 else text
-        print(format_progress_line((index + fraction) / count, stage), flush=True)
-
-    return update
-
-
-def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Path]]]:
-    """The one input of a single run and its outputs by role, checked before any work."""
-    from ..errors import InputError
-    from ..imaging.output_paths import check_output_plan
-    from ..imaging.volume_io import strip_volume_extension, volume_extension
-
-    *inputs, target = [Path(p) for p in args.paths]
-    if len(inputs) != 1:
-        raise InputError("enhance needs an INPUT and an OUTPUT; see 'mrisuperres enhance --help'")
-    companions: dict[str, Path] = {}
-    if args.companions:
-        extension = volume_extension(target) or ".nii.gz"
-        stem = strip_volume_extension(target)
-        for role in ("baseline", "difference", "consistency"):
-            companions[role] = target.with_name(f"{stem}_{role}{extension}")
-    for role in ("baseline", "difference", "consistency", "figure", "uncertainty"):
-        if getattr(args, role):
-            companions[role] = Path(getattr(args, role))
-    plans = [(inputs[0], {"sr": target, **companions})]
-    # Every name, folder, existing file and collision before any work.
-    check_output_plan(plans, overwrite=args.overwrite, sidecar=not args.no_sidecar, compress=not args.no_compress)
-    return plans
-
-
-def _run_enhance(args: argparse.Namespace) -> int:
-    if args.progress_lines:
-        # Importing torch takes seconds: say so before it starts, so a watching program sees the run is alive.
-        print(format_progress_line(0.0, "loading the engine"), flush=True)
-    from . import cohort as cohort_cli
-    from ..errors import MRISuperResError
-    from ..imaging.geometry import parse_scale
-    from ..engine.model_zoo import check_scale, resolve_model
-    from ..engine.prepared_input import (
-        import_in_background,
-        prepare_input,
-        wanted_mask,
-        wants_dicom_source,
-    )
-
-    scale = parse_scale(args.scale)
-    if args.tile is not None and args.tile < 4:
-        raise MRISuperResError(f"--tile {args.tile} is too small; use at least 4 (or leave it out for auto)")
-    if not 0.0 <= args.overlap < 1.0:
-        raise MRISuperResError(f"--overlap {args.overlap} is outside [0, 1); try 0.25")
-    cohort = cohort_cli.plan(args) if cohort_cli.wants_cohort(args) else None
-    if cohort is None:
-        cohort_cli.check_single_run(args)
-    plans = _plan_outputs(args) if cohort is None else []
-    cli_adapt.check(args, plans, cohort=cohort is not None)
-    entry = resolve_model(args.model, scale)
-    check_scale(entry, scale)
-    # Torch (and the FFTs of the consistency map) load on a thread while this one reads the input and computes
-    # its head mask, neither of which needs them.
-    if cohort is None and str(plans[0][0]).lower().endswith((".nii", ".nii.gz")):
-        import nibabel  # noqa: F401 - the input's header reader: importing it beside torch would slow both down
-    torch_import = import_in_background("torch", "scipy.fft")
-    prepared = None
-    if cohort is None:
-        input_path, targets = plans[0]
-        try:
-            prepared = prepare_input(
-                input_path, resample_uneven_slices=args.resample_uneven_slices,
-                dicom_source=wants_dicom_source(targets.values()),
-                foreground=wanted_mask(args.mask_background, entry.metadata))
-        except BaseException:
-            torch_import.join()
-            raise
-    waited = time.perf_counter()
-    torch_import.join()
-    if prepared is not None:
-        # How long the engine still kept the run waiting once the input was read and masked.
-        prepared.timings = {**(prepared.timings or {}), "import_wait": time.perf_counter() - waited}
-    from ..engine.enhance import enhance_file
-    from ..engine.model_zoo import load_model
-
-    if args.progress_lines:
-        print(format_progress_line(0.0, "loading the model"), flush=True)
-    model = load_model(args.model, scale)
-    from ..engine.conditioning import context_for_model
-
-    context_for_model(model.metadata, args.context, f"model {model.name}")  # a wrong context fails before any work
-    if cohort is not None:
-        return cohort_cli.run(args, scale, model, cohort)
-    input_path, targets = plans[0]
-    if args.progress_lines:
-        bar, update = None, _progress_printer(0, 1, input_path.name)
-    else:
-        bar, update = _progress_bar(not (args.quiet or args.json), input_path.name)
-    try:
-        result = enhance_file(
-            input_path,
-            targets["sr"],
-            model,
-            scale,
-            baseline_path=targets.get("baseline"),
-            difference_path=targets.get("difference"),
-            consistency_path=targets.get("consistency"),
-            figure_path=targets.get("figure"),
-            uncertainty_path=targets.get("uncertainty"),
-            mask_background=args.mask_background,
-            flip_ensemble=args.flip_ensemble,
-            overwrite=args.overwrite,
-            sidecar=not args.no_sidecar,
-            compress=not args.no_compress,
-            resample_uneven_slices=args.resample_uneven_slices,
-            device=args.device,
-            tile=args.tile,
-            overlap=args.overlap,
-            threads=args.threads,
-            keep_dtype=args.keep_dtype,
-            progress=update,
-            adapt=cli_adapt.settings_for(args, input_path),
-            prepared=prepared,
-            context=args.context,
-        )
-        cli_adapt.save(args, result)
-    finally:
-        if bar is not None:
-            bar.close()
-    for warning in result.warnings:
-        print(f"mrisuperres: warning: {warning}", file=sys.stderr)
-    summary = {"input": str(input_path), **result.summary()}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        score = f"{result.consistency_nrmse:.4f}" if result.consistency_nrmse == result.consistency_nrmse else "n/a"
-        print(f"{input_path} -> {result.paths.get('sr', targets['sr'])}  (x{summary['scale']}, {result.device}, "
-              f"{result.timings['total']:.1f} s, consistency NRMSE {score})")
-    return 0
 
 
 def _run_models(args: argparse.Namespace) -> int:
@@ -393,7 +165,9 @@ def _flops_text(flops: float | None) -> str:
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    bar, update = _progress_bar(not (args.quiet or args.json), "demo")
+    from .enhance import progress_bar
+
+    bar, update = progress_bar(not (args.quiet or args.json), "demo")
     try:
         report = run_demo(args.output_dir, model=args.model, overwrite=args.overwrite, device=args.device,
                           threads=args.threads, progress=update)
@@ -464,7 +238,9 @@ def _main(argv: Sequence[str] | None) -> int:
         from . import train as cli_train
         from ..errors import MRISuperResError
 
-        handlers = {"enhance": _run_enhance, "demo": _run_demo, "models": _run_models,
+        from . import enhance as cli_enhance
+
+        handlers = {"enhance": cli_enhance.run, "demo": _run_demo, "models": _run_models,
                     "train": cli_train.run_train, "simulate": cli_train.run_simulate,
                     "evaluate": cli_train.run_evaluate, "report": _run_report}
         from .preprocess import HANDLERS as preprocess_handlers

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..engine.options import EnhanceOptions
+from ..engine.outputs import OUTPUT_MAPS
 from ..errors import InputError
 
 if TYPE_CHECKING:  # the engine (torch) loads only when a cohort runs: building the parser stays light
@@ -23,7 +25,8 @@ if TYPE_CHECKING:  # the engine (torch) loads only when a cohort runs: building 
     from ..cohort.run import CohortRun, ScanOutcome
     from ..imaging.geometry import Scale
 
-SINGLE_FILE_OPTIONS = ("baseline", "difference", "consistency", "figure", "uncertainty")
+#: The ``enhance`` options that name one output file (refused with several inputs): each map's, and the figure's.
+SINGLE_FILE_OPTIONS = (*(output.key for output in OUTPUT_MAPS if output.option is not None), "figure")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +83,8 @@ def plan(args: argparse.Namespace) -> tuple[list[CohortItem], int, tuple[int, in
 
     paths = [Path(p) for p in args.paths]
     sources, output = paths[:-1], paths[-1]
-    if any(getattr(args, role) for role in SINGLE_FILE_OPTIONS):
-        raise InputError("--baseline/--difference/--consistency/--figure/--uncertainty name one file; with several "
+    if any(getattr(args, name) for name in SINGLE_FILE_OPTIONS):
+        raise InputError(f"{'/'.join('--' + name for name in SINGLE_FILE_OPTIONS)} name one file; with several "
                          "inputs use --companions")
     if output.exists() and not output.is_dir():
         raise InputError(f"with several inputs OUTPUT must be a folder, and {output} is a file")
@@ -261,9 +264,7 @@ def run(args: argparse.Namespace, scale: Scale, model: Any,
     shard_text = f"{index + 1}/{count}"
     if count > 1 and not (args.quiet or args.json or args.progress_json):
         print(f"mrisuperres: shard {shard_text} ({origin}): {len(items)} of {total} scans", file=sys.stderr)
-    options = {"device": args.device, "tile": args.tile, "overlap": args.overlap, "threads": args.threads,
-               "keep_dtype": args.keep_dtype, "mask_background": args.mask_background,
-               "flip_ensemble": args.flip_ensemble}
+    options = EnhanceOptions.from_namespace(args).engine_kwargs()
     display = _Display(args, items, shard_text)
 
     def finished(outcome: ScanOutcome) -> None:

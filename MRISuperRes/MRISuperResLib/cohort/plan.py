@@ -26,16 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.outputs import COMPANION_KEYS
 from ..errors import InputError
+from ..imaging.output_paths import companion_paths
 from ..imaging.volume_io import (
     VOLUME_EXTENSIONS,
     dicom_series_ids,
     strip_volume_extension,
     volume_extension,
 )
-
-#: Companion roles written beside each output with ``--companions``.
-COMPANION_ROLES = ("baseline", "difference", "consistency")
 
 #: Text list suffixes read as CSV (with an ``input`` column); anything else is one path per line.
 CSV_SUFFIXES = (".csv",)
@@ -72,13 +71,7 @@ class CohortItem:
 
 def output_targets(sr_path: Path, companions: bool) -> dict[str, Path]:
     """``{"sr": sr_path}`` plus ``<stem>_baseline<ext>`` ... beside it when ``companions``."""
-    targets = {"sr": sr_path}
-    if companions:
-        extension = volume_extension(sr_path) or ".nii.gz"
-        stem = strip_volume_extension(sr_path)
-        for role in COMPANION_ROLES:
-            targets[role] = sr_path.with_name(f"{stem}_{role}{extension}")
-    return targets
+    return {"sr": sr_path, **(companion_paths(sr_path, COMPANION_KEYS) if companions else {})}
 
 
 def default_output_name(input_path: Path) -> str:

@@ -28,6 +28,7 @@ from .plan import JOB_KEY, CohortItem, completion_state, input_sha256, job_recor
 from ..engine.enhance import EnhanceResult, check_targets, enhance_volume
 from ..errors import MRISuperResError, OutputError
 from ..imaging.geometry import Scale, format_scale
+from ..engine.options import EnhanceOptions
 from ..engine.output_writer import write_outputs
 from ..imaging.volume import Volume
 from ..imaging.volume_io import read_volume
@@ -99,19 +100,13 @@ class _Prepared:
 def job_options(model: LoadedModel, scale: Scale, options: Mapping[str, Any]) -> dict[str, Any]:
     """The options that change an output's voxels, as recorded in its sidecar and compared on resume.
 
-    Device, tile size and threads are left out: they change the speed, not the result (tiles join exactly).
-    ``mask_background=None`` is resolved to the model's default so that the record says what ran.
+    Those :meth:`~..engine.options.EnhanceOptions.recorded` names: device, tile size and threads are left out,
+    they change the speed, not the result (tiles join exactly). ``mask_background=None`` is resolved to the model's default so that the record says what ran.
     """
-    mask = options.get("mask_background")
-    if mask is None:
-        mask = bool(model.metadata.get("mask_background", False))
-    return {
-        "scale": format_scale(scale),
-        "mask_background": bool(mask),
-        "flip_ensemble": bool(options.get("flip_ensemble", False)),
-        "keep_dtype": bool(options.get("keep_dtype", False)),
-        "overlap": float(options.get("overlap", 0.0) or 0.0),
-    }
+    recorded = EnhanceOptions.split(options)[0].recorded()
+    if recorded.get("mask_background") is None:
+        recorded["mask_background"] = bool(model.metadata.get("mask_background", False))
+    return {"scale": format_scale(scale), **recorded}
 
 
 def _one_line(error: BaseException) -> str:

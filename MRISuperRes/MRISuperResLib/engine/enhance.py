@@ -1,12 +1,13 @@
 """Enhance: a low-resolution volume in, a super-resolved volume and its companions out.
 
 Data flow: input -> checks -> clipped-percentile normalisation -> tiled network on the best device ->
-de-normalisation (plus the B-spline baseline for residual models) -> outputs:
+de-normalisation (plus the B-spline baseline for residual models) -> the output maps of :mod:`.outputs`:
 
 * ``sr``: the super-resolved volume on the cell-centred fine grid;
 * ``baseline``: cubic B-spline upsampling of the input on the same grid;
 * ``difference``: ``sr - baseline`` (what the network added);
-* ``consistency``: on the input grid, ``|degrade(sr) - input|`` with the model's forward model, and its score.
+* ``consistency``: on the input grid, ``|degrade(sr) - input|`` with the model's forward model, and its score;
+* ``uncertainty`` (on request): the spread of the test-time flip ensemble.
 
 The input volume is never modified. Every output carries provenance in its metadata.
 """
@@ -17,24 +18,24 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .. import models
 from .checkpoint import LoadedModel
 from .conditioning import context_for_model, slice_positions
 from ..processing.consistency import consistency_report
 from ..processing.degradation import DegradationSpec
 from .device import select_device
 from ..errors import InputError, ModelError
-from ..imaging.geometry import Scale, fine_mask, format_scale, parse_scale, upsampled_grid
+from ..imaging.geometry import Scale, fine_mask, parse_scale, upsampled_grid
 from .idle_worker import IdleExecutor
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from ..processing.interpolation import bspline_upsample_volume
-from .model_zoo import DEFAULT_MODEL, IDENTITY_ORDER, check_scale, load_model
+from .model_zoo import DEFAULT_MODEL, check_scale, load_model
 from ..processing.normalization import (
     NormalizationSettings,
     cast_like_input,
@@ -42,6 +43,7 @@ from ..processing.normalization import (
 )
 from ..imaging.output_paths import check_output_plan, written_path
 from .output_writer import OutputStaging
+from .outputs import BY_KEY, OPTIONAL_KEYS, OUTPUT_KEYS, SR, output_map
 from .prepared_input import (
     PreparedInput,
     prepare_input,
@@ -52,129 +54,11 @@ from ..imaging.provenance import header_fields, make_provenance
 from ..imaging.value_range import check_float32_range
 from ..imaging.verified_write import check_finite_output
 from ..imaging.volume import Volume
-from ..imaging.volume_io import (
-    check_finite,
-)
+from ..imaging.volume_io import check_finite
+from .result import EnhanceResult, distinct_numbers  # noqa: F401  (distinct_numbers: re-exported)
 
 #: Volumes of whole numbers (integer or float voxels) with at most this many distinct values are probably label maps.
 LABEL_MAP_MAX_VALUES = 32
-
-#: A result is suspicious only when its consistency NRMSE is also this many times the B-spline baseline's on the
-#: same input: where interpolation disagrees with the input as much, the input is unusual, not the network.
-BASELINE_CONSISTENCY_MARGIN = 1.25
-
-OUTPUT_ROLES = ("sr", "baseline", "difference", "consistency")
-
-
-@dataclass
-class EnhanceResult:
-    """Everything one enhance run produced.
-
-    Attributes:
-        sr: super-resolved volume (input units; float32, or the input's dtype with ``keep_dtype``).
-        baseline: cubic B-spline upsampling of the input on the same grid (float32).
-        difference: ``sr - baseline`` (float32).
-        consistency: ``|degrade(sr) - input|`` on the input grid (float32), or ``None`` when not computed.
-        uncertainty: standard deviation of the flip ensemble on the fine grid (float32), or ``None``.
-        consistency_nrmse: RMS disagreement / normalisation range (unitless); ``nan`` when not computed.
-        baseline_consistency_nrmse: the same score for the baseline, as a reference.
-        scale: per-axis scale used.
-        input_shape: shape of the input volume ``(i, j, k)``.
-        model: the model that ran.
-        axis_order: the input's axes in the order the network saw them (``(0, 1, 2)`` unless the model runs
-            ``scale`` with its axes permuted, e.g. ``(1, 2, 0)`` for a ``1,1,4`` model asked for ``4,1,1``).
-        device: description of where the network ran.
-        ensemble_passes: network passes averaged into ``sr`` (8 with the flip ensemble, else 1).
-        timings: seconds per stage.
-        warnings: messages for the user (device fallback, label-map-like input).
-        paths: written files by role, filled by :func:`enhance_file`.
-        adaptation: the :class:`~.adapt.AdaptationReport` when the model was adapted to this input, else ``None``.
-    """
-
-    sr: Volume
-    baseline: Volume
-    difference: Volume
-    consistency: Volume | None
-    uncertainty: Volume | None
-    consistency_nrmse: float
-    baseline_consistency_nrmse: float
-    scale: Scale
-    input_shape: tuple[int, int, int]
-    model: LoadedModel
-    device: str
-    axis_order: tuple[int, int, int] = IDENTITY_ORDER
-    ensemble_passes: int = 1
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    paths: dict[str, str] = field(default_factory=dict)
-    adaptation: Any = None
-
-    @property
-    def consistency_threshold(self) -> float | None:
-        """The model's calibrated threshold: above it the result disagrees with the input more than on
-        validation scans (``None`` when the model has no calibration)."""
-        value = self.model.metadata.get("consistency", {}).get("threshold")
-        return float(value) if value is not None else None
-
-    @property
-    def consistency_suspicious(self) -> bool | None:
-        """True when the consistency NRMSE exceeds the calibrated threshold and also clearly exceeds the B-spline
-        baseline's on the same input (``BASELINE_CONSISTENCY_MARGIN`` times); ``None`` without calibration."""
-        threshold = self.consistency_threshold
-        if threshold is None or self.consistency_nrmse != self.consistency_nrmse:
-            return None
-        baseline = self.baseline_consistency_nrmse
-        beyond_baseline = baseline != baseline or self.consistency_nrmse > BASELINE_CONSISTENCY_MARGIN * baseline
-        return self.consistency_nrmse > threshold and beyond_baseline
-
-    def consistency_warning(self) -> str | None:
-        """The warning the consistency scores call for, naming the culprit, or ``None``.
-
-        A suspicious result (see :attr:`consistency_suspicious`) is blamed on the result; a result above the
-        threshold whose B-spline baseline is about as inconsistent is blamed on the input (extreme voxels, or an
-        acquisition unlike the model's forward model).
-        """
-        threshold = self.consistency_threshold
-        if threshold is None or not self.consistency_nrmse > threshold:
-            return None
-        score, baseline = self.consistency_nrmse, self.baseline_consistency_nrmse
-        name = self.model.name
-        if self.consistency_suspicious:
-            text, limit = distinct_numbers(score, threshold)
-            versus = ""
-            if baseline == baseline:
-                versus = (f" and {_ratio(score, baseline)} x B-spline's {distinct_numbers(baseline, score)[0]} "
-                          "on this input")
-            return (f"consistency NRMSE {text} is {_ratio(score, threshold)} x model {name}'s calibrated threshold "
-                    f"{limit}{versus}: the result disagrees with the measured data more than on validation scans and "
-                    "more than interpolation does; inspect the consistency map before trusting details")
-        text, base = distinct_numbers(score, baseline)
-        return (f"the input disagrees with model {name}'s forward model: B-spline's consistency NRMSE {base} is "
-                f"{_ratio(baseline, threshold)} x the calibrated threshold {distinct_numbers(threshold, baseline)[0]}, "
-                f"like the result's {text}; check the input for extreme voxels or an acquisition unlike the model's "
-                "before trusting details")
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready description of the run (what ``--json`` prints)."""
-        return {
-            "model": self.model.name,
-            "model_sha256": self.model.file_sha256,
-            "scale": format_scale(self.scale),
-            "input_shape": list(self.input_shape),
-            "output_shape": list(self.sr.shape),
-            "output_spacing": list(self.sr.spacing),
-            "device": self.device,
-            "axis_order": "".join("ijk"[axis] for axis in self.axis_order),
-            "ensemble_passes": self.ensemble_passes,
-            "consistency_nrmse": self.consistency_nrmse,
-            "baseline_consistency_nrmse": self.baseline_consistency_nrmse,
-            "consistency_threshold": self.consistency_threshold,
-            "consistency_suspicious": self.consistency_suspicious,
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "warnings": list(self.warnings),
-            "outputs": dict(self.paths),
-            **({"adaptation": self.adaptation.summary()} if self.adaptation is not None else {}),
-        }
 
 
 def check_input(volume: Volume, name: str, model: LoadedModel) -> list[str]:
@@ -200,26 +84,6 @@ def check_input(volume: Volume, name: str, model: LoadedModel) -> list[str]:
                 "super-resolution is meant for intensity images"
             )
     return warnings
-
-
-def _ratio(value: float, reference: float) -> str:
-    """``value / reference`` with two decimals, or more (up to eight) while they would read as exactly 1."""
-    ratio = value / reference
-    for places in range(2, 9):
-        text = f"{ratio:.{places}f}"
-        if float(text) != 1.0 or ratio == 1.0:
-            break
-    return text
-
-
-def distinct_numbers(value: float, other: float, digits: int = 4) -> tuple[str, str]:
-    """``value`` and ``other`` printed with ``digits`` significant digits, or more until they read differently
-    (so ``0.009134`` is never shown as "0.0091 is above 0.0091"); at most 10."""
-    for places in range(digits, 11):
-        first, second = f"{value:.{places}g}", f"{other:.{places}g}"
-        if first != second or value == other:
-            break
-    return first, second
 
 
 def enhance_volume(
@@ -321,8 +185,8 @@ def enhance_volume(
 
     described = choice.describe()
 
-    def tagged(target: Volume, role: str) -> Volume:
-        provenance = make_provenance(loaded, scale, role, source_name, described)
+    def tagged(target: Volume, key: str) -> Volume:
+        provenance = make_provenance(loaded, scale, BY_KEY[key].provenance_role, source_name, described)
         return target.with_array(target.array, metadata=header_fields(provenance))
 
     degradation = DegradationSpec.from_dict(loaded.metadata.get("degradation"))
@@ -363,7 +227,7 @@ def enhance_volume(
                 report(0.05 + 0.85 * done, f"super-resolving: {text}{pass_text}")
 
             flipped = np.flip(network_input, axes).copy() if axes else network_input
-            if getattr(loaded.network, "arbitrary_scale", False):
+            if models.is_arbitrary_scale(loaded.network):
                 # Arbitrary-scale (implicit) models decode the fine grid directly, block by block.
                 output = run_tiled_implicit(loaded.network, flipped, tuple(fine_grid.shape[a] for a in order), choice,
                                             tile=network_tile, progress=tile_progress, cancel=cancel)
@@ -405,7 +269,7 @@ def enhance_volume(
     # before --keep-dtype's cast, which would turn them into arbitrary integers.
     check_finite_output(sr_array, source_name)
     sr_values = cast_like_input(sr_array, volume.array.dtype) if keep_dtype else sr_array.astype(np.float32)
-    sr_output = tagged(baseline.with_array(sr_values), "super-resolved")
+    sr_output = tagged(baseline.with_array(sr_values), "sr")
     difference_output = tagged(baseline.with_array((sr_array - baseline.array).astype(np.float32)), "difference")
     if early_output is not None:  # written while the consistency map is computed
         early_output("sr", sr_output)
@@ -423,12 +287,13 @@ def enhance_volume(
         score, baseline_score = sr_report.nrmse, baseline_report.nrmse
     timings["consistency"] = time.perf_counter() - stage
 
+    maps = {"sr": sr_output, "baseline": baseline, "difference": difference_output}
+    if consistency_volume is not None:
+        maps["consistency"] = tagged(consistency_volume, "consistency")
+    if spread is not None:
+        maps["uncertainty"] = tagged(baseline.with_array(spread), "uncertainty")
     result = EnhanceResult(
-        sr=sr_output,
-        baseline=baseline,
-        difference=difference_output,
-        consistency=tagged(consistency_volume, "consistency") if consistency_volume is not None else None,
-        uncertainty=tagged(baseline.with_array(spread), "uncertainty") if spread is not None else None,
+        maps=maps,
         consistency_nrmse=score,
         baseline_consistency_nrmse=baseline_score,
         scale=scale,
@@ -465,11 +330,8 @@ def enhance_file(
     model: str | os.PathLike | LoadedModel = DEFAULT_MODEL,
     scale: float | str | Scale = 2,
     *,
-    baseline_path: str | os.PathLike | None = None,
-    difference_path: str | os.PathLike | None = None,
-    consistency_path: str | os.PathLike | None = None,
+    outputs: Mapping[str, str | os.PathLike | None] | None = None,
     figure_path: str | os.PathLike | None = None,
-    uncertainty_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     sidecar: bool = True,
     sidecar_extra: dict[str, Any] | None = None,
@@ -480,7 +342,10 @@ def enhance_file(
 ) -> EnhanceResult:
     """Read a volume file (or DICOM series folder), enhance it, write the requested outputs.
 
-    Every target is checked before any work starts (see :func:`.output_paths.check_output_plan`): the format
+    ``output_path`` receives the SR; ``outputs`` names files for the other maps by key (``{"baseline":
+    "t1_bspline.nii.gz"}``, keys of :data:`.outputs.OUTPUT_MAPS`), and a keyword ``<key>_path``
+    (``baseline_path="t1_bspline.nii.gz"``) does the same. A file for an optional map (``uncertainty``) asks for
+    that map to be computed. Every target is checked before any work starts (see :func:`.output_paths.check_output_plan`): the format
     comes from the extension in any letter case, and a file is written with its extension in lower case
     (``SR.NII.GZ`` -> ``SR.nii.gz``, with a warning); ``result.paths`` holds the paths written. All files are
     staged, flushed to disk, read back and compared with the result, and renamed into place together at the end
@@ -496,8 +361,7 @@ def enhance_file(
     Raises:
         MRISuperResError: a refused input or output name (before any work), or a failed write (nothing left).
     """
-    targets = {"sr": output_path, "baseline": baseline_path, "difference": difference_path,
-               "consistency": consistency_path, "uncertainty": uncertainty_path}
+    targets = map_targets(output_path, outputs, options)
     planned, figure = check_targets(input_path, targets, figure_path, overwrite=overwrite, sidecar=sidecar,
                                     compress=compress)
     renamed = [f"output {targets[role]} is written as {path.name}: a lower-case extension is the one every "
@@ -506,8 +370,7 @@ def enhance_file(
         # A DICOM output of a DICOM input joins the source's patient and study as a derived series.
         prepared = prepare_input(input_path, resample_uneven_slices=resample_uneven_slices,
                                  dicom_source=wants_dicom_source(planned.values()))
-    if uncertainty_path is not None:
-        options["uncertainty"] = True
+    options.update({key: True for key in OPTIONAL_KEYS if targets[key] is not None})
     if prepared.foreground is not None:
         options.setdefault("foreground", prepared.foreground)
     report = options.pop("progress", None) or (lambda fraction, text: None)
@@ -526,6 +389,21 @@ def enhance_file(
         staging.finish(result, prepared.volume)
     report(1.0, "done")
     return result
+
+
+def map_targets(output_path: str | os.PathLike, outputs: Mapping[str, str | os.PathLike | None] | None,
+                options: dict[str, Any]) -> dict[str, str | os.PathLike | None]:
+    """Every map's target by key, in table order (``None``: not written): ``output_path`` for the SR, then
+    ``outputs`` and the ``<key>_path`` keywords, which are taken out of ``options``.
+
+    Raises:
+        KeyError: ``outputs`` names an unknown map.
+    """
+    paths = {output_map(key).key: path for key, path in (outputs or {}).items()}
+    for key in OUTPUT_KEYS:
+        if key != SR.key and f"{key}_path" in options:
+            paths[key] = options.pop(f"{key}_path")
+    return {key: output_path if key == SR.key else paths.get(key) for key in OUTPUT_KEYS}
 
 
 def check_targets(

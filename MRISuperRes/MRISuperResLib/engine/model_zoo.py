@@ -365,7 +365,7 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
     if text in by_name:
         return by_name[text]
     path = Path(text).expanduser()
-    looks_like_path = path.suffix == MODEL_EXTENSION or os.sep in text or (os.altsep or os.sep) in text
+    looks_like_path = looks_like_model_path(text)
     if not looks_like_path:
         by_name.update((e.name, e) for e in user_models())
         if text in by_name:
@@ -376,6 +376,22 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
     raise ModelError(
         f"unknown model {text!r}; use one of: {', '.join(by_name) or 'none shipped'}, or a path to a .safetensors file"
     )
+
+
+def looks_like_model_path(model: str | os.PathLike) -> bool:
+    """True when ``model`` is written as a file path, not a model name: it ends in ``.safetensors`` or holds a
+    path separator (:func:`resolve_model` then reads that file instead of looking the name up)."""
+    text = str(model)
+    return Path(text).expanduser().suffix == MODEL_EXTENSION or any(sep in text for sep in (os.sep, os.altsep) if sep)
+
+
+def portable_model_argument(model: str | os.PathLike) -> str:
+    """``model`` as another process in another working folder resolves it the same way: a path (see
+    :func:`looks_like_model_path`, or an existing file) made absolute; ``"default"`` and model names unchanged."""
+    text = str(model)
+    path = Path(text).expanduser()
+    is_path = text != DEFAULT_MODEL and (looks_like_model_path(text) or path.exists())
+    return str(path.resolve()) if is_path else text
 
 
 def check_scale(entry: ModelEntry | LoadedModel, scale: Scale) -> tuple[int, int, int]:

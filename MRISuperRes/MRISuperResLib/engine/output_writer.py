@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..imaging.dicom_io import DicomSeries
 from ..imaging.geometry import format_scale
 from .idle_worker import IdleExecutor
+from .outputs import BY_KEY
 from ..imaging.output_paths import sidecar_path
 from ..imaging.provenance import short_description
 from ..imaging.verified_write import write_text_verified
@@ -27,15 +28,18 @@ from ..imaging.volume import Volume
 from ..imaging.volume_io import commit_staged, stage_volume, staging_folder
 
 if TYPE_CHECKING:
-    from .enhance import EnhanceResult
+    from .result import EnhanceResult
+
+#: The maps shown in the figure after the input, in column order (titled by their labels).
+FIGURE_MAPS = ("baseline", "sr", "difference", "consistency")
 
 
 class OutputStaging:
     """The staging folders of one run's outputs; a context manager that removes them however the run ends.
 
     Args:
-        planned: role (``sr``, ``baseline``, ``difference``, ``consistency``, ``uncertainty``) -> path to write
-            (from :func:`.enhance.check_targets`).
+        planned: map key (:data:`.outputs.OUTPUT_MAPS`: ``sr``, ``baseline`` ...) -> path to write (from
+            :func:`.enhance.check_targets`).
         figure: the PNG figure's path, or ``None``.
         overwrite: replace existing targets at commit.
         sidecar: write a JSON sidecar beside each volume (``<full name>.json``).
@@ -109,9 +113,8 @@ class OutputStaging:
             OutputError: a write failed or did not read back (nothing is committed).
         """
         start = time.perf_counter()
-        outputs = {"sr": result.sr, "baseline": result.baseline, "difference": result.difference,
-                   "consistency": result.consistency, "uncertainty": result.uncertainty}
-        written = {role: path for role, path in self.planned.items() if outputs[role] is not None}
+        outputs = result.maps
+        written = {role: path for role, path in self.planned.items() if role in outputs}
         result.paths = {role: str(path) for role, path in written.items()}
         late = [role for role in written if role not in self._early or self._early[role][0] is not outputs[role]]
         with ThreadPoolExecutor(max_workers=max(1, min(4, len(late)))) as pool:
@@ -127,9 +130,8 @@ class OutputStaging:
         if self.figure is not None:
             from .figure import save_figure
 
-            panels = {"input": volume, "baseline": result.baseline, "SR": result.sr, "difference": result.difference}
-            if result.consistency is not None:
-                panels["consistency"] = result.consistency
+            panels = {"input": volume, **{BY_KEY[key].label: result.maps[key] for key in FIGURE_MAPS
+                                          if key in result.maps}}
             # save_figure flushes and decodes what it wrote before it counts.
             save_figure(self._folder(self.figure) / self.figure.name, panels,
                         title=f"{result.model.name} x{format_scale(result.scale)}: AI-generated, not acquired")

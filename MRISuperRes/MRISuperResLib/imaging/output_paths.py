@@ -73,6 +73,15 @@ def planned_files(path: str | os.PathLike, *, sidecar: bool, compress: bool = Tr
     return [target, *data_files(target, compress), *([sidecar_path(target)] if sidecar else [])]
 
 
+def companion_paths(output: str | os.PathLike, keys: Iterable[str]) -> dict[str, Path]:
+    """The companions of ``output`` beside it, by key: ``<stem>_<key><ext>`` with the output's extension
+    (``.nii.gz`` for a DICOM folder), e.g. ``t1_sr.nrrd`` -> ``{"baseline": t1_sr_baseline.nrrd, ...}``."""
+    output = Path(output)
+    extension = volume_extension(output) or ".nii.gz"
+    stem = strip_volume_extension(output)
+    return {key: output.with_name(f"{stem}_{key}{extension}") for key in keys}
+
+
 def _key(path: Path) -> str:
     """A comparison key for paths that may not exist yet: the resolved folder plus the name."""
     return os.path.normcase(str(path.parent.resolve() / path.name))

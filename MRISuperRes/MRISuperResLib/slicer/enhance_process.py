@@ -9,9 +9,10 @@ How the data flows:
 
 1. :meth:`~EnhanceProcess.start` writes the input node to a private temporary folder as NRRD through a new MRML
    storage node (the node's own storage node and modified state are left alone), then launches the engine's
-   CLI, ``mrisuperres enhance ... --json --progress-lines``, through the modules' one background-process runner
-   (:class:`~.slicer_runner.BackgroundProcess`: a new process group, no console window, the worker tracked
-   behind Slicer's ``PythonSlicer`` launcher).
+   CLI, ``mrisuperres enhance ... --json --progress-lines`` (options from
+   :meth:`~..engine.options.EnhanceOptions.to_argv`, output files from :func:`.enhance_files.output_arguments`),
+   through the modules' one background-process runner (:class:`~.runner.BackgroundProcess`: a new process
+   group, no console window, the worker tracked behind Slicer's ``PythonSlicer`` launcher).
 2. :meth:`~EnhanceProcess.poll` never blocks: the runner's reader threads move the child's stdout and stderr
    lines into a queue, and poll parses what has arrived (progress lines, see :func:`~..engine.progress.parse_progress_line`, and the
    final ``--json`` summary).
@@ -37,15 +38,26 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..engine.model_zoo import portable_model_argument
+from ..engine.options import EnhanceOptions
+from ..engine.outputs import OPTIONAL_KEYS
 from ..engine.progress import parse_progress_line
-from ..errors import CancelledError, InputError, MRISuperResError, OutputError
+from ..errors import CancelledError, InputError, MRISuperResError
 from ..imaging.geometry import Scale, format_scale, parse_scale
+from .enhance_files import (  # noqa: F401  (INPUT_FILE, OUTPUT_FILES, write_volume_node: re-exported)
+    INPUT_FILE,
+    OUTPUT_FILES,
+    add_output_files_to_scene,
+    load_output_files,
+    output_arguments,
+    write_volume_node,
+)
 from .runner import (  # noqa: F401  (re-exported: these used to live here)
     ERROR_PREFIX,
     LIBRARY_PARENT,
@@ -61,12 +73,6 @@ if TYPE_CHECKING:
 
 #: ``(fraction 0..1, stage text)`` callback of :meth:`EnhanceProcess.run_blocking`.
 ProgressCallback = Callable[[float, str], None]
-
-INPUT_FILE = "input.nrrd"
-
-#: Output file of each role in the temporary folder (NRRD keeps the ``MRISuperRes.*`` key-values).
-OUTPUT_FILES = {"sr": "sr.nrrd", "baseline": "baseline.nrrd", "difference": "difference.nrrd",
-                "consistency": "consistency.nrrd", "uncertainty": "uncertainty.nrrd"}
 
 
 class ProcessState(str, Enum):
@@ -111,12 +117,11 @@ class EnhanceProcess:
         volume_node: the input scalar volume node (never modified).
         model: shipped model name, ``"default"`` (picked by scale) or a model file path.
         scale: per-axis factors in image index order (``2``, ``"1,1,4"``, ``(1, 1, 4)``).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        tile: tile edge in input voxels; ``None`` lets the engine choose from free memory.
-        overlap: tile overlap fraction in ``[0, 1)``.
-        threads: CPU threads of the child's torch; ``None`` keeps torch's default.
-        uncertainty: also compute the flip-ensemble uncertainty map (8 times the work).
-        mask_background: keep the B-spline baseline outside the head (``None``: as the model says).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (the options' device when ``options`` is given).
+        options: the run's :class:`~..engine.options.EnhanceOptions` (tile, overlap, threads, mask_background ...);
+            keyword arguments named like its fields (``tile=32``) replace single values.
+        maps: the optional output maps to compute as well (``["uncertainty"]``, 8 times the work); a keyword
+            argument named like one (``uncertainty=True``) does the same.
         context: the subject's conditioning values for a conditioned model (``"age=63,sex=F"`` or a mapping;
             passed as ``--context``); ``None`` or empty: none.
         outputs: existing nodes to reuse, by role (updated in place by :meth:`finish`).
@@ -129,7 +134,8 @@ class EnhanceProcess:
 
     Raises:
         MRISuperResError: the scale cannot be understood.
-        TypeError: ``model`` is a loaded model (a background run needs a name or a path).
+        TypeError: ``model`` is a loaded model (a background run needs a name or a path), or a keyword argument
+            is neither an option nor an optional map.
     """
 
     def __init__(
@@ -138,31 +144,24 @@ class EnhanceProcess:
         volume_node: Any,
         model: str | os.PathLike = "default",
         scale: float | str | Scale = 2,
-        device: str = "auto",
+        device: str | None = None,
         *,
-        tile: int | None = None,
-        overlap: float = 0.0,
-        threads: int | None = None,
-        uncertainty: bool = False,
-        mask_background: bool | None = None,
+        options: EnhanceOptions | None = None,
+        maps: Iterable[str] = (),
         context: str | Mapping[str, Any] | None = None,
         outputs: EnhanceNodes | None = None,
         python: str | os.PathLike | None = None,
         env: Mapping[str, str] | None = None,
         temp_root: str | os.PathLike | None = None,
+        **values: Any,
     ) -> None:
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"a background run needs a model name or file path, not {type(model).__name__}")
         self.logic = logic
         self.volume_node = volume_node
-        self.model = _absolute_if_file(model)
+        self.model = portable_model_argument(model)
         self.scale = parse_scale(scale)
-        self.device = device
-        self.tile = tile
-        self.overlap = overlap
-        self.threads = threads
-        self.uncertainty = uncertainty
-        self.mask_background = mask_background
+        self.options, self.maps = _options_and_maps(options, device, maps, values)
         self.context = (",".join(f"{k}={v}" for k, v in context.items()) if isinstance(context, Mapping)
                         else (context or "").strip())
         self.outputs = outputs
@@ -203,20 +202,9 @@ class EnhanceProcess:
         """The engine's command line (the runner starts it under its supervisor, see :mod:`.slicer_child`); its
         files lie in the temporary folder (before :meth:`start` creates it, in a placeholder folder)."""
         folder = self._folder or Path(tempfile.gettempdir()) / "MRISuperRes-run"
-        files = {role: str(folder / name) for role, name in OUTPUT_FILES.items()}
-        command = [self.python, "-m", "MRISuperResLib.cli", "enhance", str(folder / INPUT_FILE), files["sr"],
-                   "--baseline", files["baseline"], "--difference", files["difference"],
-                   "--consistency", files["consistency"],
-                   "--model", self.model, "--scale", format_scale(self.scale), "--device", self.device,
-                   "--overlap", repr(float(self.overlap)), "--no-sidecar", "--no-compress", "--json", "--progress-lines"]
-        if self.uncertainty:
-            command += ["--uncertainty", files["uncertainty"]]
-        if self.mask_background is not None:
-            command.append("--mask-background" if self.mask_background else "--no-mask-background")
-        if self.tile is not None:
-            command += ["--tile", str(int(self.tile))]
-        if self.threads is not None:
-            command += ["--threads", str(int(self.threads))]
+        command = [self.python, "-m", "MRISuperResLib.cli", "enhance", str(folder / INPUT_FILE),
+                   *output_arguments(folder, self.maps), "--model", self.model, "--scale", format_scale(self.scale),
+                   *self.options.to_argv(), "--no-sidecar", "--no-compress", "--json", "--progress-lines"]
         if self.context:
             command += ["--context", self.context]
         return command
@@ -400,16 +388,9 @@ class EnhanceProcess:
 
     def _load_outputs(self) -> None:
         """Worker thread: read the output files (numpy and zlib release the GIL) and their colour windows."""
-        from .outputs import MAP_COLORS, window_percentile
-        from .volumes import load_nrrd
-
         assert self._summary is not None and self._folder is not None
         try:
-            for role in self._summary.get("outputs", {}):
-                loaded = load_nrrd(self._folder / OUTPUT_FILES[role])
-                if loaded is not None and role in MAP_COLORS:
-                    loaded.window = window_percentile(loaded.array, role == "difference")
-                self._loaded[role] = loaded
+            self._loaded.update(load_output_files(self._folder, self._summary.get("outputs", {})))
         except BaseException as error:  # reported on the GUI thread by _check_loader
             self._load_error = error
 
@@ -433,27 +414,9 @@ class EnhanceProcess:
         self._process.kill()
 
     def _add_to_scene(self) -> EnhanceNodes:
-        from ..imaging.provenance import KEY_PREFIX
-        from .outputs import record_scores
-
         assert self._summary is not None and self._folder is not None
-        scene = self.logic.scene
-        before = {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
-        files = {role: self._folder / OUTPUT_FILES[role] for role in self._summary.get("outputs", {})}
-        try:
-            # Slicer's C++ reader puts the voxels into the nodes: no Python copy on the GUI thread.
-            nodes = self.logic.add_output_files(self.volume_node, files, self.scale, self.outputs,
-                                                {f"{KEY_PREFIX}source": self.volume_node.GetName()}, self._loaded)
-            summary = {key: value for key, value in self._summary.items() if key != "outputs"}
-            summary["input"] = self.volume_node.GetName()
-            summary["wall_time_s"] = round(self.status().elapsed_s, 3)
-            nodes.summary = summary
-            nodes.warnings = [str(warning) for warning in summary.get("warnings", [])]
-            record_scores(nodes, {key: summary[key] for key in ("consistency_nrmse", "baseline_consistency_nrmse")})
-        except BaseException:
-            _remove_nodes_added_since(scene, before)
-            raise
-        return nodes
+        return add_output_files_to_scene(self.logic, self.volume_node, self._folder, self._summary, self.scale,
+                                         self.outputs, self._loaded, self.status().elapsed_s)
 
     def _remove_folder(self) -> None:
         if self._folder is not None:
@@ -461,34 +424,22 @@ class EnhanceProcess:
             self._folder = None
 
 
-def write_volume_node(node: Any, path: Path) -> None:
-    """Write a volume node to ``path`` (uncompressed NRRD) through a new storage node of the node's default
-    class; the node's own storage node, modified state and file name are left as they were.
+def _options_and_maps(options: EnhanceOptions | None, device: str | None, maps: Iterable[str],
+                      values: Mapping[str, Any]) -> tuple[EnhanceOptions, tuple[str, ...]]:
+    """The run's options (``options`` with ``device`` and the option-named ``values`` put in) and its optional
+    maps (``maps`` plus the map-named ``values`` that are true).
 
     Raises:
-        OutputError: the storage node could not write the file.
+        TypeError: a value that names neither an option nor an optional map; an unknown map.
     """
-    # A stand-alone storage node: neither added to the scene nor referenced by the input node.
-    storage = node.CreateDefaultStorageNode()
-    storage.SetFileName(str(path))
-    storage.SetUseCompression(False)
-    if not storage.WriteData(node) or not path.is_file():
-        raise OutputError(f"cannot write volume {node.GetName()} to {path} for the background run; check the "
-                          "free space of the temporary folder")
-
-
-def _absolute_if_file(model: str | os.PathLike) -> str:
-    # The child runs in the temporary folder, so a relative model path must not depend on the working folder.
-    # What looks like a path follows model_zoo.resolve_model's rule; a model name passes unchanged.
-    text = str(model)
-    path = Path(text).expanduser()
-    separators = [sep for sep in (os.sep, os.altsep) if sep]
-    looks_like_path = path.suffix == ".safetensors" or any(sep in text for sep in separators) or path.exists()
-    return str(path.resolve()) if text != "default" and looks_like_path else text
-
-
-def _remove_nodes_added_since(scene: Any, before: set[str]) -> None:
-    added = [scene.GetNthNode(index) for index in range(scene.GetNumberOfNodes())]
-    for node in reversed(added):
-        if node is not None and node.GetID() not in before:
-            scene.RemoveNode(node)
+    names = {spec.name for spec in fields(EnhanceOptions)}
+    unknown = set(values) - names - set(OPTIONAL_KEYS)
+    if unknown or set(maps) - set(OPTIONAL_KEYS):
+        raise TypeError(f"not an enhance option nor an optional output map: {sorted(unknown or set(maps))}; options: "
+                        f"{', '.join(sorted(names))}; optional maps: {', '.join(OPTIONAL_KEYS)}")
+    chosen = {key: value for key, value in values.items() if key in names}
+    if device is not None:
+        chosen["device"] = device
+    merged = EnhanceOptions(**{**(options.engine_kwargs() if options is not None else {}), **chosen})
+    requested = {*maps, *(key for key in OPTIONAL_KEYS if values.get(key))}
+    return merged, tuple(key for key in OPTIONAL_KEYS if key in requested)

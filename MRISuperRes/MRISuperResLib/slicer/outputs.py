@@ -1,7 +1,8 @@
 """Enhance a volume node and put the results into its scene: the MRML side of the MRISuperRes module (no Qt).
 
 ``EnhanceLogic(scene).enhance(volume_node, model="default", scale=2, device="auto")`` runs the engine
-in-process (blocking) and adds, or updates when given, one scalar volume node per output:
+in-process (blocking) and adds, or updates when given, one scalar volume node per output map (the roles, names
+and colour maps come from :data:`..engine.outputs.OUTPUT_MAPS`):
 
 ===========  ================================  ======================================================
 role         node name (new nodes)             display
@@ -32,13 +33,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import slicer
 import vtk
 
+from ..engine.outputs import BY_KEY, OUTPUT_KEYS, OUTPUT_MAPS
 from ..imaging.geometry import Scale, format_scale
 from ..imaging.provenance import KEY_PREFIX, short_description
 from .volumes import (NodeProblem, ensure_display_node, scalar_volume_problem, update_node_from_volume,
@@ -46,13 +48,7 @@ from .volumes import (NodeProblem, ensure_display_node, scalar_volume_problem, u
 from ..imaging.volume import Volume
 
 if TYPE_CHECKING:
-    from ..engine.enhance import EnhanceResult
-
-ROLES = ("sr", "baseline", "difference", "consistency", "uncertainty")
-
-#: Word in the output node name for each role.
-NAME_SUFFIX = {"sr": "SR", "baseline": "baseline", "difference": "difference", "consistency": "consistency",
-               "uncertainty": "uncertainty"}
+    from ..engine.result import EnhanceResult
 
 #: Percentile of the values (of ``|values|`` for the difference) that sets the colour window of the maps.
 WINDOW_PERCENTILE = 99.5
@@ -87,54 +83,67 @@ UNCERTAINTY_COLORS = ColorMap("Viridis", "Viridis.txt", (
     (0.267, 0.005, 0.329), (0.230, 0.322, 0.546), (0.128, 0.567, 0.551), (0.369, 0.789, 0.383),
     (0.993, 0.906, 0.144)))
 
-#: Colour map of each quantitative map (the SR and baseline are shown like the input).
-MAP_COLORS = {"difference": DIFFERENCE_COLORS, "consistency": CONSISTENCY_COLORS, "uncertainty": UNCERTAINTY_COLORS}
+#: Slicer's colour maps the output maps use, by name (:attr:`~..engine.outputs.OutputMap.colors`).
+COLOR_MAPS = {colors.name: colors for colors in (DIFFERENCE_COLORS, CONSISTENCY_COLORS, UNCERTAINTY_COLORS)}
+
+#: Colour map of each quantitative map by key (the others, SR and baseline, are shown like the input).
+MAP_COLORS = {output.key: COLOR_MAPS[output.colors] for output in OUTPUT_MAPS if output.colors is not None}
 
 
-@dataclass
 class EnhanceNodes:
-    """Output nodes of one enhance run (``vtkMRMLScalarVolumeNode`` or ``None`` when not produced).
+    """Output nodes of one enhance run by map key (``vtkMRMLScalarVolumeNode`` or ``None`` when not produced).
 
-    Passed to :meth:`EnhanceLogic.enhance` as ``outputs``, its non-``None`` nodes are reused (updated in place,
-    names kept) instead of new ones being created.
+    Each map of :data:`~..engine.outputs.OUTPUT_MAPS` is an attribute (``nodes.sr``, ``nodes.difference``) and,
+    read-only, a Slicer-style ``<key>VolumeNode`` (``nodes.srVolumeNode``: the documented shape of the module
+    logic's result). Passed to :meth:`EnhanceLogic.enhance` as ``outputs``, its non-``None`` nodes are reused
+    (updated in place, names kept) instead of new ones being created.
+
+    Args:
+        nodes: nodes by map key; keyword arguments (``sr=node``) add to them.
 
     Attributes:
-        summary: the run summary (:meth:`~.enhance.EnhanceResult.summary`: model, device, consistency scores ...).
+        summary: the run summary (:meth:`~..engine.result.EnhanceResult.summary`: model, device, consistency
+            scores ...).
         warnings: messages for the user (device fallback, label-map-like input, suspicious consistency).
+
+    Raises:
+        TypeError: a key that is not an output map.
     """
 
-    sr: Any = None
-    baseline: Any = None
-    difference: Any = None
-    consistency: Any = None
-    uncertainty: Any = None
-    summary: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    _SUFFIX = "VolumeNode"
+
+    def __init__(self, nodes: Mapping[str, Any] | None = None, /, *, summary: dict[str, Any] | None = None,
+                 warnings: list[str] | None = None, **by_key: Any) -> None:
+        object.__setattr__(self, "_nodes", dict.fromkeys(OUTPUT_KEYS))
+        for key, node in {**dict(nodes or {}), **by_key}.items():
+            if key not in BY_KEY:
+                raise TypeError(f"EnhanceNodes got {key!r}, which is not an output map; known: "
+                                f"{', '.join(OUTPUT_KEYS)}")
+            self._nodes[key] = node
+        self.summary: dict[str, Any] = dict(summary or {})
+        self.warnings: list[str] = list(warnings or [])
 
     def nodes(self) -> dict[str, Any]:
-        """The nodes by role (all roles, ``None`` where absent)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in ROLES}
+        """The nodes by map key (every map, ``None`` where absent)."""
+        return dict(self._nodes)
 
-    # Slicer-style names of the same nodes (the documented shape of the module logic's result).
-    @property
-    def srVolumeNode(self) -> Any:  # noqa: N802
-        return self.sr
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a map's key or its Slicer-style name reads its node.
+        nodes = self.__dict__.get("_nodes")
+        key = name[: -len(self._SUFFIX)] if name.endswith(self._SUFFIX) else name
+        if nodes is not None and key in nodes:
+            return nodes[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    @property
-    def baselineVolumeNode(self) -> Any:  # noqa: N802
-        return self.baseline
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in BY_KEY:
+            self._nodes[name] = value
+        else:
+            object.__setattr__(self, name, value)
 
-    @property
-    def differenceVolumeNode(self) -> Any:  # noqa: N802
-        return self.difference
-
-    @property
-    def consistencyVolumeNode(self) -> Any:  # noqa: N802
-        return self.consistency
-
-    @property
-    def uncertaintyVolumeNode(self) -> Any:  # noqa: N802
-        return self.uncertainty
+    def __repr__(self) -> str:
+        shown = {key: node.GetName() if hasattr(node, "GetName") else node for key, node in self._nodes.items()}
+        return f"EnhanceNodes({shown})"
 
 
 class Enhancer(Protocol):
@@ -145,7 +154,7 @@ class Enhancer(Protocol):
 
 def output_name(input_name: str, role: str, scale: Scale) -> str:
     """Name of a new output node, e.g. ``T1_SR_x2`` or ``T2_difference_x1,1,4``."""
-    return f"{input_name}_{NAME_SUFFIX[role]}_x{format_scale(scale)}"
+    return f"{input_name}_{BY_KEY[role].label}_x{format_scale(scale)}"
 
 
 class EnhanceLogic:
@@ -200,7 +209,7 @@ class EnhanceLogic:
         self.check_nodes(volume_node, outputs)
         options.setdefault("source_name", volume_node.GetName())
         result = self.enhancer(volume_from_node(volume_node), model, scale, device=device, **options)
-        volumes = {role: getattr(result, role) for role in ROLES}
+        volumes = result.maps
         nodes = self.add_outputs(volume_node, volumes, result.scale, outputs)
         nodes.summary = result.summary()
         nodes.warnings = list(result.warnings)
@@ -219,14 +228,15 @@ class EnhanceLogic:
 
         Args:
             volume_node: the input node the outputs were computed from.
-            volumes: output volumes by role (see :data:`ROLES`), each carrying its ``MRISuperRes.*`` metadata.
+            volumes: output volumes by map key (see :data:`~..engine.outputs.OUTPUT_MAPS`), each carrying its
+                ``MRISuperRes.*`` metadata.
             scale: the per-axis scale that was used (for node names).
             outputs: existing nodes to reuse, by role.
         """
         self.check_nodes(volume_node, outputs)
         reuse = outputs.nodes() if outputs is not None else {}
         nodes = EnhanceNodes()
-        for role in ROLES:
+        for role in OUTPUT_KEYS:
             volume = volumes.get(role)
             if volume is None:
                 continue
@@ -267,7 +277,7 @@ class EnhanceLogic:
         self.check_nodes(volume_node, outputs)
         reuse = outputs.nodes() if outputs is not None else {}
         nodes = EnhanceNodes()
-        for role in ROLES:
+        for role in OUTPUT_KEYS:
             path = files.get(role)
             if path is None:
                 continue
@@ -296,7 +306,7 @@ class EnhanceLogic:
     def _show(self, input_node: Any, node: Any, role: str, values: np.ndarray | None, window: float | None = None) -> None:
         display = ensure_display_node(node)
         if role in MAP_COLORS:
-            show_as_map(display, values, MAP_COLORS[role], centred=role == "difference", top=window)
+            show_as_map(display, values, MAP_COLORS[role], centred=BY_KEY[role].signed, top=window)
         else:
             copy_display(input_node.GetDisplayNode(), display)
 

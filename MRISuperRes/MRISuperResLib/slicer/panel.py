@@ -48,10 +48,19 @@ __all__ = [
     "scale_problem",
     "thick_slice_scale",
     "SCALE_PRESETS",
+    "SCALE_CHOICES",
 ]
 
 #: Isotropic factors offered as presets in the panel (each also needs a model that supports it).
 SCALE_PRESETS: tuple[float, ...] = (2.0, 3.0, 4.0)
+
+#: The panel's scale selector entries, ``(label, value)``: the presets, then "thick" (resolved against the input's
+#: spacing by :func:`thick_slice_scale`) and "perAxis" (the factors typed in the line edit).
+SCALE_CHOICES: tuple[tuple[str, str], ...] = (
+    *((f"x{format_scale((factor,) * 3)}", format_scale((factor,) * 3)) for factor in SCALE_PRESETS),
+    ("Restore thick slices to isotropic", "thick"),
+    ("Per-axis (i,j,k)", "perAxis"),
+)
 
 #: Thickest-to-finest spacing ratios below this count as isotropic (no thick-slice restoration to offer).
 ISOTROPIC_RATIO = 1.5
