@@ -36,7 +36,7 @@ from torch import nn
 from ..engine.conditioning import ContextSpec
 from ..engine.device import DeviceChoice, select_device
 from ..errors import InputError, MRISuperResError
-from ..processing.acquisition import AcquisitionRanges
+from ..processing.degradation.acquisition import AcquisitionRanges
 from ..processing.degradation import DegradationSpec
 from ..processing.normalization import NormalizationSettings
 from . import builders
