@@ -105,6 +105,8 @@ class MRISuperResParameterNode:
     overlap - Fraction of a tile shared with its neighbours.
     uncertainty - Also compute the flip-ensemble uncertainty map.
     maskBackground - Keep the baseline outside the head.
+    adaptToScan - First fine-tune the thick-slice model on the input's own in-plane detail (slower).
+    adaptSeconds - Time budget of that adaptation, in seconds.
     reuseOutputs - Update the previous output volumes instead of adding new ones.
     differenceOpacity - Opacity of the difference map over the SR in the third linked view.
     outputsInput - The input of the last run (its outputs are reused only for the same input).
@@ -122,6 +124,8 @@ class MRISuperResParameterNode:
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.25
     uncertainty: bool = False
     maskBackground: bool = True
+    adaptToScan: bool = False
+    adaptSeconds: Annotated[float, WithinRange(10.0, 3600.0)] = 180.0
     reuseOutputs: bool = False
     differenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     outputsInput: vtkMRMLScalarVolumeNode
@@ -319,6 +323,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._selectData(self.ui.scaleComboBox, parameterNode.scaleChoice)
             self._selectData(self.ui.deviceComboBox, parameterNode.device)
             self.ui.perAxisScaleLineEdit.enabled = parameterNode.scaleChoice == "perAxis"
+            self.ui.adaptSecondsSpinBox.enabled = parameterNode.adaptToScan
         finally:
             self._updatingGui = False
         self._checkCanApply()
@@ -443,7 +448,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameterNode is None:
             return _("No parameter node.")
         try:
-            from MRISuperResLib.slicer.panel import input_problem, scale_problem
+            from MRISuperResLib.slicer.panel import adapt_problem, input_problem, scale_problem
         except ImportError:
             return None if parameterNode.inputVolume else _("Select an input volume.")
         problem = input_problem(parameterNode.inputVolume)
@@ -451,6 +456,8 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return problem
         scale, problem = self.requestedScale()
         if problem:
+            return problem
+        if parameterNode.adaptToScan and (problem := adapt_problem(scale)):
             return problem
         return scale_problem(parameterNode.model, scale)
 
@@ -620,6 +627,7 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
             EnhanceLogic(slicer.mrmlScene), parameterNode.inputVolume, model=parameterNode.model, scale=scale,
             options=EnhanceOptions.from_parameters(parameterNode),
             maps=[output.key for output in wanted if output.optional], outputs=reuse,
+            adapt_seconds=parameterNode.adaptSeconds if parameterNode.adaptToScan else None,
             python=self.pythonExecutable(), temp_root=slicer.app.temporaryPath)
         process.start()
         return process
@@ -653,6 +661,11 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
                 score=score, baseline=summary.get("baseline_consistency_nrmse", float("nan")))
         if summary.get("consistency_suspicious"):
             text += " " + _("Above the model's calibrated threshold: check the consistency map.")
+        adaptation = summary.get("adaptation")
+        if adaptation:
+            text += " " + _("Adapted to this scan: {steps} steps in {seconds:.0f} s, held-back loss {change:+.1%}.").format(
+                steps=adaptation.get("steps", 0), seconds=adaptation.get("seconds", 0.0),
+                change=-float(adaptation.get("improvement", 0.0)))
         return text
 
     # ------------------------------------------------------------------------------------------ dependencies

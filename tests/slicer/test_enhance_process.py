@@ -418,3 +418,33 @@ def test_the_command_comes_from_the_options_and_the_output_table() -> None:
     assert same == command
     with pytest.raises(TypeError, match="not an enhance option nor an optional output map"):
         EnhanceProcess(None, None, tiles=8)
+
+
+@needs_slicer
+def test_adapt_to_this_scan_runs_in_the_background_and_says_so_on_every_output(tmp_path: Path) -> None:
+    # The panel's "Adapt to this scan" checkbox: the child fine-tunes the thick-slice model first, then enhances.
+    loaded = LoadedScene(tmp_path / "data", (40, 40, 10))
+    process = EnhanceProcess(loaded.logic, loaded.input, "default", (1, 1, 4), "cpu", threads=1, adapt_seconds=6.0,
+                             temp_root=tmp_path)
+    assert process.command()[-2:] == ["--adapt", "6.0"]
+    process.start()
+    statuses = poll_until(process, lambda status: False)
+    nodes = process.finish()
+    assert any(status.stage.startswith("adapting") for status in statuses), {s.stage for s in statuses}
+    adaptation = nodes.summary["adaptation"]
+    # Steps depend on the machine's speed; the budget and the never-worse rule do not.
+    assert adaptation["settings"]["seconds"] == 6.0
+    assert adaptation["held_back_after"] <= adaptation["held_back_before"]
+    assert "adapted to this input" in nodes.sr.GetAttribute("MRISuperRes.adaptation")
+    assert nodes.baseline.GetAttribute("MRISuperRes.adaptation") is None  # B-spline is not the network's
+    loaded.assert_input_unchanged()
+
+
+def test_adapting_needs_a_positive_budget_and_thick_slices() -> None:
+    from MRISuperResLib.slicer.panel import adapt_problem
+
+    with pytest.raises(ValueError, match="positive"):
+        EnhanceProcess(None, None, "default", (1, 1, 4), adapt_seconds=0)
+    assert adapt_problem((1.0, 1.0, 4.0)) is None and adapt_problem((3.0, 1.0, 1.0)) is None
+    for scale in [(2.0, 2.0, 2.0), (1.0, 2.0, 4.0), (1.0, 1.0, 1.0)]:
+        assert "thick slices along one axis" in adapt_problem(scale)

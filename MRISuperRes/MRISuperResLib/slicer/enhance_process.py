@@ -149,6 +149,7 @@ class EnhanceProcess:
         options: EnhanceOptions | None = None,
         maps: Iterable[str] = (),
         context: str | Mapping[str, Any] | None = None,
+        adapt_seconds: float | None = None,
         outputs: EnhanceNodes | None = None,
         python: str | os.PathLike | None = None,
         env: Mapping[str, str] | None = None,
@@ -164,6 +165,9 @@ class EnhanceProcess:
         self.options, self.maps = _options_and_maps(options, device, maps, values)
         self.context = (",".join(f"{k}={v}" for k, v in context.items()) if isinstance(context, Mapping)
                         else (context or "").strip())
+        if adapt_seconds is not None and not adapt_seconds > 0:
+            raise ValueError(f"adapt_seconds must be positive, got {adapt_seconds}")
+        self.adapt_seconds = adapt_seconds
         self.outputs = outputs
         self.python = str(python) if python is not None else sys.executable
         self.env = dict(env or {})
@@ -207,6 +211,8 @@ class EnhanceProcess:
                    *self.options.to_argv(), "--no-sidecar", "--no-compress", "--json", "--progress-lines"]
         if self.context:
             command += ["--context", self.context]
+        if self.adapt_seconds is not None:
+            command += ["--adapt", repr(float(self.adapt_seconds))]
         return command
 
     def start(self) -> None:

@@ -155,6 +155,16 @@ def scale_problem(choice: ModelChoice | str, scale: Scale) -> str | None:
     return None
 
 
+def adapt_problem(scale: Scale) -> str | None:
+    """Why "Adapt to this scan" cannot run at ``scale`` (per-axis, ``i, j, k``), or ``None`` when it can: adapting
+    learns the through-plane direction from the scan's own finer in-plane detail, so exactly one axis may be
+    upsampled (the same rule as ``mrisuperres enhance --adapt``)."""
+    if sum(factor > 1 for factor in scale) == 1:
+        return None
+    return (f"Adapt to this scan needs thick slices along one axis (a scale such as 1,1,4), not "
+            f"{format_scale(scale)}; untick it to enhance at this scale")
+
+
 def input_problem(node: object) -> str | None:
     """Why ``node`` cannot be enhanced (nothing selected, label map, vector/RGB, 2D, no voxels), else ``None``."""
     problem = scalar_volume_problem(node)
