@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..imaging.geometry import Scale
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,10 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also save the adapted model as a .safetensors model file (with --adapt)")
 
 
-def check(args: argparse.Namespace, plans: list[Any], cohort: bool = False) -> None:
+def check(args: argparse.Namespace, plans: list[Any], scale: Scale, cohort: bool = False) -> None:
     """Refuse inconsistent adaptation options before any work starts (one-line :class:`InputError`).
 
-    ``cohort``: the run is a cohort (folders, lists), which loads one model for every scan.
+    ``scale``: the run's per-axis scale (``i, j, k``); ``cohort``: the run is a cohort (folders, lists), which loads
+    one model for every scan.
     """
     adapting = args.adapt is not None or args.adapt_steps is not None
     if not adapting:
@@ -37,9 +39,8 @@ def check(args: argparse.Namespace, plans: list[Any], cohort: bool = False) -> N
         return
     if cohort:
         raise InputError("--adapt fine-tunes the model to one scan; give one input file (or series folder) per run")
-    from ..imaging.geometry import format_scale, parse_scale
+    from ..imaging.geometry import format_scale
 
-    scale = parse_scale(args.scale)
     if sum(factor > 1 for factor in scale) != 1:
         raise InputError(
             f"--adapt needs thick slices along one axis (a scale such as 1,1,4), not {format_scale(scale)}: an "

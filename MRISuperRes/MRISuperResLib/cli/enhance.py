@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from . import adapt as cli_adapt
+from ..errors import InputError
+from ..imaging.geometry import Scale
 from ..engine.options import EnhanceOptions, add_arguments as add_option_arguments
 from ..engine.outputs import COMPANION_KEYS, OUTPUT_MAPS, companions_help
 from ..engine.progress import PROGRESS_PREFIX, format_progress_line
@@ -40,9 +42,11 @@ def add_parser(commands: Any, examples: str) -> argparse.ArgumentParser:
     enhance.add_argument("--model", default="default",
                          help="shipped model name (see 'mrisuperres models'), a .safetensors path, or 'default' "
                          "(chosen by scale) [default]")
-    enhance.add_argument("--scale", default="2",
+    enhance.add_argument("--scale", default=None,
                          help="factor, or three in image index order i,j,k (e.g. 1,1,4 restores 4x thicker "
-                         "slices along k) [2]")
+                         "slices along k), or 'iso': restore the thickest axis to the finest spacing [from the "
+                         "input's voxels: iso for clearly anisotropic ones (a thickest edge 1.5x the finest or "
+                         "more), else 2; a cohort: 2]")
     for output in OUTPUT_MAPS:
         if output.option is not None:
             enhance.add_argument(output.option, dest=output.key, metavar="FILE", help=output.help)
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         # Importing torch takes seconds: say so before it starts, so a watching program sees the run is alive.
         print(format_progress_line(0.0, "loading the engine"), flush=True)
     from . import cohort as cohort_cli
-    from ..imaging.geometry import parse_scale
+    from ..imaging.geometry import DEFAULT_SCALE, anisotropy_warning, parse_scale
     from ..engine.model_zoo import check_scale, resolve_model
     from ..engine.prepared_input import (
         import_in_background,
@@ -139,15 +143,23 @@ def run(args: argparse.Namespace) -> int:
         wants_dicom_source,
     )
 
-    scale = parse_scale(args.scale)
+    # A scale from the input's voxels (no --scale, or --scale iso) is known once the input is read.
+    scale = parse_scale(args.scale) if args.scale not in (None, "iso") else None
     options = EnhanceOptions.from_namespace(args).check()
     cohort = cohort_cli.plan(args) if cohort_cli.wants_cohort(args) else None
     if cohort is None:
         cohort_cli.check_single_run(args)
+    elif scale is None:
+        if args.scale == "iso":
+            raise InputError("--scale iso picks the factors from one scan's voxels, but a cohort runs one scale for "
+                             "all its scans: give the factors (e.g. --scale 1,1,4)")
+        scale = DEFAULT_SCALE
     plans = _plan_outputs(args) if cohort is None else []
-    cli_adapt.check(args, plans, cohort=cohort is not None)
-    entry = resolve_model(args.model, scale)
-    check_scale(entry, scale)
+    entry = None
+    if scale is not None:
+        cli_adapt.check(args, plans, scale, cohort=cohort is not None)
+        entry = resolve_model(args.model, scale)
+        check_scale(entry, scale)
     # Torch (and the FFTs of the consistency map) load on a thread while this one reads the input and computes
     # its head mask, neither of which needs them.
     if cohort is None and str(plans[0][0]).lower().endswith((".nii", ".nii.gz")):
@@ -160,7 +172,17 @@ def run(args: argparse.Namespace) -> int:
             prepared = prepare_input(
                 input_path, resample_uneven_slices=args.resample_uneven_slices,
                 dicom_source=wants_dicom_source(targets.values()),
-                foreground=wanted_mask(args.mask_background, entry.metadata))
+                # Without the model yet (its scale waits for the input), the mask is made unless refused.
+                foreground=(wanted_mask(args.mask_background, entry.metadata) if entry is not None
+                            else args.mask_background is not False))
+            if scale is None:
+                scale = _scale_from_voxels(args, prepared.volume.spacing, plans)
+                entry = resolve_model(args.model, scale)
+                check_scale(entry, scale)
+                if not wanted_mask(args.mask_background, entry.metadata):
+                    prepared.foreground = None
+            elif (warning := anisotropy_warning(prepared.volume.spacing, scale)) is not None:
+                print(f"mrisuperres: warning: {warning}", file=sys.stderr)
         except BaseException:
             torch_import.join()
             raise
@@ -217,3 +239,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"{input_path} -> {result.paths.get('sr', targets['sr'])}  (x{summary['scale']}, {result.device}, "
               f"{result.timings['total']:.1f} s, consistency NRMSE {score})")
     return 0
+
+
+def _scale_from_voxels(args: argparse.Namespace, spacing: tuple[float, float, float],
+                       plans: list[tuple[Path, dict[str, Path]]]) -> Scale:
+    """The scale of a run without ``--scale`` (or with ``--scale iso``), from the input's voxel size (mm, ``i, j,
+    k``), said in one line unless it is the plain default; adaptation options are checked against it.
+
+    Raises:
+        InputError: ``--scale iso`` on near-isotropic voxels (nothing to restore).
+    """
+    from ..engine.model_zoo import resolve_model
+    from ..imaging.geometry import DEFAULT_SCALE, default_scale, format_scale, isotropic_scale
+
+    voxels = " x ".join(f"{s:.3g}" for s in spacing)
+    if args.scale == "iso":
+        scale = isotropic_scale(spacing)
+        if scale is None:
+            raise InputError(f"--scale iso: the input's {voxels} mm voxels are already near-isotropic; give a "
+                             "factor (e.g. --scale 2)")
+    else:
+        scale = default_scale(spacing)
+        if args.model != "default":
+            scale = default_scale(spacing, resolve_model(args.model, scale).scales)
+    if scale != DEFAULT_SCALE and not args.quiet:
+        print(f"mrisuperres: {voxels} mm voxels: enhancing at --scale {format_scale(scale)} (give --scale to choose "
+              "another)", file=sys.stderr)
+    cli_adapt.check(args, plans, scale)
+    return scale

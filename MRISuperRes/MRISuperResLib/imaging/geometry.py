@@ -57,6 +57,73 @@ def format_scale(scale: Scale) -> str:
     return ",".join(f"{s:g}" for s in scale)
 
 
+#: Voxels whose thickest axis is less than this many times the finest count as near-isotropic.
+ISOTROPIC_RATIO = 1.5
+
+#: The factor the command line and ``enhance`` use when nothing else decides.
+DEFAULT_SCALE: Scale = (2.0, 2.0, 2.0)
+
+
+def anisotropy(spacing: Sequence[float]) -> float:
+    """Thickest over finest voxel edge (1 for isotropic voxels)."""
+    values = [float(s) for s in spacing]
+    return max(values) / min(values)
+
+
+def isotropic_scale(spacing: Sequence[float], max_factor: int = 5) -> Scale | None:
+    """The per-axis scale (``i, j, k`` order) that brings the thickest axis nearest the finest spacing.
+
+    The thickest axis gets ``round(thickest / finest)`` (at most ``max_factor``), the others 1: spacing
+    ``(1, 1, 4)`` mm gives ``(1, 1, 4)``, ``(3, 1, 1)`` gives ``(3, 1, 1)``. ``None`` when the voxels are already
+    near-isotropic (:data:`ISOTROPIC_RATIO`). The Slicer panel's "thick slices" choice and ``--scale iso``.
+    """
+    values = [float(s) for s in spacing]
+    if anisotropy(values) < ISOTROPIC_RATIO:
+        return None
+    thickest = max(range(3), key=lambda axis: values[axis])
+    factors = [1.0, 1.0, 1.0]
+    factors[thickest] = float(min(max_factor, round(values[thickest] / min(values))))
+    return (factors[0], factors[1], factors[2])
+
+
+def default_scale(spacing: Sequence[float], supported: Sequence[Scale] | None = None) -> Scale:
+    """The scale to run when the user gives none, from the input's voxel size (mm, ``i, j, k``).
+
+    Clearly anisotropic voxels get :func:`isotropic_scale` (restore the thick slices, never thin the fine axes),
+    others :data:`DEFAULT_SCALE`. When a model supports only one scale (``supported``, each in any axis order)
+    and that is not it, the model's scale is used, its largest factor along the input's thickest axis.
+    """
+    chosen = isotropic_scale(spacing) or DEFAULT_SCALE
+    if not supported or any(sorted(chosen) == sorted(s) for s in supported) or len(supported) != 1:
+        return chosen
+    factors = sorted(float(f) for f in supported[0])
+    values = [float(s) for s in spacing]
+    thickest = max(range(3), key=lambda axis: (values[axis], axis))  # ties: the last axis (k, the slice axis)
+    others = [axis for axis in range(3) if axis != thickest]
+    result = [0.0, 0.0, 0.0]
+    result[thickest], result[others[0]], result[others[1]] = factors[2], factors[0], factors[1]
+    return (result[0], result[1], result[2])
+
+
+def anisotropy_warning(spacing: Sequence[float], scale: Scale) -> str | None:
+    """One line when ``scale`` makes voxels of ``spacing`` (mm, ``i, j, k``) more anisotropic than they were
+    (e.g. ``1,1,3`` on 3 x 1 x 1 mm voxels gives 3 x 1 x 0.33 mm), naming the scale that would not; else ``None``."""
+    before = anisotropy(spacing)
+    out = [float(s) / float(f) for s, f in zip(spacing, scale)]
+    after = anisotropy(out)
+    if after < ISOTROPIC_RATIO or after <= before * 1.01:
+        return None
+    suggestion = isotropic_scale(spacing)
+    hint = f"--scale {format_scale(suggestion)} (--scale iso) restores them" if suggestion else \
+        "an isotropic factor such as --scale 2 keeps their shape"
+    return (f"--scale {format_scale(scale)} turns {_millimetres(spacing)} mm voxels into {_millimetres(out)} mm, "
+            f"more anisotropic than the input; {hint}")
+
+
+def _millimetres(spacing: Sequence[float]) -> str:
+    return " x ".join(f"{float(s):.3g}" for s in spacing)
+
+
 def is_integer_scale(scale: Scale) -> bool:
     """True when every factor is a whole number."""
     return all(float(s).is_integer() for s in scale)

@@ -30,7 +30,7 @@ from pathlib import Path
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..imaging.geometry import Scale, format_scale
+from ..imaging.geometry import Scale, format_scale, isotropic_scale
 from ..engine.model_zoo import DEFAULT_MODEL, ModelEntry, check_scale, resolve_model, shipped_models, user_models
 from .outputs import EnhanceLogic, EnhanceNodes
 from .volumes import NodeProblem, scalar_volume_problem
@@ -61,9 +61,6 @@ SCALE_CHOICES: tuple[tuple[str, str], ...] = (
     ("Restore thick slices to isotropic", "thick"),
     ("Per-axis (i,j,k)", "perAxis"),
 )
-
-#: Thickest-to-finest spacing ratios below this count as isotropic (no thick-slice restoration to offer).
-ISOTROPIC_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -188,19 +185,9 @@ def input_problem(node: object) -> str | None:
 
 
 def thick_slice_scale(spacing: Sequence[float], max_factor: int = 5) -> Scale | None:
-    """The per-axis scale (``i, j, k`` order) that brings the thickest axis near the finest spacing.
-
-    The thickest axis gets ``round(thickest / finest)`` (at most ``max_factor``), the others 1: spacing
-    ``(1, 1, 4)`` mm gives ``(1, 1, 4)``. ``None`` when the volume is already near-isotropic.
-    """
-    values = [float(s) for s in spacing]
-    thickest = max(range(3), key=lambda axis: values[axis])
-    ratio = values[thickest] / min(values)
-    if ratio < ISOTROPIC_RATIO:
-        return None
-    factors = [1.0, 1.0, 1.0]
-    factors[thickest] = float(min(max_factor, round(ratio)))
-    return tuple(factors)  # type: ignore[return-value]
+    """The per-axis scale (``i, j, k`` order) that restores a volume's thick slices: :func:`.geometry.isotropic_scale`
+    (spacing ``(1, 1, 4)`` mm gives ``(1, 1, 4)``; ``None`` when the volume is already near-isotropic)."""
+    return isotropic_scale(spacing, max_factor)
 
 
 def scale_label(scale: Scale) -> str:
