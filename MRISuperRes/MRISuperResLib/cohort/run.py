@@ -104,7 +104,7 @@ def job_options(model: LoadedModel, scale: Scale, options: Mapping[str, Any]) ->
     """
     mask = options.get("mask_background")
     if mask is None:
-        mask = bool(model.metadata.get("mask_background", False))
+        mask = bool(model.metadata.mask_background)
     return {
         "scale": format_scale(scale),
         "mask_background": bool(mask),

@@ -113,8 +113,7 @@ class EnhanceResult:
     def consistency_threshold(self) -> float | None:
         """The model's calibrated threshold: above it the result disagrees with the input more than on
         validation scans (``None`` when the model has no calibration)."""
-        value = self.model.metadata.get("consistency", {}).get("threshold")
-        return float(value) if value is not None else None
+        return self.model.metadata.consistency_threshold
 
     @property
     def consistency_suspicious(self) -> bool | None:
@@ -181,7 +180,7 @@ def check_input(volume: Volume, name: str, model: LoadedModel) -> list[str]:
     """Validate an input for ``model``; return warnings, raise :class:`InputError` for unusable input."""
     check_finite(volume, name)
     check_float32_range(volume.array, name)
-    minimum = int(model.metadata.get("min_input_size", 1))
+    minimum = int(model.metadata.min_input_size)
     if min(volume.shape) < minimum:
         raise InputError(
             f"input {name} is {'x'.join(map(str, volume.shape))} voxels; model {model.name} needs at least "
@@ -309,7 +308,7 @@ def enhance_volume(
 
     report(0.0, "normalising")
     try:
-        settings = NormalizationSettings.from_dict(loaded.metadata.get("normalization"))
+        settings = NormalizationSettings.from_dict(loaded.metadata.normalization)
     except ValueError as error:
         raise ModelError(f"model {loaded.name} has unusable normalization metadata ({error}); use another model "
                          "file") from None
@@ -325,7 +324,7 @@ def enhance_volume(
         provenance = make_provenance(loaded, scale, role, source_name, described)
         return target.with_array(target.array, metadata=header_fields(provenance))
 
-    degradation = DegradationSpec.from_dict(loaded.metadata.get("degradation"))
+    degradation = DegradationSpec.from_dict(loaded.metadata.degradation)
 
     masking = wanted_mask(mask_background, loaded.metadata)
 

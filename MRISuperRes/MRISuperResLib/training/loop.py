@@ -198,7 +198,7 @@ class Trainer:
         from ..engine.checkpoint import load_model_file
 
         start = load_model_file(path)
-        family, config = start.metadata.get("family"), start.metadata.get("config")
+        family, config = start.metadata.family, start.metadata.config
         if self.config.model.init_partial:
             if family != self.config.model.family:
                 raise ConfigError(f"model.init_from {path} is a {family}; with init_partial it must still be a "
