@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MRISuperRes"))
 
 from MRISuperResLib.engine.checkpoint import file_checksum, load_model_file, read_metadata, save_model  # noqa: E402
-from MRISuperResLib.engine.model_manifest import (DEFAULT_KINDS, MANIFEST_NAME, ManifestEntry, mark_default,  # noqa: E402
-                                                  read_manifest, write_manifest)
+from MRISuperResLib.engine.model_manifest import (  # noqa: E402
+    DEFAULT_KINDS, MANIFEST_NAME, ManifestEntry, mark_default, read_manifest, write_manifest)
 from MRISuperResLib.engine.model_metadata import ModelMetadata  # noqa: E402
 from MRISuperResLib.evaluation.evaluate import VolumeScores, evaluate_files, evaluation_spec, scores_table  # noqa: E402
 from MRISuperResLib.imaging.geometry import format_scale, parse_scale  # noqa: E402

@@ -60,6 +60,11 @@ class ManifestEntry:
     scales: tuple[tuple[float, float, float], ...] | None = None
     default_for: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.scales is not None:
+            object.__setattr__(self, "scales", tuple(tuple(float(s) for s in scale) for scale in self.scales))
+        object.__setattr__(self, "default_for", tuple(self.default_for))
+
     def supports(self, scale: Scale) -> bool:
         """True when ``scale`` is one of the entry's scales in some axis order (any scale for ``"any"``)."""
         return self.scales is None or any(_same_up_to_order(s, scale) for s in self.scales)
@@ -111,7 +116,8 @@ def read_manifest(folder: Path) -> list[ManifestEntry]:
     except FileNotFoundError:
         raise ModelError(f"the shipped model catalogue {path} is missing; reinstall the extension") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ModelError(f"the shipped model catalogue {path} is unreadable ({error}); reinstall the extension") from None
+        raise ModelError(f"the shipped model catalogue {path} is unreadable ({error}); "
+                         "reinstall the extension") from None
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, list):
         raise ModelError(f"the shipped model catalogue {path} has no \"models\" list; reinstall the extension")

@@ -20,13 +20,16 @@ Scale3 = tuple[float, float, float]
 ANY_SCALE = "any"
 
 
-def _decode_scales(value: Any) -> tuple[Scale3, ...] | None:
+def _decode_scales(value: Any) -> list[Scale3] | None:
     if value is None or value == ANY_SCALE:
         return None
-    return tuple(tuple(float(s) for s in scale) for scale in value)  # type: ignore[misc]
+    scales = [tuple(float(s) for s in scale) for scale in value]
+    if any(len(scale) != 3 for scale in scales):
+        raise ValueError("a scale is not three numbers")
+    return scales  # type: ignore[return-value]
 
 
-def _encode_scales(value: tuple[Scale3, ...] | None) -> Any:
+def _encode_scales(value: list[Scale3] | None) -> Any:
     return ANY_SCALE if value is None else [list(scale) for scale in value]
 
 
@@ -74,7 +77,7 @@ class ModelMetadata:
     version: str | None = None
     family: str = ""
     config: dict[str, Any] = field(default_factory=dict)
-    scales: tuple[Scale3, ...] | None = None
+    scales: list[Scale3] | None = None
     min_input_size: int = 1
     normalization: dict[str, Any] | None = None
     degradation: dict[str, Any] | None = None
