@@ -114,14 +114,13 @@ def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[f
 
 
 def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[float, list[VolumeScores]],
-         references: list[str], training_time: str, default_for: list[str]) -> str:
+         references: list[str], training_time: str) -> str:
     meta = ModelMetadata.from_header(read_metadata(path))
     training = meta.training
     consistency = meta.consistency
     validation = meta.validation
     degradation = meta.degradation or {}
     normalization = meta.normalization or {}
-    defaults = f"the default model for {', '.join(default_for)} scales" if default_for else "chosen by name only"
     recipe = [p.relative_to(ROOT) if p.is_absolute() else p for p in config_paths]
     lines = [
         f"# Model card: {meta.name}",
@@ -133,7 +132,8 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         f"| file | `{path.name}` ({path.stat().st_size / 1e6:.1f} MB, safetensors; weights SHA-256 "
         f"`{(meta.weights_sha256 or '')[:16]}...`) |",
         f"| family | `{meta.family}`, {(meta.parameters or 0) / 1e6:.2f} M parameters, config `{meta.config}` |",
-        f"| scale | {format_scale(scale)} (i, j, k order); {defaults} |",
+        f"| scale | {format_scale(scale)} (i, j, k order); whether it is a default: `default_for` in "
+        f"`{MANIFEST_NAME}` |",
         f"| engine | {meta.engine_version}; created {meta.created} |",
         f"| licence | {meta.license} |",
         "",
@@ -236,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = args.figures / shipped.stem
     figures.mkdir(parents=True, exist_ok=True)
     results = evaluate(shipped, references, scale, args.kind, args.noise, args.threads, figures)
-    text = card(shipped, [c.resolve() for c in args.config], scale, args.kind, results, references, args.training_time,
-                args.default_for)
+    text = card(shipped, [c.resolve() for c in args.config], scale, args.kind, results, references, args.training_time)
     shipped.with_suffix(".md").write_text(text)
     print(shipped, shipped.with_suffix(".md"))
     return 0

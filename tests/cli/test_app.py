@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers import manifest_default
 
 from MRISuperResLib.cli import app as cli
 from MRISuperResLib.engine.model_zoo import shipped_models
@@ -824,7 +825,7 @@ def test_default_model_restores_thick_slices_along_i(layout, capsys):
                               "--threads", "1", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["model"] == "edsr3d-thick-x4-brain" and result["axis_order"] == "jki"
+    assert result["model"] == manifest_default((4.0, 1.0, 1.0)) and result["axis_order"] == "jki"
     assert result["output_shape"] == [4 * SHAPE[0], SHAPE[1], SHAPE[2]]
     assert sitk.ReadImage(str(target)).GetSpacing() == pytest.approx((SPACING[0] / 4, SPACING[1], SPACING[2]))
 
