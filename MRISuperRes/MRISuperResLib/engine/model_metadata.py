@@ -29,6 +29,10 @@ def _decode_scales(value: Any) -> list[Scale3] | None:
     return scales  # type: ignore[return-value]
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def _encode_scales(value: list[Scale3] | None) -> Any:
     return ANY_SCALE if value is None else [list(scale) for scale in value]
 
@@ -102,7 +106,10 @@ class ModelMetadata:
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any]) -> ModelMetadata:
-        """The typed metadata of a header's ``metadata`` JSON object (deep-copied; unknown keys go to ``extra``).
+        """The typed metadata of a header's ``metadata`` JSON object (unknown keys go to ``extra``).
+
+        Nested values (dicts, lists) are shared with ``header``, not copied, so that listing many models stays
+        instant; copy the header first when it is to be changed afterwards.
 
         Raises:
             ValueError: ``scales`` is neither ``"any"`` nor a list of 3-number lists.
@@ -111,14 +118,14 @@ class ModelMetadata:
         extra: dict[str, Any] = {}
         for key, value in header.items():
             if key in _TYPED:
-                decode = _CODECS.get(key, (copy.deepcopy, None))[0]
+                decode = _CODECS.get(key, (_same, None))[0]
                 try:
                     values[key] = decode(value)
                 except (TypeError, ValueError):
                     raise ValueError(f"model metadata {key!r} is unreadable: {value!r}") from None
             else:
-                extra[key] = copy.deepcopy(value)
-        return cls(**values, extra=extra, _header=copy.deepcopy(dict(header)))
+                extra[key] = value
+        return cls(**values, extra=extra, _header=dict(header))
 
     @classmethod
     def coerce(cls, metadata: ModelMetadata | Mapping[str, Any]) -> ModelMetadata:
@@ -126,8 +133,8 @@ class ModelMetadata:
         return metadata if isinstance(metadata, ModelMetadata) else cls.from_header(metadata)
 
     def to_header(self) -> dict[str, Any]:
-        """The header's ``metadata`` JSON object: the keys read (in their order, unchanged ones with their original
-        JSON values), then typed attributes set away from their defaults, then new ``extra`` keys."""
+        """The header's ``metadata`` JSON object (a deep copy): the keys read (in their order, unchanged ones with
+        their original JSON values), then typed attributes set away from their defaults, then new ``extra`` keys."""
         header: dict[str, Any] = {}
         for key in self._header:
             if key in _TYPED:
@@ -157,7 +164,7 @@ class ModelMetadata:
     def _unchanged(self, key: str) -> bool:
         if key not in self._header:
             return False
-        decode = _CODECS.get(key, (lambda v: v, None))[0]
+        decode = _CODECS.get(key, (_same, None))[0]
         try:
             return decode(self._header[key]) == getattr(self, key)
         except (TypeError, ValueError):
