@@ -21,15 +21,15 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError, OutputError
 from ..imaging.geometry import Scale, format_scale
 from .model_header import MODEL_EXTENSION, read_metadata
-from .model_manifest import ARBITRARY, read_manifest, scale_kind
+from .model_manifest import ARBITRARY, MANIFEST_NAME, read_manifest, scale_kind
 from .model_metadata import ModelMetadata
 
 if TYPE_CHECKING:  # the network side needs torch; listing and resolving models must not import it
@@ -146,7 +146,7 @@ def shipped_models() -> list[ModelEntry]:
     for item in read_manifest(WEIGHTS_FOLDER):
         path = WEIGHTS_FOLDER / item.file
         if not path.is_file():
-            raise ModelError(f"shipped model file {path} (listed in {WEIGHTS_FOLDER / 'models.json'}) is missing; "
+            raise ModelError(f"shipped model file {path} (listed in {WEIGHTS_FOLDER / MANIFEST_NAME}) is missing; "
                              "reinstall the extension")
         metadata = _read_typed(path)
         entries.append(ModelEntry(metadata.name or path.stem, path, metadata, SHIPPED, item.default_for,
@@ -404,7 +404,7 @@ def _one_default(marked: list[ModelEntry], kind: str, scale: Scale) -> list[Mode
         names = " and ".join(e.name for e in marked)
         raise ModelError(
             f"shipped models {names} are all marked default_for {kind} and all do scale {format_scale(scale)}: "
-            f"the default is ambiguous; keep one mark in {WEIGHTS_FOLDER / 'models.json'} (scripts/ship_model.py "
+            f"the default is ambiguous; keep one mark in {WEIGHTS_FOLDER / MANIFEST_NAME} (scripts/ship_model.py "
             "--default-for moves it), or pass --model")
     return marked
 
@@ -439,7 +439,7 @@ def load_model(model: str | os.PathLike = DEFAULT_MODEL, scale: Scale = (2.0, 2.
     # load_model_file hashes the whole file anyway (for provenance), so this check costs nothing extra.
     if entry.sha256 is not None and loaded.file_sha256 != entry.sha256:
         raise ModelError(f"shipped model file {entry.path} does not match its SHA-256 in "
-                         f"{WEIGHTS_FOLDER / 'models.json'} (damaged or replaced); reinstall the extension")
+                         f"{WEIGHTS_FOLDER / MANIFEST_NAME} (damaged or replaced); reinstall the extension")
     if entry.path.parent == WEIGHTS_FOLDER:
         loaded.metadata.shipped = True
     return loaded
