@@ -77,7 +77,7 @@ def main() -> None:
         return
     scale = parse_scale(f"1,1,{args.ratio}")
     model = load_model(f"edsr3d-thick-x{args.ratio}-brain", scale)
-    spec = evaluation_spec(model.metadata.get("degradation"), kind="box", noise=args.noise)
+    spec = evaluation_spec(model.metadata.degradation, kind="box", noise=args.noise)
     paths = args.volumes or [str(SHARED / p) for p in BRAIN_EVAL if (SHARED / p).is_file()] + [str(mni152_t1_path())]
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; torch threads {args.threads}")
     print(f"model {model.name}, scale 1,1,{args.ratio}, box profile, noise {args.noise}, truth cropped to "

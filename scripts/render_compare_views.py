@@ -40,7 +40,7 @@ def enhanced_scene(model: str = "default") -> tuple[Any, Any, EnhanceNodes]:
     import slicer
 
     loaded = load_model(model, SCALE)
-    spec = DegradationSpec.from_dict(loaded.metadata.get("degradation"))
+    spec = DegradationSpec.from_dict(loaded.metadata.degradation)
     _, low = simulated_pair(read_volume(mni152_t1_path()), SCALE, spec, seed=0)
     scene = slicer.vtkMRMLScene()
     input_node = add_volume_node(scene, low, "T1_2mm")

@@ -1,4 +1,8 @@
-"""Ship a trained model: copy it into the engine's weights folder and write its model card from a fresh evaluation.
+"""Ship a trained model: copy it into the engine's weights folder, list it in the shipped-model manifest
+(``weights/models.json``) and write its model card from a fresh evaluation.
+
+``--default-for KIND`` marks it the default for that kind of scale (``isotropic``, ``anisotropic`` or
+``arbitrary``) at its own scales, and takes the mark off the model that held it for a scale the new one also does.
 
 The card (``weights/<name>.md``) states the training data and licences, the forward model, the recipe (command
 and config), the validation result, the calibrated data-consistency threshold, per-volume PSNR / SSIM against
@@ -26,7 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MRISuperRes"))
 
-from MRISuperResLib.engine.checkpoint import load_model_file, read_metadata, save_model  # noqa: E402
+from MRISuperResLib.engine.checkpoint import file_checksum, load_model_file, read_metadata, save_model  # noqa: E402
+from MRISuperResLib.engine.model_manifest import (  # noqa: E402
+    DEFAULT_KINDS, MANIFEST_NAME, ManifestEntry, mark_default, read_manifest, write_manifest)
+from MRISuperResLib.engine.model_metadata import ModelMetadata  # noqa: E402
 from MRISuperResLib.evaluation.evaluate import VolumeScores, evaluate_files, evaluation_spec, scores_table  # noqa: E402
 from MRISuperResLib.imaging.geometry import format_scale, parse_scale  # noqa: E402
 from MRISuperResLib.engine.model_zoo import WEIGHTS_FOLDER  # noqa: E402
@@ -54,7 +61,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("model", type=Path, help="trained model file (runs/<name>/<name>.safetensors)")
     parser.add_argument("--config", required=True, type=Path, nargs="+",
                         help="the training config (the recipe); several for a staged recipe, in order")
-    parser.add_argument("--default-for", choices=("isotropic", "anisotropic"), required=True)
+    parser.add_argument("--default-for", choices=DEFAULT_KINDS, nargs="*", default=[],
+                        help="kinds of scale it becomes the default for (un-marks the previous default)")
     parser.add_argument("--scale", required=True, help="scale to evaluate, i,j,k")
     parser.add_argument("--kind", required=True, help="forward model of the evaluation (kspace, box, or i,j,k list)")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.01, 0.02],
@@ -67,19 +75,29 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def ship(model_path: Path, default_for: str) -> Path:
-    """Re-save the trained file into the weights folder, marked as the default for ``default_for`` scales."""
+def ship(model_path: Path, default_for: list[str]) -> Path:
+    """Re-save the trained file into the weights folder and list it in the manifest, marked as the default for
+    the ``default_for`` kinds of scale (the previous holder of a mark it takes is un-marked)."""
     loaded = load_model_file(model_path)
-    metadata = dict(loaded.metadata)
+    metadata = loaded.metadata.to_header()
     arguments = {key: metadata.pop(key) for key in SAVE_ARGUMENTS if key in metadata}
     for key in COMPUTED:
         metadata.pop(key, None)
     # Trained with noisy inputs, the model cleans the background; outside the head that is invention, so the
     # shipped models keep the B-spline baseline there unless the user asks otherwise (--no-mask-background).
-    metadata.update({"default_for": [default_for], "card": f"{arguments['name']}.md", "mask_background": True})
-    metadata.pop("untrained", None)
-    return save_model(loaded.network, WEIGHTS_FOLDER / f"{arguments['name']}.safetensors", extra=metadata,
+    metadata["mask_background"] = True
+    for key in ("untrained", "default_for", "card"):  # the default and the card are the manifest's
+        metadata.pop(key, None)
+    path = save_model(loaded.network, WEIGHTS_FOLDER / f"{arguments['name']}.safetensors", extra=metadata,
                       **arguments)
+    entry = ManifestEntry(str(arguments["name"]), path.name, file_checksum(path), f"{arguments['name']}.md",
+                          ModelMetadata.from_header(read_metadata(path)).scales, tuple(dict.fromkeys(default_for)))
+    listed = read_manifest(WEIGHTS_FOLDER) if (WEIGHTS_FOLDER / MANIFEST_NAME).is_file() else []
+    entries, unmarked = mark_default(listed, entry)
+    write_manifest(WEIGHTS_FOLDER, entries)
+    for name in unmarked:
+        print(f"{name}: no longer the default for {', '.join(entry.default_for)} at the scales {entry.name} does")
+    return path
 
 
 def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[float], threads: int,
@@ -87,7 +105,7 @@ def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[f
     loaded = load_model_file(path)
     results = {}
     for noise in noises:
-        spec = evaluation_spec(loaded.metadata["degradation"], kind, noise)
+        spec = evaluation_spec(loaded.metadata.degradation, kind, noise)
         figure_folder = figures if noise == noises[len(noises) // 2] else None
         results[noise] = evaluate_files(references, loaded, scale, spec, seed=0, device="cpu", threads=threads,
                                         figure_folder=figure_folder)
@@ -97,26 +115,27 @@ def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[f
 
 def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[float, list[VolumeScores]],
          references: list[str], training_time: str) -> str:
-    meta = read_metadata(path)
-    training = meta.get("training", {})
-    consistency = meta.get("consistency", {})
-    validation = meta.get("metrics", {}).get("validation", {})
-    degradation = meta["degradation"]
+    meta = ModelMetadata.from_header(read_metadata(path))
+    training = meta.training
+    consistency = meta.consistency
+    validation = meta.validation
+    degradation = meta.degradation or {}
+    normalization = meta.normalization or {}
     recipe = [p.relative_to(ROOT) if p.is_absolute() else p for p in config_paths]
     lines = [
-        f"# Model card: {meta['name']}",
+        f"# Model card: {meta.name}",
         "",
-        f"{meta.get('description', '')}.",
+        f"{meta.description}.",
         "",
         "| | |",
         "|---|---|",
         f"| file | `{path.name}` ({path.stat().st_size / 1e6:.1f} MB, safetensors; weights SHA-256 "
-        f"`{meta['weights_sha256'][:16]}...`) |",
-        f"| family | `{meta['family']}`, {meta['parameters'] / 1e6:.2f} M parameters, config `{meta['config']}` |",
-        f"| scale | {format_scale(scale)} (i, j, k order); the default model for {', '.join(meta['default_for'])} "
-        "scales |",
-        f"| engine | {meta.get('engine_version')}; created {meta.get('created')} |",
-        f"| licence | {meta.get('license')} |",
+        f"`{(meta.weights_sha256 or '')[:16]}...`) |",
+        f"| family | `{meta.family}`, {(meta.parameters or 0) / 1e6:.2f} M parameters, config `{meta.config}` |",
+        f"| scale | {format_scale(scale)} (i, j, k order); whether it is a default: `default_for` in "
+        f"`{MANIFEST_NAME}` |",
+        f"| engine | {meta.engine_version}; created {meta.created} |",
+        f"| licence | {meta.license} |",
         "",
         "## Intended use",
         "",
@@ -146,8 +165,8 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         f"- complex Gaussian k-space noise, standard deviation drawn in {degradation['noise']} of the 99th "
         "percentile of the low-resolution image (magnitude taken: Rician)",
         f"- smooth multiplicative bias field of amplitude {degradation.get('bias', 0)} (training augmentation)",
-        f"- intensities normalised per volume to the {meta['normalization']['lower_percentile']}-"
-        f"{meta['normalization']['upper_percentile']} percentile range (the same at inference)",
+        f"- intensities normalised per volume to the {normalization.get('lower_percentile')}-"
+        f"{normalization.get('upper_percentile')} percentile range (the same at inference)",
         "",
         "## Recipe",
         "",
@@ -166,7 +185,7 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         "",
         "Subjects never seen in training or validation: "
         + ", ".join(f"`{Path(r).name}`" for r in references)
-        + f". Command: `mrisuperres evaluate <references> --model {meta['name']} --scale {format_scale(scale)} "
+        + f". Command: `mrisuperres evaluate <references> --model {meta.name} --scale {format_scale(scale)} "
         f"--kind {kind} --noise <level>`. The low-resolution input is simulated from each reference with the forward "
         "model (no bias field); the model runs with its defaults (background masking on); PSNR in dB inside the head "
         "(whole volume in brackets), SSIM on the whole volume, consistency NRMSE of the SR against the input.",
@@ -176,7 +195,7 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         gains = [s.gain for s in scores]
         ssim_gains = [s.ssim_sr - s.ssim_baseline for s in scores]
         lines += [f"### k-space noise {noise:g}", "",
-                  scores_table(scores, meta["name"], scale).split("\n", 2)[2], "",
+                  scores_table(scores, str(meta.name), scale).split("\n", 2)[2], "",
                   f"Gain over B-spline: mean {np.mean(gains):+.2f} dB (min {min(gains):+.2f}, max {max(gains):+.2f}); "
                   f"SSIM gain mean {np.mean(ssim_gains):+.4f} (min {min(ssim_gains):+.4f}).", ""]
     threshold = consistency.get("threshold")

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "MRISuperRes"
 CMAKE = MODULE / "CMakeLists.txt"
 LIBRARY = MODULE / "MRISuperResLib"
-RESOURCE_PATTERNS = ("weights/*.safetensors", "weights/*.md")
+RESOURCE_PATTERNS = ("weights/*.safetensors", "weights/*.md", "weights/*.json")
 
 
 def scripts() -> list[str]:

@@ -35,6 +35,38 @@ def make_tiny_model(path: Path, scale=(2, 2, 2), global_skip: str = "baseline", 
     return save_model(network, path, name=path.stem, family="edsr3d", config=config, **metadata)
 
 
+WEIGHTS_MANIFEST = ROOT / "MRISuperRes" / "MRISuperResLib" / "weights" / "models.json"
+
+
+def manifest_default(scale) -> str:
+    """The shipped model that ``weights/models.json`` marks the default for the kind of ``scale`` (read from the
+    file itself, independently of the engine's resolver)."""
+    import json
+
+    kind = "isotropic" if scale[0] == scale[1] == scale[2] else "anisotropic"
+    names = [m["name"] for m in json.loads(WEIGHTS_MANIFEST.read_text(encoding="utf-8"))["models"]
+             if kind in m["default_for"]
+             and (m["scales"] == "any" or any(sorted(s) == sorted(scale) for s in m["scales"]))]
+    assert len(names) == 1, f"{len(names)} shipped defaults for {kind} scale {scale}: {names}"
+    return names[0]
+
+
+def write_catalogue(folder: Path, defaults: dict[str, list[str]] | None = None) -> Path:
+    """List every model file in ``folder`` in its ``models.json``, as ``scripts/ship_model.py`` does; ``defaults``
+    maps a model name to the kinds of scale it is the default for."""
+    from MRISuperResLib.engine.checkpoint import file_checksum, read_metadata
+    from MRISuperResLib.engine.model_manifest import ManifestEntry, write_manifest
+    from MRISuperResLib.engine.model_metadata import ModelMetadata
+
+    entries = []
+    for path in sorted(folder.glob("*.safetensors")):
+        metadata = ModelMetadata.from_header(read_metadata(path))
+        name = metadata.name or path.stem
+        entries.append(ManifestEntry(name, path.name, file_checksum(path), None, metadata.scales,
+                                     tuple((defaults or {}).get(name, ()))))
+    return write_manifest(folder, entries)
+
+
 def rotation_matrix(axis: tuple[float, float, float], angle: float) -> np.ndarray:
     """Right-handed 3x3 rotation by ``angle`` radians about ``axis`` (Rodrigues' formula)."""
     a = np.asarray(axis, dtype=np.float64)

@@ -70,7 +70,7 @@ def test_adapts_in_seconds_and_improves_on_held_back_planes(thick_volume, thick_
     # the starting model is untouched; the adapted one differs and runs like any model
     assert all(torch_equal(a, b) for a, b in zip(before, thick_model.network.parameters()))
     assert adapted.name == "edsr3d-thick-x4-brain-adapted"
-    assert adapted.file_sha256 == adapted.metadata["weights_sha256"] != thick_model.metadata["weights_sha256"]
+    assert adapted.file_sha256 == adapted.metadata.weights_sha256 != thick_model.metadata.weights_sha256
     result = enhance_volume(thick_volume, adapted, SCALE, consistency=False)
     assert result.sr.shape == (48, 48, 48) and np.isfinite(result.sr.array).all()
     assert "adapted to this input" in result.sr.metadata["MRISuperRes.adaptation"]
@@ -86,7 +86,7 @@ def test_never_worse_than_the_start_on_held_back_planes(thick_volume, thick_mode
     adapted, report = adapt_model(thick_volume, thick_model, SCALE, settings)
     assert report.best_step == 0 and report.held_back_after == report.held_back_before
     assert max(loss for _, loss in report.history[1:]) > report.held_back_before
-    assert adapted.metadata["weights_sha256"] == thick_model.metadata["weights_sha256"]
+    assert adapted.metadata.weights_sha256 == thick_model.metadata.weights_sha256
 
 
 def test_deterministic_for_a_seed_and_any_thick_axis(thick_volume, thick_model):
@@ -114,8 +114,8 @@ def test_isotropic_scale_and_bad_slice_thickness_are_refused(thick_volume, thick
 def test_slice_thickness_sets_the_gap_of_the_profile(thick_volume, thick_model):
     adapted, _ = adapt_model(thick_volume, thick_model, SCALE,
                              AdaptSettings(**{**FAST, "steps": 1}, sampling="raw", slice_thickness=3.0))
-    assert adapted.metadata["adapted"]["slice_profile"]["gap"] == pytest.approx(0.25)
-    assert adapted.metadata["adapted"]["slice_profile"]["kind"] == "box"
+    assert adapted.metadata.adapted["slice_profile"]["gap"] == pytest.approx(0.25)
+    assert adapted.metadata.adapted["slice_profile"]["kind"] == "box"
 
 
 def test_cancel_in_the_api_leaves_no_output(thick_volume, thick_model, tmp_path):
@@ -153,11 +153,11 @@ def test_cli_adapt_provenance_and_saved_model(thick_volume, tmp_path, capsys):
     sidecar = json.loads((tmp_path / "sr.nrrd.json").read_text())
     assert sidecar["run"]["adaptation"]["steps"] == 2 and "adapted to this input" in sidecar["provenance"]["adaptation"]
     model = load_model_file(saved)
-    adapted = model.metadata["adapted"]
+    adapted = model.metadata.adapted
     assert adapted["from"] == "edsr3d-thick-x4-brain" and adapted["input_sha256"] == input_sha
     assert adapted["input_sha256_of"] == "file" and adapted["input"] == "thick.nii.gz" and "this_run" not in adapted
-    assert model.metadata["name"] == "edsr3d-thick-x4-brain-adapted" and model.metadata["mask_background"] is True
-    assert model.metadata["consistency"]["threshold"] > 0
+    assert model.metadata.name == "edsr3d-thick-x4-brain-adapted" and model.metadata.mask_background is True
+    assert model.metadata.consistency["threshold"] > 0
     # the saved model enhances the same input to the same result, its provenance naming the input it was made on
     again = enhance_volume(read_volume(source), model, SCALE, consistency=False)
     assert np.allclose(again.sr.array, sr.array, atol=1e-3 * float(np.abs(sr.array).max()))

@@ -50,18 +50,18 @@ def test_saved_model_reloads_with_identical_outputs_and_metadata(tmp_path: Path)
     path = make_tiny_model(tmp_path / "tiny.safetensors", scale=(1, 2, 3), description="a test model")
     loaded = load_model_file(path)
     torch.manual_seed(0)  # make_tiny_model's seed: rebuilds the same random network independently
-    reference = models.create("edsr3d", **loaded.metadata["config"])
+    reference = models.create("edsr3d", **loaded.metadata.config)
     torch.nn.init.normal_(reference.tail.conv.weight, std=0.05)
     reference.eval()
     x = torch.rand(1, 1, 6, 5, 4)
     with torch.inference_mode():
         assert torch.equal(loaded.network(x), reference(x))
-    assert loaded.metadata["family"] == "edsr3d"
-    assert loaded.metadata["config"]["scale"] == [1, 2, 3]
-    assert loaded.metadata["config"]["channels"] == 8
-    assert loaded.metadata["scales"] == [[1.0, 2.0, 3.0]]
-    assert loaded.scales == [(1.0, 2.0, 3.0)]
-    assert loaded.metadata["description"] == "a test model"
+    assert loaded.metadata.family == "edsr3d"
+    assert loaded.metadata.config["scale"] == [1, 2, 3]
+    assert loaded.metadata.config["channels"] == 8
+    assert loaded.metadata.to_header()["scales"] == [[1.0, 2.0, 3.0]]
+    assert loaded.metadata.scales == [(1.0, 2.0, 3.0)]
+    assert loaded.metadata.description == "a test model"
     assert loaded.name == "tiny"
     assert loaded.residual_to_baseline
     assert not loaded.network.training
@@ -74,8 +74,8 @@ def test_save_then_load_keeps_every_weight_exactly(tmp_path: Path) -> None:
     stored = load_file(str(path))
     for name, tensor in loaded.network.state_dict().items():
         assert torch.equal(tensor, stored[name])
-    assert loaded.metadata["weights_sha256"] == weights_checksum(stored)
-    assert loaded.metadata["parameters"] == sum(p.numel() for p in loaded.network.parameters())
+    assert loaded.metadata.weights_sha256 == weights_checksum(stored)
+    assert loaded.metadata.parameters == sum(p.numel() for p in loaded.network.parameters())
 
 
 def test_save_refuses_other_extensions(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def test_each_slice_gets_its_own_position_and_tiles_agree_with_the_whole_volume(
     network = loaded.network
     rng = np.random.default_rng(0)
     x = rng.random((8, 8, 24)).astype(np.float32)
-    context = ContextSpec.from_metadata(loaded.metadata["conditioning"]).encode({"age": 70, "sex": "F"})
+    context = ContextSpec.from_metadata(loaded.metadata.conditioning).encode({"age": 70, "sex": "F"})
     tensor = torch.from_numpy(x)[None, None]
     with torch.inference_mode():
         whole = network(tensor, context=torch.from_numpy(context)[None])[0, 0].numpy()
@@ -161,9 +161,9 @@ def test_training_passes_the_context_and_stores_its_encoding(tmp_path: Path, sin
     assert contexts and all(c.shape[-1] == 4 for c in contexts)
     assert any(p is not None and float(p.min()) >= 0 and float(p.max()) <= 1 for _, p in seen)
     metadata = load_model_file(result.model_path).metadata
-    assert metadata["conditioning"]["variables"][1] == {"name": "sex", "kind": "categorical",
+    assert metadata.conditioning["variables"][1] == {"name": "sex", "kind": "categorical",
                                                         "categories": ["F", "M"]}
-    assert metadata["config"]["context_dim"] == 4 and metadata["config"]["slice_position_index"] == 3
+    assert metadata.config["context_dim"] == 4 and metadata.config["slice_position_index"] == 3
     from MRISuperResLib.engine.model_zoo import model_card_text
 
     assert "- conditioned on: age (numeric), sex (F/M), slice_position (slice_position)" in model_card_text(metadata)

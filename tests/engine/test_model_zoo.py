@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import make_tiny_model
+from helpers import make_tiny_model, manifest_default, write_catalogue
 
 from MRISuperResLib.engine import model_zoo
 from MRISuperResLib.errors import ModelError
@@ -18,10 +18,10 @@ def test_shipped_models_have_metadata() -> None:
     assert entries
     for entry in entries:
         assert entry.path.parent == WEIGHTS_FOLDER
-        assert entry.metadata["family"] == "edsr3d"
-        assert entry.metadata["weights_sha256"]
-        assert entry.scales
-        assert entry.name == entry.metadata["name"]
+        assert entry.metadata.family == "edsr3d"
+        assert entry.metadata.weights_sha256
+        assert entry.metadata.scales
+        assert entry.name == entry.metadata.name
     assert [e.name for e in entries] == sorted(e.name for e in entries)
 
 
@@ -34,13 +34,13 @@ def test_default_for_isotropic_x2_is_a_shipped_model() -> None:
 
 def test_shipped_default_loads_and_is_marked_shipped() -> None:
     loaded = load_model("default", (2.0, 2.0, 2.0))
-    assert loaded.metadata["shipped"] is True
+    assert loaded.metadata.shipped is True
     assert loaded.residual_to_baseline
 
 
 def test_shipped_model_loads_by_its_name() -> None:
     name = shipped_models()[0].name
-    assert load_model(name, shipped_models()[0].scales[0]).name == name
+    assert load_model(name, shipped_models()[0].metadata.scales[0]).name == name
 
 
 def test_load_with_a_scale_the_model_cannot_do_names_the_supported_scales() -> None:
@@ -50,20 +50,16 @@ def test_load_with_a_scale_the_model_cannot_do_names_the_supported_scales() -> N
 
 
 def test_default_without_a_shipped_model_for_the_scale_lists_shipped_scales() -> None:
-    with pytest.raises(ModelError, match=r"no shipped model does scale 7.*edsr3d-x2-brain \(2\)"):
+    with pytest.raises(ModelError, match=rf"no shipped model does scale 7.*{manifest_default((2.0, 2.0, 2.0))} \(2\)"):
         load_model("default", (7.0, 7.0, 7.0))
 
 
 def test_default_picks_the_x2_brain_model_or_the_thick_slice_model_by_scale() -> None:
-    assert resolve_model("default", (2.0, 2.0, 2.0)).name == "edsr3d-x2-brain"
-    assert resolve_model("default", (1.0, 1.0, 4.0)).name == "edsr3d-thick-x4-brain"
-    assert resolve_model("default", (1.0, 1.0, 2.0)).name == "edsr3d-thick-x2-brain"
-    assert resolve_model("default", (2.0, 1.0, 1.0)).name == "edsr3d-thick-x2-brain"
-    assert resolve_model("default", (1.0, 3.0, 1.0)).name == "edsr3d-thick-x3-brain"
-    assert resolve_model("default", (5.0, 1.0, 1.0)).name == "edsr3d-thick-x5-brain"
+    for scale in [(2.0, 2.0, 2.0), (1.0, 1.0, 4.0), (1.0, 1.0, 2.0), (2.0, 1.0, 1.0), (1.0, 3.0, 1.0), (5.0, 1.0, 1.0)]:
+        assert resolve_model("default", scale).name == manifest_default(scale)
     for entry in shipped_models():
-        assert entry.metadata.get("mask_background") is True and not entry.metadata.get("untrained")
-        assert entry.metadata["consistency"]["threshold"] > 0
+        assert entry.metadata.mask_background is True and not entry.metadata.untrained
+        assert entry.metadata.consistency["threshold"] > 0
         card = entry.path.with_suffix(".md").read_text()
         assert "## Held-out evaluation" in card and "mrisuperres train --config configs/" in card
 
@@ -88,7 +84,7 @@ def test_axis_order_is_the_identity_for_models_of_any_scale_and_for_supported_sc
 def test_default_restores_thick_slices_along_any_axis_with_the_thick_slice_model() -> None:
     for scale in [(4.0, 1.0, 1.0), (1.0, 4.0, 1.0)]:
         entry = resolve_model("default", scale)
-        assert entry.name == "edsr3d-thick-x4-brain" and entry.supports(scale)
+        assert entry.name == manifest_default((1.0, 1.0, 4.0)) and entry.supports(scale)
 
 
 def test_unknown_model_name_lists_the_shipped_names() -> None:
@@ -102,7 +98,7 @@ def test_a_model_path_loads_as_path_and_as_text(tmp_path: Path) -> None:
     path = make_tiny_model(tmp_path / "tiny-x2.safetensors")
     assert load_model(path, (2.0, 2.0, 2.0)).path == path
     assert load_model(str(path), (2.0, 2.0, 2.0)).name == "tiny-x2"
-    assert "shipped" not in load_model(path, (2.0, 2.0, 2.0)).metadata
+    assert not load_model(path, (2.0, 2.0, 2.0)).metadata.shipped
 
 
 def test_a_relative_model_path_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,14 +124,16 @@ def test_default_prefers_the_model_marked_default_for_the_kind_of_scale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_tiny_model(tmp_path / "a-plain.safetensors", scale=(1, 1, 4))
-    make_tiny_model(tmp_path / "b-preferred.safetensors", scale=(1, 1, 4), extra={"default_for": ["anisotropic"]})
+    make_tiny_model(tmp_path / "b-preferred.safetensors", scale=(1, 1, 4))
+    write_catalogue(tmp_path, {"b-preferred": ["anisotropic"]})
     monkeypatch.setattr(model_zoo, "WEIGHTS_FOLDER", tmp_path)
     assert resolve_model("default", (1.0, 1.0, 4.0)).name == "b-preferred"
 
 
 def test_default_falls_back_to_any_model_supporting_the_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_tiny_model(tmp_path / "a-x2.safetensors", scale=(2, 2, 2), extra={"default_for": ["isotropic"]})
+    make_tiny_model(tmp_path / "a-x2.safetensors", scale=(2, 2, 2))
     make_tiny_model(tmp_path / "b-x114.safetensors", scale=(1, 1, 4))
+    write_catalogue(tmp_path, {"a-x2": ["isotropic"]})
     monkeypatch.setattr(model_zoo, "WEIGHTS_FOLDER", tmp_path)
     assert resolve_model("default", (1.0, 1.0, 4.0)).name == "b-x114"
     assert resolve_model("default", (2.0, 2.0, 2.0)).name == "a-x2"
@@ -201,7 +199,7 @@ def test_bad_files_and_taken_names_are_skipped_and_still_load_by_path(
 
     loaded = load_model_file(folder / "impostor.safetensors")
     save_model(loaded.network, folder / "impostor.safetensors", name=shipped_name, family="edsr3d",
-               config=loaded.metadata["config"])
+               config=loaded.metadata.config)
     make_tiny_model(folder / "fine.safetensors")
     model_zoo.register_model_folder(folder)
     assert [e.name for e in model_zoo.user_models()] == ["fine"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import manifest_default
 
 from MRISuperResLib.engine.enhance import enhance_volume
 from MRISuperResLib.evaluation.evaluate import evaluation_spec, simulated_pair
@@ -31,7 +32,7 @@ def central_cube(volume: Volume, edge: int = 64, order: tuple[int, int, int] = (
 def gain_over_bspline(reference: Volume, scale: Scale, kind: str) -> tuple[float, str]:
     """PSNR gain (dB, inside the head) of the default model for ``scale`` over B-spline, and the model's name."""
     model = load_model("default", scale)
-    spec = evaluation_spec(model.metadata["degradation"], kind, noise=0.01)
+    spec = evaluation_spec(model.metadata.degradation, kind, noise=0.01)
     high, low = simulated_pair(reference, scale, spec, seed=0)
     result = enhance_volume(low, model, scale, device="cpu", consistency=False)
     mask = foreground_mask(high)
@@ -40,7 +41,7 @@ def gain_over_bspline(reference: Volume, scale: Scale, kind: str) -> tuple[float
 
 def test_the_x2_default_beats_bspline_on_an_unseen_scan(mni_volume: Volume, single_thread) -> None:
     gain, name = gain_over_bspline(central_cube(mni_volume), (2.0, 2.0, 2.0), "kspace")
-    assert name == "edsr3d-x2-brain"
+    assert name == manifest_default((2.0, 2.0, 2.0))
     assert gain > 1.0, f"x2 gain {gain:+.2f} dB"
 
 
@@ -54,5 +55,5 @@ def test_the_thick_slice_defaults_beat_bspline_along_any_axis(
 ) -> None:
     # The cube is transposed so that its thick axis is always the template's inferior-superior axis.
     gain, name = gain_over_bspline(central_cube(mni_volume, order=order), scale, "box")
-    assert name == f"edsr3d-thick-x{int(max(scale))}-brain"
+    assert name == manifest_default(scale)
     assert gain > 1.5, f"thick-slice gain {gain:+.2f} dB at scale {scale}"

@@ -199,12 +199,12 @@ def test_save_and_load_reproduce_outputs_exactly(tmp_path: Path, form: str) -> N
     loaded = load_model_file(path)
     x = torch.rand(1, 1, 6, 7, 5)
     assert torch.equal(run(loaded.network, x), run(network, x))
-    assert loaded.metadata["family"] == family and loaded.metadata["config"] == json.loads(json.dumps(config))
-    assert loaded.metadata["parameters"] == models.parameter_count(network)
+    assert loaded.metadata.family == family and loaded.metadata.config == json.loads(json.dumps(config))
+    assert loaded.metadata.parameters == models.parameter_count(network)
     if family == "arssr":
-        assert loaded.metadata["scales"] == "any" and loaded.scales is None
+        assert loaded.metadata.to_header()["scales"] == "any" and loaded.metadata.scales is None
     else:
-        assert loaded.scales == models.supported_scales(family, config)
+        assert loaded.metadata.scales == models.supported_scales(family, config)
 
 
 def _rewrite_config(source: Path, target: Path, change) -> Path:
@@ -315,8 +315,8 @@ def test_model_files_store_their_flops_and_the_listing_reads_only_headers(tmp_pa
     from MRISuperResLib.engine.model_zoo import shipped_models
 
     for entry in shipped_models():
-        counted = models.config_flops_per_output_voxel(entry.metadata["family"], entry.metadata["config"])
-        assert entry.metadata["flops_per_output_voxel"] == pytest.approx(counted)
+        counted = models.config_flops_per_output_voxel(entry.metadata.family, entry.metadata.config)
+        assert entry.metadata.flops_per_output_voxel == pytest.approx(counted)
     family, config, network = small_model("srdensenet-2d")
     saved = read_metadata(save_model(network, tmp_path / "m.safetensors", name="m", family=family, config=config))
     assert saved["flops_per_output_voxel"] == pytest.approx(models.config_flops_per_output_voxel(family, config))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import oblique_grid, sample_smooth_function
+from helpers import manifest_default, oblique_grid, sample_smooth_function
 
 from MRISuperResLib.cli import app as cli
 from MRISuperResLib.engine import progress
@@ -272,7 +272,7 @@ def test_progress_rises_to_one_while_the_caller_polls(finished_run: FinishedRun)
 def test_provenance_and_summary_come_back_from_the_child(finished_run: FinishedRun) -> None:
     nodes = finished_run.nodes
     summary = nodes.summary
-    assert summary["input"] == "T1" and summary["model"] == "edsr3d-x2-brain"
+    assert summary["input"] == "T1" and summary["model"] == manifest_default((2.0, 2.0, 2.0))
     assert summary["device"].startswith("cpu") and summary["scale"] == "2"
     assert summary["output_shape"] == [2 * n for n in SHAPE]
     assert summary["wall_time_s"] >= summary["timings_s"]["total"] > 0
@@ -281,7 +281,7 @@ def test_provenance_and_summary_come_back_from_the_child(finished_run: FinishedR
                        (nodes.consistency, "consistency"), (nodes.uncertainty, "uncertainty")]:
         assert node.GetAttribute("MRISuperRes.role") == role
         assert node.GetAttribute("MRISuperRes.source") == "T1"
-        assert node.GetAttribute("MRISuperRes.model") == "edsr3d-x2-brain"
+        assert node.GetAttribute("MRISuperRes.model") == manifest_default((2.0, 2.0, 2.0))
         assert "not acquired" in node.GetDescription()
         assert not [name for name in node.GetAttributeNames() if not name.startswith("MRISuperRes.")]
     assert float(nodes.sr.GetAttribute("MRISuperRes.consistency_nrmse")) == pytest.approx(

@@ -75,14 +75,14 @@ def test_a_browsed_model_file_is_offered_by_its_path(tmp_path) -> None:
     path = tmp_path / "browsed.safetensors"
     shutil.copy(shipped_models()[0].path, path)
     choice = model_choices([path])[-1]
-    assert choice.value == str(path) and choice.supports(shipped_models()[0].scales[0])
+    assert choice.value == str(path) and choice.supports(shipped_models()[0].metadata.scales[0])
     # A browsed file that is a listed model is not listed twice.
     assert len(model_choices([shipped_models()[0].path])) == len(model_choices())
 
 
 def test_scale_problems_name_the_supported_scales() -> None:
     entry = shipped_models()[0]
-    supported = entry.scales[0]
+    supported = entry.metadata.scales[0]
     assert scale_problem(entry.name, supported) is None
     message = scale_problem(entry.name, (7.0, 7.0, 7.0))
     assert "cannot do scale 7" in message and "supports" in message

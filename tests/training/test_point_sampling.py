@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import make_tiny_model
+from helpers import make_tiny_model, write_catalogue
 from MRISuperResLib import models
 from MRISuperResLib.engine import model_zoo
 from MRISuperResLib.engine.checkpoint import load_model_file, save_model
@@ -92,22 +92,23 @@ def test_training_draws_scales_and_stores_the_range(tmp_path: Path, single_threa
     result = Trainer(config, show_progress=False, log=lambda text: None).run()
     drawn = [row["scale"] for row in result.history]
     assert len(set(drawn)) == 4 and all(1.5 <= s <= 3.5 for s in drawn)
-    training = load_model_file(result.model_path).metadata["training"]
+    training = load_model_file(result.model_path).metadata.training
     assert training["scale_range"] == [1.5, 3.5] and training["sample_coordinates"] == 200
 
 
 def test_default_model_per_scale_prefers_fixed_scale_models(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(model_zoo, "WEIGHTS_FOLDER", tmp_path / "none")
     (tmp_path / "none").mkdir()
-    make_tiny_model(tmp_path / "none" / "fixed-x2.safetensors", extra={"default_for": ["isotropic"]})
+    make_tiny_model(tmp_path / "none" / "fixed-x2.safetensors")
+    write_catalogue(tmp_path / "none", {"fixed-x2": ["isotropic"]})
     with pytest.raises(ModelError, match="no shipped model does scale 3"):
         model_zoo.resolve_model("default", (3.0, 3.0, 3.0))
     torch.manual_seed(0)
     network = models.create("arssr", **ARSSR)
-    save_model(network, tmp_path / "none" / "any.safetensors", name="any", family="arssr", config=ARSSR,
-               extra={"default_for": [model_zoo.ARBITRARY]})
-    make_tiny_model(tmp_path / "none" / "thick-x4.safetensors", scale=(1, 1, 4),
-                    extra={"default_for": ["anisotropic"]})
+    save_model(network, tmp_path / "none" / "any.safetensors", name="any", family="arssr", config=ARSSR)
+    make_tiny_model(tmp_path / "none" / "thick-x4.safetensors", scale=(1, 1, 4))
+    write_catalogue(tmp_path / "none", {"fixed-x2": ["isotropic"], "any": [model_zoo.ARBITRARY],
+                                        "thick-x4": ["anisotropic"]})
     pick = lambda scale: model_zoo.resolve_model("default", scale).name  # noqa: E731
     assert pick((2.0, 2.0, 2.0)) == "fixed-x2" and pick((1.0, 1.0, 4.0)) == "thick-x4"
     assert pick((3.0, 3.0, 3.0)) == pick((2.5, 2.5, 2.5)) == pick((4.0, 4.0, 4.0)) == "any"

@@ -113,17 +113,17 @@ def _run_models(args: argparse.Namespace) -> int:
 
     rows = []
     for entry in list_models():
-        flops = entry.metadata.get("flops_per_output_voxel")
+        flops = entry.metadata.flops_per_output_voxel
         rows.append({
             "name": entry.name,
             "source": entry.source,
-            "family": str(entry.metadata.get("family", "")),
+            "family": entry.metadata.family,
             "scales": entry.scales_text(),
-            "parameters": entry.metadata.get("parameters", 0),
+            "parameters": entry.metadata.parameters or 0,
             "flops_per_output_voxel": float(flops) if flops is not None else None,
             "size_mb": round(entry.path.stat().st_size / 1e6, 2),
-            "default_for": entry.metadata.get("default_for", []),
-            "description": entry.metadata.get("description", ""),
+            "default_for": list(entry.default_for),
+            "description": entry.metadata.description,
             "path": str(entry.path),
         })
     if args.json:
@@ -185,7 +185,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"figure       {report.figure_path}")
     print(f"device {report.result.device}, {report.result.timings['total']:.1f} s")
     print(report.table())
-    if report.result.model.metadata.get("untrained"):
+    if report.result.model.metadata.untrained:
         print("note: the default model is an untrained placeholder; its output equals the B-spline baseline")
     return 0
 

@@ -62,7 +62,7 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", *, model: str = "def
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     loaded = load_model(model, SCALE)
-    spec = DegradationSpec.from_dict(loaded.metadata.get("degradation"))
+    spec = DegradationSpec.from_dict(loaded.metadata.degradation)
     truth, low = simulated_pair(read_volume(mni152_t1_path()), SCALE, spec, seed=0)
     input_path = write_volume(low, folder / "mni152_t1_2mm.nii.gz", overwrite=overwrite,
                               description="MNI152 T1 with a simulated 2 mm acquisition")

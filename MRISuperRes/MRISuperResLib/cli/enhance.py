@@ -261,7 +261,7 @@ def _scale_from_voxels(args: argparse.Namespace, spacing: tuple[float, float, fl
     else:
         scale = default_scale(spacing)
         if args.model != "default":
-            scale = default_scale(spacing, resolve_model(args.model, scale).scales)
+            scale = default_scale(spacing, resolve_model(args.model, scale).metadata.scales)
     if scale != DEFAULT_SCALE and not args.quiet:
         print(f"mrisuperres: {voxels} mm voxels: enhancing at --scale {format_scale(scale)} (give --scale to choose "
               "another)", file=sys.stderr)

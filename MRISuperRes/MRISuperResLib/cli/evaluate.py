@@ -134,7 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     single_noise = args.noise[0] if args.noise and len(args.noise) == 1 else None
     if args.kind or single_noise is not None or args.gap:
         try:
-            spec = evaluation_spec(model.metadata.get("degradation"), args.kind, single_noise, args.gap)
+            spec = evaluation_spec(model.metadata.degradation, args.kind, single_noise, args.gap)
         except ValueError as error:
             raise MRISuperResError(str(error)) from None
     noises = args.noise if args.noise and len(args.noise) > 1 else None

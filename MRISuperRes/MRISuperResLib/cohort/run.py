@@ -105,7 +105,7 @@ def job_options(model: LoadedModel, scale: Scale, options: Mapping[str, Any]) ->
     """
     recorded = EnhanceOptions.split(options)[0].recorded()
     if recorded.get("mask_background") is None:
-        recorded["mask_background"] = bool(model.metadata.get("mask_background", False))
+        recorded["mask_background"] = bool(model.metadata.mask_background)
     return {"scale": format_scale(scale), **recorded}
 
 

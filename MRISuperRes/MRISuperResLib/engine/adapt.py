@@ -123,7 +123,7 @@ def adapt_model(
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng([settings.seed, 0x5CA9])
 
-    norm = model.metadata.get("normalization", {})
+    norm = model.metadata.normalization or {}
     normalizer = PercentileNormalizer.fit(
         volume.array, float(norm.get("lower_percentile", 1.0)), float(norm.get("upper_percentile", 99.0))
     )

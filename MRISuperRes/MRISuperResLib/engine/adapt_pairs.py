@@ -47,7 +47,7 @@ def in_plane_spec(model: LoadedModel, thick_spacing: float, settings: AdaptSetti
     Raises:
         InputError: the slice thickness is not positive or exceeds the spacing (overlapping slices are not modelled).
     """
-    spec = DegradationSpec.from_dict(model.metadata.get("degradation"))
+    spec = DegradationSpec.from_dict(model.metadata.degradation)
     gap = spec.gap
     if settings.gap is not None:
         gap = float(settings.gap)

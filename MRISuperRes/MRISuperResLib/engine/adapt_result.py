@@ -73,38 +73,36 @@ def adapted_model(model: LoadedModel, network: torch.nn.Module, record: Adaptati
     """
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     metadata = copy.deepcopy(model.metadata)
-    metadata.update({
-        "name": f"{model.name}-adapted",
-        "description": f"{model.metadata.get('description', model.name)}; adapted to one input ({source_name})",
-        "weights_sha256": weights_checksum(state),
-        "adapted": {
-            "from": model.name,
-            "from_version": str(model.metadata.get("version", "")),
-            "from_sha256": model.file_sha256,
-            "input": source_name,
-            "input_sha256": record.input_sha256,
-            "input_sha256_of": "file" if settings.source_sha256 else "voxels",
-            "scale": format_scale(scale),
-            "slice_profile": spec.to_dict(),
-            "steps": record.steps,
-            "best_step": record.best_step,
-            "seconds": round(record.seconds, 1),
-            "held_back_l1_before": record.held_back_before,
-            "held_back_l1_after": record.held_back_after,
-            "settings": record.settings,
-        },
-    })
-    metadata.pop("shipped", None)
-    metadata.pop("default_for", None)
-    metadata.pop("card", None)
+    metadata.name = f"{model.name}-adapted"
+    metadata.description = f"{model.metadata.description or model.name}; adapted to one input ({source_name})"
+    metadata.weights_sha256 = weights_checksum(state)
+    metadata.adapted = {
+        "from": model.name,
+        "from_version": str(model.metadata.version or ""),
+        "from_sha256": model.file_sha256,
+        "input": source_name,
+        "input_sha256": record.input_sha256,
+        "input_sha256_of": "file" if settings.source_sha256 else "voxels",
+        "scale": format_scale(scale),
+        "slice_profile": spec.to_dict(),
+        "steps": record.steps,
+        "best_step": record.best_step,
+        "seconds": round(record.seconds, 1),
+        "held_back_l1_before": record.held_back_before,
+        "held_back_l1_after": record.held_back_after,
+        "settings": record.settings,
+    }
+    metadata.shipped = False
+    metadata.extra.pop("default_for", None)
+    metadata.extra.pop("card", None)
     # Not saved (save_adapted_model drops it): marks outputs of this run as made for this very input.
-    metadata["adapted"]["this_run"] = True
+    metadata.adapted["this_run"] = True
     return LoadedModel(network, metadata, model.path, weights_checksum(state))
 
 
 def adaptation_note(model: LoadedModel) -> str | None:
     """One line for provenance when ``model`` was adapted to its input, else ``None``."""
-    adapted = model.metadata.get("adapted")
+    adapted = model.metadata.adapted
     if not adapted:
         return None
     return (f"adapted to this input: fine-tuned from {adapted.get('from')} on input SHA-256 "
@@ -124,17 +122,17 @@ def save_adapted_model(model: LoadedModel, path: str | Any) -> Any:
         ModelError: ``model`` was not adapted.
     """
     metadata = model.metadata
-    if "adapted" not in metadata:
+    if metadata.adapted is None:
         raise ModelError(f"model {model.name} was not adapted to an input; nothing to save with --save-adapted")
     standard = {"name", "version", "family", "config", "scales", "min_input_size", "normalization", "degradation",
                 "description", "training", "metrics", "license", "created", "engine_version", "parameters",
                 "flops_per_output_voxel", "weights_sha256"}
-    extra = {k: v for k, v in metadata.items() if k not in standard}
-    extra["adapted"] = {k: v for k, v in metadata["adapted"].items() if k != "this_run"}
+    extra = {k: v for k, v in metadata.to_header().items() if k not in standard}
+    extra["adapted"] = {k: v for k, v in metadata.adapted.items() if k != "this_run"}
     return save_model(
-        model.network, path, name=str(metadata["name"]), family=str(metadata["family"]),
-        config=dict(metadata["config"]), version=str(metadata.get("version", "0.1.0")),
-        description=str(metadata.get("description", "")), normalization=metadata.get("normalization"),
-        degradation=metadata.get("degradation"), training=metadata.get("training"), metrics=metadata.get("metrics"),
-        license=str(metadata.get("license", "Apache-2.0")), extra=extra,
+        model.network, path, name=str(metadata.name), family=metadata.family,
+        config=dict(metadata.config), version=str(metadata.version or "0.1.0"),
+        description=metadata.description, normalization=metadata.normalization,
+        degradation=metadata.degradation, training=metadata.training, metrics=metadata.metrics,
+        license=str(metadata.license or "Apache-2.0"), extra=extra,
     )

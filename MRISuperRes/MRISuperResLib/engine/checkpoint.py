@@ -8,6 +8,8 @@ pickled PyTorch checkpoints are refused with an explanation. The header's ``__me
   ``scales`` (list of per-axis scales, or ``"any"``), ``normalization`` (percentiles and clipping),
   ``degradation`` (the forward model it was trained for), ``description``, ``training``, ``metrics``, ``license``,
   ``created``, ``engine_version`` and ``weights_sha256`` (checksum of the tensors, checked on every load).
+
+Loaded, the metadata is a :class:`~.model_metadata.ModelMetadata` (typed attributes; other keys kept as they were).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .. import models
 from ..errors import ModelError
 # The header format and its torch-free reader live in .model_header (model lists must not import torch).
 from .model_header import FORMAT_NAME, FORMAT_VERSION, MODEL_EXTENSION, read_metadata  # noqa: F401
+from .model_metadata import ModelMetadata
 from ..version import __version__
 
 @dataclass
@@ -36,25 +39,20 @@ class LoadedModel:
 
     Attributes:
         network: the model in eval mode on the CPU.
-        metadata: the file's metadata (see the module docstring).
+        metadata: the file's metadata (see the module docstring); its ``scales`` are the supported per-axis
+            scales, ``None`` for any scale >= 1.
         path: where it was loaded from.
         file_sha256: SHA-256 of the whole file (hex), reported in provenance.
     """
 
     network: nn.Module
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     path: Path
     file_sha256: str
 
     @property
     def name(self) -> str:
-        return str(self.metadata.get("name", self.path.stem))
-
-    @property
-    def scales(self) -> list[tuple[float, float, float]] | None:
-        """Supported per-axis scales, or ``None`` for any scale >= 1."""
-        scales = self.metadata.get("scales", "any")
-        return None if scales == "any" else [tuple(float(s) for s in scale) for scale in scales]  # type: ignore[misc]
+        return self.metadata.name or self.path.stem
 
     @property
     def residual_to_baseline(self) -> bool:
@@ -149,18 +147,21 @@ def load_model_file(path: str | os.PathLike) -> LoadedModel:
         ModelError: any problem with the file, its metadata, its checksum or a config/weights mismatch.
     """
     path = Path(path)
-    metadata = read_metadata(path)
+    try:
+        metadata = ModelMetadata.from_header(read_metadata(path))
+    except ValueError as error:
+        raise ModelError(f"model file {path} has unreadable metadata ({error}); export it again") from None
     try:
         from safetensors.torch import load_file
 
         state = load_file(str(path))
     except Exception as error:
         raise ModelError(f"model file {path} is corrupted ({error}); export it again") from None
-    expected = metadata.get("weights_sha256")
+    expected = metadata.weights_sha256
     if expected and weights_checksum(state) != expected:
         raise ModelError(f"model file {path} is corrupted: its weights do not match their checksum; export it again")
-    family = str(metadata.get("family", ""))
-    config = dict(metadata.get("config", {}))
+    family = metadata.family
+    config = dict(metadata.config)
     try:
         network = models.create(family, **config)
     except (TypeError, ValueError) as error:

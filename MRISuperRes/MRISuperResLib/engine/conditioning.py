@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelError
+from .model_metadata import ModelMetadata
 
 NUMERIC, CATEGORICAL, SLICE_POSITION = "numeric", "categorical", "slice_position"
 KINDS = (NUMERIC, CATEGORICAL, SLICE_POSITION)
@@ -200,9 +201,10 @@ class ContextSpec:
         return cls(tuple(parsed))
 
 
-def model_context_spec(metadata: Mapping[str, Any]) -> ContextSpec | None:
-    """The conditioning of a model file (``None`` for an unconditioned model)."""
-    data = metadata.get("conditioning")
+def model_context_spec(metadata: ModelMetadata | Mapping[str, Any]) -> ContextSpec | None:
+    """The conditioning of a model file (``None`` for an unconditioned model); ``metadata`` typed or the header's
+    map."""
+    data = ModelMetadata.coerce(metadata).conditioning
     return ContextSpec.from_metadata(data) if data else None
 
 
@@ -229,7 +231,7 @@ def parse_context(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
     return values
 
 
-def context_for_model(metadata: Mapping[str, Any], values: str | Mapping[str, Any] | None,
+def context_for_model(metadata: ModelMetadata | Mapping[str, Any], values: str | Mapping[str, Any] | None,
                       model_name: str = "the model") -> np.ndarray | None:
     """The context vector for a model and the user's values, checked.
 

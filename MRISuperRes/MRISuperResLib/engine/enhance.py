@@ -65,7 +65,7 @@ def check_input(volume: Volume, name: str, model: LoadedModel) -> list[str]:
     """Validate an input for ``model``; return warnings, raise :class:`InputError` for unusable input."""
     check_finite(volume, name)
     check_float32_range(volume.array, name)
-    minimum = int(model.metadata.get("min_input_size", 1))
+    minimum = int(model.metadata.min_input_size)
     if min(volume.shape) < minimum:
         raise InputError(
             f"input {name} is {'x'.join(map(str, volume.shape))} voxels; model {model.name} needs at least "
@@ -173,7 +173,7 @@ def enhance_volume(
 
     report(0.0, "normalising")
     try:
-        settings = NormalizationSettings.from_dict(loaded.metadata.get("normalization"))
+        settings = NormalizationSettings.from_dict(loaded.metadata.normalization)
     except ValueError as error:
         raise ModelError(f"model {loaded.name} has unusable normalization metadata ({error}); use another model "
                          "file") from None
@@ -189,7 +189,7 @@ def enhance_volume(
         provenance = make_provenance(loaded, scale, BY_KEY[key].provenance_role, source_name, described)
         return target.with_array(target.array, metadata=header_fields(provenance))
 
-    degradation = DegradationSpec.from_dict(loaded.metadata.get("degradation"))
+    degradation = DegradationSpec.from_dict(loaded.metadata.degradation)
 
     masking = wanted_mask(mask_background, loaded.metadata)
 

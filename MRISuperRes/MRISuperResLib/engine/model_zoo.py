@@ -8,9 +8,10 @@ User models are the ``.safetensors`` model files directly inside *user model fol
 * the folders registered with :func:`register_model_folder` (the Slicer training module registers its output
   folder), kept in ``model_folders.json`` in :func:`user_config_dir`.
 
-A model is known by the ``name`` in its metadata. Shipped names come first: a user model with the name of a
-shipped model, or of a user model found earlier, is left out of :func:`list_models` and loads by path only.
-``"default"`` only ever picks a shipped model.
+The shipped models are those listed in the manifest ``weights/models.json`` (:mod:`.model_manifest`), which also
+says which model is the default for each kind of scale. A model is known by the ``name`` in its metadata. Shipped
+names come first: a user model with the name of a shipped model, or of a user model found earlier, is left out of
+:func:`list_models` and loads by path only. ``"default"`` only ever picks a shipped model.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError, OutputError
 from ..imaging.geometry import Scale, format_scale
 from .model_header import MODEL_EXTENSION, read_metadata
+from .model_manifest import ARBITRARY, MANIFEST_NAME, read_manifest, scale_kind
+from .model_metadata import ModelMetadata
 
 if TYPE_CHECKING:  # the network side needs torch; listing and resolving models must not import it
     from .checkpoint import LoadedModel
@@ -52,9 +56,6 @@ CARD_EXTENSION = ".md"
 
 SHIPPED, USER = "shipped", "user"
 
-#: ``default_for`` mark of the shipped model used for scales no fixed-scale default covers.
-ARBITRARY = "arbitrary"
-
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -65,22 +66,29 @@ class ModelEntry:
         path: the model file.
         metadata: the file's metadata (see :mod:`.checkpoint`).
         source: ``"shipped"`` (in :data:`WEIGHTS_FOLDER`) or ``"user"`` (in a user model folder).
+        default_for: for a shipped model, the kinds of scale the manifest makes it the default for.
+        sha256: for a shipped model, the manifest's SHA-256 of the file (checked when it loads).
+        card_name: for a shipped model, the manifest's card file name.
     """
 
     name: str
     path: Path
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     source: str = SHIPPED
+    default_for: tuple[str, ...] = ()
+    sha256: str | None = None
+    card_name: str | None = None
 
     @property
     def description(self) -> str:
         """The metadata's one-line description (the family name when it has none)."""
-        return str(self.metadata.get("description") or self.metadata.get("family", "model"))
+        return self.metadata.description or self.metadata.family or "model"
 
     @property
     def card_path(self) -> Path | None:
-        """The Markdown card beside the model file (``<stem>.md``), or ``None`` when there is none."""
-        path = self.path.with_suffix(CARD_EXTENSION)
+        """The model's Markdown card (the manifest's for a shipped model, else ``<stem>.md`` beside the file), or
+        ``None`` when there is none."""
+        path = self.path.with_name(self.card_name) if self.card_name else self.path.with_suffix(CARD_EXTENSION)
         return path if path.is_file() else None
 
     def card(self) -> str:
@@ -93,17 +101,14 @@ class ModelEntry:
                 pass
         return model_card_text(self.metadata, self.name)
 
-    @property
-    def scales(self) -> list[tuple[float, float, float]] | None:
-        scales = self.metadata.get("scales", "any")
-        return None if scales == "any" else [tuple(float(s) for s in scale) for scale in scales]  # type: ignore[misc]
-
     def supports(self, scale: Scale) -> bool:
         """True when the model runs at ``scale`` as given or with the input's axes permuted (:func:`axis_order`)."""
-        return axis_order(self.scales, scale) is not None
+        return axis_order(self.metadata.scales, scale) is not None
 
     def scales_text(self) -> str:
-        return "any" if self.scales is None else " ".join(format_scale(s) for s in self.scales)
+        """The supported scales for listings (``"any"`` or e.g. ``"1,1,4"``)."""
+        scales = self.metadata.scales
+        return "any" if scales is None else " ".join(format_scale(s) for s in scales)
 
 
 def _same_scale(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -113,7 +118,7 @@ def _same_scale(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 IDENTITY_ORDER = (0, 1, 2)
 
 
-def axis_order(scales: list[tuple[float, float, float]] | None, scale: Scale) -> tuple[int, int, int] | None:
+def axis_order(scales: Sequence[tuple[float, float, float]] | None, scale: Scale) -> tuple[int, int, int] | None:
     """The order in which to hand the input's axes ``(i, j, k)`` to a model so that it runs at one of its scales.
 
     Returns a permutation ``p`` with ``(scale[p[0]], scale[p[1]], scale[p[2]])`` among ``scales``: the network sees
@@ -131,12 +136,22 @@ def axis_order(scales: list[tuple[float, float, float]] | None, scale: Scale) ->
 
 
 def shipped_models() -> list[ModelEntry]:
-    """The models shipped in the weights folder, sorted by name."""
+    """The models listed in the weights folder's manifest (``models.json``), sorted by name; reads the manifest
+    and each file's header only.
+
+    Raises:
+        ModelError: the manifest is missing or malformed, or a file it lists is missing or unreadable.
+    """
     entries = []
-    for path in sorted(WEIGHTS_FOLDER.glob(f"*{MODEL_EXTENSION}")):
-        metadata = read_metadata(path)
-        entries.append(ModelEntry(str(metadata.get("name", path.stem)), path, metadata))
-    return entries
+    for item in read_manifest(WEIGHTS_FOLDER):
+        path = WEIGHTS_FOLDER / item.file
+        if not path.is_file():
+            raise ModelError(f"shipped model file {path} (listed in {WEIGHTS_FOLDER / MANIFEST_NAME}) is missing; "
+                             "reinstall the extension")
+        metadata = _read_typed(path)
+        entries.append(ModelEntry(metadata.name or path.stem, path, metadata, SHIPPED, item.default_for,
+                                  item.sha256, item.card))
+    return sorted(entries, key=lambda entry: entry.name)
 
 
 def user_config_dir() -> Path:
@@ -235,11 +250,11 @@ def user_models() -> list[ModelEntry]:
             if path.name.startswith("."):
                 continue
             try:
-                metadata = read_metadata(path)
-            except ModelError as error:
+                metadata = ModelMetadata.from_header(read_metadata(path))
+            except (ModelError, ValueError) as error:
                 log.warning("skipping user model %s: %s", path, error)
                 continue
-            found.append((str(metadata.get("name", path.stem)), path, metadata))
+            found.append((metadata.name or path.stem, path, metadata))
         # Within a folder, the file named after its model comes first: a training run's final NAME.safetensors
         # wins over its best.safetensors, which carries the same name.
         found.sort(key=lambda item: item[1].stem != item[0])
@@ -283,29 +298,31 @@ def baseline_verdict(validation: dict[str, Any]) -> str | None:
     return None
 
 
-def model_card_text(metadata: dict[str, Any], name: str | None = None) -> str:
-    """A Markdown card written from a model file's metadata: what it is, its scales, how it was trained and
-    how it scored against the B-spline baseline on its validation subjects."""
-    name = name or str(metadata.get("name", "model"))
-    scales = metadata.get("scales", "any")
-    scales_text = "any" if scales == "any" else " ".join(format_scale(tuple(float(v) for v in s)) for s in scales)
-    lines = [f"# {name}", "", str(metadata.get("description") or metadata.get("family", "")), "",
-             f"- family: {metadata.get('family', '?')}, {metadata.get('parameters', '?')} parameters",
+def model_card_text(metadata: ModelMetadata | dict[str, Any], name: str | None = None) -> str:
+    """A Markdown card written from a model file's metadata (typed, or the header's map): what it is, its scales,
+    how it was trained and how it scored against the B-spline baseline on its validation subjects."""
+    metadata = ModelMetadata.coerce(metadata)
+    name = name or metadata.name or "model"
+    scales_text = "any" if metadata.scales is None else " ".join(format_scale(s) for s in metadata.scales)
+    family = metadata.family or "?"
+    parameters = "?" if metadata.parameters is None else metadata.parameters
+    lines = [f"# {name}", "", metadata.description or metadata.family, "",
+             f"- family: {family}, {parameters} parameters",
              f"- scales: {scales_text}"]
-    conditioning = metadata.get("conditioning")
+    conditioning = metadata.conditioning
     if isinstance(conditioning, dict) and conditioning.get("variables"):
         names = [f"{v.get('name')} ({'/'.join(v['categories']) if v.get('categories') else v.get('kind')})"
                  for v in conditioning["variables"]]
         lines.append(f"- conditioned on: {', '.join(names)} (enhance --context; the slice position is automatic)")
-    degradation = metadata.get("degradation")
+    degradation = metadata.degradation
     if isinstance(degradation, dict) and degradation:
         lines.append(f"- trained for: {', '.join(f'{k} {v}' for k, v in degradation.items())}")
-    training = metadata.get("training") or {}
+    training = metadata.training or {}
     if training:
         subjects = f"{len(training.get('train', []))} training, {len(training.get('validation', []))} validation"
         lines.append(f"- training: {training.get('steps', '?')} steps (best at step {training.get('best_step', '?')})"
                      f" on {subjects} subjects")
-    validation = (metadata.get("metrics") or {}).get("validation") or {}
+    validation = metadata.validation
     if "psnr" in validation and "baseline_psnr" in validation:
         gain = validation["psnr"] - validation["baseline_psnr"]
         lines.append(f"- validation PSNR {validation['psnr']:.2f} dB (B-spline {validation['baseline_psnr']:.2f} dB, "
@@ -313,8 +330,8 @@ def model_card_text(metadata: dict[str, Any], name: str | None = None) -> str:
         verdict = baseline_verdict(validation)
         if verdict:
             lines.append(f"- **{verdict}**")
-    lines.append(f"- created {metadata.get('created', '?')} with engine {metadata.get('engine_version', '?')}, "
-                 f"version {metadata.get('version', '?')}")
+    lines.append(f"- created {metadata.created or '?'} with engine {metadata.engine_version or '?'}, "
+                 f"version {metadata.version or '?'}")
     lines += ["", "Outputs of this model are AI-generated, not acquired: compare them with the input."]
     return "\n".join(lines) + "\n"
 
@@ -325,7 +342,7 @@ def write_model_card(model_path: str | os.PathLike) -> Path:
     card = model_path.with_suffix(CARD_EXTENSION)
     temporary = card.with_name(f".{card.name}.partial")
     try:
-        temporary.write_text(model_card_text(read_metadata(model_path)), encoding="utf-8")
+        temporary.write_text(model_card_text(ModelMetadata.from_header(read_metadata(model_path))), encoding="utf-8")
         os.replace(temporary, card)
     except OSError as error:
         temporary.unlink(missing_ok=True)
@@ -336,23 +353,24 @@ def write_model_card(model_path: str | os.PathLike) -> Path:
 def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
     """Find the model file for a shipped or user model name, ``"default"`` or a path.
 
-    ``"default"`` picks the shipped model marked ``default_for`` the kind of scale requested
-    (``"isotropic"`` or ``"anisotropic"``) that supports ``scale``, else a shipped model made for that scale, else
-    the shipped arbitrary-scale model (marked ``default_for`` ``"arbitrary"``: 2.5, 3, 4, 1.5,1.5,3 ...), else any
-    shipped model supporting it.
+    ``"default"`` picks the shipped model that the manifest (``weights/models.json``) marks ``default_for`` the
+    kind of scale requested (``"isotropic"`` or ``"anisotropic"``) and that supports ``scale``, else a shipped model
+    made for that scale, else the shipped arbitrary-scale model (marked ``default_for`` ``"arbitrary"``: 2.5, 3, 4,
+    1.5,1.5,3 ...), else any shipped model supporting it.
 
     Raises:
-        ModelError: unknown name, missing file, or no shipped model for that scale.
+        ModelError: unknown name, missing file, no shipped model for that scale, or two shipped models marked
+            default for the same kind of scale that both support ``scale``.
     """
     text = str(model)
     shipped = shipped_models()
     if text == DEFAULT_MODEL:
-        kind = "isotropic" if scale[0] == scale[1] == scale[2] else "anisotropic"
+        kind = scale_kind(scale)
         candidates = [e for e in shipped if e.supports(scale)]
-        preferred = [e for e in candidates if kind in e.metadata.get("default_for", [])]
+        preferred = _one_default([e for e in candidates if kind in e.default_for], kind, scale)
         # A model made for this very scale beats an arbitrary-scale one (marked default_for "arbitrary").
-        fixed = [e for e in candidates if e.scales is not None]
-        arbitrary = [e for e in candidates if ARBITRARY in e.metadata.get("default_for", [])]
+        fixed = [e for e in candidates if e.metadata.scales is not None]
+        arbitrary = _one_default([e for e in candidates if ARBITRARY in e.default_for], ARBITRARY, scale)
         if preferred or fixed or arbitrary or candidates:
             return (preferred or fixed or arbitrary or candidates)[0]
         available = "; ".join(f"{e.name} ({e.scales_text()})" for e in shipped) or "none"
@@ -371,8 +389,11 @@ def resolve_model(model: str | os.PathLike, scale: Scale) -> ModelEntry:
         if text in by_name:
             return by_name[text]
     if looks_like_path or path.exists():
+        listed = next((e for e in shipped if e.path.resolve() == path.resolve()), None)
+        if listed is not None:  # a shipped file given by path: still checked against the manifest's checksum
+            return replace(listed, name=path.stem, path=path)
         source = SHIPPED if path.resolve().parent == WEIGHTS_FOLDER else USER
-        return ModelEntry(path.stem, path, read_metadata(path), source)
+        return ModelEntry(path.stem, path, _read_typed(path), source)
     raise ModelError(
         f"unknown model {text!r}; use one of: {', '.join(by_name) or 'none shipped'}, or a path to a .safetensors file"
     )
@@ -392,15 +413,31 @@ def portable_model_argument(model: str | os.PathLike) -> str:
     path = Path(text).expanduser()
     is_path = text != DEFAULT_MODEL and (looks_like_model_path(text) or path.exists())
     return str(path.resolve()) if is_path else text
+def _one_default(marked: list[ModelEntry], kind: str, scale: Scale) -> list[ModelEntry]:
+    if len(marked) > 1:
+        names = " and ".join(e.name for e in marked)
+        raise ModelError(
+            f"shipped models {names} are all marked default_for {kind} and all do scale {format_scale(scale)}: "
+            f"the default is ambiguous; keep one mark in {WEIGHTS_FOLDER / MANIFEST_NAME} (scripts/ship_model.py "
+            "--default-for moves it), or pass --model")
+    return marked
+
+
+def _read_typed(path: Path) -> ModelMetadata:
+    try:
+        return ModelMetadata.from_header(read_metadata(path))
+    except ValueError as error:
+        raise ModelError(f"model file {path} has unreadable metadata ({error}); export it again") from None
 
 
 def check_scale(entry: ModelEntry | LoadedModel, scale: Scale) -> tuple[int, int, int]:
     """The model's :func:`axis_order` for ``scale``; raise :class:`ModelError` when it cannot produce ``scale``."""
-    order = axis_order(entry.scales, scale)
+    scales = entry.metadata.scales
+    order = axis_order(scales, scale)
     if order is None:
         raise ModelError(
             f"model {entry.name} cannot do scale {format_scale(scale)}; it supports "
-            f"{' or '.join(format_scale(s) for s in entry.scales or [])} (in any axis order): pick one of those or "
+            f"{' or '.join(format_scale(s) for s in scales or [])} (in any axis order): pick one of those or "
             "another model (mrisuperres models)"
         )
     return order
@@ -413,6 +450,10 @@ def load_model(model: str | os.PathLike = DEFAULT_MODEL, scale: Scale = (2.0, 2.
     from .checkpoint import load_model_file
 
     loaded = load_model_file(entry.path)
+    # load_model_file hashes the whole file anyway (for provenance), so this check costs nothing extra.
+    if entry.sha256 is not None and loaded.file_sha256 != entry.sha256:
+        raise ModelError(f"shipped model file {entry.path} does not match its SHA-256 in "
+                         f"{WEIGHTS_FOLDER / MANIFEST_NAME} (damaged or replaced); reinstall the extension")
     if entry.path.parent == WEIGHTS_FOLDER:
-        loaded.metadata.setdefault("shipped", True)
+        loaded.metadata.shipped = True
     return loaded

@@ -26,6 +26,7 @@ import numpy as np
 from ..imaging.dicom_io import DicomSeries, scan_series
 from ..imaging.volume import Volume
 from ..imaging.volume_io import read_volume, volume_extension
+from .model_metadata import ModelMetadata
 
 
 @dataclass
@@ -99,10 +100,10 @@ def import_in_background(*modules: str) -> threading.Thread:
     return thread
 
 
-def wanted_mask(option: bool | None, metadata: dict[str, Any]) -> bool:
+def wanted_mask(option: bool | None, metadata: ModelMetadata | dict[str, Any]) -> bool:
     """Whether enhance keeps the baseline outside the head: ``option`` (``--mask-background`` /
     ``--no-mask-background``) when given, else the model's metadata ``mask_background``."""
-    return bool(metadata.get("mask_background", False)) if option is None else bool(option)
+    return bool(ModelMetadata.coerce(metadata).mask_background) if option is None else bool(option)
 
 
 def wants_dicom_source(paths: Iterable[str | os.PathLike]) -> bool:

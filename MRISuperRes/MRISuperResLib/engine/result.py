@@ -75,8 +75,7 @@ class EnhanceResult:
     def consistency_threshold(self) -> float | None:
         """The model's calibrated threshold: above it the result disagrees with the input more than on
         validation scans (``None`` when the model has no calibration)."""
-        value = self.model.metadata.get("consistency", {}).get("threshold")
-        return float(value) if value is not None else None
+        return self.model.metadata.consistency_threshold
 
     @property
     def consistency_suspicious(self) -> bool | None:

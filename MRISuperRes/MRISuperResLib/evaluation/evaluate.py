@@ -322,7 +322,7 @@ def evaluate_files(
     from ..processing.masks import foreground_mask
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
-    spec = spec or DegradationSpec.from_dict(loaded.metadata.get("degradation"))
+    spec = spec or DegradationSpec.from_dict(loaded.metadata.degradation)
     levels: list[float | None] = [None] if low_inputs or not noises else list(noises)
     rows: dict[float | None, list[VolumeScores]] = {level: [] for level in levels}
     for index, path in enumerate(references):

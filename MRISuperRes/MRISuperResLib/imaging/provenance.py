@@ -38,8 +38,8 @@ def make_provenance(model: ModelIdentity, scale: Scale, role: str, source: str, 
         "engine_version": __version__,
         "role": role,
         "model": model.name,
-        "model_version": str(model.metadata.get("version", "")),
-        "model_family": str(model.metadata.get("family", "")),
+        "model_version": str(model.metadata.version or ""),
+        "model_family": str(model.metadata.family),
         "model_sha256": model.file_sha256,
         "scale": format_scale(scale),
         "source": source,
@@ -47,7 +47,7 @@ def make_provenance(model: ModelIdentity, scale: Scale, role: str, source: str, 
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "notice": AI_NOTICE if role != "baseline" else "interpolated from the input, not acquired",
     }
-    adapted = model.metadata.get("adapted")
+    adapted = model.metadata.adapted
     if adapted and role != "baseline":
         # A model fine-tuned on this very input (see adapt.py): say so on everything it produced.
         provenance["adaptation"] = (

@@ -90,12 +90,13 @@ def model_choices(extra_files: Iterable[str | os.PathLike] = ()) -> list[ModelCh
     Unreadable extra files are skipped (they are reported when chosen, by :func:`scale_problem`).
     """
     from ..engine.model_header import read_metadata
+    from ..engine.model_metadata import ModelMetadata
     from ..errors import MRISuperResError
 
     shipped = shipped_models()
     choices = [ModelChoice(DEFAULT_MODEL, "Default (chosen by scale)",
                            "the shipped model suited to the scale: "
-                           + "; ".join(f"{e.name} ({e.scales_text()})" for e in shipped if e.metadata.get("default_for")))]
+                           + "; ".join(f"{e.name} ({e.scales_text()})" for e in shipped if e.default_for))]
     choices += [_choice(entry.name, entry) for entry in shipped]
     choices += [_choice(entry.name, entry) for entry in user_models()]
     listed = {choice.entry.path.resolve() for choice in choices if choice.entry is not None}
@@ -103,9 +104,9 @@ def model_choices(extra_files: Iterable[str | os.PathLike] = ()) -> list[ModelCh
         if Path(path).resolve() in listed:
             continue
         try:
-            metadata = read_metadata(path)
-            entry = ModelEntry(str(metadata.get("name", Path(path).stem)), Path(path), metadata)
-        except (MRISuperResError, OSError):
+            metadata = ModelMetadata.from_header(read_metadata(path))
+            entry = ModelEntry(metadata.name or Path(path).stem, Path(path), metadata)
+        except (MRISuperResError, OSError, ValueError):
             continue
         choices.append(_choice(os.fspath(path), entry))
     return choices
@@ -136,8 +137,7 @@ def model_file_problem(path: str | os.PathLike) -> str | None:
 
 
 def _choice(value: str, entry: ModelEntry) -> ModelChoice:
-    description = str(entry.metadata.get("description") or entry.metadata.get("family", "model"))
-    return ModelChoice(value, entry.name, f"{description} - scales: {entry.scales_text()}", entry)
+    return ModelChoice(value, entry.name, f"{entry.description} - scales: {entry.scales_text()}", entry)
 
 
 def scale_problem(choice: ModelChoice | str, scale: Scale) -> str | None:

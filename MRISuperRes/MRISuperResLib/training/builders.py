@@ -69,7 +69,7 @@ def initialise_from(network: nn.Module, path: Path, config: TrainConfig, network
     from ..engine.checkpoint import load_model_file
 
     start = load_model_file(path)
-    family, start_config = start.metadata.get("family"), start.metadata.get("config")
+    family, start_config = start.metadata.family, start.metadata.config
     if config.model.init_partial:
         if family != config.model.family:
             raise ConfigError(f"model.init_from {path} is a {family}; with init_partial it must still be a "

@@ -1,0 +1,145 @@
+"""The shipped-model manifest ``weights/models.json`` (MRISuperResLib.engine.model_manifest): its schema, the files
+it lists, the default it names per kind of scale, and how scripts/ship_model.py edits it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from helpers import ROOT, make_tiny_model, write_catalogue
+
+from MRISuperResLib.engine import model_zoo
+from MRISuperResLib.engine.checkpoint import read_metadata
+from MRISuperResLib.engine.model_manifest import (ManifestEntry, default_conflicts, mark_default, read_manifest,
+                                                  write_manifest)
+from MRISuperResLib.engine.model_metadata import ModelMetadata
+from MRISuperResLib.engine.model_zoo import WEIGHTS_FOLDER, load_model, resolve_model
+from MRISuperResLib.errors import ModelError
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_manifest_matches_its_schema() -> None:
+    schema = json.loads((WEIGHTS_FOLDER / "models.schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(json.loads((WEIGHTS_FOLDER / "models.json").read_text(encoding="utf-8")), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"models": [{"name": "x", "file": "x.safetensors", "sha256": "0" * 64, "scales": "any",
+                                         "default_for": ["sideways"]}]}, schema)
+
+
+def test_the_manifest_lists_every_shipped_file_with_its_checksum_scales_and_card() -> None:
+    entries = read_manifest(WEIGHTS_FOLDER)
+    assert {e.file for e in entries} == {p.name for p in WEIGHTS_FOLDER.glob("*.safetensors")}
+    for entry in entries:
+        path = WEIGHTS_FOLDER / entry.file
+        assert sha256(path) == entry.sha256, f"{entry.file}: the manifest's SHA-256 is not the file's"
+        metadata = ModelMetadata.from_header(read_metadata(path))
+        assert metadata.name == entry.name
+        assert (None if metadata.scales is None else tuple(metadata.scales)) == entry.scales
+        assert entry.card and (WEIGHTS_FOLDER / entry.card).is_file()
+    assert default_conflicts(entries) == []
+
+
+def test_the_default_comes_from_the_manifest_not_from_a_flag_in_the_header(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tiny_model(tmp_path / "a-flagged.safetensors", extra={"default_for": ["isotropic"]})
+    make_tiny_model(tmp_path / "b-listed.safetensors")
+    write_catalogue(tmp_path, {"b-listed": ["isotropic"]})
+    monkeypatch.setattr(model_zoo, "WEIGHTS_FOLDER", tmp_path)
+    assert resolve_model("default", (2.0, 2.0, 2.0)).name == "b-listed"
+    assert [e.default_for for e in model_zoo.shipped_models()] == [(), ("isotropic",)]
+
+
+def test_two_defaults_for_the_same_kind_and_scale_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tiny_model(tmp_path / "a-x2.safetensors")
+    make_tiny_model(tmp_path / "b-x2.safetensors", seed=1)
+    write_catalogue(tmp_path)
+    entries = [ManifestEntry(e.name, e.file, e.sha256, None, e.scales, ("isotropic",))
+               for e in read_manifest(tmp_path)]
+    with pytest.raises(ModelError, match="a-x2 and b-x2 are both marked default_for isotropic at scale 2"):
+        write_manifest(tmp_path, entries)
+    (tmp_path / "models.json").write_text(json.dumps({"models": [e.to_dict() for e in entries]}), encoding="utf-8")
+    monkeypatch.setattr(model_zoo, "WEIGHTS_FOLDER", tmp_path)
+    with pytest.raises(ModelError, match="a-x2 and b-x2 are all marked default_for isotropic .*ambiguous"):
+        resolve_model("default", (2.0, 2.0, 2.0))
+    assert resolve_model("b-x2", (2.0, 2.0, 2.0)).name == "b-x2"  # by name both still load
+
+
+def test_marking_a_new_default_unmarks_only_the_model_it_replaces() -> None:
+    def entry(name: str, scale: tuple[float, float, float] | None, kinds: tuple[str, ...]) -> ManifestEntry:
+        return ManifestEntry(name, f"{name}.safetensors", "0" * 64, None, None if scale is None else (scale,), kinds)
+
+    old = [entry("thick-x2", (1.0, 1.0, 2.0), ("anisotropic",)), entry("thick-x4", (1.0, 1.0, 4.0), ("anisotropic",)),
+           entry("x2", (2.0, 2.0, 2.0), ("isotropic",)), entry("any", None, ("arbitrary",))]
+    new, unmarked = mark_default(old, entry("new-x4", (4.0, 1.0, 1.0), ("anisotropic",)))
+    assert unmarked == ["thick-x4"]
+    assert {e.name: e.default_for for e in new} == {"thick-x2": ("anisotropic",), "thick-x4": (), "x2": ("isotropic",),
+                                                    "any": ("arbitrary",), "new-x4": ("anisotropic",)}
+    assert default_conflicts(new) == []
+    _, unmarked = mark_default(old, entry("any-2", None, ("arbitrary", "isotropic")))
+    assert unmarked == ["x2", "any"]
+
+
+def test_a_shipped_file_that_does_not_match_its_manifest_checksum_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tiny_model(tmp_path / "tiny-x2.safetensors")
+    write_catalogue(tmp_path, {"tiny-x2": ["isotropic"]})
+    monkeypatch.setattr(model_zoo, "WEIGHTS_FOLDER", tmp_path)
+    assert load_model("default", (2.0, 2.0, 2.0)).metadata.shipped
+    data = json.loads((tmp_path / "models.json").read_text(encoding="utf-8"))
+    data["models"][0]["sha256"] = "f" * 64
+    (tmp_path / "models.json").write_text(json.dumps(data), encoding="utf-8")
+    for model in ("default", "tiny-x2", tmp_path / "tiny-x2.safetensors"):
+        with pytest.raises(ModelError, match="does not match its SHA-256 .*reinstall"):
+            load_model(model, (2.0, 2.0, 2.0))
+
+
+def test_a_missing_or_malformed_manifest_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_zoo, "WEIGHTS_FOLDER", tmp_path)
+    with pytest.raises(ModelError, match="catalogue .*models.json is missing; reinstall"):
+        model_zoo.shipped_models()
+    make_tiny_model(tmp_path / "tiny-x2.safetensors")
+    write_catalogue(tmp_path)
+    data = json.loads((tmp_path / "models.json").read_text(encoding="utf-8"))
+    data["models"][0]["default_for"] = ["sideways"]
+    (tmp_path / "models.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ModelError, match="entry 1: 'default_for' 'sideways' is not one of isotropic"):
+        model_zoo.list_models()
+    data["models"][0]["default_for"] = []
+    data["models"][0]["file"] = "gone.safetensors"
+    (tmp_path / "models.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ModelError, match="gone.safetensors .* is missing; reinstall"):
+        model_zoo.shipped_models()
+
+
+def test_ship_model_lists_the_model_and_moves_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("ship_model", ROOT / "scripts" / "ship_model.py")
+    ship_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_model)
+    weights, runs = tmp_path / "weights", tmp_path / "runs"
+    weights.mkdir()
+    runs.mkdir()
+    make_tiny_model(weights / "old-x2.safetensors")
+    make_tiny_model(weights / "thick-x4.safetensors", scale=(1, 1, 4))
+    write_catalogue(weights, {"old-x2": ["isotropic"], "thick-x4": ["anisotropic"]})
+    trained = make_tiny_model(runs / "new-x2.safetensors", seed=3, extra={"default_for": ["anisotropic"]})
+    monkeypatch.setattr(ship_model, "WEIGHTS_FOLDER", weights)
+    monkeypatch.setattr(model_zoo, "WEIGHTS_FOLDER", weights)
+
+    shipped = ship_model.ship(trained, ["isotropic"])
+    assert shipped == weights / "new-x2.safetensors"
+    listed = {e.name: e for e in read_manifest(weights)}
+    assert {name: e.default_for for name, e in listed.items()} == {
+        "new-x2": ("isotropic",), "old-x2": (), "thick-x4": ("anisotropic",)}
+    assert listed["new-x2"].sha256 == sha256(shipped) and listed["new-x2"].card == "new-x2.md"
+    header = read_metadata(shipped)
+    assert "default_for" not in header and header["mask_background"] is True  # the default is the manifest's
+    assert resolve_model("default", (2.0, 2.0, 2.0)).name == "new-x2"
+    assert resolve_model("default", (1.0, 4.0, 1.0)).name == "thick-x4"
