@@ -53,10 +53,11 @@ def test_icon_and_screenshot_urls_point_at_files_in_this_repository() -> None:
 
 #: The package's layers, lowest first. A folder may import its own layer and the layers listed before it; the
 #: top-level ``errors`` and ``version`` modules are shared by all. ``cli`` and ``slicer`` are two front ends side by
-#: side: neither imports the other.
-LAYERS = ("imaging", "processing", "models", "engine", "evaluation", "training", "cohort", "cli", "slicer")
+#: side: neither imports the other. ``gui`` holds the Qt parts of the two module widgets (the only folder that
+#: imports Qt; only the module files import it).
+LAYERS = ("imaging", "processing", "models", "engine", "evaluation", "training", "cohort", "cli", "slicer", "gui")
 SHARED = {"errors", "version"}
-FRONT_ENDS = {"cli", "slicer"}
+FRONT_ENDS = {"cli", "slicer", "gui"}
 #: Modules outside the folders: the package's lazy public API and the two documented Slicer paths (re-exports).
 TOP_LEVEL_MODULES = {"__init__.py", "errors.py", "version.py", "slicer_logic.py", "slicer_training.py"}
 
@@ -98,20 +99,30 @@ def test_each_layer_imports_only_the_layers_below_it() -> None:
         if own not in LAYERS:
             continue
         allowed = set(LAYERS[: LAYERS.index(own) + 1]) - (FRONT_ENDS - {own})
+        if own == "gui":
+            allowed.add("slicer")  # the widgets drive the MRML logic
         for module in _imported_modules(path):
             layer = _layer(module)
             assert layer is None or layer in allowed, f"{path.relative_to(ROOT)} imports {module}"
 
 
-def test_only_the_slicer_folder_imports_slicer_and_nothing_imports_qt() -> None:
-    # The bridge is MRML logic: slicer and vtk, never Qt (widgets live in the two module files).
+def test_only_the_slicer_folders_import_slicer_and_only_gui_imports_qt() -> None:
+    # The bridge is MRML logic: slicer and vtk, never Qt, so slicer-core tests it for real; Qt lives in gui/ and
+    # the two module files.
     for path in LIBRARY.rglob("*.py"):
-        in_bridge = path.relative_to(LIBRARY).parts[0] == "slicer"
+        folder = path.relative_to(LIBRARY).parts[0]
         for module in _imported_modules(path):
             root = module.split(".")[0]
-            assert root not in {"qt", "ctk"}, f"{path.relative_to(ROOT)} imports {module}"
+            if root in {"qt", "ctk", "slicer.qSlicerWidget"}:
+                assert folder == "gui", f"{path.relative_to(ROOT)} imports {module}"
             if root in {"slicer", "vtk"}:
-                assert in_bridge, f"{path.relative_to(ROOT)} imports {module}"
+                assert folder in {"slicer", "gui"}, f"{path.relative_to(ROOT)} imports {module}"
+
+
+def test_nothing_in_the_package_imports_the_gui_folder() -> None:
+    for path in LIBRARY.rglob("*.py"):
+        if path.relative_to(LIBRARY).parts[0] != "gui":
+            assert not [m for m in _imported_modules(path) if _layer(m) == "gui"], path
 
 
 def test_importing_the_engine_is_light() -> None:
