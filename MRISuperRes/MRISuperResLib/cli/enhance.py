@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
             elif (warning := anisotropy_warning(prepared.volume.spacing, scale)) is not None:
                 print(f"mrisuperres: warning: {warning}", file=sys.stderr)
         except BaseException:
-            torch_import.join()
+            # An input refused (or Ctrl-C) while torch still loads: the command-line entry exits without
+            # waiting for the import (see :func:`MRISuperResLib.cli.exit_without_waiting`).
             raise
     waited = time.perf_counter()
     torch_import.join()

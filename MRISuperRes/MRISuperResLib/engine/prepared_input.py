@@ -97,7 +97,17 @@ def import_in_background(*modules: str) -> threading.Thread:
 
     thread = threading.Thread(target=run, name=f"import {', '.join(modules)}")
     thread.start()
+    _IMPORTS.append(thread)
     return thread
+
+
+#: Threads started by :func:`import_in_background`.
+_IMPORTS: list[threading.Thread] = []
+
+
+def imports_in_flight() -> bool:
+    """Whether a background import is still running (a run that failed early does not wait for it)."""
+    return any(thread.is_alive() for thread in _IMPORTS)
 
 
 def wanted_mask(option: bool | None, metadata: ModelMetadata | dict[str, Any]) -> bool:

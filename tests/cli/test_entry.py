@@ -1,0 +1,47 @@
+"""The console script's entry: a run that fails while a background import is still loading exits at once with its
+exit status and message (it does not wait for the import), and a successful run is untouched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import ROOT
+
+ENTRY = """
+import sys
+sys.path[:0] = [{library!r}, {modules!r}]
+from MRISuperResLib.cli import exit_without_waiting
+from MRISuperResLib.engine.prepared_input import import_in_background
+import_in_background("slow_module")
+print("mrisuperres: error: the input is cut short", file=sys.stderr)
+exit_without_waiting({code})
+print("waited for the import", file=sys.stderr)
+"""
+
+SLOW_MODULE = """
+import pathlib, time
+time.sleep({seconds})
+pathlib.Path({marker!r}).write_text("the import finished")
+"""
+
+
+def run_entry(tmp_path: Path, code: int, seconds: float) -> tuple[subprocess.CompletedProcess, Path]:
+    marker = tmp_path / "imported"
+    (tmp_path / "slow_module.py").write_text(SLOW_MODULE.format(marker=str(marker), seconds=seconds))
+    script = ENTRY.format(library=str(ROOT / "MRISuperRes"), modules=str(tmp_path), code=code)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120), marker
+
+
+def test_a_failed_run_does_not_wait_for_the_background_import(tmp_path: Path) -> None:
+    done, marker = run_entry(tmp_path, 1, seconds=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["mrisuperres: error: the input is cut short"]
+    assert not marker.exists()  # the process ended while the import was still running
+
+
+def test_a_successful_run_ends_normally(tmp_path: Path) -> None:
+    done, marker = run_entry(tmp_path, 0, seconds=0.5)
+    assert done.returncode == 0 and "waited for the import" in done.stderr
+    assert marker.read_text() == "the import finished"
