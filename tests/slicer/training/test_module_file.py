@@ -20,12 +20,20 @@ def _ui_widgets() -> dict[str, ElementTree.Element]:
     return {widget.get("name"): widget for widget in tree.iter("widget")}
 
 
+def _panel_trees() -> list[ast.Module]:
+    """The module file and the panel's parts in ``MRISuperResLib/gui/training_*.py``."""
+    parts = sorted((ROOT / "MRISuperRes" / "MRISuperResLib" / "gui").glob("training_*.py"))
+    assert parts, "the panel's parts are in MRISuperResLib/gui/training_*.py"
+    return [_module_tree()] + [ast.parse(path.read_text()) for path in parts]
+
+
 def test_every_widget_the_module_uses_exists_in_its_ui_file() -> None:
-    used = {node.attr for node in ast.walk(_module_tree()) if isinstance(node, ast.Attribute)
+    used = {node.attr for tree in _panel_trees() for node in ast.walk(tree) if isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"
             and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
     widgets = _ui_widgets()
     assert used and not used - set(widgets), f"not in the .ui file: {sorted(used - set(widgets))}"
+    assert {"pairsTableWidget", "registrationResultLabel", "statusLabel", "progressBar"} <= used
 
 
 def test_parameter_names_in_the_ui_file_are_parameters_of_the_parameter_node() -> None:
