@@ -145,9 +145,7 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self.updatingGui = False
-        self.choices = None
-        self.runControl = None
-        self.views = None
+        self.choices = self.runControl = self.views = None  # the gui parts, made in setup()
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -182,15 +180,10 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        # Each part connects its own controls (the selectors, the views); Enhance is connected here.
+        self.choices.connectControls()
+        self.views.connectControls()
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.browseModelButton.connect("clicked(bool)", self.onBrowseModel)
-        self.ui.modelComboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
-        self.ui.scaleComboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
-        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
-        self.ui.showComparisonButton.connect("clicked(bool)", self.onShowComparison)
-        self.ui.restoreLayoutButton.connect("clicked(bool)", self.onRestoreLayout)
-        self.ui.orientationComboBox.connect("currentIndexChanged(int)", self.onOrientationChanged)
-        self.ui.differenceOpacitySlider.connect("valueChanged(double)", self.onDifferenceOpacityChanged)
 
         # Make sure parameter node is initialized (needed for module reload)
         self.initializeParameterNode()
@@ -279,30 +272,14 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateGuiFromParameterNode(self, caller=None, event=None) -> None:
         """Show the model / scale / device choices of the parameter node and what Enhance can do now."""
-        from MRISuperResLib.gui.enhance_choices import selectData
-
-        parameterNode = self._parameterNode
-        if parameterNode is None or self.updatingGui:
+        if self._parameterNode is None or self.updatingGui:
             return
         self.updatingGui = True
         try:
-            selectData(self.ui.modelComboBox, parameterNode.model)
-            selectData(self.ui.scaleComboBox, parameterNode.scaleChoice)
-            selectData(self.ui.deviceComboBox, parameterNode.device)
-            self.ui.perAxisScaleLineEdit.enabled = parameterNode.scaleChoice == "perAxis"
-            self.ui.adaptSecondsSpinBox.enabled = parameterNode.adaptToScan
+            self.choices.showParameterNode(self._parameterNode)
         finally:
             self.updatingGui = False
         self.runControl.checkCanApply()
-
-    def _onChoiceChanged(self, index=None) -> None:
-        """The combo boxes with dynamic items are synchronised by hand (connectGui binds fixed choices only)."""
-        if self._parameterNode is None or self.updatingGui:
-            return
-        with slicer.util.NodeModify(self._parameterNode):
-            self._parameterNode.model = self.ui.modelComboBox.currentData or "default"
-            self._parameterNode.scaleChoice = self.ui.scaleComboBox.currentData or "2"
-            self._parameterNode.device = self.ui.deviceComboBox.currentData or "auto"
 
     # ------------------------------------------------------------------------------------ the panel's actions
     def onBrowseModel(self) -> None:
@@ -321,28 +298,14 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Input | SR | difference over SR, linked, in the chosen orientation."""
         self.views.show()
 
-    def onRestoreLayout(self) -> None:
-        self.views.restore()
-
-    def onOrientationChanged(self, index=None) -> None:
-        self.views.setOrientation(self.ui.orientationComboBox.currentData)
-
-    def onDifferenceOpacityChanged(self, value) -> None:
-        self.views.setDifferenceOpacity(value)
-
     # The state scripts and the harness of the module read (the run's process and timer, the views' state).
     _process = property(lambda self: self.runControl.process)
     _pollTimer = property(lambda self: self.runControl.pollTimer)
     _comparisonShown = property(lambda self: self.views.shown)
 
-    def _onPoll(self) -> None:
-        self.runControl.poll()
-
-    def _whyNotApply(self):
-        return self.runControl.whyNotApply()
-
-    def _populateModels(self) -> None:
-        self.choices.populateModels()
+    _onPoll = property(lambda self: self.runControl.poll)
+    _whyNotApply = property(lambda self: self.runControl.whyNotApply)
+    _populateModels = property(lambda self: self.choices.populateModels)
 
 
 #
@@ -380,30 +343,13 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------------------------ background runs
     def startEnhance(self, parameterNode, scale):
-        """Start enhancing the parameter node's input in a background process and return the running process.
+        """Start enhancing the parameter node's input in a background process and return the running process
+        (``MRISuperResLib.slicer.panel.start_enhance_process``): the caller polls it; its ``finish()`` adds the
+        outputs to the scene, ``cancel()`` kills the process tree and adds nothing."""
+        from MRISuperResLib.slicer.panel import start_enhance_process
 
-        The process object (``MRISuperResLib.slicer.enhance_process.EnhanceProcess``) is polled by the caller; its
-        ``finish()`` adds the outputs to the scene, ``cancel()`` kills the process tree and adds nothing.
-        """
-        from MRISuperResLib.engine.options import EnhanceOptions
-        from MRISuperResLib.engine.outputs import OUTPUT_MAPS
-        from MRISuperResLib.slicer.panel import EnhanceLogic, EnhanceNodes
-        from MRISuperResLib.slicer.enhance_process import EnhanceProcess
-
-        # An optional map (uncertainty) is computed, and its node reused, only while its checkbox is on.
-        wanted = [output for output in OUTPUT_MAPS if not output.optional or getattr(parameterNode, output.key)]
-        reuse = None
-        if parameterNode.reuseOutputs and parameterNode.srVolume and \
-                parameterNode.outputsInput is parameterNode.inputVolume:
-            reuse = EnhanceNodes({output.key: getattr(parameterNode, output.parameter) for output in wanted})
-        process = EnhanceProcess(
-            EnhanceLogic(slicer.mrmlScene), parameterNode.inputVolume, model=parameterNode.model, scale=scale,
-            options=EnhanceOptions.from_parameters(parameterNode),
-            maps=[output.key for output in wanted if output.optional], outputs=reuse,
-            adapt_seconds=parameterNode.adaptSeconds if parameterNode.adaptToScan else None,
-            python=self.pythonExecutable(), temp_root=slicer.app.temporaryPath)
-        process.start()
-        return process
+        return start_enhance_process(slicer.mrmlScene, parameterNode, scale, python=self.pythonExecutable(),
+                                     temp_root=slicer.app.temporaryPath)
 
     @staticmethod
     def pythonExecutable() -> str:
@@ -480,13 +426,9 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
 def installDialogs():
     """The dialogs of a dependency installation (``MRISuperResLib.slicer.dependencies.InstallDialogs``)."""
-    from MRISuperResLib.slicer import dependencies as dependencies
+    from MRISuperResLib.slicer.dependencies import slicer_install_dialogs
 
-    return dependencies.InstallDialogs(
-        error=lambda text: slicer.util.errorDisplay(text),
-        confirm=lambda text, title: slicer.util.confirmOkCancelDisplay(text, windowTitle=title),
-        confirm_restart=lambda text, title: slicer.util.confirmYesNoDisplay(text, windowTitle=title),
-        restart=lambda: slicer.util.restart(), tr=_)
+    return slicer_install_dialogs(tr=_)
 
 
 #
@@ -510,59 +452,28 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_BackgroundEnhanceAndLinkedViews()
 
-    def _smallVolume(self, name="MRISuperResTestInput"):
-        import numpy as np
-
-        volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-        volumeNode.CreateDefaultDisplayNodes()
-        grid = np.mgrid[0:12, 0:14, 0:10].astype(np.float32)
-        slicer.util.updateVolumeFromArray(volumeNode, (np.sin(grid[0] / 3) + np.cos(grid[1] / 4) + grid[2] / 10))
-        volumeNode.SetSpacing(2.0, 2.0, 2.0)
-        return volumeNode
-
     def _requireEngine(self):
         """Skip where PyTorch and MONAI are not installed (extension build machines): nothing to enhance with."""
-        import importlib.util
+        from MRISuperResLib.slicer.self_test import missing_engine_packages
 
-        missing = [name for name in ("torch", "monai") if importlib.util.find_spec(name) is None]
+        missing = missing_engine_packages()
         if missing:
             self.skipTest(f"needs {', '.join(missing)} (installed on the first Enhance)")
 
     def test_EnhanceAddsOutputNodes(self):
         """Enhance a small synthetic volume with the shipped default model and check the output nodes."""
         self._requireEngine()
-        volumeNode = self._smallVolume()
-        result = MRISuperResLogic().enhance(volumeNode, model="default", scale=2, device="cpu")
-        self.assertEqual(result.srVolumeNode.GetName(), "MRISuperResTestInput_SR_x2")
-        self.assertEqual(result.srVolumeNode.GetImageData().GetDimensions(), (20, 28, 24))
-        self.assertIn("AI-generated", result.srVolumeNode.GetDescription())
-        self.assertIsNotNone(result.differenceVolumeNode)
+        from MRISuperResLib.slicer.self_test import check_enhance_adds_output_nodes
+
+        check_enhance_adds_output_nodes(self, MRISuperResLogic(), slicer.mrmlScene)
         self.delayDisplay("Enhance test passed")
 
     def test_BackgroundEnhanceAndLinkedViews(self):
         """The widget's path: a background process (blocking here), then the three linked views."""
         self._requireEngine()
-        logic = MRISuperResLogic()
-        parameterNode = logic.getParameterNode()
-        parameterNode.inputVolume = self._smallVolume()
-        parameterNode.device = "cpu"
-        process = logic.startEnhance(parameterNode, (2.0, 2.0, 2.0))
-        nodes = process.run_blocking() if process.poll().state == "running" else process.finish()
-        logic.rememberOutputs(parameterNode, nodes)
-        self.assertEqual(parameterNode.srVolume.GetImageData().GetDimensions(), (20, 28, 24))
-        from MRISuperResLib.slicer.layout import COMPARE_LAYOUT_ID, CompareViews
+        from MRISuperResLib.slicer.self_test import check_background_enhance_and_linked_views
 
-        layoutManager = slicer.app.layoutManager()
-        previousLayout = layoutManager.layout if layoutManager else None
-        comparison = CompareViews(slicer.mrmlScene, application_logic=slicer.app.applicationLogic())
-        comparison.show(parameterNode.inputVolume, parameterNode.srVolume, parameterNode.differenceVolume)
-        if layoutManager:
-            self.assertEqual(layoutManager.layout, COMPARE_LAYOUT_ID)
-        comparison.set_orientation("Coronal")
-        comparison.set_difference_opacity(0.3)
-        comparison.restore()
-        if layoutManager:
-            self.assertEqual(layoutManager.layout, previousLayout)
+        check_background_enhance_and_linked_views(self, MRISuperResLogic(), slicer.mrmlScene, slicer.app)
         self.delayDisplay("Background enhance and linked views passed")
 
     def test_LogicInstantiates(self):

@@ -7,7 +7,6 @@ list then offers only "Default" and the device list Auto and CPU until the depen
 import os
 
 import qt
-
 import slicer
 from slicer.i18n import tr as _
 
@@ -45,6 +44,37 @@ class EnhanceChoices:
     def stop(self) -> None:
         """Stop polling the device probe (the module widget is destroyed)."""
         self._deviceTimer.stop()
+
+    def connectControls(self) -> None:
+        """Connect Browse... and the model, scale and device combo boxes (their choices go to the parameter node)."""
+        ui = self._widget.ui
+        ui.browseModelButton.connect("clicked(bool)", self._widget.onBrowseModel)
+        for comboBox in (ui.modelComboBox, ui.scaleComboBox, ui.deviceComboBox):
+            comboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
+
+    def _onChoiceChanged(self, index=None) -> None:
+        parameterNode = self._widget.parameterNode
+        if parameterNode is not None and not self._widget.updatingGui:
+            self.readInto(parameterNode)
+
+    def showParameterNode(self, parameterNode) -> None:
+        """Select the parameter node's model, scale and device, and enable the fields that apply to its choices
+        (the caller sets ``widget.updatingGui``)."""
+        ui = self._widget.ui
+        selectData(ui.modelComboBox, parameterNode.model)
+        selectData(ui.scaleComboBox, parameterNode.scaleChoice)
+        selectData(ui.deviceComboBox, parameterNode.device)
+        ui.perAxisScaleLineEdit.enabled = parameterNode.scaleChoice == "perAxis"
+        ui.adaptSecondsSpinBox.enabled = parameterNode.adaptToScan
+
+    def readInto(self, parameterNode) -> None:
+        """Store the selected model, scale and device in the parameter node: the combo boxes with dynamic items are
+        synchronised by hand (``connectGui`` binds fixed choices only)."""
+        ui = self._widget.ui
+        with slicer.util.NodeModify(parameterNode):
+            parameterNode.model = ui.modelComboBox.currentData or "default"
+            parameterNode.scaleChoice = ui.scaleComboBox.currentData or "2"
+            parameterNode.device = ui.deviceComboBox.currentData or "auto"
 
     # ------------------------------------------------------------------------------------------------ models
     @staticmethod

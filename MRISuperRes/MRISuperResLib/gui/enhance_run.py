@@ -6,7 +6,6 @@ so Slicer never blocks. Engine code is imported inside the methods (the panel op
 """
 
 import qt
-
 import slicer
 from slicer.i18n import tr as _
 

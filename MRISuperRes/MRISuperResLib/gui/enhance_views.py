@@ -16,6 +16,15 @@ class EnhanceViews:
         self._comparison = None
         self.shown = False
 
+    def connectControls(self) -> None:
+        """Connect Show comparison, Restore layout, the orientation selector and the difference opacity slider."""
+        ui = self._widget.ui
+        ui.showComparisonButton.connect("clicked(bool)", self._widget.onShowComparison)
+        ui.restoreLayoutButton.connect("clicked(bool)", self.restore)
+        ui.orientationComboBox.connect("currentIndexChanged(int)",
+                                       lambda index=None: self.setOrientation(ui.orientationComboBox.currentData))
+        ui.differenceOpacitySlider.connect("valueChanged(double)", self.setDifferenceOpacity)
+
     def forget(self) -> None:
         """Drop the views of a closing scene."""
         self._comparison = None
