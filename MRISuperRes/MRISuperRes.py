@@ -1,10 +1,12 @@
 """MRI Super-Resolution: the Slicer module that enhances a low-resolution MRI volume.
 
-This file stays thin: Qt lives here, the work lives in the ``MRISuperResLib`` package next to it
-(``slicer.panel``: what the panel offers and refuses; ``slicer.enhance_process``: the background run;
-``slicer.outputs``: the output nodes; ``slicer.layout``: the linked views). Slicer puts this module's folder on
-``sys.path``, so the package is importable as ``MRISuperResLib``; it is imported inside functions, never at module
-level, so that Slicer can load the module before PyTorch and the other dependencies are installed.
+This file stays thin: the widget's Qt parts live in ``MRISuperResLib.gui`` (``enhance_choices``: the model and
+device selectors; ``enhance_run``: Enhance/Cancel and the background run; ``enhance_views``: the linked views), the
+work in ``MRISuperResLib.slicer`` (``panel``: what the panel offers and refuses; ``enhance_process``: the
+background run; ``outputs``: the output nodes; ``layout``: the linked views; ``self_test``: the self-test's
+checks). Slicer puts this module's folder on ``sys.path``, so the package is importable as ``MRISuperResLib``; it
+is imported inside functions, never at module level, so that Slicer can load the module before PyTorch and the
+other dependencies are installed.
 """
 
 import os
@@ -134,8 +136,9 @@ class MRISuperResParameterNode:
 class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Reads the GUI into the parameter node and hands the work to the logic; never blocks Slicer.
 
-    Composes the Qt parts of ``MRISuperResLib.gui``: ``EnhanceChoices`` (model and device selectors, Browse...),
-    ``EnhanceRun`` as ``runControl`` (Enhance/Cancel, polling the background run) and ``EnhanceViews`` (the linked views).
+    Composes the Qt parts of ``MRISuperResLib.gui``: ``choices`` (``EnhanceChoices``: model and device selectors,
+    Browse...), ``runControl`` (``EnhanceRun``: Enhance/Cancel, polling the background run) and ``views``
+    (``EnhanceViews``: the linked views).
     """
 
     def __init__(self, parent=None) -> None:
