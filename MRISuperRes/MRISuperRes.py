@@ -1,17 +1,18 @@
 """MRI Super-Resolution: the Slicer module that enhances a low-resolution MRI volume.
 
-This file stays thin: Qt lives here, the work lives in the ``MRISuperResLib`` package next to it
-(``slicer.panel``: what the panel offers and refuses; ``slicer.enhance_process``: the background run;
-``slicer.outputs``: the output nodes; ``slicer.layout``: the linked views). Slicer puts this module's folder on
-``sys.path``, so the package is importable as ``MRISuperResLib``; it is imported inside functions, never at module
-level, so that Slicer can load the module before PyTorch and the other dependencies are installed.
+This file stays thin: the widget's Qt parts live in ``MRISuperResLib.gui`` (``enhance_choices``: the model and
+device selectors; ``enhance_run``: Enhance/Cancel and the background run; ``enhance_views``: the linked views), the
+work in ``MRISuperResLib.slicer`` (``panel``: what the panel offers and refuses; ``enhance_process``: the
+background run; ``outputs``: the output nodes; ``layout``: the linked views; ``self_test``: the self-test's
+checks). Slicer puts this module's folder on ``sys.path``, so the package is importable as ``MRISuperResLib``; it
+is imported inside functions, never at module level, so that Slicer can load the module before PyTorch and the
+other dependencies are installed.
 """
 
 import os
 import sys
 from typing import Annotated
 
-import qt
 import vtk
 
 import slicer
@@ -36,15 +37,6 @@ if _MODULE_FOLDER in sys.path and sys.path.index(_MODULE_FOLDER) > 0:
     sys.path.remove(_MODULE_FOLDER)
     sys.path.insert(0, _MODULE_FOLDER)
 DOCUMENTATION_URL = "https://github.com/mrisuperres/SlicerMRISuperRes#readme"
-
-#: Application settings key of the model files the user browsed to (a list of paths).
-MODEL_FILES_SETTING = "MRISuperRes/ModelFiles"
-
-#: How often the widget polls the background run (milliseconds).
-POLL_INTERVAL_MS = 200
-
-#: How often the widget checks whether the device probe (a child process) has answered (milliseconds).
-DEVICE_POLL_INTERVAL_MS = 500
 
 
 #
@@ -142,7 +134,12 @@ class MRISuperResParameterNode:
 
 
 class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Reads the GUI into the parameter node and hands the work to the logic; never blocks Slicer."""
+    """Reads the GUI into the parameter node and hands the work to the logic; never blocks Slicer.
+
+    Composes the Qt parts of ``MRISuperResLib.gui``: ``choices`` (``EnhanceChoices``: model and device selectors,
+    Browse...), ``runControl`` (``EnhanceRun``: Enhance/Cancel, polling the background run) and ``views``
+    (``EnhanceViews``: the linked views).
+    """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -150,14 +147,8 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._process = None
-        self._comparison = None
-        self._comparisonShown = False
-        self._pollTimer = None
-        self._updatingGui = False
-        self._modelChoices = []
-        self._deviceProbe = None
-        self._deviceTimer = None
+        self.updatingGui = False
+        self.choices = self.runControl = self.views = None  # the gui parts, made in setup()
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -173,55 +164,53 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = MRISuperResLogic()
 
+        # Imported here, not at module level: Slicer loads this file before the dependencies are installed.
+        from MRISuperResLib.gui.enhance_choices import EnhanceChoices
+        from MRISuperResLib.gui.enhance_run import EnhanceRun
+        from MRISuperResLib.gui.enhance_views import EnhanceViews
         from MRISuperResLib.slicer.panel import SCALE_CHOICES
 
         for label, value in SCALE_CHOICES:
             self.ui.scaleComboBox.addItem(_(label), value)
         for orientation in ("Axial", "Coronal", "Sagittal"):
             self.ui.orientationComboBox.addItem(_(orientation), orientation)
-        self._pollTimer = qt.QTimer()
-        self._pollTimer.setInterval(POLL_INTERVAL_MS)
-        self._pollTimer.connect("timeout()", self._onPoll)
-        self._deviceTimer = qt.QTimer()
-        self._deviceTimer.setInterval(DEVICE_POLL_INTERVAL_MS)
-        self._deviceTimer.connect("timeout()", self._onDeviceProbe)
+        self.choices, self.runControl, self.views = EnhanceChoices(self), EnhanceRun(self), EnhanceViews(self)
 
-        self._populateModels()
-        self._populateDevices()
+        self.choices.populateModels()
+        self.choices.populateDevices()
 
         # Keep the parameter node valid across scene close.
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        # Each part connects its own controls (the selectors, the views); Enhance is connected here.
+        self.choices.connectControls()
+        self.views.connectControls()
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.browseModelButton.connect("clicked(bool)", self.onBrowseModel)
-        self.ui.modelComboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
-        self.ui.scaleComboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
-        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self._onChoiceChanged)
-        self.ui.showComparisonButton.connect("clicked(bool)", self.onShowComparison)
-        self.ui.restoreLayoutButton.connect("clicked(bool)", self.onRestoreLayout)
-        self.ui.orientationComboBox.connect("currentIndexChanged(int)", self.onOrientationChanged)
-        self.ui.differenceOpacitySlider.connect("valueChanged(double)", self.onDifferenceOpacityChanged)
 
         # Make sure parameter node is initialized (needed for module reload)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed: stop a running enhance."""
-        if self._process is not None:
-            self._process.cancel()
-            self._process = None
-        if self._pollTimer is not None:
-            self._pollTimer.stop()
-        if self._deviceTimer is not None:
-            self._deviceTimer.stop()
+        if self.runControl is not None:
+            self.runControl.stop()
+        if self.choices is not None:
+            self.choices.stop()
         self.removeObservers()
 
     def enter(self) -> None:
         """Called each time the user opens this module: models trained since appear in the list."""
-        self._populateModels()
+        self.choices.populateModels()
         self.initializeParameterNode()
-        self._updateGuiFromParameterNode()
+        self.updateGuiFromParameterNode()
+
+    def exit(self) -> None:
+        """Called each time the user opens a different module (a running enhance goes on)."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
 
     def selectModel(self, value: str) -> None:
         """Select a model by shipped or trained name, ``"default"``, or file path.
@@ -232,47 +221,14 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         Raises:
             ValueError: unknown name, or a file that is not a MRISuperRes model (the message says why).
         """
-        self._populateModels()
-        if self.ui.modelComboBox.findData(value) < 0:
-            if not os.path.isfile(value):
-                raise ValueError(f"unknown model {value!r}")
-            value = self._listModelFile(value)
-        self._parameterNode.model = value
-        self._updateGuiFromParameterNode()
-
-    def _listModelFile(self, path: str) -> str:
-        """The selector value of model file ``path``: its listed entry, else the file remembered in the settings.
-
-        Raises:
-            ValueError: ``path`` is not a readable MRISuperRes model file.
-        """
-        from MRISuperResLib.slicer.panel import find_model_choice, model_file_problem
-
-        choice = find_model_choice(self._modelChoices, path)
-        if choice is None:
-            problem = model_file_problem(path)
-            if problem:
-                raise ValueError(problem)
-            slicer.app.settings().setValue(MODEL_FILES_SETTING, [f for f in self._modelFiles() if f != path] + [path])
-            self._populateModels()
-            choice = find_model_choice(self._modelChoices, path)
-        if choice is None:
-            raise ValueError(f"{path} cannot be listed as a model")
-        return choice.value
-
-    def exit(self) -> None:
-        """Called each time the user opens a different module (a running enhance goes on)."""
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGuiFromParameterNode)
+        self._parameterNode.model = self.choices.modelValue(value)
+        self.updateGuiFromParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         """Called just before the scene is closed: a run for a closing scene is cancelled."""
-        if self._process is not None:
-            self._cancel()
-        self._comparison = None
-        self._comparisonShown = False
+        if self.runControl.process is not None:
+            self.runControl.cancel()
+        self.views.forget()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -292,6 +248,11 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.onReload(self)
 
     # ------------------------------------------------------------------------------------- parameter node
+    @property
+    def parameterNode(self):
+        """The observed ``MRISuperResParameterNode`` (None while a scene closes)."""
+        return self._parameterNode
+
     def initializeParameterNode(self) -> None:
         """Ensure the parameter node exists and is observed; preselect the first volume as input."""
         self.setParameterNode(self.logic.getParameterNode())
@@ -305,271 +266,49 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Set and observe the parameter node, and bind it to the widgets named by their SlicerParameterName."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGuiFromParameterNode)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGuiFromParameterNode)
-            self._updateGuiFromParameterNode()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
+            self.updateGuiFromParameterNode()
 
-    def _updateGuiFromParameterNode(self, caller=None, event=None) -> None:
+    def updateGuiFromParameterNode(self, caller=None, event=None) -> None:
         """Show the model / scale / device choices of the parameter node and what Enhance can do now."""
-        parameterNode = self._parameterNode
-        if parameterNode is None or self._updatingGui:
+        if self._parameterNode is None or self.updatingGui:
             return
-        self._updatingGui = True
+        self.updatingGui = True
         try:
-            self._selectData(self.ui.modelComboBox, parameterNode.model)
-            self._selectData(self.ui.scaleComboBox, parameterNode.scaleChoice)
-            self._selectData(self.ui.deviceComboBox, parameterNode.device)
-            self.ui.perAxisScaleLineEdit.enabled = parameterNode.scaleChoice == "perAxis"
-            self.ui.adaptSecondsSpinBox.enabled = parameterNode.adaptToScan
+            self.choices.showParameterNode(self._parameterNode)
         finally:
-            self._updatingGui = False
-        self._checkCanApply()
+            self.updatingGui = False
+        self.runControl.checkCanApply()
 
-    def _onChoiceChanged(self, index=None) -> None:
-        """The combo boxes with dynamic items are synchronised by hand (connectGui binds fixed choices only)."""
-        if self._parameterNode is None or self._updatingGui:
-            return
-        with slicer.util.NodeModify(self._parameterNode):
-            self._parameterNode.model = self.ui.modelComboBox.currentData or "default"
-            self._parameterNode.scaleChoice = self.ui.scaleComboBox.currentData or "2"
-            self._parameterNode.device = self.ui.deviceComboBox.currentData or "auto"
-
-    @staticmethod
-    def _selectData(comboBox, value) -> None:
-        index = comboBox.findData(value)
-        if index >= 0 and index != comboBox.currentIndex:
-            comboBox.currentIndex = index
-
-    # ---------------------------------------------------------------------------------------------- choices
-    def _modelFiles(self) -> list:
-        files = slicer.app.settings().value(MODEL_FILES_SETTING) or []
-        return [files] if isinstance(files, str) else [str(f) for f in files]
-
-    def _populateModels(self) -> None:
-        """Fill the model selector; without the dependencies yet, only "Default" (installed on first Enhance)."""
-        wasUpdating, self._updatingGui = self._updatingGui, True  # refilling must not change the parameter node
-        try:
-            self._fillModelComboBox()
-        finally:
-            self._updatingGui = wasUpdating
-
-    def _fillModelComboBox(self) -> None:
-        self.ui.modelComboBox.clear()
-        self._modelChoices = []
-        try:
-            from MRISuperResLib.slicer.panel import model_choices
-
-            choices = self._modelChoices = model_choices(self._modelFiles())
-        except ImportError:
-            self.ui.modelComboBox.addItem(_("Default (chosen by scale)"), "default")
-            self.ui.modelDescriptionLabel.text = _("Models are listed once the dependencies are installed "
-                                                   "(asked on the first Enhance).")
-            return
-        for choice in choices:
-            self.ui.modelComboBox.addItem(choice.label, choice.value)
-            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, choice.description, qt.Qt.ToolTipRole)
-
-    def _populateDevices(self) -> None:
-        """Offer Auto and CPU at once, and ask a child process which GPUs torch sees (this process never imports
-        torch nor initialises CUDA); the list grows when the answer comes."""
-        self._fillDeviceComboBox([(_("Auto (best available)"), "auto"), (_("CPU"), "cpu")])
-        try:
-            from MRISuperResLib.slicer.panel import DeviceProbe
-
-            self._deviceProbe = DeviceProbe(self.logic.pythonExecutable()).start()
-        except (ImportError, OSError):
-            self._deviceProbe = None
-            return
-        self._deviceTimer.start()
-
-    def _onDeviceProbe(self) -> None:
-        choices = self._deviceProbe.poll() if self._deviceProbe is not None else []
-        if choices is None:
-            return
-        self._deviceTimer.stop()
-        self._deviceProbe = None
-        if choices:
-            self._fillDeviceComboBox([(_(label), value) for label, value in choices])
-
-    def _fillDeviceComboBox(self, choices) -> None:
-        wasUpdating, self._updatingGui = self._updatingGui, True  # refilling must not change the parameter node
-        try:
-            self.ui.deviceComboBox.clear()
-            for label, value in choices:
-                self.ui.deviceComboBox.addItem(label, value)
-        finally:
-            self._updatingGui = wasUpdating
-        if self._parameterNode is not None:
-            self._selectData(self.ui.deviceComboBox, self._parameterNode.device)
-
+    # ------------------------------------------------------------------------------------ the panel's actions
     def onBrowseModel(self) -> None:
-        """Pick a model file and select it: a listed model (shipped or trained) selects its entry, another valid
-        model file is remembered in the application settings."""
-        path = qt.QFileDialog.getOpenFileName(self.parent, _("Model file"), "", _("Model files (*.safetensors)"))
-        if not path:
-            return
-        try:
-            self.selectModel(path)
-        except ValueError as error:
-            slicer.util.errorDisplay(str(error))
+        """Pick a model file with a file dialog and select it (``EnhanceChoices.browseModel``)."""
+        self.choices.browseModel()
 
     def requestedScale(self):
         """The per-axis scale (i, j, k) the GUI asks for, or ``(None, reason)`` when it cannot be determined."""
-        from MRISuperResLib.errors import MRISuperResError
-        from MRISuperResLib.imaging.geometry import parse_scale
-        from MRISuperResLib.slicer.panel import thick_slice_scale
+        return self.runControl.requestedScale()
 
-        choice = self._parameterNode.scaleChoice
-        if choice == "thick":
-            scale = thick_slice_scale(self._parameterNode.inputVolume.GetSpacing())
-            if scale is None:
-                return None, _("The input is already near-isotropic: choose x2, x3 or x4.")
-            return scale, None
-        try:
-            return parse_scale(self._parameterNode.perAxisScale if choice == "perAxis" else choice), None
-        except MRISuperResError as error:
-            return None, str(error)
-
-    def _checkCanApply(self) -> None:
-        """Enable Enhance only for a valid input, model and scale; the tooltip says why not."""
-        if self._process is not None:
-            return  # the button is Cancel while running
-        reason = self._whyNotApply()
-        self.ui.applyButton.enabled = reason is None
-        self.ui.applyButton.toolTip = reason or _("Super-resolve the input volume (runs in the background).")
-        self.ui.modelDescriptionLabel.text = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex,
-                                                                            qt.Qt.ToolTipRole) or ""
-
-    def _whyNotApply(self):
-        parameterNode = self._parameterNode
-        if parameterNode is None:
-            return _("No parameter node.")
-        try:
-            from MRISuperResLib.slicer.panel import adapt_problem, input_problem, scale_problem
-        except ImportError:
-            return None if parameterNode.inputVolume else _("Select an input volume.")
-        problem = input_problem(parameterNode.inputVolume)
-        if problem:
-            return problem
-        scale, problem = self.requestedScale()
-        if problem:
-            return problem
-        if parameterNode.adaptToScan and (problem := adapt_problem(scale)):
-            return problem
-        return scale_problem(parameterNode.model, scale)
-
-    # ------------------------------------------------------------------------------------------------- run
     def onApplyButton(self) -> None:
         """Enhance, or Cancel while a run is going on."""
-        if self._process is not None:
-            self._cancel()
-            return
-        devicesKnown = self.ui.deviceComboBox.count > 2
-        if not self.logic.ensureDependencies():
-            return
-        self._populateModels()
-        if not devicesKnown and self._deviceProbe is None:
-            self._populateDevices()  # torch may have just been installed: list its GPUs
-        self._updateGuiFromParameterNode()
-        reason = self._whyNotApply()
-        if reason:
-            slicer.util.errorDisplay(reason)
-            return
-        parameterNode = self._parameterNode
-        scale, _problem = self.requestedScale()
-        try:
-            self._process = self.logic.startEnhance(parameterNode, scale)
-        except Exception as error:  # the engine's one-line errors; nothing was added to the scene
-            slicer.util.errorDisplay(_("Enhance could not start: {error}").format(error=error))
-            self._process = None
-            return
-        self.ui.applyButton.text = _("Cancel")
-        self.ui.applyButton.toolTip = _("Stop the run; the scene stays as it was.")
-        self.ui.progressBar.value = 0
-        self.ui.progressBar.visible = True
-        self.ui.statusLabel.text = _("Starting...")
-        self._pollTimer.start()
+        self.runControl.apply()
 
-    def _onPoll(self) -> None:
-        if self._process is None:
-            self._pollTimer.stop()
-            return
-        status = self._process.poll()
-        self.ui.progressBar.value = int(round(100 * status.fraction))
-        self.ui.progressBar.format = f"{status.stage} %p%" if status.stage else "%p%"
-        if status.state == "running":
-            self.ui.statusLabel.text = _("{stage} ({seconds:.0f} s)").format(stage=status.stage, seconds=status.elapsed_s)
-            return
-        self._pollTimer.stop()
-        process, self._process = self._process, None
-        if status.state == "finished":
-            try:
-                nodes = process.finish()
-            except Exception as error:
-                self._endRun(_("Enhance failed: {error}").format(error=error), failed=True)
-                return
-            self.logic.rememberOutputs(self._parameterNode, nodes, process.volume_node)
-            self._endRun(self.logic.statusText(nodes, status.elapsed_s))
-            for warning in nodes.warnings:
-                slicer.util.warningDisplay(warning, windowTitle=_("MRI Super-Resolution"))
-            self.onShowComparison()
-        else:
-            self._endRun(_("Enhance failed: {error}").format(error=status.error or status.state), failed=True)
-
-    def _cancel(self) -> None:
-        self._pollTimer.stop()
-        process, self._process = self._process, None
-        if process is not None:
-            process.cancel()
-        self._endRun(_("Cancelled; nothing was added to the scene."))
-
-    def _endRun(self, message: str, failed: bool = False) -> None:
-        self.ui.applyButton.text = _("Enhance")
-        self.ui.progressBar.visible = False
-        self.ui.statusLabel.text = message
-        if failed:
-            slicer.util.errorDisplay(message)
-        self._checkCanApply()
-
-    # ----------------------------------------------------------------------------------------------- views
     def onShowComparison(self) -> None:
         """Input | SR | difference over SR, linked, in the chosen orientation."""
-        parameterNode = self._parameterNode
-        if not (parameterNode and parameterNode.inputVolume and parameterNode.srVolume):
-            slicer.util.errorDisplay(_("Enhance a volume first: the views compare its input and outputs."))
-            return
-        if not parameterNode.differenceVolume:
-            slicer.util.errorDisplay(_("The difference volume of the last run was removed from the scene: enhance "
-                                       "again to compare the views."))
-            return
-        from MRISuperResLib.slicer.layout import CompareViews
+        self.views.show()
 
-        if self._comparison is None:
-            # The application's slice logics fit the real views (and add no extra slice-model nodes).
-            self._comparison = CompareViews(slicer.mrmlScene, application_logic=slicer.app.applicationLogic())
-        self._comparison.show(parameterNode.inputVolume, parameterNode.srVolume, parameterNode.differenceVolume,
-                              orientation=self.ui.orientationComboBox.currentData,
-                              opacity=parameterNode.differenceOpacity)
-        # Fit again once the new views have their final sizes (as CompareVolumes does).
-        slicer.app.processEvents()
-        self._comparison.fit()
-        self._comparisonShown = True
+    # The state scripts and the harness of the module read (the run's process and timer, the views' state).
+    _process = property(lambda self: self.runControl.process)
+    _pollTimer = property(lambda self: self.runControl.pollTimer)
+    _comparisonShown = property(lambda self: self.views.shown)
 
-    def onRestoreLayout(self) -> None:
-        if self._comparison is not None:
-            self._comparison.restore()
-        self._comparisonShown = False
-
-    def onOrientationChanged(self, index=None) -> None:
-        if self._comparison is not None and self._comparisonShown:
-            self._comparison.set_orientation(self.ui.orientationComboBox.currentData)
-
-    def onDifferenceOpacityChanged(self, value) -> None:
-        if self._comparison is not None and self._comparisonShown:
-            self._comparison.set_difference_opacity(value)
+    _onPoll = property(lambda self: self.runControl.poll)
+    _whyNotApply = property(lambda self: self.runControl.whyNotApply)
+    _populateModels = property(lambda self: self.choices.populateModels)
 
 
 #
@@ -607,30 +346,13 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------------------------ background runs
     def startEnhance(self, parameterNode, scale):
-        """Start enhancing the parameter node's input in a background process and return the running process.
+        """Start enhancing the parameter node's input in a background process and return the running process
+        (``MRISuperResLib.slicer.panel.start_enhance_process``): the caller polls it; its ``finish()`` adds the
+        outputs to the scene, ``cancel()`` kills the process tree and adds nothing."""
+        from MRISuperResLib.slicer.panel import start_enhance_process
 
-        The process object (``MRISuperResLib.slicer.enhance_process.EnhanceProcess``) is polled by the caller; its
-        ``finish()`` adds the outputs to the scene, ``cancel()`` kills the process tree and adds nothing.
-        """
-        from MRISuperResLib.engine.options import EnhanceOptions
-        from MRISuperResLib.engine.outputs import OUTPUT_MAPS
-        from MRISuperResLib.slicer.panel import EnhanceLogic, EnhanceNodes
-        from MRISuperResLib.slicer.enhance_process import EnhanceProcess
-
-        # An optional map (uncertainty) is computed, and its node reused, only while its checkbox is on.
-        wanted = [output for output in OUTPUT_MAPS if not output.optional or getattr(parameterNode, output.key)]
-        reuse = None
-        if parameterNode.reuseOutputs and parameterNode.srVolume and \
-                parameterNode.outputsInput is parameterNode.inputVolume:
-            reuse = EnhanceNodes({output.key: getattr(parameterNode, output.parameter) for output in wanted})
-        process = EnhanceProcess(
-            EnhanceLogic(slicer.mrmlScene), parameterNode.inputVolume, model=parameterNode.model, scale=scale,
-            options=EnhanceOptions.from_parameters(parameterNode),
-            maps=[output.key for output in wanted if output.optional], outputs=reuse,
-            adapt_seconds=parameterNode.adaptSeconds if parameterNode.adaptToScan else None,
-            python=self.pythonExecutable(), temp_root=slicer.app.temporaryPath)
-        process.start()
-        return process
+        return start_enhance_process(slicer.mrmlScene, parameterNode, scale, python=self.pythonExecutable(),
+                                     temp_root=slicer.app.temporaryPath)
 
     @staticmethod
     def pythonExecutable() -> str:
@@ -707,13 +429,9 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
 def installDialogs():
     """The dialogs of a dependency installation (``MRISuperResLib.slicer.dependencies.InstallDialogs``)."""
-    from MRISuperResLib.slicer import dependencies as dependencies
+    from MRISuperResLib.slicer.dependencies import slicer_install_dialogs
 
-    return dependencies.InstallDialogs(
-        error=lambda text: slicer.util.errorDisplay(text),
-        confirm=lambda text, title: slicer.util.confirmOkCancelDisplay(text, windowTitle=title),
-        confirm_restart=lambda text, title: slicer.util.confirmYesNoDisplay(text, windowTitle=title),
-        restart=lambda: slicer.util.restart(), tr=_)
+    return slicer_install_dialogs(tr=_)
 
 
 #
@@ -737,59 +455,28 @@ class MRISuperResTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_BackgroundEnhanceAndLinkedViews()
 
-    def _smallVolume(self, name="MRISuperResTestInput"):
-        import numpy as np
-
-        volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-        volumeNode.CreateDefaultDisplayNodes()
-        grid = np.mgrid[0:12, 0:14, 0:10].astype(np.float32)
-        slicer.util.updateVolumeFromArray(volumeNode, (np.sin(grid[0] / 3) + np.cos(grid[1] / 4) + grid[2] / 10))
-        volumeNode.SetSpacing(2.0, 2.0, 2.0)
-        return volumeNode
-
     def _requireEngine(self):
         """Skip where PyTorch and MONAI are not installed (extension build machines): nothing to enhance with."""
-        import importlib.util
+        from MRISuperResLib.slicer.self_test import missing_engine_packages
 
-        missing = [name for name in ("torch", "monai") if importlib.util.find_spec(name) is None]
+        missing = missing_engine_packages()
         if missing:
             self.skipTest(f"needs {', '.join(missing)} (installed on the first Enhance)")
 
     def test_EnhanceAddsOutputNodes(self):
         """Enhance a small synthetic volume with the shipped default model and check the output nodes."""
         self._requireEngine()
-        volumeNode = self._smallVolume()
-        result = MRISuperResLogic().enhance(volumeNode, model="default", scale=2, device="cpu")
-        self.assertEqual(result.srVolumeNode.GetName(), "MRISuperResTestInput_SR_x2")
-        self.assertEqual(result.srVolumeNode.GetImageData().GetDimensions(), (20, 28, 24))
-        self.assertIn("AI-generated", result.srVolumeNode.GetDescription())
-        self.assertIsNotNone(result.differenceVolumeNode)
+        from MRISuperResLib.slicer.self_test import check_enhance_adds_output_nodes
+
+        check_enhance_adds_output_nodes(self, MRISuperResLogic(), slicer.mrmlScene)
         self.delayDisplay("Enhance test passed")
 
     def test_BackgroundEnhanceAndLinkedViews(self):
         """The widget's path: a background process (blocking here), then the three linked views."""
         self._requireEngine()
-        logic = MRISuperResLogic()
-        parameterNode = logic.getParameterNode()
-        parameterNode.inputVolume = self._smallVolume()
-        parameterNode.device = "cpu"
-        process = logic.startEnhance(parameterNode, (2.0, 2.0, 2.0))
-        nodes = process.run_blocking() if process.poll().state == "running" else process.finish()
-        logic.rememberOutputs(parameterNode, nodes)
-        self.assertEqual(parameterNode.srVolume.GetImageData().GetDimensions(), (20, 28, 24))
-        from MRISuperResLib.slicer.layout import COMPARE_LAYOUT_ID, CompareViews
+        from MRISuperResLib.slicer.self_test import check_background_enhance_and_linked_views
 
-        layoutManager = slicer.app.layoutManager()
-        previousLayout = layoutManager.layout if layoutManager else None
-        comparison = CompareViews(slicer.mrmlScene, application_logic=slicer.app.applicationLogic())
-        comparison.show(parameterNode.inputVolume, parameterNode.srVolume, parameterNode.differenceVolume)
-        if layoutManager:
-            self.assertEqual(layoutManager.layout, COMPARE_LAYOUT_ID)
-        comparison.set_orientation("Coronal")
-        comparison.set_difference_opacity(0.3)
-        comparison.restore()
-        if layoutManager:
-            self.assertEqual(layoutManager.layout, previousLayout)
+        check_background_enhance_and_linked_views(self, MRISuperResLogic(), slicer.mrmlScene, slicer.app)
         self.delayDisplay("Background enhance and linked views passed")
 
     def test_LogicInstantiates(self):

@@ -39,7 +39,13 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
+#: Modules that scripts written before the layer folders reach as ``from MRISuperResLib import model_zoo``.
+_MOVED_MODULES = {"model_zoo": ".engine.model_zoo"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name], __name__), name)
+    if name in _MOVED_MODULES:
+        return import_module(_MOVED_MODULES[name], __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,12 +20,28 @@ def ui_widgets() -> dict[str, ET.Element]:
     return {w.get("name"): w for w in ET.parse(UI).getroot().iter("widget")}
 
 
+#: The Qt parts of the widget that the module file composes (they reach the panel as ``widget.ui`` or ``ui``).
+WIDGET_PARTS = sorted((ROOT / "MRISuperRes" / "MRISuperResLib" / "gui").glob("enhance_*.py"))
+
+
 def used_ui_names() -> set[str]:
-    """Every ``self.ui.<name>`` in the module file."""
+    """Every ``self.ui.<name>`` in the module file, and every ``<x>.ui.<name>`` or ``ui.<name>`` in its gui parts."""
     tree = ast.parse(MODULE.read_text())
-    return {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    names = {node.attr for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+             and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    for part in WIDGET_PARTS:
+        for node in ast.walk(ast.parse(part.read_text())):
+            if isinstance(node, ast.Attribute) and (
+                    (isinstance(node.value, ast.Attribute) and node.value.attr == "ui")
+                    or (isinstance(node.value, ast.Name) and node.value.id == "ui")):
+                names.add(node.attr)
+    return names
+
+
+def test_the_widget_parts_are_checked_too() -> None:
+    assert WIDGET_PARTS, "no gui/enhance_*.py file"
+    assert {"deviceComboBox", "progressBar", "orientationComboBox"} <= used_ui_names()
 
 
 def parameter_names() -> set[str]:
@@ -39,7 +55,7 @@ def test_every_widget_the_code_uses_is_in_the_ui_file() -> None:
     used = used_ui_names()
     assert {"applyButton", "inputSelector", "modelComboBox", "progressBar", "statusLabel"} <= used | set(ui_widgets())
     missing = used - set(ui_widgets())
-    assert not missing, f"MRISuperRes.py uses widgets missing from MRISuperRes.ui: {sorted(missing)}"
+    assert not missing, f"MRISuperRes.py or its gui parts use widgets missing from MRISuperRes.ui: {sorted(missing)}"
 
 
 def test_every_bound_widget_names_a_parameter() -> None:

@@ -48,6 +48,7 @@ __all__ = [
     "installed_versions",
     "pin_constraints",
     "read_requirements",
+    "slicer_install_dialogs",
     "unmet_requirements",
     "write_constraints",
 ]
@@ -238,6 +239,18 @@ class InstallDialogs:
     confirm_restart: Callable[[str, str], bool]
     restart: Callable[[], None]
     tr: Callable[[str], str] = str
+
+
+def slicer_install_dialogs(tr: Callable[[str], str] = str) -> InstallDialogs:
+    """The dialogs of an installation inside Slicer: ``slicer.util``'s message boxes and restart; ``tr`` is the
+    module's translation function."""
+    import slicer.util
+
+    return InstallDialogs(
+        error=lambda text: slicer.util.errorDisplay(text),
+        confirm=lambda text, title: slicer.util.confirmOkCancelDisplay(text, windowTitle=title),
+        confirm_restart=lambda text, title: slicer.util.confirmYesNoDisplay(text, windowTitle=title),
+        restart=lambda: slicer.util.restart(), tr=tr)
 
 
 def ensure_dependencies(dialogs: InstallDialogs, requirements_file: str | os.PathLike = REQUIREMENTS_FILE,

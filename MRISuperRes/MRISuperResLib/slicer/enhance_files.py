@@ -7,6 +7,7 @@ Every file lies in the run's private temporary folder, named by :data:`INPUT_FIL
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,38 @@ def load_output_files(folder: Path, keys: Iterable[str]) -> dict[str, Any]:
             volume.window = window_percentile(volume.array, BY_KEY[key].signed)
         loaded[key] = volume
     return loaded
+
+
+class OutputLoader:
+    """Reads a finished run's output files in a worker thread (numpy and zlib release the GIL), so that the GUI
+    thread only hands the arrays to nodes.
+
+    Args:
+        folder: the run's temporary folder.
+        keys: the output maps the engine wrote (the ``outputs`` of its ``--json`` summary).
+    """
+
+    def __init__(self, folder: Path, keys: Iterable[str]) -> None:
+        self.loaded: dict[str, Any] = {}
+        #: What reading raised (reported by the caller on the GUI thread), else ``None``.
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._load, args=(folder, list(keys)),
+                                        name="MRISuperRes output loader", daemon=True)
+
+    def start(self) -> OutputLoader:
+        self._thread.start()
+        return self
+
+    def wait(self, wait_s: float) -> bool:
+        """Wait up to ``wait_s`` seconds; True once every file was read (or reading failed, see :attr:`error`)."""
+        self._thread.join(wait_s)
+        return not self._thread.is_alive()
+
+    def _load(self, folder: Path, keys: list[str]) -> None:
+        try:
+            self.loaded.update(load_output_files(folder, keys))
+        except BaseException as error:  # reported on the GUI thread
+            self.error = error
 
 
 def add_output_files_to_scene(logic: EnhanceLogic, volume_node: Any, folder: Path, summary: Mapping[str, Any],

@@ -36,7 +36,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -53,8 +52,8 @@ from ..imaging.geometry import Scale, format_scale, parse_scale
 from .enhance_files import (  # noqa: F401  (INPUT_FILE, OUTPUT_FILES, write_volume_node: re-exported)
     INPUT_FILE,
     OUTPUT_FILES,
+    OutputLoader,
     add_output_files_to_scene,
-    load_output_files,
     output_arguments,
     write_volume_node,
 )
@@ -107,6 +106,43 @@ class EnhanceStatus:
     def done(self) -> bool:
         """True once the run will not change any more (started and no longer running)."""
         return self.state not in (ProcessState.IDLE, ProcessState.RUNNING)
+
+
+class ChildOutput:
+    """The engine CLI's output lines as they arrive (``--progress-lines --json``): progress lines (see
+    :func:`~..engine.progress.parse_progress_line`) update the stage, the other stdout lines are the ``--json``
+    summary, the stderr lines explain a failure (:func:`.runner.child_error`)."""
+
+    def __init__(self) -> None:
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._open_streams = 2  # stdout and stderr
+
+    @property
+    def closed(self) -> bool:
+        """Both streams reached their end."""
+        return self._open_streams == 0
+
+    def take(self, stream: str, line: str | None) -> tuple[float, str] | None:
+        """Take one line of ``stream`` (``None``: the stream closed); returns the ``(fraction, stage)`` update
+        of a progress line, else ``None``."""
+        if line is None:
+            self._open_streams -= 1
+        elif stream == "stderr":
+            self.stderr.append(line)
+        elif (update := parse_progress_line(line)) is not None:
+            return update
+        else:
+            self.stdout.append(line)
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """The ``--json`` summary printed on stdout.
+
+        Raises:
+            ValueError: stdout is not one JSON document.
+        """
+        return json.loads("\n".join(self.stdout))
 
 
 class EnhanceProcess:
@@ -174,9 +210,7 @@ class EnhanceProcess:
         self.temp_root = temp_root
         self._folder: Path | None = None
         self._process: BackgroundProcess | None = None
-        self._open_streams = 0
-        self._stdout: list[str] = []
-        self._stderr: list[str] = []
+        self._output = ChildOutput()
         self._state = ProcessState.IDLE
         self._fraction = 0.0
         self._stage = ""
@@ -184,9 +218,7 @@ class EnhanceProcess:
         self._started_at: float | None = None
         self._ended_at: float | None = None
         self._summary: dict[str, Any] | None = None
-        self._loader: threading.Thread | None = None
-        self._loaded: dict[str, Any] = {}
-        self._load_error: BaseException | None = None
+        self._loader: OutputLoader | None = None
         self._nodes: EnhanceNodes | None = None
 
     # ------------------------------------------------------------------------------------------- public API
@@ -239,7 +271,6 @@ class EnhanceProcess:
             raise
         self._started_at = time.monotonic()
         self._state, self._stage = ProcessState.RUNNING, "starting"
-        self._open_streams = 2
 
     def poll(self) -> EnhanceStatus:
         """Take in what the child printed since the last call, without blocking, and say where the run stands.
@@ -358,56 +389,37 @@ class EnhanceProcess:
             return
         if self._process is None:
             return
-        for item in self._process.lines(wait_s):
-            self._take_line(*item)
+        for stream, line in self._process.lines(wait_s):
+            if (update := self._output.take(stream, line)) is not None:
+                self._fraction, self._stage = update
         if self._loader is not None:
             self._check_loader(wait_s)
-        elif self._open_streams == 0 and not self._process.running:
+        elif self._output.closed and not self._process.running:
             self._on_exit(self._process.returncode)
-
-    def _take_line(self, stream: str, line: str | None) -> None:
-        if line is None:
-            self._open_streams -= 1
-        elif stream == "stderr":
-            self._stderr.append(line)
-        elif (update := parse_progress_line(line)) is not None:
-            self._fraction, self._stage = update
-        else:
-            self._stdout.append(line)
 
     def _on_exit(self, returncode: int) -> None:
         if returncode == 0:
             try:
-                self._summary = json.loads("\n".join(self._stdout))
+                self._summary = self._output.summary()
             except ValueError:
                 self._ended_at = time.monotonic()
                 self._fail("the engine finished without a readable --json summary on stdout")
             else:
                 # The outputs are read into memory by a worker thread: the GUI thread only hands them to nodes.
                 self._stage = "loading the outputs"
-                self._loader = threading.Thread(target=self._load_outputs, name="MRISuperRes output loader",
-                                                daemon=True)
-                self._loader.start()
+                assert self._folder is not None
+                self._loader = OutputLoader(self._folder, self._summary.get("outputs", {})).start()
             return
         self._ended_at = time.monotonic()
-        self._fail(child_error(self._stderr, returncode))
-
-    def _load_outputs(self) -> None:
-        """Worker thread: read the output files (numpy and zlib release the GIL) and their colour windows."""
-        assert self._summary is not None and self._folder is not None
-        try:
-            self._loaded.update(load_output_files(self._folder, self._summary.get("outputs", {})))
-        except BaseException as error:  # reported on the GUI thread by _check_loader
-            self._load_error = error
+        self._fail(child_error(self._output.stderr, returncode))
 
     def _check_loader(self, wait_s: float) -> None:
         assert self._loader is not None
-        self._loader.join(wait_s)
-        if self._loader.is_alive():
+        if not self._loader.wait(wait_s):
             return
         self._ended_at = time.monotonic()
-        if self._load_error is not None:
-            self._fail(f"cannot read the outputs of the run: {self._load_error}")
+        if self._loader.error is not None:
+            self._fail(f"cannot read the outputs of the run: {self._loader.error}")
         else:
             self._state, self._fraction, self._stage = ProcessState.FINISHED, 1.0, "done"
 
@@ -422,7 +434,8 @@ class EnhanceProcess:
     def _add_to_scene(self) -> EnhanceNodes:
         assert self._summary is not None and self._folder is not None
         return add_output_files_to_scene(self.logic, self.volume_node, self._folder, self._summary, self.scale,
-                                         self.outputs, self._loaded, self.status().elapsed_s)
+                                         self.outputs, self._loader.loaded if self._loader else {},
+                                         self.status().elapsed_s)
 
     def _remove_folder(self) -> None:
         if self._folder is not None:

@@ -46,6 +46,7 @@ __all__ = [
     "input_problem",
     "model_choices",
     "scale_problem",
+    "start_enhance_process",
     "thick_slice_scale",
     "SCALE_PRESETS",
     "SCALE_CHOICES",
@@ -182,6 +183,37 @@ def input_problem(node: object) -> str | None:
         return (f"{name} is 2D ({' x '.join(map(str, dimensions))} voxels); super-resolution needs a 3D "
                 "volume.")
     return None
+
+
+def start_enhance_process(scene: object, parameter_node: object, scale: Scale, python: str, temp_root: str):
+    """Start enhancing the parameter node's input in a background process and return the running process.
+
+    ``parameter_node`` is the module's ``MRISuperResParameterNode`` (model, options, optional maps, outputs to
+    reuse); ``scale`` is per-axis in IJK order. The process (:class:`.enhance_process.EnhanceProcess`) is polled by
+    the caller; its ``finish()`` adds the outputs to ``scene``, ``cancel()`` kills the process tree and adds nothing.
+
+    Raises:
+        MRISuperResError: the request cannot run (the engine's one-line message); nothing was added to the scene.
+        OSError: ``python`` cannot be launched.
+    """
+    from ..engine.options import EnhanceOptions
+    from ..engine.outputs import OUTPUT_MAPS
+    from .enhance_process import EnhanceProcess
+
+    # An optional map (uncertainty) is computed, and its node reused, only while its checkbox is on.
+    wanted = [output for output in OUTPUT_MAPS if not output.optional or getattr(parameter_node, output.key)]
+    reuse = None
+    if parameter_node.reuseOutputs and parameter_node.srVolume and \
+            parameter_node.outputsInput is parameter_node.inputVolume:
+        reuse = EnhanceNodes({output.key: getattr(parameter_node, output.parameter) for output in wanted})
+    process = EnhanceProcess(
+        EnhanceLogic(scene), parameter_node.inputVolume, model=parameter_node.model, scale=scale,
+        options=EnhanceOptions.from_parameters(parameter_node),
+        maps=[output.key for output in wanted if output.optional], outputs=reuse,
+        adapt_seconds=parameter_node.adaptSeconds if parameter_node.adaptToScan else None,
+        python=python, temp_root=temp_root)
+    process.start()
+    return process
 
 
 def thick_slice_scale(spacing: Sequence[float], max_factor: int = 5) -> Scale | None:
