@@ -25,6 +25,7 @@ import numpy as np
 
 from ..imaging.dicom_io import DicomSeries, scan_series
 from ..imaging.volume import Volume
+from ..imaging.value_range import check_float32_range
 from ..imaging.volume_io import read_volume, volume_extension
 from .model_metadata import ModelMetadata
 
@@ -74,6 +75,8 @@ def prepare_input(
     timings = {"read": time.perf_counter() - start}
     mask = None
     if foreground:
+        # Intensities float32 cannot hold are refused here, before the mask's arithmetic overflows on them.
+        check_float32_range(volume.array, path.name)
         from ..processing.masks import foreground_mask
 
         start = time.perf_counter()
