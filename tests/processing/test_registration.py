@@ -1,4 +1,4 @@
-"""Registration of real pairs (training.registration) and the ``register`` CLI subcommand (cli_register)."""
+"""Registration of real pairs (processing.registration) and the ``register`` CLI subcommand (cli.register)."""
 
 from __future__ import annotations
 

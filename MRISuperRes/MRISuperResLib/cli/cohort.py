@@ -2,7 +2,7 @@
 
 A run is a cohort when it has several inputs, a folder of volumes, ``--inputs LIST``, ``--recursive`` or
 ``--glob``; OUTPUT is then a folder. The model loads once; see :mod:`.cohort` (inputs, shards, resume) and
-:mod:`.cohort_run` (the overlapped pipeline). Exit status 0 when no scan failed, 1 when any did, 130 when
+:mod:`MRISuperResLib.cohort.run` (the overlapped pipeline). Exit status 0 when no scan failed, 1 when any did, 130 when
 interrupted (the scans finished so far are committed and in the manifest).
 """
 

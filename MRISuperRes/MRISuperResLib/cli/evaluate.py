@@ -1,5 +1,5 @@
 """``mrisuperres evaluate``: PSNR / SSIM (and DICE) of a model, cubic B-spline and Fourier zero-filling against
-high-resolution references (wired into :mod:`.cli` through :mod:`.cli_train`)."""
+high-resolution references (wired into :mod:`MRISuperResLib.cli.app`)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _report_progress(done: int, total: int, scores: Any) -> None:
 
 
 def _check_arguments(args: argparse.Namespace, references: int) -> None:
-    """Refuse inconsistent options in one line (:class:`~.errors.MRISuperResError`) before any work."""
+    """Refuse inconsistent options in one line (:class:`~MRISuperResLib.errors.MRISuperResError`) before any work."""
     from ..errors import MRISuperResError
     from ..imaging.volume_io import check_writable_target
 

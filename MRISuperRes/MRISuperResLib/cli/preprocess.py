@@ -1,8 +1,8 @@
 """``mrisuperres n4`` and ``mrisuperres mask``: bias-field correction and head / brain masks of one volume.
 
 Both check every output before any work, never write over their input, write each file completely (staged, flushed
-and read back, see :mod:`.verified_write`) or not at all, and stop on bad input with one line. Wired into
-:mod:`.cli` by :func:`add_parsers` and :data:`HANDLERS`.
+and read back, see :mod:`MRISuperResLib.imaging.verified_write`) or not at all, and stop on bad input with one line. Wired into
+:mod:`MRISuperResLib.cli` by :func:`add_parsers` and :data:`HANDLERS`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def n4_settings(args: argparse.Namespace) -> tuple[Any, Path | None]:
-    """The :class:`~.n4.N4Settings` of the command line, and the mask file given to ``--mask`` (or ``None``)."""
+    """The :class:`~MRISuperResLib.processing.n4.N4Settings` of the command line, and the mask file given to ``--mask`` (or ``None``)."""
     import dataclasses
 
     from ..errors import InputError

@@ -1,4 +1,4 @@
-"""``mrisuperres train``, ``simulate`` and ``evaluate`` subcommands (wired into :mod:`.cli`)."""
+"""``mrisuperres train``, ``simulate`` and ``evaluate`` subcommands (wired into :mod:`MRISuperResLib.cli`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Three stages per scan: *prepare* (hash the input, decide skip / redo / refuse from the sidecars, read the volume),
 *enhance* (:func:`~.enhance.enhance_volume`: the network, its B-spline baseline and consistency check), *write*
-(:func:`~.output_writer.write_outputs`: staged and renamed into place, all or nothing). The next scan is prepared
+(:func:`~MRISuperResLib.engine.output_writer.write_outputs`: staged and renamed into place, all or nothing). The next scan is prepared
 on a reader thread and the previous result written on a writer thread while the current scan is in the network, so on
 a busy GPU or CPU the network rarely waits for the disk. At most one prepared input and one result being written
 are held besides the scan in the network.

@@ -24,7 +24,7 @@ scan <- degraded scan) would teach the model the step from the scan's resolution
 (already band-limited by the scan's own acquisition) differs from what the model must restore; it was not
 measured here, so it is not offered (an untested variant could make results worse unnoticed).
 
-Normalisation is the model's own (:class:`~.normalization.PercentileNormalizer` with its metadata's percentiles,
+Normalisation is the model's own (:class:`~MRISuperResLib.processing.normalization.PercentileNormalizer` with its metadata's percentiles,
 fitted on the whole input, the network input clipped as in :func:`~.enhance.enhance_volume`). Arrays here are in
 the network's axis order (``np.transpose(volume, order)`` with the thick axis last, see
 :func:`~.model_zoo.axis_order`).
@@ -94,7 +94,7 @@ def adapt_model(
         scale: per-axis scale in the input's ``(i, j, k)`` order, one axis ``r > 1`` (integer), the others 1.
         settings: budgets, seed and sampling (defaults: 180 s, bootstrap sampling).
         progress: ``(fraction, text)`` callback, called after each evaluation of the held-back loss.
-        cancel: polled between steps; returning true raises :class:`~.errors.CancelledError`.
+        cancel: polled between steps; returning true raises :class:`~MRISuperResLib.errors.CancelledError`.
         source_name: the input's name, recorded in the adapted model's metadata.
 
     Returns:

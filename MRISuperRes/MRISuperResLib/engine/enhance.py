@@ -129,7 +129,7 @@ def enhance_volume(
             shipped brain models, whose training taught them to clean the background), else off.
         source_name: the input's name, for messages and provenance.
         progress: ``(fraction, stage text)`` callback.
-        cancel: polled between tiles; returning true raises :class:`~.errors.CancelledError`.
+        cancel: polled between tiles; returning true raises :class:`~MRISuperResLib.errors.CancelledError`.
         adapt: first adapt the model to this input (:func:`~.adapt.adapt_model`): an
             :class:`~.adapt.AdaptSettings`, a time budget in seconds, or ``True`` for the defaults (180 s). Thick-slice
             scales only; the first half of the progress range is the adaptation.
@@ -345,7 +345,7 @@ def enhance_file(
     ``output_path`` receives the SR; ``outputs`` names files for the other maps by key (``{"baseline":
     "t1_bspline.nii.gz"}``, keys of :data:`.outputs.OUTPUT_MAPS`), and a keyword ``<key>_path``
     (``baseline_path="t1_bspline.nii.gz"``) does the same. A file for an optional map (``uncertainty``) asks for
-    that map to be computed. Every target is checked before any work starts (see :func:`.output_paths.check_output_plan`): the format
+    that map to be computed. Every target is checked before any work starts (see :func:`~MRISuperResLib.imaging.output_paths.check_output_plan`): the format
     comes from the extension in any letter case, and a file is written with its extension in lower case
     (``SR.NII.GZ`` -> ``SR.nii.gz``, with a warning); ``result.paths`` holds the paths written. All files are
     staged, flushed to disk, read back and compared with the result, and renamed into place together at the end
@@ -353,7 +353,7 @@ def enhance_file(
     its provenance and the run summary unless ``sidecar`` is false; ``sidecar_extra`` adds top-level keys to every
     sidecar. ``figure_path`` adds a PNG (see :mod:`.figure`). ``resample_uneven_slices`` interpolates a DICOM
     series with missing or unevenly spaced slices onto a regular grid (with a warning) instead of refusing it (see
-    :func:`.volume_io.read_volume`). ``compress=False`` writes NRRD and MetaImage outputs uncompressed (a ``.nii.gz``
+    :func:`~MRISuperResLib.imaging.volume_io.read_volume`). ``compress=False`` writes NRRD and MetaImage outputs uncompressed (a ``.nii.gz``
     is gzip by its name). ``prepared`` is the input already read by :func:`.prepared_input.prepare_input` (the
     command line reads it while torch loads), with its DICOM source and head mask when those are needed.
     ``options`` are passed to :func:`enhance_volume`.
@@ -415,11 +415,11 @@ def check_targets(
     sidecar: bool = True,
     compress: bool = True,
 ) -> tuple[dict[str, Path], Path | None]:
-    """Check every output target of one input before any work (see :func:`.output_paths.check_output_plan`).
+    """Check every output target of one input before any work (see :func:`~MRISuperResLib.imaging.output_paths.check_output_plan`).
 
     Returns:
         ``(role -> path to write, figure)`` for the targets given; paths to write have their volume extension in
-        lower case (see :func:`.output_paths.written_path`).
+        lower case (see :func:`~MRISuperResLib.imaging.output_paths.written_path`).
 
     Raises:
         MRISuperResError: an unknown format, two outputs on one path, an output on the input, an existing target

@@ -1,7 +1,7 @@
 """Writing an enhance run's outputs, all or nothing, partly while the network still runs.
 
-Every file is staged in a hidden folder beside its target (:func:`.volume_io.staging_folder`), flushed, read back
-and compared, and renamed into place only when all were written (:func:`.volume_io.commit_staged`). An output
+Every file is staged in a hidden folder beside its target (:func:`~MRISuperResLib.imaging.volume_io.staging_folder`), flushed, read back
+and compared, and renamed into place only when all were written (:func:`~MRISuperResLib.imaging.volume_io.commit_staged`). An output
 known before the network has run (the B-spline baseline) can be staged early on an idle-priority thread
 (:mod:`.idle_worker`), so its compression, flushing and read-back use CPU time the network leaves unused; the
 result and its difference map are staged while the consistency map is computed.

@@ -59,8 +59,8 @@ def prepare_input(
     """Read ``path`` (a volume file or DICOM series folder) for :func:`~.enhance.enhance_file`.
 
     Args:
-        path: the input; see :func:`.volume_io.read_volume` for the checks made and the errors raised.
-        resample_uneven_slices: see :func:`.volume_io.read_volume`.
+        path: the input; see :func:`~MRISuperResLib.imaging.volume_io.read_volume` for the checks made and the errors raised.
+        resample_uneven_slices: see :func:`~MRISuperResLib.imaging.volume_io.read_volume`.
         dicom_source: also scan the source series (a folder input) so DICOM outputs join its patient and study.
         foreground: also compute the head mask (:func:`~MRISuperResLib.processing.masks.foreground_mask`) that keeps the
             baseline outside the head.

@@ -8,7 +8,7 @@ interpolation (:func:`zero_fill`), which is the exact inverse of k-space truncat
 PSNR uses the reference's 1st-99th percentile range as peak (seed 002, section 3.3); PSNR and 3D SSIM are both
 computed inside the foreground (head) mask of the reference and over the whole volume. With a reference label
 map (or ``segment="tissue3"``), each method's output is also segmented and scored with DICE
-(:mod:`.evaluation_segmentation`).
+(:mod:`MRISuperResLib.evaluation.segmentation`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class VolumeScores:
     :func:`zero_fill`). PSNR and SSIM without suffix are inside the head mask, ``*_whole`` over every covered voxel.
     ``noise`` is the k-space noise level the simulation drew (fraction of the low-resolution 99th percentile;
     NaN for a real low-resolution input); ``condition`` names the forward model and noise; ``dice`` holds the
-    per-label DICE of each method's segmentation (see :mod:`.evaluation_segmentation`), empty when not asked.
+    per-label DICE of each method's segmentation (see :mod:`MRISuperResLib.evaluation.segmentation`), empty when not asked.
     """
 
     name: str
@@ -102,7 +102,7 @@ def evaluation_spec(
 def drawn_noise_level(spec: DegradationSpec, seed: int) -> float:
     """The k-space noise level :func:`simulated_pair` draws for ``spec`` and ``seed`` (fraction of the
     low-resolution 99th percentile): the first uniform draw of the seeded stream, as in
-    :func:`~.degradation.simulate` without a bias field."""
+    :func:`~MRISuperResLib.processing.degradation.simulate` without a bias field."""
     return float(np.random.default_rng(seed).uniform(*spec.noise)) if spec.noise[1] > 0 else 0.0
 
 
@@ -130,7 +130,7 @@ def zero_fill(low: Volume, fine_grid: Grid) -> Volume:
     truncation (``degrade(..., DegradationSpec("kspace"))``).
 
     The centred k-space of ``low`` is zero-padded to the fine matrix size, axis by axis, with the cell-centre phase
-    convention of :func:`~.degradation.fourier_resample`, and scaled so that a constant stays constant. Truncation
+    convention of :func:`~MRISuperResLib.processing.degradation.fourier_resample`, and scaled so that a constant stays constant. Truncation
     keeps only half of each of the two fine bins ``+-n/2`` in an even coarse matrix's Nyquist bin, so that bin is
     doubled before padding (the pseudo-inverse of truncation rather than its adjoint). Hence, exactly (to float32
     rounding): truncating the output gives ``low`` back, and zero-filling the truncation of a volume band-limited
@@ -208,7 +208,7 @@ def score_volume(
 ) -> VolumeScores:
     """PSNR and SSIM (inside ``mask`` and whole) of the SR and baseline of ``result`` against ``reference``, and of
     Fourier zero-filling of ``low`` (the enhanced input) when given, compared in physical space: the results are
-    first put onto the reference grid (see :func:`~.evaluation_geometry.overlay_on_reference`: re-indexed exactly
+    first put onto the reference grid (see :func:`~MRISuperResLib.evaluation.geometry.overlay_on_reference`: re-indexed exactly
     when their voxel centres lie on the reference's, resampled otherwise) and scored over the reference voxels they
     cover.
 
@@ -219,10 +219,10 @@ def score_volume(
         low: the low-resolution input of ``result``, for the zero-filling baseline (``None``: not scored).
         labels: a label map on the reference grid (integer array of its shape) for DICE, or ``None``.
         segment: ``"labels"`` (needs ``labels``) or ``"tissue3"``: segment each output and score DICE
-            (see :func:`~.evaluation_segmentation.segmentation_dice`); ``None``: no DICE.
+            (see :func:`~MRISuperResLib.evaluation.segmentation.segmentation_dice`); ``None``: no DICE.
         noise, condition: recorded as given.
         excluded: voxels of the reference to leave out of every metric (boolean, reference shape: corrupted
-            slices, see :mod:`.training.exclusion`); SSIM windows that hold one are left out too.
+            slices, see :mod:`MRISuperResLib.processing.exclusion`); SSIM windows that hold one are left out too.
 
     Raises:
         InputError: the result covers less than half of the reference (the pair is not registered).

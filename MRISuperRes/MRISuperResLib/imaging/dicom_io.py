@@ -257,7 +257,7 @@ def read_series(folder: str | os.PathLike, resample_uneven: bool = False) -> tup
     """Read the checked series in ``folder``: a 3D image on the grid its headers give, and the scan.
 
     With ``resample_uneven``, unevenly spaced slices are interpolated onto a regular grid (float32), with a
-    one-line :class:`.errors.InputWarning` saying how many slices are interpolated.
+    one-line :class:`~MRISuperResLib.errors.InputWarning` saying how many slices are interpolated.
 
     Raises:
         InputError: see :func:`check_series_geometry`; also an unreadable slice.

@@ -165,7 +165,7 @@ def fine_mask(mask: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     Separable linear interpolation that samples fine voxel ``o`` at input index ``(o + 1/2) * n / shape - 1/2``
     (the cell-centred rule, any scale, integer or not; the edge value beyond the outermost centres), thresholded
     at 0.5 so the boundary stays where it was (a voxel exactly half inside counts as inside). A B-spline of a binary mask costs as much as the baseline itself
-    for the same boundary. Numpy only, so it can run before torch is loaded (see :mod:`.prepared_input`).
+    for the same boundary. Numpy only, so it can run before torch is loaded (see :mod:`MRISuperResLib.engine.prepared_input`).
     """
     values = mask.astype(np.float32)
     for axis, size_out in enumerate(shape):

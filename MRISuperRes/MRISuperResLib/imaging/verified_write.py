@@ -4,7 +4,7 @@ ITK's writers do not always report a failed ``write()``: with the disk or a quot
 the gzip stream of a ``.nii.gz`` is silently cut short, and ITK even reads the stub back, with the missing
 slices as zeros. So every staged file is flushed to disk (``fsync``) and read back completely (header, full
 decompression of the data) and compared with the voxels that were meant to be written; text files are read back
-and compared byte for byte. Any difference is an :class:`~.errors.OutputError`, raised before anything is
+and compared byte for byte. Any difference is an :class:`~MRISuperResLib.errors.OutputError`, raised before anything is
 renamed into place, so the run writes nothing and says why in one line.
 """
 

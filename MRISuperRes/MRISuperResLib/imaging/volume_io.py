@@ -60,7 +60,7 @@ def read_volume(path: str | os.PathLike, *, resample_uneven_slices: bool = False
     """Read a scalar 3D volume from a file or a DICOM series folder.
 
     With ``resample_uneven_slices``, a DICOM series with missing or unevenly spaced (but parallel) slices is
-    interpolated linearly onto a regular grid with a one-line :class:`.errors.InputWarning` instead of refused.
+    interpolated linearly onto a regular grid with a one-line :class:`~MRISuperResLib.errors.InputWarning` instead of refused.
 
     Before any voxel is used: a file must be complete (:mod:`.file_integrity`), must hold a scalar 3D volume
     (:mod:`.image_kind` names what else it holds), a NIfTI file is placed by the frame the neuroimaging tools use

@@ -1,7 +1,7 @@
 """Entry of every background process the Slicer modules start: runs an engine module (``MRISuperResLib.cli.app``) the
 way ``python -m`` does, inside a small supervisor that makes the process controllable through Slicer's launcher.
 
-Usage (built by :class:`~.slicer_runner.BackgroundProcess`, not by hand)::
+Usage (built by :class:`~MRISuperResLib.slicer.runner.BackgroundProcess`, not by hand)::
 
     PythonSlicer -m MRISuperResLib.slicer.child --control <folder> [--owner <pid>] MRISuperResLib.cli.app train ...
 
@@ -11,7 +11,7 @@ interpreter, therefore
 
 * writes its process ID to ``<folder>/child.pid`` and holds an exclusive lock on that file for as long as it lives
   (the operating system releases it when the process ends, even when killed): the parent knows the worker is gone
-  when it can take the lock (:func:`~.slicer_runner.worker_alive`), whatever happened to the launcher;
+  when it can take the lock (:func:`~MRISuperResLib.slicer.runner.worker_alive`), whatever happened to the launcher;
 * watches for ``<folder>/stop`` and for the end of the owner process (Slicer): either delivers ``SIGTERM`` to the
   main thread once the engine handles it, so the trainer saves its state after the current step and exits
   (status 130). This works on Windows too, where no signal can be sent to another process.

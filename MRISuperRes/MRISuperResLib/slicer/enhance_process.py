@@ -18,7 +18,7 @@ How the data flows:
    final ``--json`` summary).
 3. :meth:`~EnhanceProcess.finish` loads the output files into nodes with Slicer's C++ reader (an MRML storage
    node; no Python copy of the voxels on the GUI thread) and takes the ``MRISuperRes.*`` provenance from their
-   NRRD key-values (:meth:`~.slicer_outputs.EnhanceLogic.add_output_files`).
+   NRRD key-values (:meth:`~MRISuperResLib.slicer.outputs.EnhanceLogic.add_output_files`).
 4. :meth:`~EnhanceProcess.cancel` kills the process tree (``killpg`` / ``taskkill /T /F``) and waits until the
    worker is gone.
 
@@ -149,7 +149,7 @@ class EnhanceProcess:
     """One enhance run of a volume node in a background process of the engine's CLI.
 
     Args:
-        logic: the scene's :class:`~.slicer_outputs.EnhanceLogic`; its scene receives the outputs.
+        logic: the scene's :class:`~MRISuperResLib.slicer.outputs.EnhanceLogic`; its scene receives the outputs.
         volume_node: the input scalar volume node (never modified).
         model: shipped model name, ``"default"`` (picked by scale) or a model file path.
         scale: per-axis factors in image index order (``2``, ``"1,1,4"``, ``(1, 1, 4)``).
@@ -235,7 +235,7 @@ class EnhanceProcess:
         return self._folder
 
     def command(self) -> list[str]:
-        """The engine's command line (the runner starts it under its supervisor, see :mod:`.slicer_child`); its
+        """The engine's command line (the runner starts it under its supervisor, see :mod:`MRISuperResLib.slicer.child`); its
         files lie in the temporary folder (before :meth:`start` creates it, in a placeholder folder)."""
         folder = self._folder or Path(tempfile.gettempdir()) / "MRISuperRes-run"
         command = [self.python, "-m", "MRISuperResLib.cli", "enhance", str(folder / INPUT_FILE),
@@ -305,7 +305,7 @@ class EnhanceProcess:
     def finish(self) -> EnhanceNodes:
         """Put the finished run's outputs into the scene (all of them or, on an error, none); returns them.
 
-        New nodes are named ``<input>_SR_x<scale>`` and so on (see :mod:`.slicer_outputs`); reused ones keep
+        New nodes are named ``<input>_SR_x<scale>`` and so on (see :mod:`MRISuperResLib.slicer.outputs`); reused ones keep
         their names. ``summary`` is the engine's ``--json`` summary (model, device, ``timings_s``,
         ``consistency_nrmse`` ...) with ``input`` set to the node name, ``wall_time_s`` (seconds from
         :meth:`start` to the child's exit) added and the temporary ``outputs`` paths left out. Calling it again

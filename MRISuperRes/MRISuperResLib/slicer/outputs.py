@@ -15,7 +15,7 @@ uncertainty  ``<input>_uncertainty_x<scale>``  sequential map, 0 .. 99.5th pct (
 ===========  ================================  ======================================================
 
 ``<scale>`` is :func:`~.geometry.format_scale` of the per-axis scale in ``i, j, k`` order (``x2``,
-``x1,1,4``). Geometry crosses the bridge in LPS <-> RAS as described in :mod:`.slicer_volumes`.
+``x1,1,4``). Geometry crosses the bridge in LPS <-> RAS as described in :mod:`MRISuperResLib.slicer.volumes`.
 
 * **Provenance**: the engine's ``MRISuperRes.*`` metadata become node attributes, and the node description
   starts with the notice ("AI-generated, not acquired").
@@ -162,7 +162,7 @@ class EnhanceLogic:
 
     Args:
         scene: the ``vtkMRMLScene`` holding the inputs and receiving the outputs.
-        enhancer: computes the outputs from a :class:`~.volume.Volume`; defaults to
+        enhancer: computes the outputs from a :class:`~MRISuperResLib.imaging.volume.Volume`; defaults to
             :func:`~.enhance.enhance_volume` (imported on first use: it loads torch).
     """
 
@@ -264,7 +264,7 @@ class EnhanceLogic:
     ) -> EnhanceNodes:
         """Put a background run's output files (NRRD, by role) into the scene without a Python copy of the voxels.
 
-        A role in ``loaded`` (a :class:`~.slicer_volumes.LoadedVolumeFile` read by a worker thread, with its colour
+        A role in ``loaded`` (a :class:`~MRISuperResLib.slicer.volumes.LoadedVolumeFile` read by a worker thread, with its colour
         ``window`` when it is a map) becomes its node's image data as it is (milliseconds on the GUI thread);
         another file is read straight into its node by Slicer's C++ reader. Provenance comes from the file's NRRD
         key-values (``MRISuperRes.*``), with ``metadata`` on top. New or reused nodes as in :meth:`add_outputs`.

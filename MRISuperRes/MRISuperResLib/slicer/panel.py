@@ -6,7 +6,7 @@ Public entry (documented in the README)::
     result = EnhanceLogic(scene).enhance(inputVolumeNode, model="default", scale=2.0, device="auto")
     result.srVolumeNode, result.baselineVolumeNode, result.differenceVolumeNode, result.consistencyVolumeNode
 
-:class:`EnhanceLogic` (from :mod:`.slicer_outputs`) runs in-process and blocks; :mod:`.slicer_process` runs the
+:class:`EnhanceLogic` (from :mod:`MRISuperResLib.slicer.outputs`) runs in-process and blocks; :mod:`MRISuperResLib.slicer.enhance_process` runs the
 same work in a background process for the GUI. The functions here decide what the GUI shows and enables:
 
 * :func:`input_problem` -- why a node cannot be enhanced (``None`` when it can);
@@ -18,7 +18,7 @@ same work in a background process for the GUI. The functions here decide what th
   process.
 
 Nothing here uses ``slicer.mrmlScene``, ``slicer.app`` or Qt, and nothing imports torch or MONAI: model lists come
-from the model files' headers (:mod:`.model_header`), so that opening the module is instant.
+from the model files' headers (:mod:`MRISuperResLib.engine.model_header`), so that opening the module is instant.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class ModelChoice:
 
 def model_choices(extra_files: Iterable[str | os.PathLike] = ()) -> list[ModelChoice]:
     """``"default"`` first, then every shipped model, the models trained into the user model folders (by name; see
-    :func:`~.model_zoo.user_models`), then the model files the user browsed to.
+    :func:`~MRISuperResLib.engine.model_zoo.user_models`), then the model files the user browsed to.
 
     Unreadable extra files are skipped (they are reported when chosen, by :func:`scale_problem`).
     """

@@ -1,9 +1,9 @@
-"""MRML bridge for volumes: scalar volume nodes <-> the engine's :class:`~.volume.Volume`.
+"""MRML bridge for volumes: scalar volume nodes <-> the engine's :class:`~MRISuperResLib.imaging.volume.Volume`.
 
 Conventions:
 
 * **Geometry.** A volume node stores IJK->RAS as origin (RAS), spacing and IJK->RAS directions; the engine's
-  :class:`~.volume.Grid` stores the same grid in LPS. The two differ only by :data:`~.volume.LPS_TO_RAS` (sign
+  :class:`~MRISuperResLib.imaging.volume.Grid` stores the same grid in LPS. The two differ only by :data:`~MRISuperResLib.imaging.volume.LPS_TO_RAS` (sign
   flips of the first two axes), which is exact in floating point, so node -> Volume -> node keeps IJK->RAS
   bit for bit. The geometry is the node's own, before any parent transform.
 * **Array order.** ``slicer.util.arrayFromVolume`` is a ``[k, j, i]`` view of the node's voxels; engine arrays

@@ -63,7 +63,7 @@ class DataSection:
             resampled onto the target grid), see :mod:`.loading`.
         exclude_slices: corrupted slices to leave out of training targets and validation metrics, by volume file
             name: ``{t1.nii.gz: {axis: 2, indices: [3, 7]}}``, ``{mask: bad_voxels.nii.gz}`` or a list of those;
-            0-based indices of the file as stored (see :mod:`.exclusion`).
+            0-based indices of the file as stored (see :mod:`MRISuperResLib.processing.exclusion`).
         masks: user-supplied foreground masks by volume file name (``{t1.nii.gz: t1_brain_mask.nii.gz}``),
             used for patch sampling and masked validation metrics instead of the threshold mask.
         scale: per-axis scale ``(i, j, k)``; taken from the model config when omitted.

@@ -70,7 +70,7 @@ class Subject:
         mask_high: foreground on the fine grid (masked validation metrics).
         real_low: for a real pair, the registered low-resolution volume on ``low_grid`` (raw intensities).
         excluded_high: voxels excluded from targets and metrics on the fine grid (corrupted slices; see
-            :mod:`.exclusion`), ``None`` when none are.
+            :mod:`MRISuperResLib.processing.exclusion`), ``None`` when none are.
         low, baseline, target: the current normalised input, its B-spline upsampling and the target (float16).
     """
 
@@ -126,7 +126,7 @@ def load_subject(
 
     The foreground comes from ``mask_path`` (a mask drawn on this scan, non-zero inside) or from a threshold.
     Voxels named by ``exclusions`` are first filled from their nearest kept neighbours (everything after depends on
-    the kept voxels only) and left out of the foreground and, later, of the targets (:mod:`.exclusion`).
+    the kept voxels only) and left out of the foreground and, later, of the targets (:mod:`MRISuperResLib.processing.exclusion`).
     ``n4`` is the config's ``data.n4`` (``true``, or a mapping of :class:`~MRISuperResLib.processing.n4.N4Settings`); N4
     corrects both members of a real pair, the high-resolution one inside ``mask_path`` when given.
     ``foreground`` is the config's ``data.foreground``: ``"threshold"`` (:func:`~MRISuperResLib.processing.masks.foreground_mask`),
@@ -232,7 +232,7 @@ def refresh_subject(
     Simulated inputs follow ``spec`` or, when ``acquisition`` is given, one acquisition drawn from its ranges
     (:mod:`..acquisition`); the target is the (contrast-remapped, when drawn) high-resolution volume. With
     ``mark_excluded`` the target is NaN at the subject's excluded voxels (training: see
-    :func:`.exclusion.fill_from_estimate`); validation keeps the filled values and masks the metrics instead.
+    :func:`~MRISuperResLib.processing.exclusion.fill_from_estimate`); validation keeps the filled values and masks the metrics instead.
     With ``elastic``, the high-resolution volume is deformed first (a simulated input is then simulated from it)
     and a real partner, like the excluded voxels, gets the identical deformation on its own grid.
     """
