@@ -30,7 +30,7 @@ def test_default_scale_follows_the_voxels_and_the_model(spacing, supported, expe
 def test_iso_and_the_anisotropy_warning() -> None:
     assert isotropic_scale((1.0, 1.0, 1.2)) is None and isotropic_scale((2.0, 1.0, 1.0)) == (2.0, 1.0, 1.0)
     warning = anisotropy_warning((3.0, 1.0, 1.0), (1.0, 1.0, 3.0))
-    assert warning is not None and "3 x 1 x 0.333 mm" in warning and "--scale 3,1,1" in warning
+    assert warning is not None and "3 x 1 x 0.333 mm" in warning and "scale 3,1,1 (--scale iso" in warning
     assert "\n" not in warning
     assert anisotropy_warning((1.0, 1.0, 4.0), (1.0, 1.0, 4.0)) is None
     assert anisotropy_warning((1.0, 1.0, 1.0), (2.0, 2.0, 2.0)) is None
@@ -64,7 +64,9 @@ def test_scale_iso_and_a_scale_that_thins_the_fine_axes(tmp_path, thick_scan, ca
                                 "2,1,1", "--json", "--no-sidecar")
     assert code == 0, err
     [warning] = [line for line in terminal_lines(err) if line.startswith("mrisuperres: warning:")]
-    assert "0.5 x 1 x 2 mm" in warning and "--scale 1,1,2 (--scale iso)" in warning
+    assert "0.5 x 1 x 2 mm" in warning and "scale 1,1,2 (--scale iso" in warning
+    # The engine's warning: in the run's summary (and so in sidecars and cohort manifests) too.
+    assert any("more anisotropic" in line for line in json.loads(stdout)["warnings"])
     # --scale iso with an isotropic-only model: refused in one line, nothing written, naming its scales.
     model = make_tiny_model(tmp_path / "any-x2.safetensors", scale=(2, 2, 2))
     code, _, err = run_cli(capsys, "enhance", thick_scan, out / "b.nrrd", "--model", model, "--scale", "iso")
@@ -78,3 +80,12 @@ def test_scale_iso_on_isotropic_voxels_is_refused_in_one_line(tmp_path, capsys) 
     lines = terminal_lines(err)
     assert code == 1 and len(lines) == 1 and "already near-isotropic" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iso.nrrd"]
+
+
+def test_a_scale_chosen_for_a_one_scale_model_also_warns(tmp_path, capsys) -> None:
+    scan = write_image(tmp_path / "iso.nrrd", image_from_ijk(smooth_array((12, 12, 8)), (1.0, 1.0, 1.0)))
+    model = make_tiny_model(tmp_path / "thick-x2.safetensors", scale=(1, 1, 2))
+    code, _, err = run_cli(capsys, "enhance", scan, tmp_path / "sr.nrrd", "--model", model, "--no-sidecar")
+    lines = terminal_lines(err)
+    assert code == 0 and any("enhancing at --scale 1,1,2" in line for line in lines), err
+    assert any(line.startswith("mrisuperres: warning: scale 1,1,2 turns 1 x 1 x 1 mm") for line in lines), err

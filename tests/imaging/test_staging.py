@@ -69,6 +69,25 @@ def test_entries_of_live_processes_other_hosts_and_other_tools_are_kept(tmp_path
     assert all(p.exists() for p in (live, other_host, old_style, unrelated))
 
 
+@pytest.mark.skipif(not Path("/proc/self/ns/pid").exists(), reason="Linux PID namespaces")
+def test_entries_of_another_pid_namespace_are_kept(tmp_path: Path) -> None:
+    # Another container with this host name numbers its processes in its own namespace: a PID dead here may be
+    # alive there.
+    host = staging_prefix()[len(STAGING_PREFIX):].rsplit("-", 2)[0]
+    other_namespace = tmp_path / f"{STAGING_PREFIX}{host.rsplit('n', 1)[0]}n1-999999-abc"
+    other_namespace.mkdir()
+    assert remove_stale_staging(tmp_path) == [] and other_namespace.is_dir()
+
+
+def test_similar_host_names_do_not_judge_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    from MRISuperResLib.imaging import staging
+
+    monkeypatch.setattr(staging.socket, "gethostname", lambda: "node-1")
+    first = staging.staging_prefix()
+    monkeypatch.setattr(staging.socket, "gethostname", lambda: "node1")
+    assert staging.staging_prefix() != first
+
+
 def test_own_staging_entries_are_never_removed(tmp_path: Path) -> None:
     own = tmp_path / f"{staging_prefix()}abc"
     own.mkdir()

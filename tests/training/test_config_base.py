@@ -84,3 +84,14 @@ def test_the_staged_default_configs_resolve_to_their_recipes() -> None:
                                threads=change["threads"])
         assert config.to_dict() == expected, path
         assert config.base_dir == first.base_dir
+
+
+def test_a_base_that_is_not_a_mapping_or_is_a_folder_is_refused_in_one_line(tmp_path) -> None:
+    (tmp_path / "listed.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "child.yaml").write_text("base: listed.yaml\nseed: 2\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "folder.yaml").write_text("base: sub\n")
+    with pytest.raises(ConfigError, match="must be a mapping of sections, got list"):
+        load_config(tmp_path / "child.yaml")
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path / "folder.yaml")

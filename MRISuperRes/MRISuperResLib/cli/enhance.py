@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         # Importing torch takes seconds: say so before it starts, so a watching program sees the run is alive.
         print(format_progress_line(0.0, "loading the engine"), flush=True)
     from . import cohort as cohort_cli
-    from ..imaging.geometry import DEFAULT_SCALE, anisotropy_warning, parse_scale
+    from ..imaging.geometry import DEFAULT_SCALE, parse_scale
     from ..engine.model_zoo import check_scale, resolve_model
     from ..engine.prepared_input import (
         import_in_background,
@@ -144,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     # A scale from the input's voxels (no --scale, or --scale iso) is known once the input is read.
+    if isinstance(args.scale, str) and args.scale.strip().lower() == "iso":
+        args.scale = "iso"
     scale = parse_scale(args.scale) if args.scale not in (None, "iso") else None
     options = EnhanceOptions.from_namespace(args).check()
     cohort = cohort_cli.plan(args) if cohort_cli.wants_cohort(args) else None
@@ -181,8 +183,6 @@ def run(args: argparse.Namespace) -> int:
                 check_scale(entry, scale)
                 if not wanted_mask(args.mask_background, entry.metadata):
                     prepared.foreground = None
-            elif (warning := anisotropy_warning(prepared.volume.spacing, scale)) is not None:
-                print(f"mrisuperres: warning: {warning}", file=sys.stderr)
         except BaseException:
             # An input refused (or Ctrl-C) while torch still loads: the command-line entry exits without
             # waiting for the import (see :func:`MRISuperResLib.cli.exit_without_waiting`).
@@ -251,7 +251,14 @@ def _scale_from_voxels(args: argparse.Namespace, spacing: tuple[float, float, fl
         InputError: ``--scale iso`` on near-isotropic voxels (nothing to restore).
     """
     from ..engine.model_zoo import resolve_model
-    from ..imaging.geometry import DEFAULT_SCALE, default_scale, format_scale, isotropic_scale
+    from ..imaging.geometry import (
+        DEFAULT_SCALE,
+        ISOTROPIC_RATIO,
+        anisotropy,
+        default_scale,
+        format_scale,
+        isotropic_scale,
+    )
 
     voxels = " x ".join(f"{s:.3g}" for s in spacing)
     if args.scale == "iso":
@@ -263,7 +270,7 @@ def _scale_from_voxels(args: argparse.Namespace, spacing: tuple[float, float, fl
         scale = default_scale(spacing)
         if args.model != "default":
             scale = default_scale(spacing, resolve_model(args.model, scale).metadata.scales)
-    if scale != DEFAULT_SCALE and not args.quiet:
+    if scale != DEFAULT_SCALE or anisotropy(spacing) >= ISOTROPIC_RATIO:
         print(f"mrisuperres: {voxels} mm voxels: enhancing at --scale {format_scale(scale)} (give --scale to choose "
               "another)", file=sys.stderr)
     cli_adapt.check(args, plans, scale)

@@ -31,7 +31,7 @@ from ..processing.consistency import consistency_report
 from ..processing.degradation import DegradationSpec
 from .device import select_device
 from ..errors import InputError, ModelError
-from ..imaging.geometry import Scale, fine_mask, parse_scale, upsampled_grid
+from ..imaging.geometry import Scale, anisotropy_warning, fine_mask, parse_scale, upsampled_grid
 from .idle_worker import IdleExecutor
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from ..processing.interpolation import bspline_upsample_volume
@@ -152,6 +152,8 @@ def enhance_volume(
     order = check_scale(loaded, scale)
     context_vector = context_for_model(loaded.metadata, context, f"model {loaded.name}")
     warnings = check_input(volume, source_name, loaded)
+    if (shape_warning := anisotropy_warning(volume.spacing, scale)) is not None:
+        warnings.append(shape_warning)
     choice = select_device(device)
     if choice.note:
         warnings.append(choice.note)

@@ -114,9 +114,9 @@ def anisotropy_warning(spacing: Sequence[float], scale: Scale) -> str | None:
     if after < ISOTROPIC_RATIO or after <= before * 1.01:
         return None
     suggestion = isotropic_scale(spacing)
-    hint = f"--scale {format_scale(suggestion)} (--scale iso) restores them" if suggestion else \
-        "an isotropic factor such as --scale 2 keeps their shape"
-    return (f"--scale {format_scale(scale)} turns {_millimetres(spacing)} mm voxels into {_millimetres(out)} mm, "
+    hint = (f"scale {format_scale(suggestion)} (--scale iso; 'thick slices' in Slicer) restores them" if suggestion
+            else "an isotropic factor such as 2 keeps their shape")
+    return (f"scale {format_scale(scale)} turns {_millimetres(spacing)} mm voxels into {_millimetres(out)} mm, "
             f"more anisotropic than the input; {hint}")
 
 

@@ -2,9 +2,10 @@
 removal of those a killed run left behind.
 
 A run that is killed outright (SIGKILL, the out-of-memory killer, a power cut) cannot remove its staging folder.
-Each staging entry therefore carries the host and process that made it (``.mrisuperres-partial-<host>-<pid>-…``);
-the next run that writes into the same folder on the same host removes the entries of processes that no longer
-exist. Entries of other hosts (a shared cluster file system) and of live processes are never touched.
+Each staging entry therefore carries the host (and, on Linux, the PID namespace) and the process that made it
+(``.mrisuperres-partial-<host>-<pid>-…``); the next run that writes into the same folder from the same host and
+namespace removes the entries of processes that no longer exist. Entries of other hosts (a shared cluster file
+system), of other containers and of live processes are never touched.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import shutil
 import socket
 import threading
+import zlib
 from pathlib import Path
 
 #: First characters of every staging entry (a file or a folder) beside an output.
@@ -24,11 +26,21 @@ _lock = threading.Lock()
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
+    """Who may judge this process's entries: the host name (its letters and digits, plus a checksum of the full
+    name, so ``node-1`` and ``node1`` differ) and, on Linux, the PID namespace: two containers sharing a host name
+    and a folder number their processes independently, so neither may judge the other's PIDs."""
+    name = socket.gethostname()
+    identity = f"{re.sub(r'[^A-Za-z0-9]', '', name)[:32] or 'host'}{zlib.crc32(name.encode()):08x}"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return identity
+    return identity + "n" + "".join(ch for ch in namespace if ch.isdigit())
 
 
 def staging_prefix() -> str:
-    """The prefix of this process's staging entries: ``.mrisuperres-partial-<host>-<pid>-``."""
+    """The prefix of this process's staging entries: ``.mrisuperres-partial-<host>-<pid>-`` (``<host>`` as
+    :func:`_host` makes it)."""
     return f"{STAGING_PREFIX}{_host()}-{os.getpid()}-"
 
 

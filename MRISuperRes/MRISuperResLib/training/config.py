@@ -330,7 +330,8 @@ def read_values(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """
     if not path.is_file():
         named = f" (the base of {_chain[-1]})" if _chain else ""
-        raise ConfigError(f"config {path}{named} does not exist")
+        what = "is a folder, not a config file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config {path}{named} {what}")
     resolved = path.resolve()
     if resolved in _chain:
         cycle = " -> ".join(str(p) for p in (*_chain[_chain.index(resolved):], resolved))
@@ -348,7 +349,11 @@ def read_values(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"base in {path} must be the file name of another config, got {base!r}")
     base_path = Path(base).expanduser()
     base_path = base_path if base_path.is_absolute() else resolved.parent / base_path
-    return merge_values(read_values(base_path, (*_chain, resolved)), values)
+    base_values = read_values(base_path, (*_chain, resolved))
+    if not isinstance(base_values, dict):
+        raise ConfigError(f"config {base_path} (the base of {path}) must be a mapping of sections, got "
+                          f"{type(base_values).__name__}")
+    return merge_values(base_values, values)
 
 
 def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
