@@ -157,11 +157,15 @@ def run(args: argparse.Namespace) -> int:
                              "all its scans: give the factors (e.g. --scale 1,1,4)")
         scale = DEFAULT_SCALE
     plans = _plan_outputs(args) if cohort is None else []
-    entry = None
-    if scale is not None:
+
+    def settle(scale: Scale) -> Any:
+        """The model entry for ``scale``, once the adaptation options and the model's scales are checked."""
         cli_adapt.check(args, plans, scale, cohort=cohort is not None)
         entry = resolve_model(args.model, scale)
         check_scale(entry, scale)
+        return entry
+
+    entry = settle(scale) if scale is not None else None
     # Torch (and the FFTs of the consistency map) load on a thread while this one reads the input and computes
     # its head mask, neither of which needs them.
     if cohort is None and str(plans[0][0]).lower().endswith((".nii", ".nii.gz")):
@@ -170,23 +174,19 @@ def run(args: argparse.Namespace) -> int:
     prepared = None
     if cohort is None:
         input_path, targets = plans[0]
-        try:
-            prepared = prepare_input(
-                input_path, resample_uneven_slices=args.resample_uneven_slices,
-                dicom_source=wants_dicom_source(targets.values()),
-                # Without the model yet (its scale waits for the input), the mask is made unless refused.
-                foreground=(wanted_mask(args.mask_background, entry.metadata) if entry is not None
-                            else args.mask_background is not False))
-            if scale is None:
-                scale = _scale_from_voxels(args, prepared.volume.spacing, plans)
-                entry = resolve_model(args.model, scale)
-                check_scale(entry, scale)
-                if not wanted_mask(args.mask_background, entry.metadata):
-                    prepared.foreground = None
-        except BaseException:
-            # An input refused (or Ctrl-C) while torch still loads: the command-line entry exits without
-            # waiting for the import (see :func:`MRISuperResLib.cli.exit_without_waiting`).
-            raise
+        # An input refused here (or Ctrl-C) while torch still loads ends the command without waiting for the
+        # import (see :func:`MRISuperResLib.cli.exit_without_waiting`).
+        prepared = prepare_input(
+            input_path, resample_uneven_slices=args.resample_uneven_slices,
+            dicom_source=wants_dicom_source(targets.values()),
+            # Without the model yet (its scale waits for the input), the mask is made unless refused.
+            foreground=(wanted_mask(args.mask_background, entry.metadata) if entry is not None
+                        else args.mask_background is not False))
+        if scale is None:
+            scale = _scale_from_voxels(args, prepared.volume.spacing)
+            entry = settle(scale)
+            if not wanted_mask(args.mask_background, entry.metadata):
+                prepared.foreground = None
     waited = time.perf_counter()
     torch_import.join()
     if prepared is not None:
@@ -242,10 +242,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scale_from_voxels(args: argparse.Namespace, spacing: tuple[float, float, float],
-                       plans: list[tuple[Path, dict[str, Path]]]) -> Scale:
+def _scale_from_voxels(args: argparse.Namespace, spacing: tuple[float, float, float]) -> Scale:
     """The scale of a run without ``--scale`` (or with ``--scale iso``), from the input's voxel size (mm, ``i, j,
-    k``), said in one line unless it is the plain default; adaptation options are checked against it.
+    k``), said in one line unless it is x2 on near-isotropic voxels.
 
     Raises:
         InputError: ``--scale iso`` on near-isotropic voxels (nothing to restore).
@@ -256,11 +255,12 @@ def _scale_from_voxels(args: argparse.Namespace, spacing: tuple[float, float, fl
         ISOTROPIC_RATIO,
         anisotropy,
         default_scale,
+        format_millimetres,
         format_scale,
         isotropic_scale,
     )
 
-    voxels = " x ".join(f"{s:.3g}" for s in spacing)
+    voxels = format_millimetres(spacing)
     if args.scale == "iso":
         scale = isotropic_scale(spacing)
         if scale is None:
@@ -273,5 +273,4 @@ def _scale_from_voxels(args: argparse.Namespace, spacing: tuple[float, float, fl
     if scale != DEFAULT_SCALE or anisotropy(spacing) >= ISOTROPIC_RATIO:
         print(f"mrisuperres: {voxels} mm voxels: enhancing at --scale {format_scale(scale)} (give --scale to choose "
               "another)", file=sys.stderr)
-    cli_adapt.check(args, plans, scale)
     return scale

@@ -116,11 +116,12 @@ def anisotropy_warning(spacing: Sequence[float], scale: Scale) -> str | None:
     suggestion = isotropic_scale(spacing)
     hint = (f"scale {format_scale(suggestion)} (--scale iso; 'thick slices' in Slicer) restores them" if suggestion
             else "an isotropic factor such as 2 keeps their shape")
-    return (f"scale {format_scale(scale)} turns {_millimetres(spacing)} mm voxels into {_millimetres(out)} mm, "
-            f"more anisotropic than the input; {hint}")
+    return (f"scale {format_scale(scale)} turns {format_millimetres(spacing)} mm voxels into "
+            f"{format_millimetres(out)} mm, more anisotropic than the input; {hint}")
 
 
-def _millimetres(spacing: Sequence[float]) -> str:
+def format_millimetres(spacing: Sequence[float]) -> str:
+    """Voxel edges for a message: ``"1 x 1 x 0.333"`` (mm, ``i, j, k``; three significant digits)."""
     return " x ".join(f"{float(s):.3g}" for s in spacing)
 
 
