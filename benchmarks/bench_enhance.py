@@ -1,13 +1,14 @@
 """Speed and memory of ``enhance`` (not a test): prints a table.
 
-For 64^3, 96^3 and 128^3 inputs at x2 with the default model, on the CPU (and CUDA when present), each size in
-a fresh process so peak memory is its own: wall time of the whole enhance, of the B-spline baseline and of the
+For 128^3, 192^3 and 256^3 outputs (``--sizes``, output edge in voxels) at a scale (``--scale``: x2, or 1,1,4 for
+4x thick slices; the input is the output divided by it) with a model (``--model``: the default for the scale, a
+name or a file), on the CPU (and CUDA when present), each size in a fresh process so peak memory is its own: wall time of the whole enhance, of the B-spline baseline and of the
 network part, the network's FLOPs (``torch.utils.flop_counter.FlopCounterMode`` on meta tensors of every window
 the tiler runs, halo included), achieved GFLOP/s,
 and that as a share of a conv3d peak measured on the same machine in the same run (64->64 channels, 3^3 kernel,
 float32), and peak resident memory (and peak CUDA memory).
 
-Usage: python benchmarks/bench_enhance.py [--sizes 64 96 128] [--devices cpu cuda] [--model default]
+Usage: python benchmarks/bench_enhance.py [--sizes 128 192 256] [--scale 2] [--devices cpu cuda] [--model default]
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def conv3d_peak_gflops(device: str, channels: int = 64, size: int = 48, repeats:
     return flops / best / 1e9
 
 
-def measure_one(size: int, device: str, model_name: str) -> dict:
-    """Enhance one synthetic brain-like volume of ``size``^3 (runs in its own process)."""
+def measure_one(size: int, device: str, model_name: str, scale: tuple[int, int, int]) -> dict:
+    """Enhance one synthetic brain-like volume to a ``size``^3 output at ``scale`` (runs in its own process)."""
     import copy
 
     import numpy as np
@@ -62,9 +63,10 @@ def measure_one(size: int, device: str, model_name: str) -> dict:
     from MRISuperResLib.imaging.volume import Grid, Volume
 
     rng = np.random.default_rng(0)
-    array = fourier_resample(rng.normal(size=(24, 24, 24)), (size, size, size)) * 100 + 500
-    volume = Volume(array.astype(np.float32), Grid((size,) * 3, (2.0,) * 3, (0.0,) * 3))
-    model = load_model(model_name, (2.0, 2.0, 2.0))
+    shape = tuple(size // s for s in scale)
+    array = fourier_resample(rng.normal(size=(24, 24, 24)), shape) * 100 + 500
+    volume = Volume(array.astype(np.float32), Grid(shape, tuple(float(s) for s in scale), (0.0,) * 3))
+    model = load_model(model_name, tuple(float(s) for s in scale))
     choice = select_device(device)
     tile = choose_tile(model.network.to(choice.device), volume.shape, choice.device)
     tiles = count_tiles(volume.shape, tile, 0.0)
@@ -79,12 +81,12 @@ def measure_one(size: int, device: str, model_name: str) -> dict:
         flops += counter.get_total_flops()
     if choice.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    enhance_volume(volume, model, 2, device=device, tile=tile)  # warm-up (kernels, allocator)
-    result = enhance_volume(volume, model, 2, device=device, tile=tile)
+    enhance_volume(volume, model, scale, device=device, tile=tile)  # warm-up (kernels, allocator)
+    result = enhance_volume(volume, model, scale, device=device, tile=tile)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     peak_gpu = torch.cuda.max_memory_allocated() if choice.device.type == "cuda" else 0
     return {
-        "size": size,
+        "input": "x".join(map(str, shape)),
         "device": result.device,
         "model": model.name,
         "tile": "x".join(map(str, tile)),
@@ -100,19 +102,22 @@ def measure_one(size: int, device: str, model_name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 192, 256], help="output edge, voxels")
+    parser.add_argument("--scale", default="2", help="2, or i,j,k factors such as 1,1,4 [2]")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--model", default="default")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    factors = [int(f) for f in args.scale.split(",")]
+    scale = tuple(factors * 3 if len(factors) == 1 else factors)
     if args.child:
-        print(json.dumps(measure_one(int(args.child[0]), args.child[1], args.model)))
+        print(json.dumps(measure_one(int(args.child[0]), args.child[1], args.model, scale)))
         return
 
     import torch
 
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, model {args.model}\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, model {args.model}, scale {args.scale}\n")
     print("| device | input | tile x n | total s | B-spline s | network s | network GFLOP | GFLOP/s "
           "| conv3d peak GFLOP/s | % of peak | peak RSS GB | peak GPU GB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -120,12 +125,12 @@ def main() -> None:
         peak = conv3d_peak_gflops(device)
         for size in args.sizes:
             output = subprocess.run(
-                [sys.executable, __file__, "--model", args.model, "--child", str(size), device],
+                [sys.executable, __file__, "--model", args.model, "--scale", args.scale, "--child", str(size), device],
                 check=True, capture_output=True, text=True,
             ).stdout
             row = json.loads(output.strip().splitlines()[-1])
             achieved = row["gflop"] / row["network_s"]
-            print(f"| {row['device']} | {size}^3 -> {2 * size}^3 | {row['tile']} x {row['tiles']} | "
+            print(f"| {row['device']} | {row['input']} -> {size}^3 | {row['tile']} x {row['tiles']} | "
                   f"{row['total_s']:.2f} | {row['baseline_s']:.2f} | {row['network_s']:.2f} | {row['gflop']:.0f} | {achieved:.0f} | "
                   f"{peak:.0f} | {100 * achieved / peak:.0f} | {row['peak_rss_gb']:.2f} | {row['peak_gpu_gb']:.2f} |",
                   flush=True)

@@ -191,6 +191,35 @@ def test_cosine_schedule_anneals_to_min_lr_and_resumes_exactly(brain_files: list
         assert torch.equal(a, b), name
 
 
+def test_a_time_budget_ends_the_run_in_time_with_the_schedule_completed(brain_files: list[Path],
+                                                                         tmp_path: Path) -> None:
+    schedule = {"lr": 0.002, "schedule": "cosine", "min_lr": 0.0001}
+    config = tiny_config(brain_files, tmp_path / "run", optim=schedule,
+                         run={"steps": 100000, "validate_every": 50, "max_minutes": 0.25})
+    _, result = _train(config, tmp_path)
+    assert 0 < result.steps_done < 100000 and not result.interrupted
+    assert result.model_path is not None and result.model_path.is_file()
+    last = result.history[-1]
+    assert last["step"] == result.steps_done and "val_psnr" in last
+    assert last["lr"] == pytest.approx(0.0001)
+
+
+def test_the_time_budget_plans_from_the_measured_pace() -> None:
+    from MRISuperResLib.training.time_budget import TimeBudget
+
+    budget = TimeBudget(1.0, started=90.0, stepping_from=100.0, first_step=20)  # loading took 10 s
+    assert budget.plan(25, 1000, now=101.0) == 1000  # too few steps measured
+    assert budget.plan(40, 1000, now=110.0) == 40 + int((150.0 - 3.0 - 110.0) / 0.5)  # 0.5 s per step, 5 % reserve
+    assert budget.plan(40, 50, now=110.0) == 50  # the configured steps fit
+    assert budget.plan(40, 1000, now=151.0) == 40  # spent: end now
+
+
+def test_a_non_positive_time_budget_is_refused() -> None:
+    for value in (0, -1, "ten", True):
+        with pytest.raises(ConfigError, match="run.max_minutes"):
+            config_from_dict({"run": {"max_minutes": value}})
+
+
 def test_an_existing_run_is_not_overwritten_without_resume(brain_files: list[Path], tmp_path: Path) -> None:
     config = tiny_config(brain_files, tmp_path / "run", run={"steps": 2, "validate_every": 2})
     _train(config, tmp_path)

@@ -25,6 +25,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in output_dir")
     parser.add_argument("--steps", type=int, help="override run.steps")
     parser.add_argument("--device", help="override run.device (auto, cpu, cuda, cuda:N, mps)")
+    parser.add_argument("--max-minutes", type=float,
+                        help="override run.max_minutes: end the run inside this many minutes, data loading included "
+                        "(steps lowered to what the measured pace fits, schedule refitted, best model written)")
     parser.add_argument("--output-dir", help="override output_dir (relative to the working directory)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-register", action="store_true",
@@ -32,7 +35,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..training.config import load_config
+    from ..training.config import ConfigError, load_config
     from ..training.loop import Trainer
 
     config = load_config(args.config)
@@ -40,6 +43,10 @@ def run_train(args: argparse.Namespace) -> int:
         config.run.steps = args.steps
     if args.device:
         config.run.device = args.device
+    if args.max_minutes is not None:
+        if not args.max_minutes > 0:
+            raise ConfigError(f"--max-minutes must be positive, got {args.max_minutes:g}")
+        config.run.max_minutes = args.max_minutes
     if args.output_dir:
         config.output_dir = str(Path(args.output_dir).resolve())
     trainer = Trainer(config, show_progress=not args.quiet)

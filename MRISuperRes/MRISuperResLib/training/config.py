@@ -224,6 +224,11 @@ class RunSection:
         amp: bf16/fp16 autocast on CUDA.
         threads: CPU threads (``null``: torch default).
         tensorboard: also log to TensorBoard (needs the ``tensorboard`` package).
+        max_minutes: wall-clock budget of the run in this process (minutes, data loading included; ``null``:
+            none). The run is planned to end inside it: from the measured time per step, ``steps`` is
+            lowered to what fits (a cosine schedule is refitted to end at ``min_lr`` there), and the run finishes
+            normally at the last step, best model written; ``--resume`` continues towards the configured
+            ``steps``. For batch queues with wall-time limits and short accelerator leases.
     """
 
     steps: int = 2000
@@ -235,6 +240,7 @@ class RunSection:
     amp: bool = True
     threads: int | None = None
     tensorboard: bool = False
+    max_minutes: float | None = None
 
 
 @dataclass
@@ -414,6 +420,9 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError(f"data.patch_size must be three sizes >= 4, got {config.data.patch_size}")
     if config.run.steps < 1 or config.run.validate_every < 1 or config.data.batch_size < 1:
         raise ConfigError("run.steps, run.validate_every and data.batch_size must be positive")
+    budget = config.run.max_minutes
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
+        raise ConfigError(f"run.max_minutes must be a positive number of minutes or null, got {config.run.max_minutes}")
     if not 0.0 < config.data.validation_fraction < 1.0:
         raise ConfigError("data.validation_fraction must be between 0 and 1")
     _check_point_sampling(config)

@@ -22,8 +22,10 @@ optimiser, schedule, loss, critic, validation inputs), :mod:`.patch_step` and :m
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,7 @@ from .run_files import (
     write_log,
     write_state,
 )
+from .time_budget import TimeBudget
 from .validation import Validation, validate, validation_condition
 
 __all__ = ["BEST_FILE", "CURVES_FILE", "LOG_FILE", "STATE_FILE", "TrainResult", "Trainer", "Validation",
@@ -160,6 +163,7 @@ class Trainer:
         self.best_step = -1
         self.bad_validations = 0
         self.step = 0
+        self._budget_noted = False
 
     # ----------------------------------------------------------------------------------------------- setup
     def load_data(self) -> None:
@@ -182,10 +186,17 @@ class Trainer:
         index = step // self.config.data.resimulate_every
         if self.sampler is not None:  # every point batch is simulated afresh
             return
-        for number, subject in enumerate(self.train_subjects):
-            refresh_subject(subject, self.spec, refresh_rng(self.config.seed, index, number), self.normalization,
-                            self.config.augment.gmm_contrast, self.acquisition,
-                            elastic=ElasticSettings.from_config(self.config.augment.elastic))
+        elastic = ElasticSettings.from_config(self.config.augment.elastic)
+
+        def refresh(number: int) -> None:
+            refresh_subject(self.train_subjects[number], self.spec, refresh_rng(self.config.seed, index, number),
+                            self.normalization, self.config.augment.gmm_contrast, self.acquisition, elastic=elastic)
+
+        # Each subject draws from its own generator, so the result does not depend on the order; the FFTs and
+        # filters release the GIL, so threads use every core (a GPU otherwise waits on this).
+        workers = min(len(self.train_subjects), os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(refresh, range(len(self.train_subjects))))
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimisation step (and the critic's steps when adversarial); returns loss values."""
@@ -281,12 +292,15 @@ class Trainer:
                              "another output_dir")
         if self.context.is_main:
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        run_started = time.time()
         self.load_data()
         if resume:
             self.load_state()
         bar = progress_bar(config.run.steps, self.step) if self.show_progress and self.context.is_main else None
         writer = tensorboard_writer(self.output_dir) if config.run.tensorboard and self.context.is_main else None
         started = time.time()
+        budget = (TimeBudget(config.run.max_minutes, run_started, started, self.step)
+                  if config.run.max_minutes is not None else None)
         stopped_early = interrupted = False
         self._refresh(self.step)
         with _StopRequest() as stop:
@@ -295,6 +309,8 @@ class Trainer:
                     self._refresh(self.step)
                 values = self.train_step(self.step)
                 self.step += 1
+                if budget is not None:
+                    self._fit_to_budget(budget, bar)
                 last = self.step == config.run.steps
                 validating = self.step % config.run.validate_every == 0 or last
                 row: dict[str, Any] = {}
@@ -335,6 +351,23 @@ class Trainer:
         shutdown(self.context)
         return TrainResult(model_path, self.best, self.best_step, self.step, stopped_early, interrupted,
                            self.history)
+
+    def _fit_to_budget(self, budget: TimeBudget, bar: Any) -> None:
+        """Lower ``run.steps`` to the steps that fit in ``run.max_minutes`` (every rank agrees on rank 0's plan);
+        a cosine schedule is refitted to end there."""
+        run = self.config.run
+        planned = int(broadcast_float(float(budget.plan(self.step, run.steps, time.time())), self.context))
+        if planned >= run.steps:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            self.scheduler.T_max = max(1, planned)
+        if not self._budget_noted:
+            self._budget_noted = True
+            self.log(f"run.max_minutes {run.max_minutes:g}: ending at step {planned} of {run.steps} to finish in time"
+                     " (resume to continue)")
+        run.steps = planned
+        if bar is not None:
+            bar.total = planned
 
     def _validate_and_track(self, row: dict[str, Any]) -> bool:
         """Validate (main process), keep the best weights, step the plateau schedule; True to stop early."""

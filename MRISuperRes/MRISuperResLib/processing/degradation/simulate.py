@@ -50,12 +50,21 @@ def add_kspace_noise(array: np.ndarray, sigma: float, rng: np.random.Generator) 
 def smooth_bias_field(shape: Sequence[int], amplitude: float, rng: np.random.Generator, nodes: int = 4) -> np.ndarray:
     """A smooth positive multiplicative field ``exp(f)`` with ``max |f| = log(1 + amplitude)``.
 
-    ``f`` is a random ``nodes^3`` lattice upsampled with cubic splines over the whole volume.
+    ``f`` is a random ``nodes^3`` lattice upsampled with cubic splines over the whole volume (what
+    ``scipy.ndimage.zoom(order=3, mode="nearest", grid_mode=True)`` gives, computed as its separable tensor product:
+    a few hundred times faster on a 256^3 volume, which every training refresh draws).
     """
-    from scipy import ndimage  # imported here: loading scipy.ndimage costs every enhance process half a second
-
     lattice = rng.standard_normal((nodes, nodes, nodes))
-    field = ndimage.zoom(lattice, [n / nodes for n in shape], order=3, mode="nearest", grid_mode=True)
-    field = field[tuple(slice(0, n) for n in shape)]
+    weights = [_spline_zoom_weights(int(n), nodes) for n in shape]
+    field = np.einsum("ia,jb,kc,abc->ijk", *weights, lattice, optimize=True)
     field *= np.log1p(amplitude) / max(float(np.abs(field).max()), 1e-12)
     return np.exp(field).astype(np.float32)
+
+
+def _spline_zoom_weights(size: int, nodes: int) -> np.ndarray:
+    """``(size, nodes)``: column ``m`` is the 1-D cubic-spline zoom of node ``m``'s unit impulse to ``size``."""
+    from scipy import ndimage  # imported here: loading scipy.ndimage costs every enhance process half a second
+
+    impulses = np.eye(nodes)
+    return np.stack([ndimage.zoom(impulses[m], size / nodes, order=3, mode="nearest", grid_mode=True)[:size]
+                     for m in range(nodes)], axis=1)
