@@ -191,13 +191,18 @@ def test_cosine_schedule_anneals_to_min_lr_and_resumes_exactly(brain_files: list
         assert torch.equal(a, b), name
 
 
-def test_a_time_budget_ends_the_run_in_time_with_the_schedule_completed(brain_files: list[Path],
-                                                                         tmp_path: Path) -> None:
+def test_a_time_budget_ends_the_run_in_time_with_the_schedule_completed(brain_files: list[Path], tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    ticks = iter(range(10**9))
+    # The loop's clock advances 0.1 s per reading, whatever the machine's load: a 6 s budget is then ~60 readings.
+    monkeypatch.setattr("MRISuperResLib.training.loop.time", SimpleNamespace(time=lambda: 0.1 * next(ticks)))
     schedule = {"lr": 0.002, "schedule": "cosine", "min_lr": 0.0001}
     config = tiny_config(brain_files, tmp_path / "run", optim=schedule,
-                         run={"steps": 100000, "validate_every": 50, "max_minutes": 0.25})
+                         run={"steps": 100000, "validate_every": 50, "max_minutes": 0.1})
     _, result = _train(config, tmp_path)
-    assert 0 < result.steps_done < 100000 and not result.interrupted
+    assert 20 < result.steps_done < 100 and not result.interrupted
     assert result.model_path is not None and result.model_path.is_file()
     last = result.history[-1]
     assert last["step"] == result.steps_done and "val_psnr" in last
@@ -207,11 +212,15 @@ def test_a_time_budget_ends_the_run_in_time_with_the_schedule_completed(brain_fi
 def test_the_time_budget_plans_from_the_measured_pace() -> None:
     from MRISuperResLib.training.time_budget import TimeBudget
 
-    budget = TimeBudget(1.0, started=90.0, stepping_from=100.0, first_step=20)  # loading took 10 s
-    assert budget.plan(25, 1000, now=101.0) == 1000  # too few steps measured
-    assert budget.plan(40, 1000, now=110.0) == 40 + int((150.0 - 3.0 - 110.0) / 0.5)  # 0.5 s per step, 5 % reserve
-    assert budget.plan(40, 50, now=110.0) == 50  # the configured steps fit
-    assert budget.plan(40, 1000, now=151.0) == 40  # spent: end now
+    budget = TimeBudget(1.0, started=90.0, total_steps=1000)  # 60 s from 90 s
+    for step in range(1, 11):  # warm-up: slow first steps are left out of the pace
+        assert budget.plan(step, now=100.0 + step) == 1000
+    for step in range(11, 20):
+        assert budget.plan(step, now=110.0 + 0.5 * (step - 10)) == 1000  # too few steps measured
+    assert budget.plan(20, now=115.0) == 20 + int((150.0 - 3.0 - 115.0) / 0.5)  # 0.5 s per step, 5 % reserve
+    assert budget.plan(40, now=151.0) == 40  # spent: end now
+    short = TimeBudget(1.0, started=90.0, total_steps=50)
+    assert all(short.plan(step, now=100.0 + 0.1 * step) == 50 for step in range(1, 40))  # the configured steps fit
 
 
 def test_a_non_positive_time_budget_is_refused() -> None:

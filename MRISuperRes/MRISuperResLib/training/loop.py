@@ -299,7 +299,7 @@ class Trainer:
         bar = progress_bar(config.run.steps, self.step) if self.show_progress and self.context.is_main else None
         writer = tensorboard_writer(self.output_dir) if config.run.tensorboard and self.context.is_main else None
         started = time.time()
-        budget = (TimeBudget(config.run.max_minutes, run_started, started, self.step)
+        budget = (TimeBudget(config.run.max_minutes, run_started, config.run.steps)
                   if config.run.max_minutes is not None else None)
         stopped_early = interrupted = False
         self._refresh(self.step)
@@ -353,18 +353,18 @@ class Trainer:
                            self.history)
 
     def _fit_to_budget(self, budget: TimeBudget, bar: Any) -> None:
-        """Lower ``run.steps`` to the steps that fit in ``run.max_minutes`` (every rank agrees on rank 0's plan);
-        a cosine schedule is refitted to end there."""
+        """Set ``run.steps`` to the steps that fit in ``run.max_minutes`` (every rank agrees on rank 0's plan); a
+        cosine schedule is refitted to end there."""
         run = self.config.run
-        planned = int(broadcast_float(float(budget.plan(self.step, run.steps, time.time())), self.context))
-        if planned >= run.steps:
+        planned = int(broadcast_float(float(budget.plan(self.step, time.time())), self.context))
+        if planned == run.steps:
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             self.scheduler.T_max = max(1, planned)
-        if not self._budget_noted:
+        if planned < budget.total_steps and not self._budget_noted:
             self._budget_noted = True
-            self.log(f"run.max_minutes {run.max_minutes:g}: ending at step {planned} of {run.steps} to finish in time"
-                     " (resume to continue)")
+            self.log(f"run.max_minutes {run.max_minutes:g}: planning to end at step {planned} of {budget.total_steps}"
+                     " to finish in time (the plan follows the measured pace; resume to continue)")
         run.steps = planned
         if bar is not None:
             bar.total = planned
