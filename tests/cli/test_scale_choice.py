@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from helpers import image_from_ijk, make_tiny_model, run_cli, smooth_array, terminal_lines, write_image
 
-from MRISuperResLib.imaging.geometry import anisotropy_warning, default_scale, isotropic_scale
+from MRISuperResLib.imaging.geometry import anisotropy_warning, default_scale, isotropic_scale, voxel_size_warning
 
 
 @pytest.mark.parametrize(("spacing", "supported", "expected"), [
@@ -35,6 +35,25 @@ def test_iso_and_the_anisotropy_warning() -> None:
     assert anisotropy_warning((1.0, 1.0, 4.0), (1.0, 1.0, 4.0)) is None
     assert anisotropy_warning((1.0, 1.0, 1.0), (2.0, 2.0, 2.0)) is None
     assert "isotropic factor" in anisotropy_warning((1.0, 1.0, 1.0), (1.0, 1.0, 2.0))
+
+
+def test_the_voxel_size_warning_names_the_output_voxels_and_the_trained_range() -> None:
+    warning = voxel_size_warning((0.4, 0.4, 6.0), (1.0, 1.0, 4.0), (0.9, 1.0))
+    assert warning is not None and "0.4 x 0.4 x 1.5 mm" in warning and "0.9-1 mm" in warning
+    assert "\n" not in warning
+    assert voxel_size_warning((1.0, 1.0, 4.0), (1.0, 1.0, 4.0), (0.9, 1.0)) is None
+    assert voxel_size_warning((1.2, 1.2, 5.0), (1.0, 1.0, 4.0), (0.9, 1.0)) is None  # within the tolerance
+    assert voxel_size_warning((0.4, 0.4, 6.0), (1.0, 1.0, 4.0), None) is None  # range unknown: no warning
+    assert "3 x 3 x 3 mm" in voxel_size_warning((6.0, 6.0, 6.0), (2.0, 2.0, 2.0), (1.0, 1.0))
+
+
+def test_a_shipped_model_warns_about_voxels_far_from_its_training(tmp_path, capsys) -> None:
+    scan = write_image(tmp_path / "fine.nrrd", image_from_ijk(smooth_array((24, 24, 12)), (0.4, 0.4, 2.0)))
+    code, stdout, err = run_cli(capsys, "enhance", scan, tmp_path / "sr.nrrd", "--model", "edsr3d-thick-x2-brain",
+                                "--scale", "1,1,2", "--json", "--no-sidecar")
+    assert code == 0, err
+    assert any("0.4 x 0.4 x 1 mm lie outside the 0.9-1 mm" in line for line in json.loads(stdout)["warnings"])
+    assert any("lie outside" in line for line in terminal_lines(err) if line.startswith("mrisuperres: warning:"))
 
 
 @pytest.fixture()

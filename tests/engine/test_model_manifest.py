@@ -119,6 +119,19 @@ def test_a_missing_or_malformed_manifest_is_a_clear_error(tmp_path: Path, monkey
         model_zoo.shipped_models()
 
 
+def test_the_manifest_voxel_range_reaches_shipped_models_without_their_own() -> None:
+    entries = read_manifest(WEIGHTS_FOLDER)
+    assert all(entry.voxel_mm is not None and 0 < entry.voxel_mm[0] <= entry.voxel_mm[1] for entry in entries)
+    entry = entries[0]
+    assert ManifestEntry.from_dict(entry.to_dict(), "entry 1") == entry
+    for bad in ([1.0], [1.0, 0.5], [0, 1.0], "1 mm"):
+        with pytest.raises(ModelError, match="entry 1: 'voxel_mm' must be"):
+            ManifestEntry.from_dict({**entry.to_dict(), "voxel_mm": bad}, "entry 1")
+    loaded = load_model(entry.name, entry.scales[0])
+    assert loaded.metadata.trained_voxel_mm == entry.voxel_mm
+    assert "trained on high-resolution voxels of 0.9-1 mm" in model_zoo.model_card_text(loaded.metadata)
+
+
 def test_ship_model_lists_the_model_and_moves_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = importlib.util.spec_from_file_location("ship_model", ROOT / "scripts" / "ship_model.py")
     ship_model = importlib.util.module_from_spec(spec)

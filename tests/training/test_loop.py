@@ -145,6 +145,10 @@ def test_training_runs_validates_and_writes_a_usable_model(brain_files: list[Pat
     config = tiny_config(brain_files, tmp_path / "run", run={"steps": 40, "validate_every": 20})
     trainer, result = _train(config, tmp_path)
     assert result.model_path is not None and result.model_path.name == "tiny.safetensors"
+    from MRISuperResLib.engine.checkpoint import load_model_file
+
+    edges = [s for subject in trainer.train_subjects for s in subject.high_grid.spacing]
+    assert load_model_file(result.model_path).metadata.trained_voxel_mm == (min(edges), max(edges))
     rows = [row for row in result.history if "val_psnr" in row]
     assert [row["step"] for row in rows] == [20, 40]
     assert all(np.isfinite(row["val_psnr"]) and row["baseline_psnr"] > 10 for row in rows)

@@ -31,7 +31,14 @@ from ..processing.consistency import consistency_report
 from ..processing.degradation import DegradationSpec
 from .device import select_device
 from ..errors import InputError, ModelError
-from ..imaging.geometry import Scale, anisotropy_warning, fine_mask, parse_scale, upsampled_grid
+from ..imaging.geometry import (
+    Scale,
+    anisotropy_warning,
+    fine_mask,
+    parse_scale,
+    upsampled_grid,
+    voxel_size_warning,
+)
 from .idle_worker import IdleExecutor
 from .inference import CancelCheck, ProgressCallback, run_tiled, run_tiled_implicit
 from ..processing.interpolation import bspline_upsample_volume
@@ -154,6 +161,8 @@ def enhance_volume(
     warnings = check_input(volume, source_name, loaded)
     if (shape_warning := anisotropy_warning(volume.spacing, scale)) is not None:
         warnings.append(shape_warning)
+    if (size_warning := voxel_size_warning(volume.spacing, scale, loaded.metadata.trained_voxel_mm)) is not None:
+        warnings.append(size_warning)
     choice = select_device(device)
     if choice.note:
         warnings.append(choice.note)

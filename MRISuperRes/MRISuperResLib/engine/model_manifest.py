@@ -32,7 +32,7 @@ ISOTROPIC, ANISOTROPIC, ARBITRARY = "isotropic", "anisotropic", "arbitrary"
 #: The kinds of scale a shipped model can be marked the default for.
 DEFAULT_KINDS = (ISOTROPIC, ANISOTROPIC, ARBITRARY)
 
-_FIELDS = ("name", "file", "sha256", "card", "scales", "default_for")
+_FIELDS = ("name", "file", "sha256", "card", "scales", "default_for", "voxel_mm")
 
 
 def scale_kind(scale: Scale) -> str:
@@ -51,6 +51,8 @@ class ManifestEntry:
     Attributes:
         scales: per-axis scales ``(s_i, s_j, s_k)``, or ``None`` for any scale (``"any"`` in the file).
         default_for: kinds from :data:`DEFAULT_KINDS`; empty when the model is chosen by name only.
+        voxel_mm: ``(smallest, largest)`` high-resolution voxel edge (mm) of its training volumes, for files that
+            do not record it themselves (``training.voxel_mm``); ``None`` when unknown.
     """
 
     name: str
@@ -59,6 +61,7 @@ class ManifestEntry:
     card: str | None = None
     scales: tuple[tuple[float, float, float], ...] | None = None
     default_for: tuple[str, ...] = ()
+    voxel_mm: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.scales is not None:
@@ -90,8 +93,14 @@ class ManifestEntry:
             if wrong:
                 raise ValueError(f"'default_for' {wrong[0]!r} is not one of {', '.join(DEFAULT_KINDS)}")
             card = values.get("card")
+            voxel_mm = values.get("voxel_mm")
+            if voxel_mm is not None:
+                if (not isinstance(voxel_mm, list) or len(voxel_mm) != 2
+                        or not all(isinstance(v, (int, float)) for v in voxel_mm) or not 0 < voxel_mm[0] <= voxel_mm[1]):
+                    raise ValueError("'voxel_mm' must be [smallest, largest] voxel edge in mm")
+                voxel_mm = (float(voxel_mm[0]), float(voxel_mm[1]))
             return cls(values["name"], values["file"], values["sha256"].lower(), str(card) if card else None,
-                       scales, default_for)
+                       scales, default_for, voxel_mm)
         except (TypeError, ValueError) as error:
             raise ModelError(f"{where}: {error}; fix the entry or reinstall the extension") from None
 
@@ -101,6 +110,8 @@ class ManifestEntry:
             values["card"] = self.card
         values["scales"] = "any" if self.scales is None else [list(s) for s in self.scales]
         values["default_for"] = list(self.default_for)
+        if self.voxel_mm is not None:
+            values["voxel_mm"] = list(self.voxel_mm)
         return values
 
 

@@ -104,6 +104,17 @@ class ModelMetadata:
     #: The header this was read from (kept so that unchanged keys are written back exactly as they were).
     _header: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def trained_voxel_mm(self) -> tuple[float, float] | None:
+        """``(smallest, largest)`` high-resolution voxel edge (mm) of the training volumes (``training.voxel_mm``;
+        for shipped files without it, the manifest's), ``None`` when unknown."""
+        value = self.training.get("voxel_mm") if isinstance(self.training, dict) else None
+        try:
+            low, high = (float(v) for v in value)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            return None
+        return (low, high) if 0 < low <= high else None
+
     @classmethod
     def from_header(cls, header: Mapping[str, Any]) -> ModelMetadata:
         """The typed metadata of a header's ``metadata`` JSON object (unknown keys go to ``extra``).

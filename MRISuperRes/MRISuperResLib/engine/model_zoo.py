@@ -149,6 +149,8 @@ def shipped_models() -> list[ModelEntry]:
             raise ModelError(f"shipped model file {path} (listed in {WEIGHTS_FOLDER / MANIFEST_NAME}) is missing; "
                              "reinstall the extension")
         metadata = _read_typed(path)
+        if item.voxel_mm is not None and metadata.trained_voxel_mm is None:
+            metadata.training = {**metadata.training, "voxel_mm": list(item.voxel_mm)}
         entries.append(ModelEntry(metadata.name or path.stem, path, metadata, SHIPPED, item.default_for,
                                   item.sha256, item.card))
     return sorted(entries, key=lambda entry: entry.name)
@@ -322,6 +324,9 @@ def model_card_text(metadata: ModelMetadata | dict[str, Any], name: str | None =
         subjects = f"{len(training.get('train', []))} training, {len(training.get('validation', []))} validation"
         lines.append(f"- training: {training.get('steps', '?')} steps (best at step {training.get('best_step', '?')})"
                      f" on {subjects} subjects")
+    if (voxels := metadata.trained_voxel_mm) is not None:
+        lines.append(f"- trained on high-resolution voxels of {voxels[0]:g}-{voxels[1]:g} mm (enhance warns when an "
+                     "output's voxels lie well outside)")
     validation = metadata.validation
     if "psnr" in validation and "baseline_psnr" in validation:
         gain = validation["psnr"] - validation["baseline_psnr"]
@@ -456,4 +461,7 @@ def load_model(model: str | os.PathLike = DEFAULT_MODEL, scale: Scale = (2.0, 2.
                          f"{WEIGHTS_FOLDER / MANIFEST_NAME} (damaged or replaced); reinstall the extension")
     if entry.path.parent == WEIGHTS_FOLDER:
         loaded.metadata.shipped = True
+    voxels = entry.metadata.trained_voxel_mm  # the manifest's, for a shipped file that does not record it
+    if voxels is not None and loaded.metadata.trained_voxel_mm is None:
+        loaded.metadata.training = {**loaded.metadata.training, "voxel_mm": list(voxels)}
     return loaded

@@ -120,6 +120,29 @@ def anisotropy_warning(spacing: Sequence[float], scale: Scale) -> str | None:
             f"{format_millimetres(out)} mm, more anisotropic than the input; {hint}")
 
 
+#: How far (a factor either way) an output voxel edge may lie from the training range before enhance warns.
+VOXEL_RANGE_TOLERANCE = 1.5
+
+
+def voxel_size_warning(spacing: Sequence[float], scale: Scale, trained_mm: tuple[float, float] | None) -> str | None:
+    """One line when the output voxels (``spacing / scale``, mm, ``i, j, k``) lie well outside ``trained_mm``, the
+    ``(smallest, largest)`` high-resolution voxel edge the model was trained on (more than
+    :data:`VOXEL_RANGE_TOLERANCE` times finer or coarser); else ``None`` (also when the range is unknown).
+
+    The networks work in voxel units: detail they learnt at 1 mm is drawn at 0.4 or 2 mm on other voxels, so the
+    result is then less reliable than the card's tables say.
+    """
+    if trained_mm is None:
+        return None
+    out = [float(s) / float(f) for s, f in zip(spacing, scale)]
+    low, high = trained_mm
+    if min(out) >= low / VOXEL_RANGE_TOLERANCE and max(out) <= high * VOXEL_RANGE_TOLERANCE:
+        return None
+    trained = f"{low:.3g}" if low == high else f"{low:.3g}-{high:.3g}"
+    return (f"output voxels of {format_millimetres(out)} mm lie outside the {trained} mm the model was trained on; "
+            "it works in voxels, so expect less reliable detail than its card reports")
+
+
 def format_millimetres(spacing: Sequence[float]) -> str:
     """Voxel edges for a message: ``"1 x 1 x 0.333"`` (mm, ``i, j, k``; three significant digits)."""
     return " x ".join(f"{float(s):.3g}" for s in spacing)

@@ -34,6 +34,7 @@ def model_metadata(trainer: Trainer) -> dict[str, Any]:
             "train": [s.name for s in trainer.train_subjects],
             "validation": [s.name for s in trainer.validation_subjects],
             "scale": list(trainer.scale),
+            "voxel_mm": _voxel_range(trainer),
             "scale_range": config.data.scale_range,
             "sample_coordinates": config.data.sample_coordinates,
             "steps": trainer.step,
@@ -46,6 +47,13 @@ def model_metadata(trainer: Trainer) -> dict[str, Any]:
         "extra": {**({"consistency": trainer.calibration} if trainer.calibration else {}),
                   **({"conditioning": trainer.context_spec.to_metadata()} if trainer.context_spec else {})} or None,
     }
+
+
+def _voxel_range(trainer: Trainer) -> list[float] | None:
+    """``[smallest, largest]`` voxel edge (mm) of the high-resolution training volumes (what enhance compares an
+    output's voxels with)."""
+    edges = [float(s) for subject in trainer.train_subjects for s in subject.high_grid.spacing]
+    return [round(min(edges), 4), round(max(edges), 4)] if edges else None
 
 
 def save_model_file(trainer: Trainer, path: Path) -> Path:
