@@ -53,6 +53,19 @@ LICENCES = {
     "seg3D_T1.nii.gz": "neurolabusc/VolumeRenderingData seg3D head T1w, CIBC Seg3D data (MIT)",
     "colin27_T1.nii.gz": "Colin27 T1w average from ANTsX/ANTsPy data (Apache-2.0 repository; Colin27 permissive)",
     "voxelmorph_T1.nii.gz": "voxelmorph/voxelmorph test scan, T1w (Apache-2.0)",
+    "uih_uMR770_T1w_head.nii.gz": "raw head T1w 3D GRE, United Imaging uMR 770 3T, 0.5 x 0.5 x 1 mm, "
+                                  "neurolabusc/dcm_qa_uih (BSD-2)",
+    "siemens_prisma_T1w_head.nii.gz": "raw head T1w MPRAGE, Siemens Prisma fit 3T, neurolabusc/dcm_qa_asl (BSD-2)",
+    "philips_achieva_T1w_head.nii.gz": "defaced head T1w 3D TFE, Philips Achieva 3T, 0.7 x 0.67 x 0.67 mm, "
+                                       "studyforrest via datalad/example-dicom-structural (ODC-PDDL 1.0)",
+    "arc_M2299_T1w_head.nii.gz": "defaced head T1w MPRAGE, chronic stroke, Siemens 3T, Aphasia Recovery Cohort via "
+                                 "neurolabusc/CPUsForNeuroimaging (BSD-2 repository; data CC0)",
+    "arc_M2299_T2w_head.nii.gz": "same subject and session, T2w 3D SPACE (BSD-2 repository; data CC0)",
+    "arc_M2307_T2w_brain.nii.gz": "skull-stripped T2w, chronic stroke, Aphasia Recovery Cohort via "
+                                  "rordenlab/niimath-bitmap (CC0)",
+    "glioma_T2w_brain.nii.gz": "skull-stripped T2w, glioblastoma (TCIA UPENN-GBM-00002) via "
+                               "pwoznicki/AutoRadiomics (Apache-2.0 repository; data CC BY 4.0)",
+    "stroke2_T2w_head.nii.gz": "cropped head T2w, stroke, neurolabusc/Clinical (BSD-2)",
 }
 
 
@@ -70,12 +83,17 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--references", nargs="+", required=True, help="held-out high-resolution volumes")
     parser.add_argument("--training-time", default="", help="how long the recipe took, for the card")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--crop", help="score a block of at most I,J,K voxels centred on the head (as evaluate --crop)")
+    parser.add_argument("--voxel-mm", help="LOW,HIGH: the training volumes' voxel edge range (mm), for a file that "
+                        "does not record it (trained before training.voxel_mm existed); goes into the manifest")
+    parser.add_argument("--data-note", default="", help="a paragraph for the card's training-data section (e.g. how "
+                        "the volumes were packed for a remote GPU)")
     parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "models",
                         help="folder for the evaluation figures (at the middle noise level) [docs/models]")
     return parser.parse_args(argv)
 
 
-def ship(model_path: Path, default_for: list[str]) -> Path:
+def ship(model_path: Path, default_for: list[str], voxel_mm: tuple[float, float] | None = None) -> Path:
     """Re-save the trained file into the weights folder and list it in the manifest, marked as the default for
     the ``default_for`` kinds of scale (the previous holder of a mark it takes is un-marked)."""
     loaded = load_model_file(model_path)
@@ -91,7 +109,8 @@ def ship(model_path: Path, default_for: list[str]) -> Path:
     path = save_model(loaded.network, WEIGHTS_FOLDER / f"{arguments['name']}.safetensors", extra=metadata,
                       **arguments)
     entry = ManifestEntry(str(arguments["name"]), path.name, file_checksum(path), f"{arguments['name']}.md",
-                          ModelMetadata.from_header(read_metadata(path)).scales, tuple(dict.fromkeys(default_for)))
+                          ModelMetadata.from_header(read_metadata(path)).scales, tuple(dict.fromkeys(default_for)),
+                          voxel_mm)
     listed = read_manifest(WEIGHTS_FOLDER) if (WEIGHTS_FOLDER / MANIFEST_NAME).is_file() else []
     entries, unmarked = mark_default(listed, entry)
     write_manifest(WEIGHTS_FOLDER, entries)
@@ -101,21 +120,49 @@ def ship(model_path: Path, default_for: list[str]) -> Path:
 
 
 def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[float], threads: int,
-             figures: Path) -> dict[float, list[VolumeScores]]:
+             figures: Path, crop: tuple[int, int, int] | None = None) -> dict[float, list[VolumeScores]]:
     loaded = load_model_file(path)
     results = {}
     for noise in noises:
         spec = evaluation_spec(loaded.metadata.degradation, kind, noise)
         figure_folder = figures if noise == noises[len(noises) // 2] else None
         results[noise] = evaluate_files(references, loaded, scale, spec, seed=0, device="cpu", threads=threads,
-                                        figure_folder=figure_folder)
+                                        figure_folder=figure_folder, crop=crop)
         print(f"noise {noise}:\n{scores_table(results[noise], loaded.name, scale)}\n", flush=True)
     return results
 
 
+def _simulation_text(training: dict) -> list[str]:
+    """How the training inputs were simulated: the nominal forward model, or scanner-like acquisitions."""
+    data = training.get("config", {}).get("data", {})
+    every = data.get("resimulate_every", "?")
+    if data.get("acquisition") is None:
+        return ["High-resolution volumes are degraded on the fly (re-simulated every "
+                f"{every} steps) with the forward model below, after a random contrast remapping (Gaussian-mixture "
+                "intensity resampling) on part of the draws, so that the model does not learn one contrast's "
+                "intensities.", ""]
+    from MRISuperResLib.processing.degradation.acquisition import AcquisitionRanges
+
+    ranges = AcquisitionRanges.from_dict(data["acquisition"])
+    return ["Every training input is a different simulated scanner (`data.acquisition`, drawn per volume and "
+            f"re-simulated every {every} steps): slice profiles {' or '.join(ranges.thick_profiles)} along thick "
+            f"axes with gaps of {ranges.gap[0]:g}-{ranges.gap[1]:g} of the slice spacing; k-space apodisation "
+            f"({', '.join(ranges.windows)}; Tukey taper {ranges.tukey_alpha[0]:g}-{ranges.tukey_alpha[1]:g}); "
+            f"partial Fourier ({ranges.partial_fourier[0]:g}-{ranges.partial_fourier[1]:g} acquired) on "
+            f"{ranges.partial_fourier_probability:.0%} of draws; complex k-space noise {ranges.noise[0]:g}-"
+            f"{ranges.noise[1]:g} of the 99th percentile (Rician magnitudes); smooth bias fields up to "
+            f"+-{ranges.bias:.0%}; gamma contrast {ranges.gamma[0]:g}-{ranges.gamma[1]:g} on "
+            f"{ranges.gamma_probability:.0%} of draws, and Gaussian-mixture contrast remapping on part of them. "
+            "The nominal forward model below is what validation, the consistency map and the tables use.", ""]
+
+
 def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[float, list[VolumeScores]],
-         references: list[str], training_time: str) -> str:
+         references: list[str], training_time: str, data_note: str = "", crop: str | None = None) -> str:
     meta = ModelMetadata.from_header(read_metadata(path))
+    voxels = meta.trained_voxel_mm
+    for entry in read_manifest(WEIGHTS_FOLDER):
+        if entry.file == path.name and voxels is None:
+            voxels = entry.voxel_mm
     training = meta.training
     consistency = meta.consistency
     validation = meta.validation
@@ -153,11 +200,10 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         *[f"- validation (model selection only): `{name}`: {LICENCES.get(name, 'see the data README')}"
           for name in training.get("validation", [])],
         "",
-        "High-resolution volumes are degraded on the fly (re-simulated every "
-        f"{training.get('config', {}).get('data', {}).get('resimulate_every', '?')} steps) with the forward model "
-        "below, after a random contrast remapping (Gaussian-mixture intensity resampling) on part of the draws, so "
-        "that the model does not learn one contrast's intensities.",
-        "",
+        *_simulation_text(training),
+        *([data_note, ""] if data_note else []),
+        *([f"Voxel sizes of the high-resolution training volumes: {voxels[0]:g}-{voxels[1]:g} mm; `enhance` warns "
+           "when an output's voxels lie more than 1.5x outside that range.", ""] if voxels else []),
         "## Forward model (what the model undoes)",
         "",
         f"- kind per axis: `{degradation['kind']}` (kspace: central k-space kept, i.e. a lower-resolution "
@@ -186,7 +232,7 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         "Subjects never seen in training or validation: "
         + ", ".join(f"`{Path(r).name}`" for r in references)
         + f". Command: `mrisuperres evaluate <references> --model {meta.name} --scale {format_scale(scale)} "
-        f"--kind {kind} --noise <level>`. The low-resolution input is simulated from each reference with the forward "
+        f"--kind {kind} --noise <level>{f' --crop {crop}' if crop else ''}`. The low-resolution input is simulated from each reference with the forward "
         "model (no bias field); the model runs with its defaults (background masking on); PSNR in dB inside the head "
         "(whole volume in brackets), SSIM on the whole volume, consistency NRMSE of the SR against the input.",
         "",
@@ -216,9 +262,9 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         "",
         "## Limits",
         "",
-        "- Trained on six subjects' worth of 1 mm brain volumes on a CPU budget: it has seen little anatomical "
-        "variety, no pathology beyond one chronic stroke, no children, no contrast agent.",
-        "- Only the simulated forward model above was seen; real scanners' point-spread functions, motion, and "
+        f"- Trained on {len(training.get('train', []))} volumes of adult heads and brains: no children, no contrast "
+        "agent, little pathology beyond chronic stroke and one glioma.",
+        "- Only simulated acquisitions were seen (above); real scanners' point-spread functions, motion and "
         "parallel-imaging noise differ. Check the consistency map on real inputs.",
         "- Intensities outside the 1-99 percentile range are clipped at the network's input (the B-spline skip "
         "keeps the real values).",
@@ -232,11 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     scale = parse_scale(args.scale)
     references = [str(mni152_t1_path()) if r == "MNI152" else r for r in args.references]
-    shipped = ship(args.model, args.default_for)
+    crop = tuple(int(v) for v in args.crop.split(",")) if args.crop else None
+    voxel_mm = tuple(float(v) for v in args.voxel_mm.split(",")) if args.voxel_mm else None
+    shipped = ship(args.model, args.default_for, voxel_mm)  # type: ignore[arg-type]
     figures = args.figures / shipped.stem
     figures.mkdir(parents=True, exist_ok=True)
-    results = evaluate(shipped, references, scale, args.kind, args.noise, args.threads, figures)
-    text = card(shipped, [c.resolve() for c in args.config], scale, args.kind, results, references, args.training_time)
+    results = evaluate(shipped, references, scale, args.kind, args.noise, args.threads, figures, crop)  # type: ignore[arg-type]
+    text = card(shipped, [c.resolve() for c in args.config], scale, args.kind, results, references, args.training_time,
+                args.data_note, args.crop)
     shipped.with_suffix(".md").write_text(text)
     print(shipped, shipped.with_suffix(".md"))
     return 0
