@@ -234,7 +234,7 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         + f". Command: `mrisuperres evaluate <references> --model {meta.name} --scale {format_scale(scale)} "
         f"--kind {kind} --noise <level>{f' --crop {crop}' if crop else ''}`. The low-resolution input is simulated from each reference with the forward "
         "model (no bias field); the model runs with its defaults (background masking on); PSNR in dB inside the head "
-        "(whole volume in brackets), SSIM on the whole volume, consistency NRMSE of the SR against the input.",
+        "(whole volume in brackets), SSIM inside the head, consistency NRMSE of the SR against the input.",
         "",
     ]
     for noise, scores in results.items():
