@@ -87,6 +87,7 @@ def measure_one(size: int, device: str, model_name: str, scale: tuple[int, int, 
     peak_gpu = torch.cuda.max_memory_allocated() if choice.device.type == "cuda" else 0
     return {
         "input": "x".join(map(str, shape)),
+        "output": "x".join(map(str, result.sr.shape)),
         "device": result.device,
         "model": model.name,
         "tile": "x".join(map(str, tile)),
@@ -108,7 +109,12 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    factors = [int(f) for f in args.scale.split(",")]
+    try:
+        factors = [int(f) for f in args.scale.split(",")]
+    except ValueError:
+        factors = []
+    if len(factors) not in (1, 3) or min(factors) < 1 or max(factors) < 2:
+        parser.error(f"--scale {args.scale}: give whole factors >= 1, one or three, at least one >= 2 (2 or 1,1,4)")
     scale = tuple(factors * 3 if len(factors) == 1 else factors)
     if args.child:
         print(json.dumps(measure_one(int(args.child[0]), args.child[1], args.model, scale)))
@@ -130,7 +136,7 @@ def main() -> None:
             ).stdout
             row = json.loads(output.strip().splitlines()[-1])
             achieved = row["gflop"] / row["network_s"]
-            print(f"| {row['device']} | {row['input']} -> {size}^3 | {row['tile']} x {row['tiles']} | "
+            print(f"| {row['device']} | {row['input']} -> {row['output']} | {row['tile']} x {row['tiles']} | "
                   f"{row['total_s']:.2f} | {row['baseline_s']:.2f} | {row['network_s']:.2f} | {row['gflop']:.0f} | {achieved:.0f} | "
                   f"{peak:.0f} | {100 * achieved / peak:.0f} | {row['peak_rss_gb']:.2f} | {row['peak_gpu_gb']:.2f} |",
                   flush=True)

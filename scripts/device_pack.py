@@ -76,8 +76,10 @@ def _pack_one(source: str, folder: str) -> tuple[str, dict, str]:
 
 
 def pack(source: Path, folder: Path, workers: int) -> None:
+    files = sorted(source.glob("*.nii*")) if source.is_dir() else []
+    if not files:
+        raise SystemExit(f"device_pack: no NIfTI volumes (*.nii, *.nii.gz) in folder {source}; give the training folder")
     folder.mkdir(parents=True, exist_ok=True)
-    files = sorted(source.glob("*.nii*"))
     index = {}
     with ProcessPoolExecutor(workers) as pool:
         for name, entry, line in pool.map(_pack_one, [str(f) for f in files], [str(folder)] * len(files)):
@@ -91,8 +93,10 @@ def pack(source: Path, folder: Path, workers: int) -> None:
 def unpack(folder: Path, target: Path) -> None:
     import nibabel as nib
 
-    target.mkdir(parents=True, exist_ok=True)
+    if not (folder / "volumes.json").is_file():
+        raise SystemExit(f"device_pack: {folder} is not a packed folder (no volumes.json); pack one first")
     index = json.loads((folder / "volumes.json").read_text())
+    target.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name, entry in index.items():
         quantised = np.frombuffer(lzma.decompress((folder / f"{name}.xz").read_bytes()), dtype=np.int16)

@@ -35,7 +35,7 @@ from MRISuperResLib.engine.model_manifest import (  # noqa: E402
     DEFAULT_KINDS, MANIFEST_NAME, ManifestEntry, mark_default, read_manifest, write_manifest)
 from MRISuperResLib.engine.model_metadata import ModelMetadata  # noqa: E402
 from MRISuperResLib.evaluation.evaluate import VolumeScores, evaluate_files, evaluation_spec, scores_table  # noqa: E402
-from MRISuperResLib.imaging.geometry import format_scale, parse_scale  # noqa: E402
+from MRISuperResLib.imaging.geometry import format_scale, format_voxel_range, parse_scale  # noqa: E402
 from MRISuperResLib.engine.model_zoo import WEIGHTS_FOLDER  # noqa: E402
 from MRISuperResLib.imaging.samples import mni152_t1_path  # noqa: E402
 
@@ -202,8 +202,8 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         "",
         *_simulation_text(training),
         *([data_note, ""] if data_note else []),
-        *([f"Voxel sizes of the high-resolution training volumes: {voxels[0]:g}-{voxels[1]:g} mm; `enhance` warns "
-           "when an output's voxels lie more than 1.5x outside that range.", ""] if voxels else []),
+        *([f"Voxel sizes of the high-resolution training volumes: {format_voxel_range(voxels)} mm; `enhance` warns "
+           "when an output's voxels lie more than 2x outside that range.", ""] if voxels else []),
         "## Forward model (what the model undoes)",
         "",
         f"- kind per axis: `{degradation['kind']}` (kspace: central k-space kept, i.e. a lower-resolution "

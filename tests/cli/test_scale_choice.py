@@ -42,9 +42,11 @@ def test_the_voxel_size_warning_names_the_output_voxels_and_the_trained_range() 
     assert warning is not None and "0.4 x 0.4 x 1.5 mm" in warning and "0.9-1 mm" in warning
     assert "\n" not in warning
     assert voxel_size_warning((1.0, 1.0, 4.0), (1.0, 1.0, 4.0), (0.9, 1.0)) is None
-    assert voxel_size_warning((1.2, 1.2, 5.0), (1.0, 1.0, 4.0), (0.9, 1.0)) is None  # within the tolerance
+    assert voxel_size_warning((1.6, 1.6, 7.0), (1.0, 1.0, 4.0), (0.9, 1.0)) is None  # within a factor of 2
+    assert voxel_size_warning((1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.9, 1.0)) is None  # x2 on 1 mm scans: common use
     assert voxel_size_warning((0.4, 0.4, 6.0), (1.0, 1.0, 4.0), None) is None  # range unknown: no warning
-    assert "3 x 3 x 3 mm" in voxel_size_warning((6.0, 6.0, 6.0), (2.0, 2.0, 2.0), (1.0, 1.0))
+    warning = voxel_size_warning((6.0, 6.0, 6.0), (2.0, 2.0, 2.0), (1.0, 1.0))
+    assert "3 x 3 x 3 mm lie outside the 1 mm" in warning
 
 
 def test_a_shipped_model_warns_about_voxels_far_from_its_training(tmp_path, capsys) -> None:

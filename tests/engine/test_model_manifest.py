@@ -124,7 +124,7 @@ def test_the_manifest_voxel_range_reaches_shipped_models_without_their_own() -> 
     assert all(entry.voxel_mm is not None and 0 < entry.voxel_mm[0] <= entry.voxel_mm[1] for entry in entries)
     entry = entries[0]
     assert ManifestEntry.from_dict(entry.to_dict(), "entry 1") == entry
-    for bad in ([1.0], [1.0, 0.5], [0, 1.0], "1 mm"):
+    for bad in ([1.0], [1.0, 0.5], [0, 1.0], "1 mm", [True, True], [1.0, float("inf")]):
         with pytest.raises(ModelError, match="entry 1: 'voxel_mm' must be"):
             ManifestEntry.from_dict({**entry.to_dict(), "voxel_mm": bad}, "entry 1")
     loaded = load_model(entry.name, entry.scales[0])

@@ -211,6 +211,15 @@ def test_a_time_budget_ends_the_run_in_time_with_the_schedule_completed(brain_fi
     last = result.history[-1]
     assert last["step"] == result.steps_done and "val_psnr" in last
     assert last["lr"] == pytest.approx(0.0001)
+    # Resumed without a budget: the cosine is refitted to the configured steps from where the run stopped (no rate
+    # stuck at min_lr, no new cycle), and still ends at min_lr.
+    monkeypatch.undo()
+    ended = result.steps_done
+    config["run"].update({"steps": ended + 12, "max_minutes": None})
+    _, resumed = _train(config, tmp_path, resume=True)
+    rates = [row["lr"] for row in resumed.history if row["step"] > ended]
+    assert rates[0] > 0.0002 and rates == sorted(rates, reverse=True)
+    assert rates[-1] == pytest.approx(0.0001)
 
 
 def test_the_time_budget_plans_from_the_measured_pace() -> None:
@@ -228,7 +237,7 @@ def test_the_time_budget_plans_from_the_measured_pace() -> None:
 
 
 def test_a_non_positive_time_budget_is_refused() -> None:
-    for value in (0, -1, "ten", True):
+    for value in (0, -1, "ten", True, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="run.max_minutes"):
             config_from_dict({"run": {"max_minutes": value}})
 

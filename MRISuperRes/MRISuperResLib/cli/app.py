@@ -123,6 +123,7 @@ def _run_models(args: argparse.Namespace) -> int:
             "flops_per_output_voxel": float(flops) if flops is not None else None,
             "size_mb": round(entry.path.stat().st_size / 1e6, 2),
             "default_for": list(entry.default_for),
+            "voxel_mm": list(voxels) if (voxels := entry.metadata.trained_voxel_mm) else None,
             "description": entry.metadata.description,
             "path": str(entry.path),
         })
@@ -135,7 +136,8 @@ def _run_models(args: argparse.Namespace) -> int:
         default += " [trained here]" if row["source"] != "shipped" else ""
         print(f"{row['name']:<28} {row['family']:<10} {row['scales']:<10} {row['parameters']:>11,} "
               f"{_flops_text(row['flops_per_output_voxel']):>9} {row['size_mb']:>6.1f}MB  {row['description']}{default}")
-    print("(a per-axis scale runs in any axis order: a 1,1,4 model also restores 4,1,1 and 1,4,1)")
+    print("(a per-axis scale runs in any axis order: a 1,1,4 model also restores 4,1,1 and 1,4,1; --json also gives "
+          "the voxel sizes each was trained on, voxel_mm)")
     if not args.families:
         print("(mrisuperres models --families lists the model families in the configuration of the source documents)")
         return 0

@@ -44,7 +44,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.device:
         config.run.device = args.device
     if args.max_minutes is not None:
-        if not args.max_minutes > 0:
+        if not 0 < args.max_minutes < float("inf"):
             raise ConfigError(f"--max-minutes must be positive, got {args.max_minutes:g}")
         config.run.max_minutes = args.max_minutes
     if args.output_dir:

@@ -17,6 +17,7 @@ The file's layout is ``weights/models.schema.json`` (JSON Schema). ``scripts/shi
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,7 +97,8 @@ class ManifestEntry:
             voxel_mm = values.get("voxel_mm")
             if voxel_mm is not None:
                 if (not isinstance(voxel_mm, list) or len(voxel_mm) != 2
-                        or not all(isinstance(v, (int, float)) for v in voxel_mm) or not 0 < voxel_mm[0] <= voxel_mm[1]):
+                        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in voxel_mm)
+                        or not 0 < voxel_mm[0] <= voxel_mm[1] < math.inf):
                     raise ValueError("'voxel_mm' must be [smallest, largest] voxel edge in mm")
                 voxel_mm = (float(voxel_mm[0]), float(voxel_mm[1]))
             return cls(values["name"], values["file"], values["sha256"].lower(), str(card) if card else None,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError, OutputError
-from ..imaging.geometry import Scale, format_scale
+from ..imaging.geometry import Scale, format_scale, format_voxel_range
 from .model_header import MODEL_EXTENSION, read_metadata
 from .model_manifest import ARBITRARY, MANIFEST_NAME, read_manifest, scale_kind
 from .model_metadata import ModelMetadata
@@ -325,8 +325,8 @@ def model_card_text(metadata: ModelMetadata | dict[str, Any], name: str | None =
         lines.append(f"- training: {training.get('steps', '?')} steps (best at step {training.get('best_step', '?')})"
                      f" on {subjects} subjects")
     if (voxels := metadata.trained_voxel_mm) is not None:
-        lines.append(f"- trained on high-resolution voxels of {voxels[0]:g}-{voxels[1]:g} mm (enhance warns when an "
-                     "output's voxels lie well outside)")
+        lines.append(f"- trained on high-resolution voxels of {format_voxel_range(voxels)} mm (enhance warns when an "
+                     "output's voxels lie more than 2x outside)")
     validation = metadata.validation
     if "psnr" in validation and "baseline_psnr" in validation:
         gain = validation["psnr"] - validation["baseline_psnr"]

@@ -121,7 +121,7 @@ def anisotropy_warning(spacing: Sequence[float], scale: Scale) -> str | None:
 
 
 #: How far (a factor either way) an output voxel edge may lie from the training range before enhance warns.
-VOXEL_RANGE_TOLERANCE = 1.5
+VOXEL_RANGE_TOLERANCE = 2.0
 
 
 def voxel_size_warning(spacing: Sequence[float], scale: Scale, trained_mm: tuple[float, float] | None) -> str | None:
@@ -130,7 +130,8 @@ def voxel_size_warning(spacing: Sequence[float], scale: Scale, trained_mm: tuple
     :data:`VOXEL_RANGE_TOLERANCE` times finer or coarser); else ``None`` (also when the range is unknown).
 
     The networks work in voxel units: detail they learnt at 1 mm is drawn at 0.4 or 2 mm on other voxels, so the
-    result is then less reliable than the card's tables say.
+    result is then less reliable than the card's tables say. A factor of 2 either way is tolerated, so that the
+    common use of an x2 model made from 2 mm -> 1 mm pairs on 1 mm scans runs without a warning.
     """
     if trained_mm is None:
         return None
@@ -138,9 +139,15 @@ def voxel_size_warning(spacing: Sequence[float], scale: Scale, trained_mm: tuple
     low, high = trained_mm
     if min(out) >= low / VOXEL_RANGE_TOLERANCE and max(out) <= high * VOXEL_RANGE_TOLERANCE:
         return None
-    trained = f"{low:.3g}" if low == high else f"{low:.3g}-{high:.3g}"
+    trained = format_voxel_range(trained_mm)
     return (f"output voxels of {format_millimetres(out)} mm lie outside the {trained} mm the model was trained on; "
             "it works in voxels, so expect less reliable detail than its card reports")
+
+
+def format_voxel_range(trained_mm: tuple[float, float]) -> str:
+    """A voxel-edge range for messages and cards: ``"0.9-1"``, or ``"1"`` when both ends agree (mm)."""
+    low, high = (f"{float(v):.3g}" for v in trained_mm)
+    return low if low == high else f"{low}-{high}"
 
 
 def format_millimetres(spacing: Sequence[float]) -> str:

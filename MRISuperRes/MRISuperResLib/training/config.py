@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -421,8 +422,9 @@ def _check(config: TrainConfig) -> None:
     if config.run.steps < 1 or config.run.validate_every < 1 or config.data.batch_size < 1:
         raise ConfigError("run.steps, run.validate_every and data.batch_size must be positive")
     budget = config.run.max_minutes
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
-        raise ConfigError(f"run.max_minutes must be a positive number of minutes or null, got {config.run.max_minutes}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not 0 < budget < math.inf):
+        raise ConfigError(f"run.max_minutes must be a positive number of minutes or null, got {budget!r}")
     if not 0.0 < config.data.validation_fraction < 1.0:
         raise ConfigError("data.validation_fraction must be between 0 and 1")
     _check_point_sampling(config)

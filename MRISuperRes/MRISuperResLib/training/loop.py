@@ -269,6 +269,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
+            # A run ended early by run.max_minutes saved a cosine fitted to its planned end: resume towards run.steps.
+            self._refit_cosine(self.config.run.steps)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.critic is not None and "critic" in state:
@@ -341,6 +343,9 @@ class Trainer:
                     break
         if bar is not None:
             bar.close()
+        if budget is not None and self.step < budget.total_steps and not (interrupted or stopped_early):
+            self.log(f"run.max_minutes {config.run.max_minutes:g}: ended at step {self.step} of {budget.total_steps} "
+                     "(--resume continues)")
         self.save_state()
         model_path = None
         if self.context.is_main:
@@ -359,15 +364,28 @@ class Trainer:
         planned = int(broadcast_float(float(budget.plan(self.step, time.time())), self.context))
         if planned == run.steps:
             return
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            self.scheduler.T_max = max(1, planned)
+        self._refit_cosine(planned)
         if planned < budget.total_steps and not self._budget_noted:
             self._budget_noted = True
-            self.log(f"run.max_minutes {run.max_minutes:g}: planning to end at step {planned} of {budget.total_steps}"
-                     " to finish in time (the plan follows the measured pace; resume to continue)")
+            self.log(f"run.max_minutes {run.max_minutes:g}: the run will end before step {budget.total_steps} to "
+                     f"finish in time (planned now: step {planned}; the plan follows the measured pace)")
         run.steps = planned
         if bar is not None:
             bar.total = planned
+
+    def _refit_cosine(self, total: int) -> None:
+        """Make a cosine schedule end at step ``total``: its ``T_max``, and the current rates from its closed form
+        at this step (so that the rate neither jumps on later steps nor restarts a cycle)."""
+        scheduler = self.scheduler
+        if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) or scheduler.T_max == max(1, total):
+            return
+        scheduler.T_max = max(1, total)
+        done = min(scheduler.last_epoch, scheduler.T_max)
+        rates = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * done / scheduler.T_max)) / 2
+                 for base in scheduler.base_lrs]
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = rates  # what get_last_lr() reports
 
     def _validate_and_track(self, row: dict[str, Any]) -> bool:
         """Validate (main process), keep the best weights, step the plateau schedule; True to stop early."""
