@@ -76,9 +76,12 @@ def _pack_one(source: str, folder: str) -> tuple[str, dict, str]:
 
 
 def pack(source: Path, folder: Path, workers: int) -> None:
-    files = sorted(source.glob("*.nii*")) if source.is_dir() else []
+    if not source.is_dir():
+        raise SystemExit(f"device_pack: {source} {'is not a folder' if source.exists() else 'does not exist'}; "
+                         "give the folder of training volumes")
+    files = sorted(source.glob("*.nii*"))
     if not files:
-        raise SystemExit(f"device_pack: no NIfTI volumes (*.nii, *.nii.gz) in folder {source}; give the training folder")
+        raise SystemExit(f"device_pack: no NIfTI volumes (*.nii, *.nii.gz) in {source}; give the training folder")
     folder.mkdir(parents=True, exist_ok=True)
     index = {}
     with ProcessPoolExecutor(workers) as pool:

@@ -45,7 +45,7 @@ def run_train(args: argparse.Namespace) -> int:
         config.run.device = args.device
     if args.max_minutes is not None:
         if not 0 < args.max_minutes < float("inf"):
-            raise ConfigError(f"--max-minutes must be positive, got {args.max_minutes:g}")
+            raise ConfigError(f"--max-minutes must be a positive, finite number of minutes, got {args.max_minutes:g}")
         config.run.max_minutes = args.max_minutes
     if args.output_dir:
         config.output_dir = str(Path(args.output_dir).resolve())

@@ -424,7 +424,7 @@ def _check(config: TrainConfig) -> None:
     budget = config.run.max_minutes
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                or not 0 < budget < math.inf):
-        raise ConfigError(f"run.max_minutes must be a positive number of minutes or null, got {budget!r}")
+        raise ConfigError(f"run.max_minutes must be a positive, finite number of minutes or null, got {budget!r}")
     if not 0.0 < config.data.validation_fraction < 1.0:
         raise ConfigError("data.validation_fraction must be between 0 and 1")
     _check_point_sampling(config)

@@ -72,6 +72,8 @@ class Subject:
         excluded_high: voxels excluded from targets and metrics on the fine grid (corrupted slices; see
             :mod:`MRISuperResLib.processing.exclusion`), ``None`` when none are.
         low, baseline, target: the current normalised input, its B-spline upsampling and the target (float16).
+        mask_current: foreground on the current input's grid when the current draw resampled the subject to
+            another voxel size (``data.acquisition.voxel_mm``); ``None``: ``mask_low``.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Subject:
     low: np.ndarray | None = None
     baseline: np.ndarray | None = None
     target: np.ndarray | None = None
+    mask_current: np.ndarray | None = None
 
 
 def expand_paths(patterns: Sequence[str], resolve) -> list[Path]:  # type: ignore[no-untyped-def]
@@ -226,6 +229,7 @@ def refresh_subject(
     acquisition: AcquisitionRanges | None = None,
     mark_excluded: bool = True,
     elastic: ElasticSettings | None = None,
+    min_low_shape: Sequence[int] = (1, 1, 1),
 ) -> None:
     """Draw a new low-resolution input (simulated, or the real partner) and its baseline and target.
 
@@ -235,6 +239,9 @@ def refresh_subject(
     :func:`~MRISuperResLib.processing.exclusion.fill_from_estimate`); validation keeps the filled values and masks the metrics instead.
     With ``elastic``, the high-resolution volume is deformed first (a simulated input is then simulated from it)
     and a real partner, like the excluded voxels, gets the identical deformation on its own grid.
+    An acquisition that draws ``voxel_mm`` resamples the high-resolution volume to that voxel edge first (not for
+    subjects with excluded voxels), keeping every input axis at least ``min_low_shape`` (the patch size); the
+    arrays then have the resampled shapes and ``mask_current`` the foreground on the new input grid.
     """
     high = subject.high_source.astype(np.float32)
     low_real = subject.real_low
@@ -249,12 +256,16 @@ def refresh_subject(
             low_real = warp(low_real, subject.low_grid.spacing, field)
         if excluded is not None:
             excluded = warp(excluded.astype(np.float32), subject.high_grid.spacing, field) > 0
+    subject.mask_current = None
     if subject.real_low is None and acquisition is not None:
         factors = [h / l for h, l in zip(subject.high_grid.shape, subject.low_grid.shape)]
         drawn = acquisition.draw(rng, factors)
+        low_shape = subject.low_grid.shape
+        if drawn.voxel_mm is not None and excluded is None:
+            high, subject.mask_current, low_shape = _resample_voxels(high, subject, drawn.voxel_mm, min_low_shape)
         if drawn.gamma != 1.0:
             high = np.power(np.clip(high, 0.0, None), drawn.gamma).astype(np.float32)
-        low = acquire(high, subject.low_grid.shape, replace(drawn, gamma=1.0))
+        low = acquire(high, low_shape, replace(drawn, gamma=1.0))
     elif subject.real_low is None:
         low = simulate(high, subject.low_grid.shape, spec, rng)
     else:
@@ -265,7 +276,7 @@ def refresh_subject(
     else:
         high_map = PercentileNormalizer.fit(high, normalization.lower_percentile, normalization.upper_percentile)
         target = high_map.normalize(high, clip=False)
-    factors = [h // l for h, l in zip(subject.high_grid.shape, subject.low_grid.shape)]
+    factors = [h // l for h, l in zip(high.shape, low.shape)]
     with torch.inference_mode():
         baseline = bspline_upsample(torch.from_numpy(low_map.normalize(low, clip=False))[None, None],
                                     factors)[0, 0].numpy()
@@ -274,6 +285,27 @@ def refresh_subject(
     if mark_excluded and excluded is not None:
         target = np.where(excluded, np.float32(np.nan), target)
     subject.target = target.astype(np.float16)
+
+
+def _resample_voxels(high: np.ndarray, subject: Subject, voxel_mm: float,
+                     min_low_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int]]:
+    """``high`` resampled by k-space (sinc) resampling to voxel edges near ``voxel_mm`` (whole multiples of the
+    scale, the input at least ``min_low_shape``), its input-grid foreground and the input shape; unchanged (mask
+    ``None``) when the shape would not change."""
+    from scipy import ndimage
+
+    from ..processing.degradation import fourier_resample
+
+    scale = [h // l for h, l in zip(subject.high_grid.shape, subject.low_grid.shape)]
+    low_shape = tuple(max(int(m), int(round(n * float(spacing) / voxel_mm)) // s)
+                      for n, spacing, s, m in zip(high.shape, subject.high_grid.spacing, scale, min_low_shape))
+    shape = tuple(n * s for n, s in zip(low_shape, scale))
+    if shape == tuple(high.shape):
+        return high, None, subject.low_grid.shape
+    fine = fourier_resample(high, shape)  # type: ignore[arg-type]
+    zoom = [m / n for m, n in zip(shape, high.shape)]
+    mask = ndimage.zoom(subject.mask_high.astype(np.float32), zoom, order=1, mode="nearest", grid_mode=True) >= 0.5
+    return fine, _downsample_mask(mask[: shape[0], : shape[1], : shape[2]], scale), low_shape  # type: ignore[return-value]
 
 
 def refresh_rng(seed: int, refresh: int, subject_index: int) -> np.random.Generator:
@@ -309,14 +341,15 @@ def sample_patches(
     for _ in range(batch_size):
         number = int(rng.integers(len(subjects)))
         subject = subjects[number]
-        shape = subject.low_grid.shape
-        if rng.random() < foreground_fraction and subject.mask_low.any():
-            candidates = np.flatnonzero(subject.mask_low)
+        shape = subject.low.shape  # type: ignore[union-attr]  # the current draw's (another voxel size, maybe)
+        mask = subject.mask_current if subject.mask_current is not None else subject.mask_low
+        if rng.random() < foreground_fraction and mask.any():
+            candidates = np.flatnonzero(mask)
             centre = np.unravel_index(int(candidates[rng.integers(candidates.size)]), shape)
         else:
             centre = tuple(int(rng.integers(n)) for n in shape)
         start = [int(np.clip(c - p // 2, 0, n - p)) for c, p, n in zip(centre, patch, shape)]
-        factors = [h // l for h, l in zip(subject.high_grid.shape, shape)]
+        factors = [h // l for h, l in zip(subject.target.shape, shape)]  # type: ignore[union-attr]
         low_region = tuple(slice(s, s + p) for s, p in zip(start, patch))
         high_region = tuple(slice(s * f, (s + p) * f) for s, p, f in zip(start, patch, factors))
         lows.append(subject.low[low_region])  # type: ignore[index]
@@ -324,7 +357,7 @@ def sample_patches(
         highs.append(subject.target[high_region])  # type: ignore[index]
         chosen.append(number)
         if contexts is not None and slice_axis is not None:
-            whole = slice_positions(subject.high_grid.shape[slice_axis])
+            whole = slice_positions(subject.target.shape[slice_axis])  # type: ignore[union-attr]
             positions.append(whole[high_region[slice_axis]])
 
     def stack(items: list[np.ndarray]) -> torch.Tensor:

@@ -190,7 +190,8 @@ class Trainer:
 
         def refresh(number: int) -> None:
             refresh_subject(self.train_subjects[number], self.spec, refresh_rng(self.config.seed, index, number),
-                            self.normalization, self.config.augment.gmm_contrast, self.acquisition, elastic=elastic)
+                            self.normalization, self.config.augment.gmm_contrast, self.acquisition, elastic=elastic,
+                            min_low_shape=self.config.data.patch_size)
 
         # Each subject draws from its own generator, so the result does not depend on the order; the FFTs and
         # filters release the GIL, so threads use every core (a GPU otherwise waits on this).

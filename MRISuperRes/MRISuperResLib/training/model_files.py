@@ -51,7 +51,10 @@ def model_metadata(trainer: Trainer) -> dict[str, Any]:
 
 def _voxel_range(trainer: Trainer) -> list[float] | None:
     """``[smallest, largest]`` voxel edge (mm) of the high-resolution training volumes (what enhance compares an
-    output's voxels with)."""
+    output's voxels with): the drawn range when ``data.acquisition.voxel_mm`` resampled them."""
+    acquisition = trainer.acquisition
+    if acquisition is not None and acquisition.voxel_mm is not None:
+        return [round(float(v), 4) for v in acquisition.voxel_mm]
     edges = [float(s) for subject in trainer.train_subjects for s in subject.high_grid.spacing]
     return [round(min(edges), 4), round(max(edges), 4)] if edges else None
 

@@ -145,3 +145,57 @@ def test_training_with_scanner_like_acquisitions_runs(small_real_volume: Volume,
                         acquisition=trainer.acquisition)
         draws.append(subject.low.astype(np.float32).copy())
     assert not np.allclose(draws[0], draws[1])
+
+
+def test_voxel_size_draws_resample_the_training_volume(small_real_volume: Volume, tmp_path: Path) -> None:
+    """data.acquisition.voxel_mm: each draw resamples the fine volume to a drawn voxel edge (SynthSR), patches come
+    from the resampled grids, the model records the drawn range, and runs without it draw what they drew before."""
+    from MRISuperResLib.engine.checkpoint import load_model_file
+    from MRISuperResLib.imaging.volume_io import write_volume
+    from MRISuperResLib.training.data import patch_rng, refresh_subject, sample_patches
+    from MRISuperResLib.training.loop import Trainer
+
+    ranges = AcquisitionRanges.from_dict({"voxel_mm": [0.5, 2.0]})
+    edges = [ranges.draw(np.random.default_rng(seed), (2, 2, 2)).voxel_mm for seed in range(30)]
+    assert 0.5 <= min(edges) < 0.8 and 1.4 < max(edges) <= 2.0
+    plain = AcquisitionRanges().draw(np.random.default_rng(3), (2, 2, 2))
+    assert plain.voxel_mm is None and "voxel_mm" not in plain.to_dict()
+    assert replace(AcquisitionRanges.from_dict({"voxel_mm": [1.0, 1.0]}).draw(np.random.default_rng(3), (2, 2, 2)),
+                   voxel_mm=None) == plain  # drawn last: everything else is drawn as before
+    for bad in ([0, 1], [2, 1], [1, float("inf")]):
+        with pytest.raises(ValueError, match="voxel_mm"):
+            AcquisitionRanges.from_dict({"voxel_mm": bad})
+
+    paths = []
+    for index, offset in enumerate((0, 2, 4)):
+        path = tmp_path / f"brain{index}.nii.gz"
+        write_volume(small_real_volume.with_array(np.roll(small_real_volume.array, offset, axis=0)), path)
+        paths.append(path)
+    config = {
+        "name": "tiny-voxels", "output_dir": str(tmp_path / "run"), "seed": 1,
+        "model": {"family": "edsr3d", "config": {"scale": [2, 2, 2], "channels": 8, "blocks": 1,
+                                                  "upsample_features": 2, "global_skip": "baseline"}},
+        "data": {"train": [str(p) for p in paths[:2]], "validation": [str(paths[2])], "patch_size": [6, 6, 6],
+                 "batch_size": 2, "resimulate_every": 2, "degradation": {"kind": "kspace"},
+                 "acquisition": {"voxel_mm": [0.6, 1.6]}},
+        "run": {"steps": 6, "validate_every": 6, "checkpoint_every": 3, "log_every": 3, "device": "cpu",
+                "early_stop_patience": 0},
+    }
+    trainer = Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda message: None)
+    result = trainer.run()
+    assert load_model_file(result.model_path).metadata.trained_voxel_mm == (0.6, 1.6)
+    subject = trainer.train_subjects[0]
+    spacing = subject.high_grid.spacing
+    for edge, coarser in ((spacing[0] * 2.0, True), (spacing[0] * 0.5, False)):
+        ranges = AcquisitionRanges.from_dict({"voxel_mm": [edge, edge]})
+        refresh_subject(subject, trainer.spec, np.random.default_rng(0), trainer.normalization, acquisition=ranges,
+                        min_low_shape=(6, 6, 6))
+        low, target = subject.low.shape, subject.target.shape
+        assert target == tuple(2 * n for n in low) == subject.baseline.shape
+        assert (low[0] < subject.low_grid.shape[0]) == coarser and (low[0] > subject.low_grid.shape[0]) != coarser
+        assert subject.mask_current is not None and subject.mask_current.shape == low and subject.mask_current.any()
+        batch = sample_patches([subject], patch_rng(1, 0), (6, 6, 6), 3, 0.9)
+        assert tuple(batch.low.shape[-3:]) == (6, 6, 6) and tuple(batch.high.shape[-3:]) == (12, 12, 12)
+    refresh_subject(subject, trainer.spec, np.random.default_rng(0), trainer.normalization,
+                    acquisition=AcquisitionRanges())
+    assert subject.mask_current is None and subject.low.shape == subject.low_grid.shape

@@ -63,6 +63,8 @@ class Acquisition:
         bias: amplitude of the multiplicative bias field applied before acquisition (0.2 = up to +-20 %).
         gamma: exponent of the contrast remapping of the normalised fine volume (1 = unchanged).
         seed: seed of the noise and the bias field.
+        voxel_mm: the high-resolution voxel edge (mm) the fine volume is resampled to (k-space) before it is
+            acquired, so that the network sees anatomy at other sizes in voxels (SynthSR); ``None``: its own.
     """
 
     kinds: tuple[str, str, str] = (KSpaceTruncation.name,) * 3
@@ -76,6 +78,7 @@ class Acquisition:
     bias: float = 0.0
     gamma: float = 1.0
     seed: int = 0
+    voxel_mm: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.kinds) != 3 or any(kind not in REGISTRY for kind in self.kinds):
@@ -88,6 +91,8 @@ class Acquisition:
             raise ValueError(f"partial Fourier axis {self.partial_fourier_axis} is not 0, 1 or 2")
         if not 0.0 <= self.tukey_alpha <= 1.0 or self.noise < 0 or self.bias < 0 or self.gamma <= 0:
             raise ValueError("tukey_alpha must be in [0, 1], noise and bias non-negative, gamma positive")
+        if self.voxel_mm is not None and not 0 < self.voxel_mm < np.inf:
+            raise ValueError(f"voxel_mm {self.voxel_mm} must be a positive voxel edge in mm")
 
     @property
     def forward(self) -> DegradationSpec:
@@ -97,6 +102,8 @@ class Acquisition:
     def to_dict(self) -> dict[str, object]:
         values = asdict(self)
         values["kinds"] = list(self.kinds)
+        if self.voxel_mm is None:
+            del values["voxel_mm"]
         return values
 
 
@@ -134,6 +141,9 @@ class AcquisitionRanges:
         bias: largest bias-field amplitude (drawn uniformly from ``[0, bias]``).
         gamma: ``[low, high]`` contrast exponent, drawn log-uniformly.
         gamma_probability: share of samples with a contrast remapping.
+        voxel_mm: ``[low, high]`` high-resolution voxel edge (mm), drawn log-uniformly per draw: the training volume
+            is resampled to it by k-space (sinc) resampling before the acquisition is simulated (SynthSR's
+            resolution randomisation); ``None`` (the default) keeps each volume's own voxels.
     """
 
     thick_profiles: tuple[str, ...] = ("box", "gaussian")
@@ -147,6 +157,7 @@ class AcquisitionRanges:
     bias: float = 0.3
     gamma: tuple[float, float] = (0.7, 1.4)
     gamma_probability: float = 0.5
+    voxel_mm: tuple[float, float] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object] | None) -> "AcquisitionRanges":
@@ -160,6 +171,8 @@ class AcquisitionRanges:
         for name in ("fwhm", "gap", "tukey_alpha", "partial_fourier", "noise", "gamma"):
             if name in data:
                 values[name] = _interval(data[name], name)
+        if data.get("voxel_mm") is not None:
+            values["voxel_mm"] = _interval(data["voxel_mm"], "voxel_mm")
         for name in ("thick_profiles", "windows"):
             if name in data:
                 values[name] = (data[name],) if isinstance(data[name], str) else tuple(data[name])  # type: ignore[arg-type]
@@ -189,6 +202,8 @@ class AcquisitionRanges:
         for name in ("partial_fourier_probability", "gamma_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1]")
+        if self.voxel_mm is not None and not 0 < self.voxel_mm[0] <= self.voxel_mm[1] < np.inf:
+            raise ValueError(f"voxel_mm must be [low, high] voxel edges in mm, 0 < low <= high; got {list(self.voxel_mm)}")
 
     def draw(self, rng: np.random.Generator, scale: Sequence[float]) -> Acquisition:
         """One random acquisition for a ``scale`` (``(i, j, k)``; thick axes are those above the smallest factor
@@ -218,6 +233,9 @@ class AcquisitionRanges:
             bias=float(rng.uniform(0.0, self.bias)),
             gamma=gamma,
             seed=int(rng.integers(2**31)),
+            # drawn last, and only when asked for, so that runs without it draw exactly what they drew before
+            voxel_mm=(float(np.exp(rng.uniform(np.log(self.voxel_mm[0]), np.log(self.voxel_mm[1]))))
+                      if self.voxel_mm is not None else None),
         )
 
 
