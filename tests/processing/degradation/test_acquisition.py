@@ -114,17 +114,24 @@ def test_training_config_checks_its_acquisition_section(tmp_path: Path) -> None:
         config_from_dict({**base, "data": {"train": ["a"], "acquisition": {"blur": 1}}}, tmp_path)
 
 
-def test_training_with_scanner_like_acquisitions_runs(small_real_volume: Volume, tmp_path: Path) -> None:
-    """A tiny run draws its inputs from the ranges (validation keeps the nominal forward model)."""
-    from MRISuperResLib.training.data import refresh_subject
-    from MRISuperResLib.training.loop import Trainer
+def _three_subjects(volume: Volume, tmp_path: Path) -> list[Path]:
+    """Three training files from one small real volume, shifted along i (two to train on, one to validate)."""
     from MRISuperResLib.imaging.volume_io import write_volume
 
     paths = []
     for index, offset in enumerate((0, 2, 4)):
         path = tmp_path / f"brain{index}.nii.gz"
-        write_volume(small_real_volume.with_array(np.roll(small_real_volume.array, offset, axis=0)), path)
+        write_volume(volume.with_array(np.roll(volume.array, offset, axis=0)), path)
         paths.append(path)
+    return paths
+
+
+def test_training_with_scanner_like_acquisitions_runs(small_real_volume: Volume, tmp_path: Path) -> None:
+    """A tiny run draws its inputs from the ranges (validation keeps the nominal forward model)."""
+    from MRISuperResLib.training.data import refresh_subject
+    from MRISuperResLib.training.loop import Trainer
+
+    paths = _three_subjects(small_real_volume, tmp_path)
     config = {
         "name": "tiny-acq", "output_dir": str(tmp_path / "run"), "seed": 1,
         "model": {"family": "edsr3d", "config": {"scale": [1, 1, 2], "channels": 8, "blocks": 1,
@@ -151,7 +158,6 @@ def test_voxel_size_draws_resample_the_training_volume(small_real_volume: Volume
     """data.acquisition.voxel_mm: each draw resamples the fine volume to a drawn voxel edge (SynthSR), patches come
     from the resampled grids, the model records the drawn range, and runs without it draw what they drew before."""
     from MRISuperResLib.engine.checkpoint import load_model_file
-    from MRISuperResLib.imaging.volume_io import write_volume
     from MRISuperResLib.training.data import patch_rng, refresh_subject, sample_patches
     from MRISuperResLib.training.loop import Trainer
 
@@ -166,11 +172,7 @@ def test_voxel_size_draws_resample_the_training_volume(small_real_volume: Volume
         with pytest.raises(ValueError, match="voxel_mm"):
             AcquisitionRanges.from_dict({"voxel_mm": bad})
 
-    paths = []
-    for index, offset in enumerate((0, 2, 4)):
-        path = tmp_path / f"brain{index}.nii.gz"
-        write_volume(small_real_volume.with_array(np.roll(small_real_volume.array, offset, axis=0)), path)
-        paths.append(path)
+    paths = _three_subjects(small_real_volume, tmp_path)
     config = {
         "name": "tiny-voxels", "output_dir": str(tmp_path / "run"), "seed": 1,
         "model": {"family": "edsr3d", "config": {"scale": [2, 2, 2], "channels": 8, "blocks": 1,
