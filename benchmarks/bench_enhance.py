@@ -109,13 +109,16 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from MRISuperResLib.errors import MRISuperResError
+    from MRISuperResLib.imaging.geometry import is_integer_scale, parse_scale
+
     try:
-        factors = [int(f) for f in args.scale.split(",")]
-    except ValueError:
-        factors = []
-    if len(factors) not in (1, 3) or min(factors) < 1 or max(factors) < 2:
+        parsed = parse_scale(args.scale)
+    except MRISuperResError:
+        parsed = (0.0, 0.0, 0.0)
+    if not is_integer_scale(parsed) or min(parsed) < 1 or max(parsed) < 2:
         parser.error(f"--scale {args.scale}: give whole factors >= 1, one or three, at least one >= 2 (2 or 1,1,4)")
-    scale = tuple(factors * 3 if len(factors) == 1 else factors)
+    scale = tuple(int(f) for f in parsed)
     if args.child:
         print(json.dumps(measure_one(int(args.child[0]), args.child[1], args.model, scale)))
         return

@@ -28,23 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "MRISuperRes"))
+
 FINEST_MM = 0.9
 STEP_OF_P99 = 0.02
 HEAD_DILATION = 6
 
 
-def _kspace_resample(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Magnitude of the centred k-space block of ``shape`` (amplitude kept per voxel)."""
-    spectrum = np.fft.fftshift(np.fft.fftn(array.astype(np.float32)))
-    starts = [(n - m) // 2 for n, m in zip(array.shape, shape)]
-    block = spectrum[tuple(slice(s, s + m) for s, m in zip(starts, shape))]
-    ratio = np.prod(shape) / np.prod(array.shape)
-    return np.abs(np.fft.ifftn(np.fft.ifftshift(block))) * ratio
-
-
 def _pack_one(source: str, folder: str) -> tuple[str, dict, str]:
     import nibabel as nib
     from scipy import ndimage
+
+    from MRISuperResLib.processing.degradation import fourier_resample
 
     started = time.time()
     image = nib.load(source)
@@ -54,7 +50,7 @@ def _pack_one(source: str, folder: str) -> tuple[str, dict, str]:
     shape = tuple(int(round(n * z / 1.0)) if z < FINEST_MM else n for n, z in zip(array.shape, zooms))
     if shape != array.shape:
         factors = np.array(array.shape, dtype=float) / np.array(shape)
-        array = _kspace_resample(array, shape)
+        array = fourier_resample(array, shape)
         affine[:3, 3] += affine[:3, :3] @ ((factors - 1.0) / 2.0)
         affine[:3, :3] = affine[:3, :3] * factors[None, :]
     p99 = float(np.percentile(array, 99))

@@ -35,7 +35,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..training.config import ConfigError, load_config
+    from ..training.config import check_config, load_config
     from ..training.loop import Trainer
 
     config = load_config(args.config)
@@ -44,11 +44,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.device:
         config.run.device = args.device
     if args.max_minutes is not None:
-        if not 0 < args.max_minutes < float("inf"):
-            raise ConfigError(f"--max-minutes must be a positive, finite number of minutes, got {args.max_minutes:g}")
         config.run.max_minutes = args.max_minutes
     if args.output_dir:
         config.output_dir = str(Path(args.output_dir).resolve())
+    check_config(config)  # the overrides too
     trainer = Trainer(config, show_progress=not args.quiet)
     if trainer.context.is_main:
         print(f"output folder: {trainer.output_dir}")

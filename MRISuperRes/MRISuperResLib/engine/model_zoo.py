@@ -149,11 +149,16 @@ def shipped_models() -> list[ModelEntry]:
             raise ModelError(f"shipped model file {path} (listed in {WEIGHTS_FOLDER / MANIFEST_NAME}) is missing; "
                              "reinstall the extension")
         metadata = _read_typed(path)
-        if item.voxel_mm is not None and metadata.trained_voxel_mm is None:
-            metadata.training = {**metadata.training, "voxel_mm": list(item.voxel_mm)}
+        _fill_voxel_range(metadata, item.voxel_mm)
         entries.append(ModelEntry(metadata.name or path.stem, path, metadata, SHIPPED, item.default_for,
                                   item.sha256, item.card))
     return sorted(entries, key=lambda entry: entry.name)
+
+
+def _fill_voxel_range(metadata: ModelMetadata, voxel_mm: tuple[float, float] | None) -> None:
+    """Give a file that does not record its training voxel range (``training.voxel_mm``) the manifest's."""
+    if voxel_mm is not None and metadata.trained_voxel_mm is None:
+        metadata.training = {**metadata.training, "voxel_mm": list(voxel_mm)}
 
 
 def user_config_dir() -> Path:
@@ -461,7 +466,5 @@ def load_model(model: str | os.PathLike = DEFAULT_MODEL, scale: Scale = (2.0, 2.
                          f"{WEIGHTS_FOLDER / MANIFEST_NAME} (damaged or replaced); reinstall the extension")
     if entry.path.parent == WEIGHTS_FOLDER:
         loaded.metadata.shipped = True
-    voxels = entry.metadata.trained_voxel_mm  # the manifest's, for a shipped file that does not record it
-    if voxels is not None and loaded.metadata.trained_voxel_mm is None:
-        loaded.metadata.training = {**loaded.metadata.training, "voxel_mm": list(voxels)}
+    _fill_voxel_range(loaded.metadata, entry.metadata.trained_voxel_mm)  # the manifest's, via the entry
     return loaded

@@ -374,6 +374,15 @@ def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
     return merged
 
 
+def check_config(config: TrainConfig) -> None:
+    """Check a config (as loading does), e.g. again after command-line overrides.
+
+    Raises:
+        ConfigError: the first value no run can have, named.
+    """
+    _check(config)
+
+
 def _check(config: TrainConfig) -> None:
     from .. import models
     from ..processing.degradation import DegradationSpec
