@@ -45,3 +45,49 @@ def test_a_successful_run_ends_normally(tmp_path: Path) -> None:
     done, marker = run_entry(tmp_path, 0, seconds=0.5)
     assert done.returncode == 0 and "waited for the import" in done.stderr
     assert marker.read_text() == "the import finished"
+
+
+TEARDOWN = """
+import atexit, pathlib, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+sys.path.insert(0, {library!r})
+from MRISuperResLib.cli import exit_without_teardown
+folder = pathlib.Path({folder!r})
+atexit.register(lambda: (folder / "atexit").write_text("ran"))
+
+def late_writer():
+    time.sleep(0.5)
+    (folder / "thread").write_text("joined")
+
+threading.Thread(target=late_writer).start()
+pool = ThreadPoolExecutor(max_workers=1)
+pool.submit(lambda: None).result()  # an idle worker left running, as a run's executors may leave
+sys.stdout.write("x" * 200000)  # buffered, not yet flushed
+exit_without_teardown({code})
+print("returned", file=sys.stderr)
+"""
+
+
+def test_a_finished_run_ends_without_teardown_but_with_everything_a_normal_exit_does(tmp_path: Path) -> None:
+    """Threads are joined (an executor's idle worker does not hang the exit), ``atexit`` handlers run, buffered
+    output is delivered, and the exit status is kept."""
+    for code in (0, 3):
+        folder = tmp_path / str(code)
+        folder.mkdir()
+        script = TEARDOWN.format(library=str(ROOT / "MRISuperRes"), folder=str(folder), code=code)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == code
+        assert done.stdout == "x" * 200000
+        assert "returned" not in done.stderr  # the process ended inside the call
+        assert (folder / "atexit").read_text() == "ran"
+        assert (folder / "thread").read_text() == "joined"
+
+
+def test_the_console_script_delivers_its_whole_output(tmp_path: Path) -> None:
+    """``python -m MRISuperResLib.cli models --json`` through a pipe: complete, parseable output, status 0."""
+    import json
+
+    done = subprocess.run([sys.executable, "-m", "MRISuperResLib.cli", "models", "--json"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT / "MRISuperRes")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)

@@ -180,8 +180,11 @@ def test_a_file_silently_cut_short_by_the_writer_is_caught_by_the_read_back(
     assert everything_under(tmp_path) == []
 
 
-def test_a_file_whose_voxels_changed_on_disk_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Uncompressed NIfTI with the last bytes zeroed (same size, readable): the comparison finds it."""
+@pytest.mark.parametrize("extension", [".nii", ".nii.gz"])
+def test_a_file_whose_voxels_changed_on_disk_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       extension: str) -> None:
+    """NIfTI written by ITK with the last bytes zeroed (same size, readable; for ``.nii.gz`` the intermediate
+    ``.nii`` that is then compressed): the comparison finds it."""
     real_write = sitk.WriteImage
 
     def zeroing_write(image: sitk.Image, name: str, *args, **kwargs) -> None:
@@ -192,7 +195,50 @@ def test_a_file_whose_voxels_changed_on_disk_is_caught(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(volume_io.sitk, "WriteImage", zeroing_write)
     with pytest.raises(OutputError, match="differs from the result"):
-        write_volume(random_volume((32, 32, 32)), tmp_path / "v.nii")
+        write_volume(random_volume((32, 32, 32)), tmp_path / f"v{extension}")
+    assert everything_under(tmp_path) == []
+
+
+def test_a_nifti_gz_written_with_another_geometry_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The intermediate ``.nii`` of a ``.nii.gz`` with the right voxels but another spacing (header only)."""
+    real_write = sitk.WriteImage
+
+    def respacing_write(image: sitk.Image, name: str, *args, **kwargs) -> None:
+        changed = sitk.Image(image)
+        changed.SetSpacing((1.0, 1.0, 1.5))
+        real_write(changed, name, *args, **kwargs)
+
+    monkeypatch.setattr(volume_io.sitk, "WriteImage", respacing_write)
+    with pytest.raises(OutputError, match=r"geometry \(spacing\) differs"):
+        write_volume(random_volume((16, 16, 16)), tmp_path / "v.nii.gz")
+    assert everything_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("damage", ["cut short", "one byte changed", "bytes appended"])
+def test_a_nifti_gz_that_differs_on_disk_from_its_gzip_stream_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """The ``.nii.gz`` itself changed between writing and the flush (a disk that dropped or altered data): the
+    read-back compares it with the gzip stream that was compressed and finds it, in a file of several members."""
+    real_flush = verified_write.fsync_path
+
+    def damaging_flush(path) -> None:
+        path = Path(path)
+        if path.name.endswith(".nii.gz"):
+            data = bytearray(path.read_bytes())
+            if damage == "cut short":
+                data = data[: len(data) - 1000]
+            elif damage == "one byte changed":
+                data[len(data) // 2] ^= 0xFF
+            else:
+                data += b"\0" * 10
+            path.write_bytes(bytes(data))
+        real_flush(path)
+
+    monkeypatch.setattr(verified_write, "fsync_path", damaging_flush)
+    monkeypatch.setattr(volume_io, "_GZIP_BLOCK", 100_000)  # 1 MB of voxels: ten gzip members
+    with pytest.raises(OutputError, match="differs from the result"):
+        write_volume(random_volume((64, 64, 64)), tmp_path / "v.nii.gz")
     assert everything_under(tmp_path) == []
 
 

@@ -3,8 +3,9 @@
 ITK's writers do not always report a failed ``write()``: with the disk or a quota full (``ENOSPC``, ``EFBIG``)
 the gzip stream of a ``.nii.gz`` is silently cut short, and ITK even reads the stub back, with the missing
 slices as zeros. So every staged file is flushed to disk (``fsync``) and read back completely (header, full
-decompression of the data) and compared with the voxels that were meant to be written; text files are read back
-and compared byte for byte. Any difference is an :class:`~MRISuperResLib.errors.OutputError`, raised before anything is
+decompression of the data) and compared with the voxels that were meant to be written (a ``.nii.gz`` in two halves:
+the uncompressed ``.nii`` ITK wrote, as the voxels, then the ``.nii.gz`` as exactly the gzip stream compressed
+from it, see :func:`read_raw_nifti` and :func:`verify_bytes`); text files are read back and compared byte for byte. Any difference is an :class:`~MRISuperResLib.errors.OutputError`, raised before anything is
 renamed into place, so the run writes nothing and says why in one line.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +111,66 @@ def verify_volume_file(path: Path, expected: sitk.Image, target: str | os.PathLi
     _compare(image, expected, target)
 
 
+def read_raw_nifti(path: Path, expected: sitk.Image, target: str | os.PathLike, block: int) -> Iterator[bytes]:
+    """The bytes of an uncompressed single-file NIfTI (``.nii``) just written by ITK, in blocks of ``block`` bytes,
+    each checked as it is read: the header as ITK reads it (size, pixel type, geometry) against ``expected``, and
+    the voxel bytes, which a ``.nii`` stores raw at its end, byte for byte against ``expected``'s buffer. No flush:
+    it is an intermediate file (a ``.nii.gz`` is compressed from these blocks).
+
+    As strict as a full ITK read and comparison (no scaling or conversion can hide a difference, and a file cut
+    short or with trailing bytes misaligns the comparison) at the cost of reading the file once.
+
+    Raises:
+        OutputError: the file cannot be read, or differs from ``expected`` (raised by the iteration).
+    """
+    voxels = np.ascontiguousarray(sitk.GetArrayViewFromImage(expected)).reshape(-1).view(np.uint8)
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        offset = path.stat().st_size - voxels.nbytes
+        stream = open(path, "rb")
+    except (OSError, RuntimeError) as error:
+        detail = str(error).strip().splitlines()[-1].replace(str(path.parent), str(Path(target).parent))
+        raise write_failure(target, f"the written file does not read back ({detail[:120]})") from None
+    with stream:
+        if tuple(reader.GetSize()) != tuple(expected.GetSize()) or reader.GetPixelID() != expected.GetPixelID():
+            raise write_failure(target, f"the written file has size {reader.GetSize()} instead of "
+                                f"{expected.GetSize()}")
+        _compare_geometry(reader, expected, target)
+        if offset < 348:  # shorter than a NIfTI-1 header and the voxels
+            raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+        position = 0
+        while data := stream.read(block):
+            # The part of this block at or after the header holds voxels [first, first + len) of the buffer.
+            start = max(offset - position, 0)
+            first = position + start - offset
+            if start < len(data) and not np.array_equal(voxels[first:first + len(data) - start],
+                                                        np.frombuffer(data, np.uint8, offset=start)):
+                raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+            position += len(data)
+            yield data
+        if position != offset + voxels.nbytes:
+            raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+
+
+def verify_bytes(path: Path, chunks: Sequence[bytes], target: str | os.PathLike) -> None:
+    """Flush the file at ``path`` to disk, then read it back and compare it byte for byte with ``chunks`` (what was
+    meant to be written, in order, e.g. the gzip members of a ``.nii.gz``).
+
+    Raises:
+        OutputError: the file cannot be flushed or read, or differs (cut short, corrupted, trailing data).
+    """
+    try:
+        fsync_path(path)
+        with open(path, "rb") as stream:
+            same = all(stream.read(len(chunk)) == chunk for chunk in chunks) and stream.read(1) == b""
+    except OSError as error:
+        raise write_failure(target, f"the written file does not read back ({error.strerror or error})") from None
+    if not same:
+        raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+
+
 def verify_series_folder(folder: Path, expected: sitk.Image, target: str | os.PathLike,
                          relative_tolerance: float = 1e-4) -> None:
     """Read a staged DICOM series folder back and compare it with ``expected`` within
@@ -148,6 +210,11 @@ def _compare(image: sitk.Image, expected: sitk.Image, target: str | os.PathLike,
         same = bool(np.all(np.abs(written.astype(np.float64) - meant.astype(np.float64)) <= tolerance))
     if not same:
         raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+    _compare_geometry(image, expected, target)
+
+
+def _compare_geometry(image: sitk.Image | sitk.ImageFileReader, expected: sitk.Image,
+                      target: str | os.PathLike) -> None:
     for name in ("GetSpacing", "GetOrigin", "GetDirection"):
         got, want = np.asarray(getattr(image, name)()), np.asarray(getattr(expected, name)())
         if not np.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max()))):
