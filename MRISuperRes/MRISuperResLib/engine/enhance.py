@@ -279,11 +279,12 @@ def enhance_volume(
     # Never hand back a result with NaN or infinite voxels (a broken model, or arithmetic that overflowed); checked
     # before --keep-dtype's cast, which would turn them into arbitrary integers.
     check_finite_output(sr_array, source_name)
-    sr_values = cast_like_input(sr_array, volume.array.dtype) if keep_dtype else sr_array.astype(np.float32)
+    sr_values = cast_like_input(sr_array, volume.array.dtype) if keep_dtype else sr_array.astype(np.float32, copy=False)
     sr_output = tagged(baseline.with_array(sr_values), "sr")
-    difference_output = tagged(baseline.with_array((sr_array - baseline.array).astype(np.float32)), "difference")
-    if early_output is not None:  # written while the consistency map is computed
+    if early_output is not None:  # written while the difference and consistency maps are computed
         early_output("sr", sr_output)
+    difference_output = tagged(baseline.with_array((sr_array - baseline.array).astype(np.float32)), "difference")
+    if early_output is not None:
         early_output("difference", difference_output)
 
     stage = time.perf_counter()

@@ -95,5 +95,5 @@ def _fourier_shrink_axis(array: np.ndarray, size_out: int, axis: int) -> np.ndar
     phase = np.exp(1j * np.pi * frequencies * (1.0 / size_out - 1.0 / size_in))
     shape = [1] * array.ndim
     shape[axis] = bins
-    kept = np.take(spectrum, np.arange(bins), axis=axis) * phase.reshape(shape)
+    kept = np.take(spectrum, np.arange(bins), axis=axis) * phase.astype(spectrum.dtype).reshape(shape)
     return fft.irfft(kept, n=size_out, axis=axis) * (size_out / size_in)

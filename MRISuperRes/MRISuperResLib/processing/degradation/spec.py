@@ -101,7 +101,8 @@ def parse_kind(text: str) -> str | tuple[str, ...]:
     return kinds[0] if len(kinds) == 1 else tuple(kinds)
 
 
-def degrade(array: np.ndarray, shape: Sequence[int], spec: DegradationSpec) -> np.ndarray:
+def degrade(array: np.ndarray, shape: Sequence[int], spec: DegradationSpec,
+            precision: type[np.floating] = np.float64) -> np.ndarray:
     """Apply the deterministic forward model of ``spec`` and sample on the cell-centred grid of ``shape``.
 
     Noise and bias are not applied (see :func:`~.simulate.simulate`).
@@ -110,6 +111,7 @@ def degrade(array: np.ndarray, shape: Sequence[int], spec: DegradationSpec) -> n
         array: fine volume ``[i, j, k]``.
         shape: coarse shape; each entry at most the fine one (equal means that axis is left alone).
         spec: which forward model.
+        precision: the arithmetic's float type (see :func:`~.base.degrade_axes`).
 
     Returns:
         float32 array of ``shape``.
@@ -117,7 +119,7 @@ def degrade(array: np.ndarray, shape: Sequence[int], spec: DegradationSpec) -> n
     Raises:
         ValueError: ``shape`` is larger than the input, or a kind of ``spec`` is not registered.
     """
-    return degrade_axes(array, shape, spec.models)
+    return degrade_axes(array, shape, spec.models, precision)
 
 
 def _model(kind: str, spec: DegradationSpec) -> ForwardModel:
