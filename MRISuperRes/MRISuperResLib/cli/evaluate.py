@@ -59,6 +59,12 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
                         help="write one PNG per reference (and noise level) into this existing folder (rows "
                              "axial/coronal/sagittal; columns input, baseline, SR, reference, difference, "
                              "consistency)")
+    parser.add_argument("--adapt", nargs="?", type=float, const=180.0, default=None, metavar="SECONDS",
+                        help="adapt the thick-slice model to each (simulated or --low) input for SECONDS [180] before "
+                             "enhancing it, as enhance --adapt does; compare with a run without --adapt")
+    parser.add_argument("--adapt-steps", type=int, metavar="N",
+                        help="adaptation step budget (with --adapt, whichever ends first; reproducible for a seed)")
+    parser.add_argument("--adapt-seed", type=int, default=0, metavar="N", help="adaptation seed [0]")
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress line per scored volume (on stderr)")
 
@@ -84,6 +90,12 @@ def _check_arguments(args: argparse.Namespace, references: int) -> None:
         raise MRISuperResError("--noise with several levels simulates inputs; it does not apply with --low")
     if args.noise and any(level < 0 for level in args.noise):
         raise MRISuperResError("--noise levels must be 0 or more")
+    if args.adapt is not None or args.adapt_steps is not None:
+        from ..imaging.geometry import format_scale, parse_scale
+
+        if sum(factor > 1 for factor in parse_scale(args.scale)) != 1:
+            raise MRISuperResError(f"--adapt needs thick slices along one axis (a scale such as 1,1,4), not "
+                                   f"{format_scale(parse_scale(args.scale))}; evaluate without --adapt")
     for target in (args.output, args.csv):
         if target:
             check_writable_target(target, overwrite=True, volume_format=False)
@@ -138,12 +150,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise MRISuperResError(str(error)) from None
     noises = args.noise if args.noise and len(args.noise) > 1 else None
+    adapt = None
+    if args.adapt is not None or args.adapt_steps is not None:
+        from ..engine.adapt import AdaptSettings
+
+        adapt = AdaptSettings(seconds=args.adapt, steps=args.adapt_steps, seed=args.adapt_seed, device=args.device)
     scores = evaluate_files(references, model, scale, spec, seed=args.seed, low_inputs=args.low,
                             figure_folder=args.figure, noises=noises, labels=args.labels, segment=args.segment,
                             on_scored=None if args.quiet else _report_progress, crop=crop, exclusions=exclusions,
                             device=args.device,
-                            threads=args.threads, flip_ensemble=args.flip_ensemble, context=args.context)
+                            threads=args.threads, flip_ensemble=args.flip_ensemble, context=args.context,
+                            adapt=adapt)
     table = scores_table(scores, model.name, scale)
+    if adapt is not None:
+        budget = " and ".join(part for part in (f"{adapt.seconds:g} s" if adapt.seconds is not None else "",
+                                                f"{adapt.steps} steps" if adapt.steps is not None else "") if part)
+        table += (f"\n\nSR: the model adapted to each input before enhancing it ({budget}, whichever ended first; "
+                  f"seed {adapt.seed}; " + ("every layer" if adapt.trainable == "all" else "the upsampler and output "
+                                           "layer") + " trained).")
     if args.segment == "tissue3":
         table += ("\n\nDICE labels of --segment tissue3: intensity classes 1 to 3 of the reference inside the head "
                   "mask, darkest first (in a T1w brain: CSF, grey matter, white matter).")
@@ -159,6 +183,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         report = scores_json(scores, model.name, scale)
         report["crop"] = list(crop) if crop else None
+        report["adapt"] = None if adapt is None else {"seconds": adapt.seconds, "steps": adapt.steps,
+                                                      "seed": adapt.seed, "trainable": adapt.trainable}
         report["segment"] = args.segment or ("labels" if args.labels else None)
         print(json.dumps(report, indent=2))
     else:
