@@ -91,3 +91,20 @@ def test_the_console_script_delivers_its_whole_output(tmp_path: Path) -> None:
                           text=True, timeout=120, cwd=ROOT / "MRISuperRes")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)
+
+
+def test_a_closed_standard_output_is_one_line_and_status_1() -> None:
+    """``mrisuperres models | true``: the reader is gone before anything is printed; one error line, status 1,
+    no traceback (and no second failure when the interpreter flushes at exit)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "MRISuperResLib.cli", "models", "--json"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT / "MRISuperRes")
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "mrisuperres: error: cannot print to the standard output: the program reading it has closed it (broken pipe)"]

@@ -152,6 +152,9 @@ def test_cli_with_a_full_disk_exits_1_and_writes_nothing(tmp_path: Path) -> None
         assert done.returncode == 1, (output, done.stderr)
         errors = error_lines(done.stderr)
         assert len(errors) == 1 and "cannot write" in errors[0] and "Traceback" not in done.stderr, done.stderr
+        # Nothing else on stderr: not ITK's own "NWAD: wrote only ... bytes" lines, nor the hidden staging names.
+        assert done.stderr.strip().splitlines() == errors, done.stderr
+        assert ".mrisuperres-partial" not in errors[0] and "-uncompressed" not in errors[0], errors[0]
         assert everything_under(tmp_path / "out") == []
     assert source.read_bytes() == before
 

@@ -320,7 +320,7 @@ def test_model_files_store_their_flops_and_the_listing_reads_only_headers(tmp_pa
     family, config, network = small_model("srdensenet-2d")
     saved = read_metadata(save_model(network, tmp_path / "m.safetensors", name="m", family=family, config=config))
     assert saved["flops_per_output_voxel"] == pytest.approx(models.config_flops_per_output_voxel(family, config))
-    code = ("import sys\nfrom MRISuperResLib import cli\nassert cli.main(['models']) == 0\n"
+    code = ("import sys\nfrom MRISuperResLib.cli import app\nassert app.main(['models']) == 0\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'monai'}))")
     root = Path(__file__).resolve().parents[2] / "MRISuperRes"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

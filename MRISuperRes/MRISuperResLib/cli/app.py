@@ -11,7 +11,9 @@ so no partial file is ever left behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
 import traceback
@@ -260,6 +262,16 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"mrisuperres: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # The program reading our standard output went away (``| head``); nothing more can be printed there, and
+        # the interpreter's own flush at exit must not fail again.
+        if args.debug:
+            traceback.print_exc()
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("mrisuperres: error: cannot print to the standard output: the program reading it has closed it "
+              "(broken pipe)", file=sys.stderr)
         return EXIT_ERROR
     except MemoryError:
         if args.debug:

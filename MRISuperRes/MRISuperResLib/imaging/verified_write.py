@@ -131,7 +131,8 @@ def read_raw_nifti(path: Path, expected: sitk.Image, target: str | os.PathLike, 
         offset = path.stat().st_size - voxels.nbytes
         stream = open(path, "rb")
     except (OSError, RuntimeError) as error:
-        detail = str(error).strip().splitlines()[-1].replace(str(path.parent), str(Path(target).parent))
+        # The file read is an intermediate one (a hidden name): the message names the output.
+        detail = str(error).strip().splitlines()[-1].replace(str(path), str(target))
         raise write_failure(target, f"the written file does not read back ({detail[:120]})") from None
     with stream:
         if tuple(reader.GetSize()) != tuple(expected.GetSize()) or reader.GetPixelID() != expected.GetPixelID():

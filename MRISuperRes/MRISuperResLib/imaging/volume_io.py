@@ -339,16 +339,19 @@ def stage_volume(
         image.SetMetaData(key, value)
     if description:
         image.SetMetaData(_NIFTI_DESCRIPTION_KEY, description[:79])
-    try:
-        if compress and name.lower().endswith(".nii.gz"):
-            _write_nifti_gz(image, staging / name, target)  # verified as it is written
-            return
-        sitk.WriteImage(image, str(staging / name), useCompression=compress, compressionLevel=GZIP_LEVEL)
-    except RuntimeError as error:
-        raise write_failure(target, _scrubbed(error, staging)) from None
-    except OSError as error:  # our own gzip writer: a full disk or quota raises here
-        raise write_failure(target, error.strerror or str(error)) from None
-    verify_volume_file(staging / name, image, target)
+    # What ITK prints while writing (e.g. "NWAD: wrote only ... bytes" on a full disk) becomes at most a one-line
+    # warning, and nothing when the write then fails: the error is the one line the user sees.
+    with library_output(name):
+        try:
+            if compress and name.lower().endswith(".nii.gz"):
+                _write_nifti_gz(image, staging / name, target)  # verified as it is written
+                return
+            sitk.WriteImage(image, str(staging / name), useCompression=compress, compressionLevel=GZIP_LEVEL)
+        except RuntimeError as error:
+            raise write_failure(target, _scrubbed(error, staging)) from None
+        except OSError as error:  # our own gzip writer: a full disk or quota raises here
+            raise write_failure(target, error.strerror or str(error)) from None
+        verify_volume_file(staging / name, image, target)
 
 
 def right_handed(volume: Volume) -> Volume:
