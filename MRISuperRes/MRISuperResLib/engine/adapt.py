@@ -113,7 +113,7 @@ def adapt_model(
     if getattr(model.network, "arbitrary_scale", False) or not model.residual_to_baseline:
         raise ModelError(
             f"model {model.name} cannot be adapted: adaptation needs a fixed-scale model with a B-spline global "
-            "skip (the shipped edsr3d-thick models); enhance without --adapt"
+            "skip (the shipped edsr3d-thick models); run without adaptation"
         )
     order, ratio = thick_ratio(model, scale)
     thick_axis = order[2]

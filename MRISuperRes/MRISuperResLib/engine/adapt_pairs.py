@@ -32,7 +32,7 @@ def thick_ratio(model: LoadedModel, scale: Scale) -> tuple[tuple[int, int, int],
     if not (abs(ordered[0] - 1) < 1e-6 and abs(ordered[1] - 1) < 1e-6 and ordered[2] > 1):
         raise InputError(
             f"adaptation needs thick slices along one axis (a scale such as 1,1,4), not {format_scale(scale)}: "
-            "an isotropic scan has no finer in-plane data to learn from; enhance without --adapt"
+            "an isotropic scan has no finer in-plane data to learn from; run without adaptation"
         )
     ratio = float(ordered[2])
     if abs(ratio - round(ratio)) > 1e-6:
@@ -103,7 +103,7 @@ class PairSampler:
         if min(pool.shape[0], pool.shape[1]) < self.long:
             raise InputError(
                 f"the scan's in-plane size {pool.shape[0]}x{pool.shape[1]} is too small for adaptation at ratio "
-                f"{ratio} (needs {self.long} voxels); enhance without adapting"
+                f"{ratio} (needs {self.long} voxels); run without adaptation"
             )
 
     def _extent(self, a: int, t_extent: int) -> list[int]:
