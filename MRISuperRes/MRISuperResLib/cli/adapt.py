@@ -39,12 +39,7 @@ def check(args: argparse.Namespace, plans: list[Any], scale: Scale, cohort: bool
         return
     if cohort:
         raise InputError("--adapt fine-tunes the model to one scan; give one input file (or series folder) per run")
-    from ..imaging.geometry import format_scale
-
-    if sum(factor > 1 for factor in scale) != 1:
-        raise InputError(
-            f"--adapt needs thick slices along one axis (a scale such as 1,1,4), not {format_scale(scale)}: an "
-            "isotropic scan has no finer in-plane data to learn from; enhance without --adapt")
+    check_thick_scale(scale, "enhance")
     if args.save_adapted:
         from ..engine.model_header import MODEL_EXTENSION
         from ..imaging.volume_io import check_writable_target
@@ -55,6 +50,17 @@ def check(args: argparse.Namespace, plans: list[Any], scale: Scale, cohort: bool
         if target.suffix != MODEL_EXTENSION:
             raise InputError(f"--save-adapted {target.name}: model files end in {MODEL_EXTENSION}")
         check_writable_target(target, args.overwrite, volume_format=False)
+
+
+def check_thick_scale(scale: Scale, command: str) -> None:
+    """Refuse ``--adapt`` for a scale that is not thick slices along one axis (one-line :class:`InputError`;
+    ``command`` is named in the advice)."""
+    from ..imaging.geometry import format_scale
+
+    if sum(factor > 1 for factor in scale) != 1:
+        raise InputError(
+            f"--adapt needs thick slices along one axis (a scale such as 1,1,4), not {format_scale(scale)}: an "
+            f"isotropic scan has no finer in-plane data to learn from; {command} without --adapt")
 
 
 def settings_for(args: argparse.Namespace, input_path: Path) -> Any:

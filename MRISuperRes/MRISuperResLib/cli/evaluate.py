@@ -91,11 +91,10 @@ def _check_arguments(args: argparse.Namespace, references: int) -> None:
     if args.noise and any(level < 0 for level in args.noise):
         raise MRISuperResError("--noise levels must be 0 or more")
     if args.adapt is not None or args.adapt_steps is not None:
-        from ..imaging.geometry import format_scale, parse_scale
+        from ..imaging.geometry import parse_scale
+        from .adapt import check_thick_scale
 
-        if sum(factor > 1 for factor in parse_scale(args.scale)) != 1:
-            raise MRISuperResError(f"--adapt needs thick slices along one axis (a scale such as 1,1,4), not "
-                                   f"{format_scale(parse_scale(args.scale))}; evaluate without --adapt")
+        check_thick_scale(parse_scale(args.scale), "evaluate")
     for target in (args.output, args.csv):
         if target:
             check_writable_target(target, overwrite=True, volume_format=False)

@@ -106,8 +106,7 @@ def verify_volume_file(path: Path, expected: sitk.Image, target: str | os.PathLi
             fsync_path(written)
         image = sitk.ReadImage(str(path))
     except (OSError, RuntimeError) as error:
-        detail = str(error).strip().splitlines()[-1].replace(str(path.parent), str(Path(target).parent))
-        raise write_failure(target, f"the written file does not read back ({detail[:120]})") from None
+        raise _unreadable(target, error, str(path.parent), str(Path(target).parent)) from None
     _compare(image, expected, target)
 
 
@@ -132,15 +131,14 @@ def read_raw_nifti(path: Path, expected: sitk.Image, target: str | os.PathLike, 
         stream = open(path, "rb")
     except (OSError, RuntimeError) as error:
         # The file read is an intermediate one (a hidden name): the message names the output.
-        detail = str(error).strip().splitlines()[-1].replace(str(path), str(target))
-        raise write_failure(target, f"the written file does not read back ({detail[:120]})") from None
+        raise _unreadable(target, error, str(path), str(target)) from None
     with stream:
         if tuple(reader.GetSize()) != tuple(expected.GetSize()) or reader.GetPixelID() != expected.GetPixelID():
             raise write_failure(target, f"the written file has size {reader.GetSize()} instead of "
                                 f"{expected.GetSize()}")
         _compare_geometry(reader, expected, target)
         if offset < 348:  # shorter than a NIfTI-1 header and the voxels
-            raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+            raise _differs(target)
         position = 0
         while data := stream.read(block):
             # The part of this block at or after the header holds voxels [first, first + len) of the buffer.
@@ -148,11 +146,11 @@ def read_raw_nifti(path: Path, expected: sitk.Image, target: str | os.PathLike, 
             first = position + start - offset
             if start < len(data) and not np.array_equal(voxels[first:first + len(data) - start],
                                                         np.frombuffer(data, np.uint8, offset=start)):
-                raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+                raise _differs(target)
             position += len(data)
             yield data
         if position != offset + voxels.nbytes:
-            raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+            raise _differs(target)
 
 
 def verify_bytes(path: Path, chunks: Sequence[bytes], target: str | os.PathLike) -> None:
@@ -169,7 +167,7 @@ def verify_bytes(path: Path, chunks: Sequence[bytes], target: str | os.PathLike)
     except OSError as error:
         raise write_failure(target, f"the written file does not read back ({error.strerror or error})") from None
     if not same:
-        raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+        raise _differs(target)
 
 
 def verify_series_folder(folder: Path, expected: sitk.Image, target: str | os.PathLike,
@@ -210,8 +208,19 @@ def _compare(image: sitk.Image, expected: sitk.Image, target: str | os.PathLike,
     else:
         same = bool(np.all(np.abs(written.astype(np.float64) - meant.astype(np.float64)) <= tolerance))
     if not same:
-        raise write_failure(target, "the written file differs from the result (cut short or corrupted)")
+        raise _differs(target)
     _compare_geometry(image, expected, target)
+
+
+def _differs(target: str | os.PathLike) -> OutputError:
+    return write_failure(target, "the written file differs from the result (cut short or corrupted)")
+
+
+def _unreadable(target: str | os.PathLike, error: BaseException, shown: str, instead: str) -> OutputError:
+    """The failure for a written file the library cannot read: its last message line, ``shown`` replaced by
+    ``instead`` (a staging path by the user's)."""
+    detail = str(error).strip().splitlines()[-1].replace(shown, instead)
+    return write_failure(target, f"the written file does not read back ({detail[:120]})")
 
 
 def _compare_geometry(image: sitk.Image | sitk.ImageFileReader, expected: sitk.Image,
