@@ -1,7 +1,7 @@
 """Benchmark of per-scan adaptation: time and PSNR gain per budget, on thick slices simulated from real volumes.
 
-For each held-out reference (``../shared/data/eval`` brain heads, ``pairs/IXI002_T1``, the MNI152 T1 from nilearn),
-cropped around the head to keep runs short, a thick-slice input is simulated with the project's evaluation
+For each held-out reference (``../shared/data/eval`` brain heads, ``pairs/IXI002_T1`` and ``_T2``, the MNI152 T1
+from nilearn), cropped around the head to keep runs short, a thick-slice input is simulated with the project's evaluation
 (:func:`MRISuperResLib.evaluation.evaluate.simulated_pair`: box slice profile along k, no noise unless ``--noise``). The
 starting model and the adapted model enhance the same input; PSNR is scored inside the head mask against the
 1 mm truth (:func:`MRISuperResLib.evaluation.evaluate.score_volume`). Budgets are given in steps (comparable on a busy
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "MRISuperRes"))
 
 import numpy as np
 import torch
-from MRISuperResLib.engine.adapt import AdaptSettings, adapt_model
+from MRISuperResLib.engine.adapt import TRAINABLE, AdaptSettings, adapt_model
 from MRISuperResLib.engine.enhance import enhance_volume
 from MRISuperResLib.evaluation.evaluate import evaluation_spec, score_volume, simulated_pair
 from MRISuperResLib.imaging.geometry import parse_scale
@@ -41,7 +41,7 @@ from MRISuperResLib.imaging.volume_io import read_volume
 
 SHARED = Path(os.environ.get("MRISUPERRES_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BRAIN_EVAL = ["eval/philips_ingenia_T1w_head.nii.gz", "eval/arc_M2304_T1w_head.nii.gz",
-              "eval/arc_M2265_T2w_head.nii.gz", "pairs/IXI002_T1.nii.gz"]
+              "eval/arc_M2265_T2w_head.nii.gz", "pairs/IXI002_T1.nii.gz", "pairs/IXI002_T2.nii.gz"]
 
 
 def crop_to_head(volume: Volume, edge: tuple[int, int, int]) -> Volume:
@@ -69,8 +69,10 @@ def main() -> None:
     parser.add_argument("--crop", type=int, nargs=3, default=[128, 128, 96], help="crop of the 1 mm truth")
     parser.add_argument("--noise", type=float, default=0.0)
     parser.add_argument("--sampling", nargs="*", default=["bootstrap"])
-    parser.add_argument("--trainable", default="tail")
+    parser.add_argument("--trainable", default=AdaptSettings.trainable, choices=TRAINABLE)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="other AdaptSettings fields, e.g. anchor=0.1 batch_size=8")
     parser.add_argument("--volumes", nargs="*", help="reference paths (default: the brain evaluation set)")
     parser.add_argument("--oracle", action="store_true",
                         help="also fine-tune on the truth's own pairs (an upper bound, see the docstring)")
@@ -106,8 +108,7 @@ def main() -> None:
                 settings = AdaptSettings(seconds=value if kind == "seconds" else None,
                                          steps=int(value) if kind == "steps" else None, sampling=sampling,
                                          trainable=args.trainable, seed=0)
-                if args.lr:
-                    settings = replace(settings, learning_rate=args.lr)
+                settings = with_overrides(settings, args)
                 adapted, report = adapt_model(low, model, scale, settings)
                 after = score_volume(name, enhance_volume(low, adapted, scale, consistency=False), high, mask)
                 gain = after.psnr_sr - start.psnr_sr
@@ -120,8 +121,7 @@ def main() -> None:
         for kind, value in budgets if args.oracle else []:
             settings = AdaptSettings(seconds=value if kind == "seconds" else None,
                                      steps=int(value) if kind == "steps" else None, trainable=args.trainable, seed=0)
-            if args.lr:
-                settings = replace(settings, learning_rate=args.lr)
+            settings = with_overrides(settings, args)
             tuned, steps, seconds = oracle_tuned(model, low, high, scale, settings)
             after = score_volume(name, enhance_volume(low, tuned, scale, consistency=False), high, mask)
             budget = f"{value:g} {'steps' if kind == 'steps' else 's'}"
@@ -129,6 +129,17 @@ def main() -> None:
                   f"{start.psnr_baseline:.2f} | {start.psnr_sr:.2f} | {after.psnr_sr:.2f} | "
                   f"{after.psnr_sr - start.psnr_sr:+.2f} |", flush=True)
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
+
+
+def with_overrides(settings: AdaptSettings, args: argparse.Namespace) -> AdaptSettings:
+    """``settings`` with ``--lr`` and each ``--set FIELD=VALUE`` applied (the value parsed as the field's type)."""
+    changes: dict = {"learning_rate": args.lr} if args.lr else {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        current = getattr(settings, field)
+        changes[field] = value if isinstance(current, str) else type(current)(value) if current is not None \
+            else float(value)
+    return replace(settings, **changes)
 
 
 def oracle_tuned(model, low: Volume, high: Volume, scale, settings: AdaptSettings):

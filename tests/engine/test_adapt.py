@@ -22,6 +22,7 @@ from MRISuperResLib.engine.adapt import (
     adapt_model,
     save_adapted_model,
     thick_ratio,
+    warmed_up_ema,
 )
 from MRISuperResLib.engine.checkpoint import load_model_file
 from MRISuperResLib.processing.degradation import box_downsample
@@ -78,6 +79,33 @@ def test_adapts_in_seconds_and_improves_on_held_back_planes(thick_volume, thick_
 
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
+
+
+def test_weight_average_warms_up_then_holds_its_decay():
+    import torch
+    from torch.optim.swa_utils import AveragedModel
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    averaged = AveragedModel(layer, avg_fn=warmed_up_ema(0.98))
+    seen = []
+    for value in (1.0, 2.0, 3.0):
+        layer.weight.data.fill_(value)
+        averaged.update_parameters(layer)
+        seen.append(float(averaged.module.weight.detach()))
+    # first update copies; then decays 2/11 and 3/12: 1 + (2 - 1) * 9/11 = 1.8182, 1.8182 + (3 - 1.8182) * 0.75
+    assert seen == pytest.approx([1.0, 1.818182, 2.704545], abs=1e-5)
+    # after many steps the decay is the cap: the average moves 2 % of the way
+    assert float(warmed_up_ema(0.98)(torch.tensor(0.0), torch.tensor(1.0), 1000)) == pytest.approx(0.02)
+
+
+def test_the_weight_average_is_what_is_validated_and_returned(thick_volume, thick_model):
+    plain, plain_report = adapt_model(thick_volume, thick_model, SCALE, AdaptSettings(**FAST, sampling="raw", ema=0))
+    averaged, report = adapt_model(thick_volume, thick_model, SCALE, AdaptSettings(**FAST, sampling="raw"))
+    # the same seed trains the same way; only what is scored (and kept) differs
+    assert report.history[0] == plain_report.history[0]
+    assert report.history[1:] != plain_report.history[1:]
+    assert averaged.file_sha256 != plain.file_sha256
+    assert report.settings["ema"] == 0.98
 
 
 def test_never_worse_than_the_start_on_held_back_planes(thick_volume, thick_model):

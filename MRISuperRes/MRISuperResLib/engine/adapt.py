@@ -19,6 +19,10 @@ region) is never trained on; pairs made from it the same way give the held-back 
 first step and every ``validate_every`` steps. The weights with the lowest held-back loss are returned, the
 starting weights included, so adaptation never ends worse than the starting model on the held-back planes.
 
+Weight average. What is validated and returned is an exponential moving average of the weights (``ema``, decay
+0.98 after a warm-up, :func:`warmed_up_ema`), not the weights of the last step: on three held-out volumes at 250
+steps it gained +0.03 to +0.06 dB more through-plane than the raw weights (``docs/adapt_benchmark.md``).
+
 Isotropic scales (``2,2,2``) are refused: the zero-shot variant (degrade the scan itself by the scale, learn
 scan <- degraded scan) would teach the model the step from the scan's resolution to half of it, whose content
 (already band-limited by the scan's own acquisition) differs from what the model must restore; it was not
@@ -45,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from ..errors import CancelledError, ModelError
 from ..imaging.geometry import Scale, parse_scale
@@ -61,7 +66,7 @@ from .inference import CancelCheck, ProgressCallback, run_tiled
 __all__ = [
     "DEFAULT_SECONDS", "SAMPLINGS", "TRAINABLE", "AdaptSettings", "AdaptationReport", "PairSampler",
     "adapt_for_enhance", "adapt_model", "adaptation_note", "adapted_model", "in_plane_spec", "save_adapted_model",
-    "settings_with", "thick_ratio", "training_region", "voxel_sha256",
+    "settings_with", "thick_ratio", "training_region", "voxel_sha256", "warmed_up_ema",
 ]
 
 
@@ -74,6 +79,19 @@ def _held_back_loss(network: torch.nn.Module, batches: list[tuple[torch.Tensor, 
             total += float(F.l1_loss(out, target.to(device), reduction="sum"))
             count += target.numel()
     return total / max(count, 1)
+
+
+def warmed_up_ema(decay: float):
+    """The ``avg_fn`` of an exponential moving average whose decay grows as ``min(decay, (1 + n) / (10 + n))``
+    after ``n`` averaged steps (the warm-up of TensorFlow's ``ExponentialMovingAverage``), so that a short budget
+    is not dominated by the starting weights."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
+        n = float(count)
+        weight = min(decay, (1.0 + n) / (10.0 + n))
+        return averaged + (current - averaged) * (1.0 - weight)
+
+    return average
 
 
 def adapt_model(
@@ -159,6 +177,8 @@ def adapt_model(
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=settings.learning_rate)
 
+    averaged = AveragedModel(network, avg_fn=warmed_up_ema(settings.ema)) if settings.ema else None
+    scored = averaged.module if averaged is not None else network
     best_loss = initial = _held_back_loss(network, held_back, device)
     best_state = copy.deepcopy(network.state_dict())
     best_step, step = 0, 0
@@ -188,16 +208,18 @@ def adapt_model(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(network)
         if not math.isfinite(float(loss.detach())):
             break
         last = (settings.steps is not None and step >= settings.steps) or (
             settings.seconds is not None and time.perf_counter() - start_time >= settings.seconds)
         if step % settings.validate_every == 0 or last:
-            value = _held_back_loss(network, held_back, device)
+            value = _held_back_loss(scored, held_back, device)
             history.append((step, value))
             if value < best_loss:
                 best_loss, best_step = value, step
-                best_state = copy.deepcopy(network.state_dict())
+                best_state = copy.deepcopy(scored.state_dict())
             report(budget_fraction(), f"adapting: step {step}, held-back L1 {value:.5f} (start {initial:.5f})")
 
     network.load_state_dict(best_state)
