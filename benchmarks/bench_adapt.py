@@ -72,7 +72,8 @@ def main() -> None:
     parser.add_argument("--trainable", default=AdaptSettings.trainable, choices=TRAINABLE)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="other AdaptSettings fields, e.g. anchor=0.1 batch_size=8")
+                        help="other AdaptSettings fields, e.g. ema=0.99 batch_size=8 seed=1 (budgets, sampling, "
+                             "layers and learning rate have their own options)")
     parser.add_argument("--volumes", nargs="*", help="reference paths (default: the brain evaluation set)")
     parser.add_argument("--oracle", action="store_true",
                         help="also fine-tune on the truth's own pairs (an upper bound, see the docstring)")
@@ -80,6 +81,10 @@ def main() -> None:
                         help="instead: adapt to the real thick scan thick/T2w_1x1x2 (scale 1,1,2, --seconds or "
                              "--steps budget) and save a before/after figure here")
     args = parser.parse_args()
+    try:
+        with_overrides(AdaptSettings(), args)
+    except (AttributeError, TypeError, ValueError) as error:
+        parser.error(f"--set: {error}")
     torch.set_num_threads(args.threads)
     if args.real_figure:
         real_figure(Path(args.real_figure), args)
@@ -132,10 +137,21 @@ def main() -> None:
 
 
 def with_overrides(settings: AdaptSettings, args: argparse.Namespace) -> AdaptSettings:
-    """``settings`` with ``--lr`` and each ``--set FIELD=VALUE`` applied (the value parsed as the field's type)."""
+    """``settings`` with ``--lr`` and each ``--set FIELD=VALUE`` applied (the value parsed as the field's type).
+
+    Raises:
+        ValueError: no ``=``, a field with its own option (so the table's labels stay true) or a bad value.
+        AttributeError: an unknown field.
+    """
     changes: dict = {"learning_rate": args.lr} if args.lr else {}
     for item in args.set:
-        field, _, value = item.partition("=")
+        field, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"{item!r} is not FIELD=VALUE")
+        if field in ("seconds", "steps", "sampling", "trainable", "learning_rate"):
+            raise ValueError(f"{field} has its own option (--seconds, --steps, --sampling, --trainable, --lr)")
+        if not hasattr(settings, field):
+            raise AttributeError(f"AdaptSettings has no field {field!r}")
         current = getattr(settings, field)
         changes[field] = value if isinstance(current, str) else type(current)(value) if current is not None \
             else float(value)
@@ -145,13 +161,16 @@ def with_overrides(settings: AdaptSettings, args: argparse.Namespace) -> AdaptSe
 def oracle_tuned(model, low: Volume, high: Volume, scale, settings: AdaptSettings):
     """Fine-tune a copy of ``model`` as :func:`adapt_model` does, but on ``(low, high)`` patches of the simulated
     input and its truth (thick axis k, ratio ``r``): input ``(patch, patch, low_patch)``, target ``r`` times
-    longer along k. Returns the tuned model, its steps and seconds."""
+    longer along k. Its weights are averaged as :func:`adapt_model` averages them (``settings.ema``) and the last
+    average is returned (no held-back selection). Returns the tuned model, its steps and seconds."""
     import copy
     import time
 
     from torch.nn import functional as F
 
-    from MRISuperResLib.engine.adapt import adapted_model
+    from torch.optim.swa_utils import AveragedModel
+
+    from MRISuperResLib.engine.adapt import adapted_model, warmed_up_ema
     from MRISuperResLib.engine.adapt_pairs import in_plane_spec
     from MRISuperResLib.processing.bspline import bspline_upsample
     from MRISuperResLib.processing.normalization import PercentileNormalizer
@@ -167,6 +186,7 @@ def oracle_tuned(model, low: Volume, high: Volume, scale, settings: AdaptSetting
     for name, parameter in network.named_parameters():
         parameter.requires_grad_(settings.trainable == "all" or name.startswith(("upsample.", "tail.")))
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=settings.learning_rate)
+    averaged = AveragedModel(network, multi_avg_fn=warmed_up_ema(settings.ema)) if settings.ema else None
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     edge, depth = settings.patch, settings.low_patch
@@ -191,7 +211,11 @@ def oracle_tuned(model, low: Volume, high: Volume, scale, settings: AdaptSetting
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(network)
         step += 1
+    if averaged is not None:
+        network = averaged.module
     network.requires_grad_(False)
     network.eval()
     from MRISuperResLib.engine.adapt_result import AdaptationReport

@@ -86,7 +86,7 @@ def test_weight_average_warms_up_then_holds_its_decay():
     from torch.optim.swa_utils import AveragedModel
 
     layer = torch.nn.Linear(1, 1, bias=False)
-    averaged = AveragedModel(layer, avg_fn=warmed_up_ema(0.98))
+    averaged = AveragedModel(layer, multi_avg_fn=warmed_up_ema(0.98))
     seen = []
     for value in (1.0, 2.0, 3.0):
         layer.weight.data.fill_(value)
@@ -95,7 +95,9 @@ def test_weight_average_warms_up_then_holds_its_decay():
     # first update copies; then decays 2/11 and 3/12: 1 + (2 - 1) * 9/11 = 1.8182, 1.8182 + (3 - 1.8182) * 0.75
     assert seen == pytest.approx([1.0, 1.818182, 2.704545], abs=1e-5)
     # after many steps the decay is the cap: the average moves 2 % of the way
-    assert float(warmed_up_ema(0.98)(torch.tensor(0.0), torch.tensor(1.0), 1000)) == pytest.approx(0.02)
+    mean = [torch.zeros(2)]
+    warmed_up_ema(0.98)(mean, [torch.ones(2)], torch.tensor(1000))
+    assert mean[0].tolist() == pytest.approx([0.02, 0.02])
 
 
 def test_the_weight_average_is_what_is_validated_and_returned(thick_volume, thick_model):

@@ -82,14 +82,16 @@ def _held_back_loss(network: torch.nn.Module, batches: list[tuple[torch.Tensor, 
 
 
 def warmed_up_ema(decay: float):
-    """The ``avg_fn`` of an exponential moving average whose decay grows as ``min(decay, (1 + n) / (10 + n))``
-    after ``n`` averaged steps (the warm-up of TensorFlow's ``ExponentialMovingAverage``), so that a short budget
-    is not dominated by the starting weights."""
+    """The ``multi_avg_fn`` (for ``torch.optim.swa_utils.AveragedModel``) of an exponential moving average whose
+    decay grows as ``min(decay, (1 + n) / (10 + n))`` after ``n`` averaged steps (the warm-up of TensorFlow's
+    ``ExponentialMovingAverage``), so that a short budget is not held near the starting weights. It updates the
+    averaged tensors in place, reading ``n`` once per update."""
 
-    def average(averaged: torch.Tensor, current: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
+    def average(averaged: list[torch.Tensor], current: list[torch.Tensor], count: torch.Tensor | int) -> None:
         n = float(count)
-        weight = min(decay, (1.0 + n) / (10.0 + n))
-        return averaged + (current - averaged) * (1.0 - weight)
+        step = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for mean, value in zip(averaged, current):
+            mean.lerp_(value, step)
 
     return average
 
@@ -177,7 +179,7 @@ def adapt_model(
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=settings.learning_rate)
 
-    averaged = AveragedModel(network, avg_fn=warmed_up_ema(settings.ema)) if settings.ema else None
+    averaged = AveragedModel(network, multi_avg_fn=warmed_up_ema(settings.ema)) if settings.ema else None
     scored = averaged.module if averaged is not None else network
     best_loss = initial = _held_back_loss(network, held_back, device)
     best_state = copy.deepcopy(network.state_dict())
