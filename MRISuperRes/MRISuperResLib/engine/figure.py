@@ -1,9 +1,13 @@
 """A one-glance PNG for a radiologist: rows axial / coronal / sagittal, columns input, baseline, SR,
-difference, consistency.
+difference, consistency (and uncertainty when it was computed).
 
 Volumes are reoriented to LPS index order for display (SimpleITK ``DICOMOrient``) and shown in radiological
 convention: patient right on the image's left, anterior at the top of axial views, superior at the top of
-coronal and sagittal views, with physical aspect ratios. Needs matplotlib (``pip install 'mrisuperres[figure]'``).
+coronal and sagittal views, with physical aspect ratios and the orientation letters at each panel's edges. Every
+panel is cropped to the head of the first column (its foreground mask, with a margin; the same physical window in
+every column, as all panels cover the same extent), the colour bars of the difference and consistency maps sit in
+their own row (so the rows of image panels stay aligned) and say their unit, the input's intensity unit. Needs
+matplotlib (``pip install 'mrisuperres[figure]'``).
 """
 
 from __future__ import annotations
@@ -20,21 +24,63 @@ from ..imaging.volume import Volume
 from ..imaging.volume_io import from_sitk, staging_folder, to_sitk
 
 VIEWS = ("axial", "coronal", "sagittal")
+#: Radiological display of an LPS-oriented volume: the letter at the (left, right, top, bottom) edge of each view.
+EDGE_LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
+#: Columns drawn with a sequential colour map from 0 (by the start of their title) and the map.
+SEQUENTIAL = {"consistency": "magma", "uncertainty": "viridis"}
+#: Margin around the head's bounding box, as a fraction of the field of view per axis.
+CROP_MARGIN = 0.04
 
 
 def _lps_oriented(volume: Volume) -> Volume:
     return from_sitk(sitk.DICOMOrient(to_sitk(volume), "LPS"))
 
 
-def _middle_slice(volume: Volume, view: str) -> tuple[np.ndarray, float]:
-    """Middle slice of an LPS-oriented volume as a displayable 2D array and its pixel aspect (height/width)."""
-    array, (si, sj, sk) = volume.array, volume.spacing
+def _head_window(volume: Volume) -> tuple[tuple[float, float], ...]:
+    """Per axis, the head's extent as fractions ``(start, stop)`` of the field of view (LPS-oriented volume), with
+    :data:`CROP_MARGIN`; the whole field of view when no foreground is found."""
+    from ..processing.masks import foreground_mask
+
+    try:
+        mask = foreground_mask(volume)
+    except MRISuperResError:
+        mask = np.zeros(volume.shape, dtype=bool)
+    window = []
+    for axis, size in enumerate(volume.shape):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if present.size == 0:
+            return ((0.0, 1.0),) * 3
+        window.append((max(0.0, present[0] / size - CROP_MARGIN), min(1.0, (present[-1] + 1) / size + CROP_MARGIN)))
+    return tuple(window)
+
+
+def _cropped(volume: Volume, window: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """``volume``'s array cut to ``window`` (fractions of each axis; at least one voxel per axis)."""
+    region = []
+    for (start, stop), size in zip(window, volume.shape):
+        first = min(int(np.floor(start * size)), size - 1)
+        region.append(slice(first, max(first + 1, int(np.ceil(stop * size)))))
+    return volume.array[tuple(region)]
+
+
+def _middle_slice(array: np.ndarray, spacing: tuple[float, ...], view: str) -> tuple[np.ndarray, float]:
+    """Middle slice of an LPS-oriented array as a displayable 2D array and its pixel aspect (height/width)."""
+    si, sj, sk = spacing
     ni, nj, nk = array.shape
     if view == "axial":
         return array[:, :, nk // 2].T, sj / si
     if view == "coronal":
         return array[:, nj // 2, :].T[::-1], sk / si
     return array[ni // 2, :, :].T[::-1], sk / sj
+
+
+def _letters(axis, view: str, color: str) -> None:
+    left, right, top, bottom = EDGE_LETTERS[view]
+    style = {"transform": axis.transAxes, "color": color, "fontsize": 7, "fontweight": "bold"}
+    axis.text(0.02, 0.5, left, ha="left", va="center", **style)
+    axis.text(0.98, 0.5, right, ha="right", va="center", **style)
+    axis.text(0.5, 0.98, top, ha="center", va="top", **style)
+    axis.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
 
 
 def save_figure(
@@ -48,8 +94,8 @@ def save_figure(
     Args:
         path: PNG file to write (atomically).
         panels: column title -> volume, in display order. Columns whose title starts with ``difference`` use a
-            diverging colour map centred at 0; ``consistency`` a sequential one; others grey levels with a
-            window shared by all intensity columns (1st-99.5th percentile of the first column).
+            diverging colour map centred at 0; ``consistency`` and ``uncertainty`` sequential ones from 0; others
+            grey levels with a window shared by all intensity columns (1st-99.5th percentile of the first column).
         title: figure title.
         overwrite: replace an existing file.
     """
@@ -70,27 +116,35 @@ def save_figure(
         (float(np.percentile(np.abs(v.array), 99.5)) for n, v in oriented.items() if n.startswith("difference")),
         default=1.0,
     ) or 1.0
-    figure, axes = plt.subplots(len(VIEWS), len(oriented), figsize=(2.6 * len(oriented), 2.8 * len(VIEWS)),
-                                squeeze=False)
+    window = _head_window(next(iter(oriented.values())))
+    figure, axes = plt.subplots(len(VIEWS) + 1, len(oriented), figsize=(3.0 * len(oriented), 3.0 * len(VIEWS) + 0.5),
+                                squeeze=False, gridspec_kw={"height_ratios": [1.0] * len(VIEWS) + [0.06]})
     for column, (name, volume) in enumerate(oriented.items()):
+        cropped = _cropped(volume, window)
         for row, view in enumerate(VIEWS):
-            image, aspect = _middle_slice(volume, view)
+            image, aspect = _middle_slice(cropped, volume.spacing, view)
             axis = axes[row][column]
             if name.startswith("difference"):
                 shown = axis.imshow(image, cmap="RdBu_r", vmin=-difference_limit, vmax=difference_limit, aspect=aspect)
-            elif name.startswith("consistency"):
-                shown = axis.imshow(image, cmap="magma", vmin=0, vmax=max(float(np.percentile(volume.array, 99.5)), 1e-6),
-                                    aspect=aspect)
+            elif name.startswith(tuple(SEQUENTIAL)):
+                shown = axis.imshow(image, cmap=SEQUENTIAL[next(k for k in SEQUENTIAL if name.startswith(k))], vmin=0,
+                                    vmax=max(float(np.percentile(volume.array, 99.5)), 1e-6), aspect=aspect)
             else:
                 shown = axis.imshow(image, cmap="gray", vmin=low, vmax=high, aspect=aspect)
+            _letters(axis, view, "black" if name.startswith("difference") else "yellow")
             if row == 0:
                 axis.set_title(name, fontsize=10)
             if column == 0:
                 axis.set_ylabel(view, fontsize=10)
             axis.set_xticks([])
             axis.set_yticks([])
-            if row == len(VIEWS) - 1 and (name.startswith("difference") or name.startswith("consistency")):
-                figure.colorbar(shown, ax=axis, orientation="horizontal", fraction=0.05, pad=0.04)
+        bar = axes[len(VIEWS)][column]
+        if name.startswith(("difference", *SEQUENTIAL)):
+            colorbar = figure.colorbar(shown, cax=bar, orientation="horizontal")
+            colorbar.set_label("input intensity units", fontsize=8)
+            colorbar.ax.tick_params(labelsize=7)
+        else:
+            bar.axis("off")
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
@@ -98,7 +152,7 @@ def save_figure(
         with staging_folder(path.parent) as staging:
             staged = staging / path.name
             try:
-                figure.savefig(staged, dpi=110, format="png")
+                figure.savefig(staged, dpi=130, format="png")
             except OSError as error:
                 raise write_failure(path, error.strerror or type(error).__name__) from None
             verify_png(staged, path)  # flushed and decoded: a figure cut short by a full disk is never committed

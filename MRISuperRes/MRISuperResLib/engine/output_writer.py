@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .result import EnhanceResult
 
 #: The maps shown in the figure after the input, in column order (titled by their labels).
-FIGURE_MAPS = ("baseline", "sr", "difference", "consistency")
+FIGURE_MAPS = ("baseline", "sr", "difference", "consistency", "uncertainty")
 
 
 class OutputStaging:
