@@ -39,19 +39,15 @@ def _lps_oriented(volume: Volume) -> Volume:
 def _head_window(volume: Volume) -> tuple[tuple[float, float], ...]:
     """Per axis, the head's extent as fractions ``(start, stop)`` of the field of view (LPS-oriented volume), with
     :data:`CROP_MARGIN`; the whole field of view when no foreground is found."""
+    from ..processing.cropping import crop_to_foreground
     from ..processing.masks import foreground_mask
 
     try:
-        mask = foreground_mask(volume)
+        _, region = crop_to_foreground(volume, foreground_mask(volume), margin_mm=0.0)
     except MRISuperResError:
-        mask = np.zeros(volume.shape, dtype=bool)
-    window = []
-    for axis, size in enumerate(volume.shape):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        if present.size == 0:
-            return ((0.0, 1.0),) * 3
-        window.append((max(0.0, present[0] / size - CROP_MARGIN), min(1.0, (present[-1] + 1) / size + CROP_MARGIN)))
-    return tuple(window)
+        return ((0.0, 1.0),) * 3
+    return tuple((max(0.0, box.start / size - CROP_MARGIN), min(1.0, box.stop / size + CROP_MARGIN))
+                 for box, size in zip(region, volume.shape))
 
 
 def _cropped(volume: Volume, window: tuple[tuple[float, float], ...]) -> np.ndarray:
@@ -121,16 +117,18 @@ def save_figure(
                                 squeeze=False, gridspec_kw={"height_ratios": [1.0] * len(VIEWS) + [0.06]})
     for column, (name, volume) in enumerate(oriented.items()):
         cropped = _cropped(volume, window)
+        # The colour map and its range, once per column: the percentile is over the whole volume.
+        if name.startswith("difference"):
+            colours = {"cmap": "RdBu_r", "vmin": -difference_limit, "vmax": difference_limit}
+        elif name.startswith(tuple(SEQUENTIAL)):
+            colours = {"cmap": SEQUENTIAL[next(k for k in SEQUENTIAL if name.startswith(k))], "vmin": 0,
+                       "vmax": max(float(np.percentile(volume.array, 99.5)), 1e-6)}
+        else:
+            colours = {"cmap": "gray", "vmin": low, "vmax": high}
         for row, view in enumerate(VIEWS):
             image, aspect = _middle_slice(cropped, volume.spacing, view)
             axis = axes[row][column]
-            if name.startswith("difference"):
-                shown = axis.imshow(image, cmap="RdBu_r", vmin=-difference_limit, vmax=difference_limit, aspect=aspect)
-            elif name.startswith(tuple(SEQUENTIAL)):
-                shown = axis.imshow(image, cmap=SEQUENTIAL[next(k for k in SEQUENTIAL if name.startswith(k))], vmin=0,
-                                    vmax=max(float(np.percentile(volume.array, 99.5)), 1e-6), aspect=aspect)
-            else:
-                shown = axis.imshow(image, cmap="gray", vmin=low, vmax=high, aspect=aspect)
+            shown = axis.imshow(image, aspect=aspect, **colours)
             _letters(axis, view, "black" if name.startswith("difference") else "yellow")
             if row == 0:
                 axis.set_title(name, fontsize=10)
