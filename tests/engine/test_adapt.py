@@ -19,7 +19,9 @@ import pytest
 from MRISuperResLib.cli import app as cli
 from MRISuperResLib.engine.adapt import (
     AdaptSettings,
+    PairSampler,
     adapt_model,
+    in_plane_spec,
     save_adapted_model,
     thick_ratio,
     warmed_up_ema,
@@ -72,9 +74,26 @@ def test_adapts_in_seconds_and_improves_on_held_back_planes(thick_volume, thick_
     assert all(torch_equal(a, b) for a, b in zip(before, thick_model.network.parameters()))
     assert adapted.name == "edsr3d-thick-x4-brain-adapted"
     assert adapted.file_sha256 == adapted.metadata.weights_sha256 != thick_model.metadata.weights_sha256
+    # trained channels-last, handed back in the default layout (safetensors and tiling need contiguous weights)
+    assert all(p.is_contiguous() for p in adapted.network.parameters())
     result = enhance_volume(thick_volume, adapted, SCALE, consistency=False)
     assert result.sr.shape == (48, 48, 48) and np.isfinite(result.sr.array).all()
     assert "adapted to this input" in result.sr.metadata["MRISuperRes.adaptation"]
+
+
+@pytest.mark.parametrize("held_back", [True, False])
+def test_a_batch_of_pairs_is_the_same_pairs_drawn_one_at_a_time(thick_volume, thick_model, held_back):
+    # The held-back patches are drawn as batches; they must be the patches (and so the loss) drawn one by one.
+    order, ratio = thick_ratio(thick_model, SCALE)
+    settings = AdaptSettings(**FAST)
+    pool = np.transpose(thick_volume.array, order) / float(thick_volume.array.max())
+    sampler = PairSampler(pool, pool > 0.05, ratio, in_plane_spec(thick_model, 4.0, settings), settings, 1, True)
+    batch = sampler.draw(np.random.default_rng(7), 3, held_back=held_back, augment=not held_back)
+    rng = np.random.default_rng(7)
+    single = [sampler.draw(rng, 1, held_back=held_back, augment=not held_back) for _ in range(3)]
+    for index, tensors in enumerate(zip(*single)):
+        assert batch[index].shape[0] == 3
+        assert np.array_equal(batch[index].numpy(), np.concatenate([t.numpy() for t in tensors]))
 
 
 def torch_equal(a, b) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from helpers import make_tiny_model, manifest_default, write_catalogue
 
 from MRISuperResLib.engine import model_zoo
-from MRISuperResLib.errors import ModelError
+from MRISuperResLib.errors import ModelError, MRISuperResError
 from MRISuperResLib.engine.model_zoo import WEIGHTS_FOLDER, load_model, resolve_model, shipped_models
 
 
@@ -41,6 +41,13 @@ def test_shipped_default_loads_and_is_marked_shipped() -> None:
 def test_shipped_model_loads_by_its_name() -> None:
     name = shipped_models()[0].name
     assert load_model(name, shipped_models()[0].metadata.scales[0]).name == name
+
+
+def test_load_takes_the_scale_as_text_or_one_number_like_the_command_line() -> None:
+    assert load_model("default", "1,1,4").name == load_model("default", (1.0, 1.0, 4.0)).name
+    assert load_model("default", 2).name == manifest_default((2.0, 2.0, 2.0))
+    with pytest.raises(MRISuperResError, match="is not understood"):
+        load_model("default", "1,4")
 
 
 def test_load_with_a_scale_the_model_cannot_do_names_the_supported_scales() -> None:

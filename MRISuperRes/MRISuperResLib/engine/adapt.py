@@ -69,13 +69,22 @@ __all__ = [
     "settings_with", "thick_ratio", "training_region", "voxel_sha256", "warmed_up_ema",
 ]
 
+#: Memory layout of the fine-tuned network and its batches. oneDNN runs 3D convolutions channels-last (NDHWC)
+#: without reordering: a step of the thick x4 model is faster that way on the CPU
+#: (``benchmarks/bench_adapt_step.py``; numbers in ``docs/adapt_benchmark.md``).
+TRAIN_LAYOUT = torch.channels_last_3d
+
+
+def _on(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return tensor.to(device).contiguous(memory_format=TRAIN_LAYOUT)
+
 
 def _held_back_loss(network: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]], device: torch.device) -> float:
     network.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
         for low, baseline, target in batches:
-            out = network(low.to(device)) + baseline.to(device)
+            out = network(_on(low, device)) + baseline.to(device)
             total += float(F.l1_loss(out, target.to(device), reduction="sum"))
             count += target.numel()
     return total / max(count, 1)
@@ -171,9 +180,13 @@ def adapt_model(
         bootstrap_seconds = time.perf_counter() - stage
     sampler = PairSampler(pool, head, ratio, spec, settings, t_step, clip)
     validation_rng = np.random.default_rng([settings.seed, 0x7A1])
-    held_back = [sampler.draw(validation_rng, 1, held_back=True, augment=False)
-                 for _ in range(settings.validation_patches)]
+    # The same patches as drawn one at a time, scored a training batch at a time: 7 evaluations of 8 patches took
+    # 1.2 s on 2 CPU threads instead of 6.3 s one patch at a time (cProfile, thick x4 model).
+    held_back = [sampler.draw(validation_rng, min(settings.batch_size, settings.validation_patches - first),
+                              held_back=True, augment=False)
+                 for first in range(0, settings.validation_patches, settings.batch_size)]
 
+    network.to(memory_format=TRAIN_LAYOUT)
     for name, parameter in network.named_parameters():
         parameter.requires_grad_(settings.trainable == "all" or name.startswith(("upsample.", "tail.")))
     trainable = [p for p in network.parameters() if p.requires_grad]
@@ -205,7 +218,7 @@ def adapt_model(
         step += 1
         network.train()
         low, baseline, target = sampler.draw(rng, settings.batch_size, held_back=False, augment=True)
-        prediction = network(low.to(device)) + baseline.to(device)
+        prediction = network(_on(low, device)) + baseline.to(device)
         loss = F.l1_loss(prediction, target.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,7 +240,8 @@ def adapt_model(
     network.load_state_dict(best_state)
     network.requires_grad_(False)
     network.eval()
-    network.to("cpu")
+    # Back to the default layout: safetensors stores contiguous tensors only, and enhance tiles in that layout.
+    network.to("cpu", memory_format=torch.contiguous_format)
     source_sha = settings.source_sha256 or voxel_sha256(volume)
     record = AdaptationReport(
         steps=step, seconds=time.perf_counter() - start_time, bootstrap_seconds=bootstrap_seconds,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError, OutputError
-from ..imaging.geometry import Scale, format_scale, format_voxel_range
+from ..imaging.geometry import Scale, format_scale, format_voxel_range, parse_scale
 from .model_header import MODEL_EXTENSION, read_metadata
 from .model_manifest import ARBITRARY, MANIFEST_NAME, read_manifest, scale_kind
 from .model_metadata import ModelMetadata
@@ -453,8 +453,17 @@ def check_scale(entry: ModelEntry | LoadedModel, scale: Scale) -> tuple[int, int
     return order
 
 
-def load_model(model: str | os.PathLike = DEFAULT_MODEL, scale: Scale = (2.0, 2.0, 2.0)) -> LoadedModel:
-    """Resolve ``model`` (name, ``"default"`` or path), check it supports ``scale`` and load it on the CPU."""
+def load_model(model: str | os.PathLike = DEFAULT_MODEL,
+               scale: float | str | Sequence[float] = (2.0, 2.0, 2.0)) -> LoadedModel:
+    """Resolve ``model`` (name, ``"default"`` or path), check it supports ``scale`` (``2``, ``"1,1,4"`` or
+    ``(1, 1, 4)``, ``(i, j, k)`` order, see :func:`~MRISuperResLib.imaging.geometry.parse_scale`) and load it on the
+    CPU.
+
+    Raises:
+        MRISuperResError: the scale is not understood.
+        ModelError: the model is unknown, cannot do ``scale``, or its file is damaged.
+    """
+    scale = parse_scale(scale)
     entry = resolve_model(model, scale)
     check_scale(entry, scale)
     from .checkpoint import load_model_file
