@@ -1,7 +1,7 @@
 """Benchmark of per-scan adaptation: time and PSNR gain per budget, on thick slices simulated from real volumes.
 
 For each held-out reference (``../shared/data/eval`` brain heads, ``pairs/IXI002_T1`` and ``_T2``, the MNI152 T1
-from nilearn), cropped around the head to keep runs short, a thick-slice input is simulated with the project's evaluation
+from nilearn, then the out-of-domain prostate of ``eval/``), cropped around the head to keep runs short, a thick-slice input is simulated with the project's evaluation
 (:func:`MRISuperResLib.evaluation.evaluate.simulated_pair`: box slice profile along k, no noise unless ``--noise``). The
 starting model and the adapted model enhance the same input; PSNR is scored inside the head mask against the
 1 mm truth (:func:`MRISuperResLib.evaluation.evaluate.score_volume`). Budgets are given in steps (comparable on a busy
@@ -42,6 +42,7 @@ from MRISuperResLib.imaging.volume_io import read_volume
 SHARED = Path(os.environ.get("MRISUPERRES_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BRAIN_EVAL = ["eval/philips_ingenia_T1w_head.nii.gz", "eval/arc_M2304_T1w_head.nii.gz",
               "eval/arc_M2265_T2w_head.nii.gz", "pairs/IXI002_T1.nii.gz", "pairs/IXI002_T2.nii.gz"]
+OUT_OF_DOMAIN = ["eval/prostate_T2w.nii.gz"]
 
 
 def crop_to_head(volume: Volume, edge: tuple[int, int, int]) -> Volume:
@@ -74,7 +75,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="other AdaptSettings fields, e.g. ema=0.99 batch_size=8 seed=1 (budgets, sampling, "
                              "layers and learning rate have their own options)")
-    parser.add_argument("--volumes", nargs="*", help="reference paths (default: the brain evaluation set)")
+    parser.add_argument("--volumes", nargs="*", help="reference paths (default: the evaluation set, brains first, "
+                        "then the prostate)")
     parser.add_argument("--oracle", action="store_true",
                         help="also fine-tune on the truth's own pairs (an upper bound, see the docstring)")
     parser.add_argument("--real-figure", metavar="PNG",
@@ -92,7 +94,8 @@ def main() -> None:
     scale = parse_scale(f"1,1,{args.ratio}")
     model = load_model(f"edsr3d-thick-x{args.ratio}-brain", scale)
     spec = evaluation_spec(model.metadata.degradation, kind="box", noise=args.noise)
-    paths = args.volumes or [str(SHARED / p) for p in BRAIN_EVAL if (SHARED / p).is_file()] + [str(mni152_t1_path())]
+    paths = args.volumes or ([str(SHARED / p) for p in BRAIN_EVAL if (SHARED / p).is_file()] + [str(mni152_t1_path())]
+                             + [str(SHARED / p) for p in OUT_OF_DOMAIN if (SHARED / p).is_file()])
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; torch threads {args.threads}")
     print(f"model {model.name}, scale 1,1,{args.ratio}, box profile, noise {args.noise}, truth cropped to "
           f"<= {'x'.join(map(str, args.crop))} around the head; PSNR in dB inside the head mask")
