@@ -160,6 +160,12 @@ def test_isotropic_scale_and_bad_slice_thickness_are_refused(thick_volume, thick
         adapt_model(thick_volume, thick_model, SCALE, AdaptSettings(**FAST, slice_thickness=5.0))
 
 
+def test_a_scale_on_the_wrong_axis_says_to_check_the_scale(thick_volume, thick_model):
+    # thick along k, but the ratio asked along i: the planes along k are too few to cut in-plane pairs from
+    with pytest.raises(InputError, match=r"in-plane size 48x12 .* check that --scale puts the ratio on the thick"):
+        adapt_model(thick_volume, thick_model, (4.0, 1.0, 1.0), AdaptSettings(**FAST))
+
+
 def test_slice_thickness_sets_the_gap_of_the_profile(thick_volume, thick_model):
     adapted, _ = adapt_model(thick_volume, thick_model, SCALE,
                              AdaptSettings(**{**FAST, "steps": 1}, sampling="raw", slice_thickness=3.0))

@@ -39,10 +39,16 @@ def test_parse_scale_accepts_one_or_three_factors(text, expected) -> None:
     assert all(isinstance(s, float) for s in scale)
 
 
-@pytest.mark.parametrize("text", ["abc", "", "1,2", "1,2,3,4", "nan", "inf", (1, 2)])
+@pytest.mark.parametrize("text", ["abc", "", "1,2", "1,2,3,4", "nan", "inf", (1, 2), None, True, {"a": 1},
+                                  ("a", "b", "c"), np.array([1.0, 1.0])])
 def test_parse_scale_rejects_malformed_text(text) -> None:
     with pytest.raises(MRISuperResError, match="not understood"):
         parse_scale(text)
+
+
+def test_parse_scale_says_that_iso_needs_the_input() -> None:
+    with pytest.raises(MRISuperResError, match="'iso' depends on the input's voxels"):
+        parse_scale("iso")
 
 
 @pytest.mark.parametrize("text", ["0.5", "1,1,0.5", 0, "-2"])

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="first fine-tune the thick-slice model on this scan's own in-plane detail for SECONDS [180] "
              "(slower; thick-slice scales such as 1,1,4 only)")
     parser.add_argument("--adapt-steps", type=int, metavar="N",
-                        help="adaptation step budget (with --adapt, whichever ends first; reproducible for a seed)")
+                        help="adaptation step budget (alone: adapt for N steps; with --adapt, whichever ends first; "
+                        "reproducible for a seed)")
     parser.add_argument("--adapt-seed", type=int, default=0, metavar="N", help="adaptation seed [0]")
     parser.add_argument("--slice-thickness", type=float, metavar="MM",
                         help="slice thickness (mm) when below the slice spacing (a gap), for --adapt")

@@ -63,7 +63,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
                         help="adapt the thick-slice model to each (simulated or --low) input for SECONDS [180] before "
                              "enhancing it, as enhance --adapt does; compare with a run without --adapt")
     parser.add_argument("--adapt-steps", type=int, metavar="N",
-                        help="adaptation step budget (with --adapt, whichever ends first; reproducible for a seed)")
+                        help="adaptation step budget (alone: adapt for N steps; with --adapt, whichever ends first; "
+                        "reproducible for a seed)")
     parser.add_argument("--adapt-seed", type=int, default=0, metavar="N", help="adaptation seed [0]")
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress line per scored volume (on stderr)")

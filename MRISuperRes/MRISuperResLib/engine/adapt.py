@@ -69,14 +69,19 @@ __all__ = [
     "settings_with", "thick_ratio", "training_region", "voxel_sha256", "warmed_up_ema",
 ]
 
-#: Memory layout of the fine-tuned network and its batches. oneDNN runs 3D convolutions channels-last (NDHWC)
-#: without reordering: a step of the thick x4 model is faster that way on the CPU
-#: (``benchmarks/bench_adapt_step.py``; numbers in ``docs/adapt_benchmark.md``).
-TRAIN_LAYOUT = torch.channels_last_3d
+#: Memory layout of the fine-tuned network and its batches on the CPU. oneDNN runs 3D convolutions channels-last
+#: (NDHWC) without reordering: a step of the thick x4 model took 0.43 s instead of 0.55 s on 2 threads
+#: (``benchmarks/bench_adapt_step.py``). Other devices keep the default layout: it was not measured there.
+CPU_TRAIN_LAYOUT = torch.channels_last_3d
+
+
+def train_layout(device: torch.device) -> torch.memory_format:
+    """The memory layout adaptation trains in on ``device`` (:data:`CPU_TRAIN_LAYOUT` on the CPU)."""
+    return CPU_TRAIN_LAYOUT if device.type == "cpu" else torch.contiguous_format
 
 
 def _on(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return tensor.to(device).contiguous(memory_format=TRAIN_LAYOUT)
+    return tensor.to(device).contiguous(memory_format=train_layout(device))
 
 
 def _held_back_loss(network: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]], device: torch.device) -> float:
@@ -186,7 +191,7 @@ def adapt_model(
                               held_back=True, augment=False)
                  for first in range(0, settings.validation_patches, settings.batch_size)]
 
-    network.to(memory_format=TRAIN_LAYOUT)
+    network.to(memory_format=train_layout(device))
     for name, parameter in network.named_parameters():
         parameter.requires_grad_(settings.trainable == "all" or name.startswith(("upsample.", "tail.")))
     trainable = [p for p in network.parameters() if p.requires_grad]

@@ -102,8 +102,9 @@ class PairSampler:
         self.edge = settings.patch
         if min(pool.shape[0], pool.shape[1]) < self.long:
             raise InputError(
-                f"the scan's in-plane size {pool.shape[0]}x{pool.shape[1]} is too small for adaptation at ratio "
-                f"{ratio} (needs {self.long} voxels); run without adaptation"
+                f"the in-plane size {pool.shape[0]}x{pool.shape[1]} (the scan along the axes where the scale is 1, "
+                f"at most region={settings.region}) is too small for adaptation at ratio {ratio} (needs "
+                f"{self.long} voxels); check that --scale puts the ratio on the thick axis, or run without adaptation"
             )
 
     def _extent(self, a: int, t_extent: int) -> list[int]:

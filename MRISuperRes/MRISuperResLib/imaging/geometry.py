@@ -10,7 +10,7 @@ so the result overlays its input with no half-voxel shift. Scales are given per 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -27,23 +27,33 @@ def parse_scale(value: float | str | Sequence[float]) -> Scale:
         The per-axis factors ``(s_i, s_j, s_k)`` in image index order, each >= 1.
 
     Raises:
-        MRISuperResError: when the text is not one or three positive numbers, or a factor is below 1.
+        MRISuperResError: when ``value`` is not one or three numbers (as text, a number or a sequence; ``None``,
+            booleans and mappings are refused), or a factor is below 1.
     """
+    numbers: list[float] = []
     if isinstance(value, str):
         parts = [p for p in value.replace("x", ",").replace("X", ",").replace(" ", ",").split(",") if p]
         try:
             numbers = [float(p) for p in parts]
         except ValueError:
             numbers = []
+    elif isinstance(value, (bool, np.bool_)):
+        numbers = []
     elif isinstance(value, (int, float, np.integer, np.floating)):
         numbers = [float(value)]
-    else:
-        numbers = [float(v) for v in value]
+    elif value is not None and not isinstance(value, Mapping):
+        try:
+            numbers = [float(v) for v in value]
+        except (TypeError, ValueError):
+            numbers = []
     if len(numbers) == 1:
         numbers = numbers * 3
     if len(numbers) != 3 or not all(np.isfinite(numbers)):
+        hint = (" ('iso' depends on the input's voxels: resolve it with isotropic_scale(volume.spacing))"
+                if isinstance(value, str) and value.strip().lower() == "iso" else "")
         raise MRISuperResError(
             f"scale {value!r} is not understood; give one factor (e.g. 2) or three in i,j,k order (e.g. 1,1,4)"
+            + hint
         )
     if min(numbers) < 1.0:
         raise MRISuperResError(f"scale {value!r} has a factor below 1; super-resolution only enlarges (use >= 1)")
