@@ -99,9 +99,9 @@ def measure(sampler: PairSampler, model, layout: torch.memory_format, steps: int
         stages["backward"] += timed(update, loss)[1]
         stages["Adam + average"] += timed(average)[1]
     validation_rng = np.random.default_rng(1)
-    held = [sampler.draw(validation_rng, 1, held_back=True, augment=False) for _ in range(settings.validation_patches)]
-    size = settings.batch_size
-    batched = [tuple(torch.cat(parts) for parts in zip(*held[i:i + size])) for i in range(0, len(held), size)]
+    held = sampler.draw_batches(validation_rng, settings.validation_patches, 1, held_back=True, augment=False)
+    batched = sampler.draw_batches(np.random.default_rng(1), settings.validation_patches, settings.batch_size,
+                                   held_back=True, augment=False)
     network.eval()
 
     def evaluate(batches):

@@ -130,6 +130,12 @@ class PairSampler:
         n = self.pool.shape[2]
         return [self.hold] if held_back else [(0, self.hold[0]), (self.hold[1], n)]
 
+    def draw_batches(self, rng: np.random.Generator, count: int, batch_size: int, held_back: bool,
+                     augment: bool) -> list[tuple[torch.Tensor, ...]]:
+        """``count`` pairs in batches of at most ``batch_size``: the same pairs as ``count`` single draws."""
+        return [self.draw(rng, min(batch_size, count - first), held_back, augment)
+                for first in range(0, count, batch_size)]
+
     def draw(self, rng: np.random.Generator, count: int, held_back: bool, augment: bool) -> tuple[torch.Tensor, ...]:
         """``count`` pairs: (network input, its B-spline baseline, target), each ``(count, 1, ...)`` float32."""
         ranges = [(lo, hi) for lo, hi in self._t_ranges(held_back) if hi > lo]

@@ -37,9 +37,7 @@ def parse_scale(value: float | str | Sequence[float]) -> Scale:
             numbers = [float(p) for p in parts]
         except ValueError:
             numbers = []
-    elif isinstance(value, (bool, np.bool_)):
-        numbers = []
-    elif isinstance(value, (int, float, np.integer, np.floating)):
+    elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
         numbers = [float(value)]
     elif value is not None and not isinstance(value, Mapping):
         try:
