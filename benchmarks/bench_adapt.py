@@ -156,8 +156,13 @@ def with_overrides(settings: AdaptSettings, args: argparse.Namespace) -> AdaptSe
         if not hasattr(settings, field):
             raise AttributeError(f"AdaptSettings has no field {field!r}")
         current = getattr(settings, field)
-        changes[field] = value if isinstance(current, str) else type(current)(value) if current is not None \
-            else float(value)
+        if isinstance(current, bool):
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"{field} takes true or false, not {value!r}")
+            changes[field] = value.lower() == "true"
+        else:
+            changes[field] = value if isinstance(current, str) else type(current)(value) if current is not None \
+                else float(value)
     return replace(settings, **changes)
 
 

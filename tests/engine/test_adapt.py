@@ -21,9 +21,11 @@ from MRISuperResLib.engine.adapt import (
     AdaptSettings,
     PairSampler,
     adapt_model,
+    in_plane_factors,
     in_plane_spec,
     save_adapted_model,
     thick_ratio,
+    to_target_spacing,
     warmed_up_ema,
 )
 from MRISuperResLib.engine.checkpoint import load_model_file
@@ -94,6 +96,39 @@ def test_a_batch_of_pairs_is_the_same_pairs_drawn_one_at_a_time(thick_volume, th
     for index, tensors in enumerate(zip(*single)):
         assert batch[index].shape[0] == 3
         assert np.array_equal(batch[index].numpy(), np.concatenate([t.numpy() for t in tensors]))
+
+
+def test_in_plane_axes_finer_than_the_target_spacing_are_resampled_to_it():
+    settings = AdaptSettings(**FAST)
+    # a 0.66 x 0.66 x 6 mm prostate at r = 4: pairs at 1.5 mm, the through-plane target
+    assert in_plane_factors((0.66, 0.66), 1.5, settings) == pytest.approx((1.5 / 0.66, 1.5 / 0.66))
+    # within the tolerance, or coarser than the target: left as they are
+    assert in_plane_factors((0.95, 1.2), 1.0, settings) == (1.0, 1.0)
+    assert in_plane_factors((0.5, 1.0), 1.0, settings) == (2.0, 1.0)
+    assert in_plane_factors((0.5, 0.5), 1.0, AdaptSettings(**FAST, match_spacing=False)) == (1.0, 1.0)
+    ramp = np.broadcast_to(np.linspace(0.2, 0.8, 40, dtype=np.float32)[:, None, None], (40, 30, 6))
+    head = np.zeros(ramp.shape, dtype=bool)
+    head[10:30] = True
+    pool, mask = to_target_spacing(ramp, head, (2.0, 1.0))
+    assert pool.shape == mask.shape == (20, 30, 6)
+    # k-space resampling keeps the mean; the mask keeps its extent in mm (20 of 40 fine voxels -> 10 of 20)
+    assert float(pool.mean()) == pytest.approx(float(ramp.mean()), abs=1e-4)
+    assert mask[:, 0, 0].sum() == 10 and mask[5:15].all()
+    unchanged = to_target_spacing(ramp, head, (1.0, 1.0))
+    assert unchanged[0] is ramp and unchanged[1] is head
+
+
+def test_a_scan_with_fine_in_plane_voxels_adapts_on_pairs_at_the_target_spacing(thick_volume, thick_model):
+    # The same voxels declared 0.5 x 0.5 x 4 mm: the target is 1 mm, so the pairs are cut from a 2x coarser region.
+    grid = thick_volume.grid
+    fine = Volume(thick_volume.array, Grid(grid.shape, (0.5, 0.5, 4.0), grid.origin, grid.direction))
+    settings = AdaptSettings(**FAST, sampling="bootstrap")
+    matched, report = adapt_model(fine, thick_model, SCALE, settings)
+    _, plain = adapt_model(fine, thick_model, SCALE, AdaptSettings(**FAST, sampling="bootstrap", match_spacing=False))
+    assert report.settings["match_spacing"] and not plain.settings["match_spacing"]
+    assert report.held_back_before != plain.held_back_before
+    assert report.held_back_after < report.held_back_before, report.history
+    assert enhance_volume(fine, matched, SCALE, consistency=False).sr.shape == (48, 48, 48)
 
 
 def torch_equal(a, b) -> bool:

@@ -64,21 +64,62 @@ def in_plane_spec(model: LoadedModel, thick_spacing: float, settings: AdaptSetti
     return DegradationSpec(kind=spec.kinds[2], fwhm=spec.fwhm, gap=gap)
 
 
-def training_region(volume: Volume, order: tuple[int, int, int], edge: int) -> tuple[slice, slice]:
-    """In-plane window (network axes 0 and 1) of at most ``edge`` voxels, centred on the head's bounding box."""
+def training_region(volume: Volume, order: tuple[int, int, int],
+                    edge: int | tuple[int, int]) -> tuple[slice, slice]:
+    """In-plane window (network axes 0 and 1) of at most ``edge`` voxels (one edge, or one per axis), centred on
+    the head's bounding box."""
     from ..processing.masks import foreground_mask
 
     mask = np.transpose(foreground_mask(volume), order)
     shape = mask.shape
+    edges = (edge, edge) if isinstance(edge, int) else edge
     window = []
     for axis in (0, 1):
         other = tuple(a for a in range(3) if a != axis)
         present = np.flatnonzero(mask.any(axis=other))
         centre = (present[0] + present[-1] + 1) // 2 if present.size else shape[axis] // 2
-        size = min(edge, shape[axis])
+        size = min(int(edges[axis]), shape[axis])
         start = int(np.clip(centre - size // 2, 0, shape[axis] - size))
         window.append(slice(start, start + size))
     return window[0], window[1]
+
+
+#: In-plane voxels finer than the through-plane target spacing by more than this share are resampled to it.
+FINER_TOLERANCE = 0.1
+
+
+def in_plane_factors(in_plane_spacing: tuple[float, float], target_spacing: float,
+                     settings: AdaptSettings) -> tuple[float, float]:
+    """How many times coarser each in-plane axis (network axes 0 and 1) must become for its voxel edge to equal the
+    through-plane target spacing (thick spacing / ``r``, mm): ``target / spacing`` for an axis finer than the
+    target by more than :data:`FINER_TOLERANCE`, else 1 (an axis as coarse or coarser stays as it is: upsampling
+    it would only blur the targets). All 1 when ``settings.match_spacing`` is off."""
+    if not settings.match_spacing:
+        return 1.0, 1.0
+    return tuple(target_spacing / s if s < target_spacing * (1 - FINER_TOLERANCE) else 1.0
+                 for s in in_plane_spacing)  # type: ignore[return-value]
+
+
+def to_target_spacing(pool: np.ndarray, head: np.ndarray,
+                      factors: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """``pool`` and its head mask with in-plane axes 0 and 1 made ``factors`` times coarser (axis 2 unchanged).
+
+    The pool is resampled in k-space (:func:`~MRISuperResLib.processing.degradation.fourier_resample`, as the
+    training resamples voxel sizes); the mask linearly, kept where at least half a voxel is head. Why: the pairs
+    degrade an in-plane axis by ``r`` and learn to undo it. On a 0.66 x 0.66 x 6 mm prostate at ``r = 4`` (target
+    1.5 mm), pairs at the scan's own 0.66 mm would teach 2.7 mm -> 0.66 mm, not the 6 mm -> 1.5 mm the
+    through-plane axis needs.
+    """
+    from scipy import ndimage
+
+    from ..processing.degradation import fourier_resample
+
+    shape = (max(1, round(pool.shape[0] / factors[0])), max(1, round(pool.shape[1] / factors[1])), pool.shape[2])
+    if shape == pool.shape:
+        return pool, head
+    zoom = [m / n for m, n in zip(shape, pool.shape)]
+    mask = ndimage.zoom(head.astype(np.float32), zoom, order=1, mode="nearest", grid_mode=True) >= 0.5
+    return fourier_resample(pool, shape), mask
 
 
 class PairSampler:
@@ -103,7 +144,7 @@ class PairSampler:
         if min(pool.shape[0], pool.shape[1]) < self.long:
             raise InputError(
                 f"the in-plane size {pool.shape[0]}x{pool.shape[1]} (the scan along the axes where the scale is 1, "
-                f"at most region={settings.region}) is too small for adaptation at ratio {ratio} (needs "
+                f"at most region={settings.region}, at the through-plane target spacing) is too small for adaptation at ratio {ratio} (needs "
                 f"{self.long} voxels); check that --scale puts the ratio on the thick axis, or run without adaptation"
             )
 

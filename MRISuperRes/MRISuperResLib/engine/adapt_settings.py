@@ -46,6 +46,10 @@ class AdaptSettings:
         region: largest in-plane edge (input voxels) of the training region, centred on the head; bounds the
             bootstrap pass's time and the memory. 160 rather than 96 gained +0.02 dB on average over seven held-out
             volumes at 3 minutes (``docs/adapt_benchmark.md``): more of the scan to learn from.
+        match_spacing: resample in-plane axes finer than the through-plane target spacing (the thick spacing
+            divided by ``r``) to that spacing before the pairs are cut, so that the pairs teach the step in mm that
+            the through-plane axis needs (:func:`~.adapt_pairs.to_target_spacing`). Changes nothing for a scan
+            whose in-plane voxels are already that size (1 x 1 x 4 mm at ``r = 4``).
         slice_thickness: slice thickness in mm when it differs from the thick spacing (a gap between slices);
             ``None`` takes the model's slice profile as it is.
         gap: gap between slices as a fraction of the thick spacing (alternative to ``slice_thickness``).
@@ -68,6 +72,7 @@ class AdaptSettings:
     validation_patches: int = 8
     validate_every: int = 10
     region: int = 160
+    match_spacing: bool = True
     slice_thickness: float | None = None
     gap: float | None = None
     device: str = "cpu"
