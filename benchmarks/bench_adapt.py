@@ -67,7 +67,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs="*", default=[], help="time budgets (s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ratio", type=int, default=4)
-    parser.add_argument("--crop", type=int, nargs=3, default=[128, 128, 96], help="crop of the 1 mm truth")
+    parser.add_argument("--crop", type=float, nargs=3, default=[128, 128, 96],
+                        help="largest extent (mm) of the truth kept around the head, per axis (i, j, k)")
+    parser.add_argument("--crop-in-voxels", action="store_true",
+                        help="read --crop as voxel counts (the tables before session 13; the same for 1 mm truths)")
     parser.add_argument("--noise", type=float, default=0.0)
     parser.add_argument("--sampling", nargs="*", default=["bootstrap"])
     parser.add_argument("--trainable", default=AdaptSettings.trainable, choices=TRAINABLE)
@@ -98,14 +101,17 @@ def main() -> None:
                              + [str(SHARED / p) for p in OUT_OF_DOMAIN if (SHARED / p).is_file()])
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; torch threads {args.threads}")
     print(f"model {model.name}, scale 1,1,{args.ratio}, box profile, noise {args.noise}, truth cropped to "
-          f"<= {'x'.join(map(str, args.crop))} around the head; PSNR in dB inside the head mask")
+          f"<= {'x'.join(f'{c:g}' for c in args.crop)} {'voxels' if args.crop_in_voxels else 'mm'} around the head; "
+          "PSNR in dB inside the head mask")
     print()
     print("| volume | sampling | budget | steps | adapt s | held-back L1 before -> after | PSNR B-spline | "
           "PSNR start | PSNR adapted | adaptation gain |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for index, path in enumerate(paths):
-        reference = crop_to_head(read_volume(path), tuple(args.crop))
+        truth = read_volume(path)
+        edge = tuple(round(c) if args.crop_in_voxels else round(c / s) for c, s in zip(args.crop, truth.spacing))
+        reference = crop_to_head(truth, edge)
         high, low = simulated_pair(reference, scale, spec, seed=index)
         mask = foreground_mask(high)
         name = Path(path).name.replace(".nii.gz", "")

@@ -48,8 +48,8 @@ class AdaptSettings:
             volumes at 3 minutes (``docs/adapt_benchmark.md``): more of the scan to learn from.
         match_spacing: resample in-plane axes finer than the through-plane target spacing (the thick spacing
             divided by ``r``) to that spacing before the pairs are cut, so that the pairs teach the step in mm that
-            the through-plane axis needs (:func:`~.adapt_pairs.to_target_spacing`). Changes nothing for a scan
-            whose in-plane voxels are already that size (1 x 1 x 4 mm at ``r = 4``).
+            the through-plane axis needs (:func:`~.adapt_pairs.to_target_spacing`). Changes nothing for a scan whose in-plane voxels are already that size (1 x 1 x 4 mm at ``r = 4``). Measured at
+            3 minutes: +0.10 dB on IXI002_T2 (0.94 mm in-plane, target 1.25 mm), +0.06 dB on a 0.66 mm prostate.
         slice_thickness: slice thickness in mm when it differs from the thick spacing (a gap between slices);
             ``None`` takes the model's slice profile as it is.
         gap: gap between slices as a fraction of the thick spacing (alternative to ``slice_thickness``).
