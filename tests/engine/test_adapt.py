@@ -164,6 +164,29 @@ def test_the_weight_average_is_what_is_validated_and_returned(thick_volume, thic
     assert report.settings["ema"] == 0.98
 
 
+def kept_step(history: list[tuple[int, float]], tolerance: float) -> int:
+    """The step adapt_model must return: the latest whose loss is below the start's and within ``tolerance`` of
+    the lowest loss seen up to it."""
+    initial, lowest, kept = history[0][1], history[0][1], 0
+    for step, value in history[1:]:
+        lowest = min(lowest, value)
+        if value < initial and value <= lowest * (1 + tolerance):
+            kept = step
+    return kept
+
+
+def test_the_latest_weights_near_the_lowest_held_back_loss_are_kept(thick_volume, thick_model):
+    fast = {**FAST, "steps": 8, "validate_every": 1}
+    _, strict = adapt_model(thick_volume, thick_model, SCALE, AdaptSettings(**fast, holdback_tolerance=0.0))
+    _, loose = adapt_model(thick_volume, thick_model, SCALE, AdaptSettings(**fast, holdback_tolerance=0.5))
+    assert loose.history == strict.history  # the same training; only which weights are kept differs
+    losses = dict(strict.history)
+    assert strict.best_step == kept_step(strict.history, 0.0)
+    assert strict.held_back_after == min(losses.values())
+    assert loose.best_step == kept_step(loose.history, 0.5) >= strict.best_step
+    assert loose.held_back_after == losses[loose.best_step] < loose.held_back_before
+
+
 def test_never_worse_than_the_start_on_held_back_planes(thick_volume, thick_model):
     # A learning rate far too high: every step makes things worse, so the starting weights must come back.
     settings = AdaptSettings(**{**FAST, "learning_rate": 0.5, "steps": 4}, sampling="raw")

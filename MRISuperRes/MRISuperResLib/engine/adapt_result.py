@@ -28,8 +28,8 @@ class AdaptationReport:
         steps: optimisation steps taken.
         seconds: wall-clock seconds in all (bootstrap pass and evaluations included).
         bootstrap_seconds: seconds of the bootstrap pass (0 with ``sampling="raw"``).
-        best_step: step whose weights (their moving average, unless ``ema`` is 0) were kept (0: the starting
-            weights were best).
+        best_step: step whose weights (their moving average, unless ``ema`` is 0) were kept: the latest whose
+            held-back loss was within ``holdback_tolerance`` of the lowest (0: the starting weights were kept).
         held_back_before: held-back L1 loss of the starting model (normalised intensity units).
         held_back_after: held-back L1 loss of the returned model (never above ``held_back_before``).
         history: ``(step, held-back loss)`` at each evaluation.

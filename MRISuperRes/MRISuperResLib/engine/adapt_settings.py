@@ -41,6 +41,8 @@ class AdaptSettings:
         low_patch: patch length along the degraded axis after degradation (network input voxels); the target is
             ``r`` times longer.
         holdback: fraction of the thick planes held back for early stopping (at least 2 planes).
+        holdback_tolerance: the weights returned are the latest whose held-back loss is within this share of the
+            lowest one seen (and below the starting weights'); 0 returns the lowest.
         validation_patches: fixed held-back patches per evaluation.
         validate_every: steps between held-back evaluations.
         region: largest in-plane edge (input voxels) of the training region, centred on the head; bounds the
@@ -69,6 +71,7 @@ class AdaptSettings:
     patch: int = 24
     low_patch: int = 8
     holdback: float = 0.2
+    holdback_tolerance: float = 0.01
     validation_patches: int = 8
     validate_every: int = 10
     region: int = 160
@@ -96,6 +99,8 @@ class AdaptSettings:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0.0 <= self.holdback_tolerance < 1.0:
+            raise ValueError(f"holdback_tolerance must be in [0, 1), got {self.holdback_tolerance}")
         if not 0.0 < self.holdback < 0.5:
             raise ValueError(f"holdback must be in (0, 0.5), got {self.holdback}")
         if self.slice_thickness is not None and self.gap is not None:
