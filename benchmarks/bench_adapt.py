@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from MRISuperResLib.engine.adapt import TRAINABLE, AdaptSettings, adapt_model
 from MRISuperResLib.engine.enhance import enhance_volume
+from MRISuperResLib.errors import InputError
 from MRISuperResLib.evaluation.evaluate import evaluation_spec, score_volume, simulated_pair
 from MRISuperResLib.imaging.geometry import parse_scale
 from MRISuperResLib.engine.model_zoo import load_model
@@ -88,8 +89,10 @@ def main() -> None:
     args = parser.parse_args()
     try:
         with_overrides(AdaptSettings(), args)
-    except (AttributeError, TypeError, ValueError) as error:
+    except (AttributeError, TypeError, ValueError, InputError) as error:
         parser.error(f"--set: {error}")
+    if min(args.crop) <= 0:
+        parser.error(f"--crop must be positive, got {' '.join(f'{c:g}' for c in args.crop)}")
     torch.set_num_threads(args.threads)
     if args.real_figure:
         real_figure(Path(args.real_figure), args)

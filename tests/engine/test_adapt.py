@@ -106,6 +106,10 @@ def test_in_plane_axes_finer_than_the_target_spacing_are_resampled_to_it():
     assert in_plane_factors((0.95, 1.2), 1.0, settings) == (1.0, 1.0)
     assert in_plane_factors((0.5, 1.0), 1.0, settings) == (2.0, 1.0)
     assert in_plane_factors((0.5, 0.5), 1.0, AdaptSettings(**FAST, match_spacing=False)) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="match_spacing"):
+        AdaptSettings(**FAST, match_spacing="no")
+    with pytest.raises(ValueError, match="holdback_tolerance"):
+        AdaptSettings(**FAST, holdback_tolerance="0.1")
     ramp = np.broadcast_to(np.linspace(0.2, 0.8, 40, dtype=np.float32)[:, None, None], (40, 30, 6))
     head = np.zeros(ramp.shape, dtype=bool)
     head[10:30] = True
@@ -129,6 +133,14 @@ def test_a_scan_with_fine_in_plane_voxels_adapts_on_pairs_at_the_target_spacing(
     assert report.held_back_before != plain.held_back_before
     assert report.held_back_after < report.held_back_before, report.history
     assert enhance_volume(fine, matched, SCALE, consistency=False).sr.shape == (48, 48, 48)
+
+
+def test_a_small_field_of_view_is_resampled_only_as_far_as_the_pairs_fit(thick_volume, thick_model):
+    # 0.25 mm in-plane, 1 mm target: a 4x coarser 12x12 region could not hold a 16-voxel pair; 48x48 -> 16x16 does.
+    grid = thick_volume.grid
+    fine = Volume(thick_volume.array, Grid(grid.shape, (0.25, 0.25, 4.0), grid.origin, grid.direction))
+    _, report = adapt_model(fine, thick_model, SCALE, AdaptSettings(**{**FAST, "steps": 2}))
+    assert report.steps == 2 and report.settings["match_spacing"]
 
 
 def torch_equal(a, b) -> bool:

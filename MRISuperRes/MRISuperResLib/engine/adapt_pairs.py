@@ -105,7 +105,7 @@ def to_target_spacing(pool: np.ndarray, head: np.ndarray,
     """``pool`` and its head mask with in-plane axes 0 and 1 made ``factors`` times coarser (axis 2 unchanged).
 
     The pool is resampled in k-space (:func:`~MRISuperResLib.processing.degradation.fourier_resample`, as the
-    training resamples voxel sizes); the mask linearly, kept where at least half a voxel is head. Why: the pairs
+    training resamples voxel sizes); the mask is interpolated linearly and kept where that is at least 0.5. Why: the pairs
     degrade an in-plane axis by ``r`` and learn to undo it. On a 0.66 x 0.66 x 6 mm prostate at ``r = 4`` (target
     1.5 mm), pairs at the scan's own 0.66 mm would teach 2.7 mm -> 0.66 mm, not the 6 mm -> 1.5 mm the
     through-plane axis needs.
@@ -144,7 +144,7 @@ class PairSampler:
         if min(pool.shape[0], pool.shape[1]) < self.long:
             raise InputError(
                 f"the in-plane size {pool.shape[0]}x{pool.shape[1]} (the scan along the axes where the scale is 1, "
-                f"at most region={settings.region}, at the through-plane target spacing) is too small for adaptation at ratio {ratio} (needs "
+                f"at most region={settings.region}) is too small for adaptation at ratio {ratio} (needs "
                 f"{self.long} voxels); check that --scale puts the ratio on the thick axis, or run without adaptation"
             )
 

@@ -45,13 +45,16 @@ class AdaptSettings:
             lowest one seen (and below the starting weights'); 0 returns the lowest.
         validation_patches: fixed held-back patches per evaluation.
         validate_every: steps between held-back evaluations.
-        region: largest in-plane edge (input voxels) of the training region, centred on the head; bounds the
-            bootstrap pass's time and the memory. 160 rather than 96 gained +0.02 dB on average over seven held-out
+        region: largest in-plane edge of the training region, centred on the head, in voxels of the pairs'
+            spacing (the input's, or the target spacing where ``match_spacing`` resamples: a 0.2 mm scan with a
+            1.25 mm target takes up to ``160 * 6.25`` input voxels); bounds the bootstrap pass's time. 160 rather than 96 gained +0.02 dB on average over seven held-out
             volumes at 3 minutes (``docs/adapt_benchmark.md``): more of the scan to learn from.
         match_spacing: resample in-plane axes finer than the through-plane target spacing (the thick spacing
             divided by ``r``) to that spacing before the pairs are cut, so that the pairs teach the step in mm that
-            the through-plane axis needs (:func:`~.adapt_pairs.to_target_spacing`). Changes nothing for a scan whose in-plane voxels are already that size (1 x 1 x 4 mm at ``r = 4``). Measured at
-            3 minutes: +0.10 dB on IXI002_T2 (0.94 mm in-plane, target 1.25 mm), +0.06 dB on a 0.66 mm prostate.
+            the through-plane axis needs (:func:`~.adapt_pairs.to_target_spacing`). Changes nothing for a scan
+            whose in-plane voxels are already that size (1 x 1 x 4 mm at ``r = 4``); a small field of view is
+            resampled only as far as the pairs still fit. Measured at 3 minutes: +0.09 dB on IXI002_T2 (0.94 mm
+            in-plane, target 1.25 mm), +0.06 dB on a 0.66 mm prostate (``docs/adapt_benchmark.md``).
         slice_thickness: slice thickness in mm when it differs from the thick spacing (a gap between slices);
             ``None`` takes the model's slice profile as it is.
         gap: gap between slices as a fraction of the thick spacing (alternative to ``slice_thickness``).
@@ -99,6 +102,10 @@ class AdaptSettings:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if not isinstance(self.match_spacing, bool):
+            raise ValueError(f"match_spacing must be True or False, got {self.match_spacing!r}")
+        if isinstance(self.holdback_tolerance, bool) or not isinstance(self.holdback_tolerance, (int, float)):
+            raise ValueError(f"holdback_tolerance must be a number in [0, 1), got {self.holdback_tolerance!r}")
         if not 0.0 <= self.holdback_tolerance < 1.0:
             raise ValueError(f"holdback_tolerance must be in [0, 1), got {self.holdback_tolerance}")
         if not 0.0 < self.holdback < 0.5:
