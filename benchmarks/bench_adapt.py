@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--crop", type=float, nargs=3, default=[128, 128, 96],
                         help="largest extent (mm) of the truth kept around the head, per axis (i, j, k)")
     parser.add_argument("--crop-in-voxels", action="store_true",
-                        help="read --crop as voxel counts (the tables before session 13; the same for 1 mm truths)")
+                        help="read --crop as voxel counts (the earlier tables of docs/adapt_benchmark.md; the same for 1 mm truths)")
     parser.add_argument("--noise", type=float, default=0.0)
     parser.add_argument("--sampling", nargs="*", default=["bootstrap"])
     parser.add_argument("--trainable", default=AdaptSettings.trainable, choices=TRAINABLE)

@@ -176,18 +176,14 @@ def adapt_model(
                                settings)
     # The region is counted at the target spacing, so the bootstrap pass costs the same for fine in-plane voxels.
     window = training_region(volume, order, tuple(round(settings.region * f) for f in factors))
-    # A small field of view is resampled only as far as the pairs still fit (``r * low_patch`` voxels long).
-    need = ratio * settings.low_patch
-    factors = tuple(max(1.0, min(f, (w.stop - w.start) / need)) for f, w in zip(factors, window))
     ordered = np.transpose(volume.array, order)[window[0], window[1], :]
     pool = normalizer.normalize(ordered, clip=False)
     from ..processing.masks import foreground_mask
 
     head = np.transpose(foreground_mask(volume), order)[window[0], window[1], :]
-    pool, head = to_target_spacing(pool, head, factors)
+    pool, head = to_target_spacing(pool, head, factors, fit=ratio * settings.low_patch)
 
     network = copy.deepcopy(model.network).to(device)
-
     bootstrap_seconds = 0.0
     t_step = 1
     if settings.sampling == "bootstrap":

@@ -100,21 +100,23 @@ def in_plane_factors(in_plane_spacing: tuple[float, float], target_spacing: floa
                  for s in in_plane_spacing)  # type: ignore[return-value]
 
 
-def to_target_spacing(pool: np.ndarray, head: np.ndarray,
-                      factors: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """``pool`` and its head mask with in-plane axes 0 and 1 made ``factors`` times coarser (axis 2 unchanged).
+def to_target_spacing(pool: np.ndarray, head: np.ndarray, factors: tuple[float, float],
+                      fit: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``pool`` and its head mask with in-plane axes 0 and 1 made ``factors`` times coarser (axis 2 unchanged), but
+    never below ``fit`` voxels (the length of a pair, ``r * low_patch``) where they had at least that many: a small
+    field of view is resampled only as far as the pairs still fit.
 
     The pool is resampled in k-space (:func:`~MRISuperResLib.processing.degradation.fourier_resample`, as the
-    training resamples voxel sizes); the mask is interpolated linearly and kept where that is at least 0.5. Why: the pairs
-    degrade an in-plane axis by ``r`` and learn to undo it. On a 0.66 x 0.66 x 6 mm prostate at ``r = 4`` (target
-    1.5 mm), pairs at the scan's own 0.66 mm would teach 2.7 mm -> 0.66 mm, not the 6 mm -> 1.5 mm the
-    through-plane axis needs.
+    training resamples voxel sizes); the mask is interpolated linearly and kept where that is at least 0.5. Why:
+    the pairs degrade an in-plane axis by ``r`` and learn to undo it. On a 0.66 x 0.66 x 6 mm prostate at
+    ``r = 4`` (target 1.5 mm), pairs at the scan's own 0.66 mm would teach 2.7 mm -> 0.66 mm, not the
+    6 mm -> 1.5 mm the through-plane axis needs.
     """
     from scipy import ndimage
 
     from ..processing.degradation import fourier_resample
 
-    shape = (max(1, round(pool.shape[0] / factors[0])), max(1, round(pool.shape[1] / factors[1])), pool.shape[2])
+    shape = (*(max(min(fit, n), round(n / f)) for n, f in zip(pool.shape[:2], factors)), pool.shape[2])
     if shape == pool.shape:
         return pool, head
     zoom = [m / n for m, n in zip(shape, pool.shape)]

@@ -47,8 +47,9 @@ class AdaptSettings:
         validate_every: steps between held-back evaluations.
         region: largest in-plane edge of the training region, centred on the head, in voxels of the pairs'
             spacing (the input's, or the target spacing where ``match_spacing`` resamples: a 0.2 mm scan with a
-            1.25 mm target takes up to ``160 * 6.25`` input voxels); bounds the bootstrap pass's time. 160 rather than 96 gained +0.02 dB on average over seven held-out
-            volumes at 3 minutes (``docs/adapt_benchmark.md``): more of the scan to learn from.
+            1.25 mm target takes up to ``160 * 6.25`` input voxels); bounds the bootstrap pass's time. 160 rather
+            than 96 gained +0.02 dB on average over seven held-out volumes at 3 minutes
+            (``docs/adapt_benchmark.md``): more of the scan to learn from.
         match_spacing: resample in-plane axes finer than the through-plane target spacing (the thick spacing
             divided by ``r``) to that spacing before the pairs are cut, so that the pairs teach the step in mm that
             the through-plane axis needs (:func:`~.adapt_pairs.to_target_spacing`). Changes nothing for a scan
