@@ -97,6 +97,7 @@ class MRISuperResParameterNode:
     overlap - Fraction of a tile shared with its neighbours.
     uncertainty - Also compute the flip-ensemble uncertainty map.
     maskBackground - Keep the baseline outside the head.
+    projection - Correct the network's output towards the measured input (data-consistency projection).
     adaptToScan - First fine-tune the thick-slice model on the input's own in-plane detail (slower).
     adaptSeconds - Time budget of that adaptation, in seconds.
     reuseOutputs - Update the previous output volumes instead of adding new ones.
@@ -116,6 +117,7 @@ class MRISuperResParameterNode:
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.25
     uncertainty: bool = False
     maskBackground: bool = True
+    projection: bool = True
     adaptToScan: bool = False
     adaptSeconds: Annotated[float, WithinRange(10.0, 3600.0)] = 180.0
     reuseOutputs: bool = False

@@ -15,7 +15,12 @@ Usage (from the repository root, after the recipe's ``mrisuperres train --config
         --default-for isotropic --scale 2 --kind kspace \
         --references MNI152 ../shared/data/pairs/IXI002_T1.nii.gz ../shared/data/pairs/IXI002_T2.nii.gz
 
-``MNI152`` stands for the MNI152 2009 template shipped inside nilearn.
+``MNI152`` stands for the MNI152 2009 template shipped inside nilearn. ``--recard`` re-runs only the held-out
+evaluation of an already shipped model (named by its file or name) and replaces that section of its card and its
+figures, after an engine change that alters its outputs::
+
+    python scripts/ship_model.py --recard edsr3d-x2-brain --scale 2 --kind kspace --crop 160,160,128 \
+        --references ../shared/data/eval ../shared/data/pairs/IXI002_T1.nii.gz ../shared/data/pairs/IXI002_T2.nii.gz MNI152
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from MRISuperResLib.engine.checkpoint import file_checksum, load_model_file, rea
 from MRISuperResLib.engine.model_manifest import (  # noqa: E402
     DEFAULT_KINDS, MANIFEST_NAME, ManifestEntry, mark_default, read_manifest, write_manifest)
 from MRISuperResLib.engine.model_metadata import ModelMetadata  # noqa: E402
-from MRISuperResLib.evaluation.evaluate import VolumeScores, evaluate_files, evaluation_spec, scores_table  # noqa: E402
+from MRISuperResLib.evaluation.evaluate import (  # noqa: E402
+    VolumeScores, evaluate_files, evaluation_spec, expand_references, scores_table)
 from MRISuperResLib.imaging.geometry import format_scale, format_voxel_range, parse_scale  # noqa: E402
 from MRISuperResLib.engine.model_zoo import WEIGHTS_FOLDER  # noqa: E402
 from MRISuperResLib.imaging.samples import mni152_t1_path  # noqa: E402
@@ -71,8 +77,12 @@ LICENCES = {
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="trained model file (runs/<name>/<name>.safetensors)")
-    parser.add_argument("--config", required=True, type=Path, nargs="+",
+    parser.add_argument("model", type=Path, help="trained model file (runs/<name>/<name>.safetensors); with "
+                        "--recard, a shipped model's name or file")
+    parser.add_argument("--recard", action="store_true",
+                        help="do not ship: re-run the held-out evaluation of a shipped model (after an engine change "
+                        "such as a new default) and replace that section of its card and its figures")
+    parser.add_argument("--config", type=Path, nargs="+",
                         help="the training config (the recipe); several for a staged recipe, in order")
     parser.add_argument("--default-for", choices=DEFAULT_KINDS, nargs="*", default=[],
                         help="kinds of scale it becomes the default for (un-marks the previous default)")
@@ -227,23 +237,8 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         f"PSNR {validation.get('psnr', float('nan')):.2f} dB vs B-spline {validation.get('baseline_psnr', float('nan')):.2f} dB, "
         f"SSIM {validation.get('ssim', float('nan')):.4f} vs {validation.get('baseline_ssim', float('nan')):.4f}.",
         "",
-        "## Held-out evaluation",
-        "",
-        "Subjects never seen in training or validation: "
-        + ", ".join(f"`{Path(r).name}`" for r in references)
-        + f". Command: `mrisuperres evaluate <references> --model {meta.name} --scale {format_scale(scale)} "
-        f"--kind {kind} --noise <level>{f' --crop {crop}' if crop else ''}`. The low-resolution input is simulated from each reference with the forward "
-        "model (no bias field); the model runs with its defaults (background masking on); PSNR in dB inside the head "
-        "(whole volume in brackets), SSIM inside the head, consistency NRMSE of the SR against the input.",
-        "",
     ]
-    for noise, scores in results.items():
-        gains = [s.gain for s in scores]
-        ssim_gains = [s.ssim_sr - s.ssim_baseline for s in scores]
-        lines += [f"### k-space noise {noise:g}", "",
-                  scores_table(scores, str(meta.name), scale).split("\n", 2)[2], "",
-                  f"Gain over B-spline: mean {np.mean(gains):+.2f} dB (min {min(gains):+.2f}, max {max(gains):+.2f}); "
-                  f"SSIM gain mean {np.mean(ssim_gains):+.4f} (min {min(ssim_gains):+.4f}).", ""]
+    lines += evaluation_section(str(meta.name), scale, kind, results, references, crop)
     threshold = consistency.get("threshold")
     lines += [
         "## Trust",
@@ -274,18 +269,69 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
     return "\n".join(lines)
 
 
+def evaluation_section(name: str, scale, kind: str, results: dict[float, list[VolumeScores]], references: list[str],
+                       crop: str | None = None) -> list[str]:
+    """The card's "Held-out evaluation" section (its lines, ending with a blank one)."""
+    lines = [
+        "## Held-out evaluation",
+        "",
+        "Subjects never seen in training or validation: "
+        + ", ".join(f"`{Path(r).name}`" for r in references)
+        + f". Command: `mrisuperres evaluate <references> --model {name} --scale {format_scale(scale)} "
+        f"--kind {kind} --noise <level>{f' --crop {crop}' if crop else ''}`. The low-resolution input is simulated "
+        "from each reference with the forward model (no bias field); the model runs with its defaults (background "
+        "masking on, data-consistency projection on); PSNR in dB inside the head (whole volume in brackets), SSIM "
+        "inside the head, consistency NRMSE of the network's output against the input.",
+        "",
+    ]
+    for noise, scores in results.items():
+        gains = [s.gain for s in scores]
+        ssim_gains = [s.ssim_sr - s.ssim_baseline for s in scores]
+        lines += [f"### k-space noise {noise:g}", "",
+                  scores_table(scores, name, scale).split("\n", 2)[2], "",
+                  f"Gain over B-spline: mean {np.mean(gains):+.2f} dB (min {min(gains):+.2f}, max {max(gains):+.2f}); "
+                  f"SSIM gain mean {np.mean(ssim_gains):+.4f} (min {min(ssim_gains):+.4f}).", ""]
+    return lines
+
+
+def recard(path: Path, results: dict[float, list[VolumeScores]], scale, kind: str, references: list[str],
+           crop: str | None = None) -> str:
+    """The shipped model's card with its "Held-out evaluation" section replaced by ``results`` (the rest, written
+    when it was shipped, is kept)."""
+    text = path.with_suffix(".md").read_text()
+    start, end = text.index("## Held-out evaluation"), text.index("## Trust")
+    meta = ModelMetadata.from_header(read_metadata(path))
+    section = "\n".join(evaluation_section(str(meta.name), scale, kind, results, references, crop))
+    today = datetime.date.today().isoformat()
+    tail = text[end:].rstrip("\n") + f"\n- Held-out evaluation re-run {today} by `scripts/ship_model.py --recard`.\n"
+    return text[:start] + section + "\n" + tail
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     scale = parse_scale(args.scale)
-    references = [str(mni152_t1_path()) if r == "MNI152" else r for r in args.references]
+    references = [str(path) for path in expand_references(
+        [str(mni152_t1_path()) if r == "MNI152" else r for r in args.references])]
     crop = tuple(int(v) for v in args.crop.split(",")) if args.crop else None
     voxel_mm = tuple(float(v) for v in args.voxel_mm.split(",")) if args.voxel_mm else None
-    shipped = ship(args.model, args.default_for, voxel_mm)  # type: ignore[arg-type]
+    if args.recard:
+        shipped = WEIGHTS_FOLDER / f"{Path(args.model).stem}.safetensors"
+        if not shipped.is_file():
+            print(f"error: {shipped} is not a shipped model", file=sys.stderr)
+            return 2
+    elif not args.config:
+        print("error: --config is required to ship a model (the recipe for its card)", file=sys.stderr)
+        return 2
+    else:
+        shipped = ship(args.model, args.default_for, voxel_mm)  # type: ignore[arg-type]
     figures = args.figures / shipped.stem
     figures.mkdir(parents=True, exist_ok=True)
     results = evaluate(shipped, references, scale, args.kind, args.noise, args.threads, figures, crop)  # type: ignore[arg-type]
-    text = card(shipped, [c.resolve() for c in args.config], scale, args.kind, results, references, args.training_time,
-                args.data_note, args.crop)
+    if args.recard:
+        text = recard(shipped, results, scale, args.kind, references, args.crop)
+    else:
+        text = card(shipped, [c.resolve() for c in args.config], scale, args.kind, results, references,
+                    args.training_time, args.data_note, args.crop)
     shipped.with_suffix(".md").write_text(text)
     print(shipped, shipped.with_suffix(".md"))
     return 0

@@ -248,7 +248,7 @@ def test_completion_state(model, tmp_path, capsys):
     items = plan_cohort([scans], out)
     item = items[0]
     digest = input_sha256(item.input)
-    options = {"scale": "2", "mask_background": False, "flip_ensemble": False, "keep_dtype": False,
+    options = {"scale": "2", "mask_background": False, "flip_ensemble": False, "projection": None, "keep_dtype": False,
                "overlap": 0.0, "outputs": ["sr"]}
     assert completion_state(item, digest, "x", options) == "absent"
     assert run_main(capsys, "enhance", scans, out, "--model", model, "--quiet")[0] == 0

@@ -65,7 +65,7 @@ def test_flip_ensemble_of_an_untrained_model_is_certain(small_real_volume: Volum
     volume = Volume(crop, Grid(crop.shape, grid.spacing, tuple(grid.physical_points(np.array([8.0, 10.0, 8.0]))),
                                grid.direction))
     untrained = make_tiny_model(tmp_path / "untrained.safetensors", random_tail=False)  # output = B-spline
-    result = enhance_volume(volume, str(untrained), 2, device="cpu", uncertainty=True)
+    result = enhance_volume(volume, str(untrained), 2, device="cpu", uncertainty=True, projection=False)
     assert np.all(result.uncertainty.array == 0)
     np.testing.assert_array_equal(result.sr.array, result.baseline.array)
 

@@ -156,3 +156,22 @@ def test_ship_model_lists_the_model_and_moves_the_default(tmp_path: Path, monkey
     assert "default_for" not in header and header["mask_background"] is True  # the default is the manifest's
     assert resolve_model("default", (2.0, 2.0, 2.0)).name == "new-x2"
     assert resolve_model("default", (1.0, 4.0, 1.0)).name == "thick-x4"
+
+
+def test_recard_replaces_only_the_held_out_evaluation(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("ship_model", ROOT / "scripts" / "ship_model.py")
+    ship_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_model)
+    from MRISuperResLib.evaluation.evaluate import VolumeScores
+
+    model = make_tiny_model(tmp_path / "tiny-x2.safetensors")
+    model.with_suffix(".md").write_text("# Model card\n\nIntro.\n\n## Held-out evaluation\n\nOld table.\n\n"
+                                        "## Trust\n\n- Threshold.\n\n## Limits\n\n- Card written earlier.\n")
+    scores = [VolumeScores("a.nii.gz", 30.0, 28.0, 31.0, 29.0, 0.9, 0.85, 0.01, psnr_zerofill=28.5,
+                           ssim_zerofill=0.86, condition="kspace, noise 0", noise=0.0)]
+    text = ship_model.recard(model, {0.0: scores}, (2.0, 2.0, 2.0), "kspace", ["a.nii.gz"], "160,160,128")
+    assert text.startswith("# Model card\n\nIntro.\n\n## Held-out evaluation\n") and "Old table." not in text
+    assert "data-consistency projection on" in text and "--crop 160,160,128" in text
+    assert "Gain over B-spline: mean +2.00 dB" in text
+    assert text.index("## Trust") > text.index("### k-space noise 0") and "- Threshold." in text
+    assert text.rstrip().endswith("by `scripts/ship_model.py --recard`.")

@@ -64,7 +64,7 @@ def test_options_survive_the_command_line_both_ways(argv: list[str]) -> None:
     options = EnhanceOptions.from_namespace(parser().parse_args(argv))
     assert EnhanceOptions.from_namespace(parser().parse_args(options.to_argv())) == options
     assert set(options.engine_kwargs()) == {"device", "tile", "overlap", "threads", "keep_dtype",
-                                            "mask_background", "flip_ensemble"}
+                                            "mask_background", "flip_ensemble", "projection"}
 
 
 def test_to_argv_says_device_and_overlap_and_leaves_other_defaults_out() -> None:
@@ -91,13 +91,13 @@ def parameter_defaults() -> dict[str, object]:
 def test_the_panels_parameter_node_gives_the_options() -> None:
     values = parameter_defaults()
     options = EnhanceOptions.from_parameters(SimpleNamespace(**values))
-    assert options == EnhanceOptions(device="auto", tile=None, overlap=0.25, mask_background=True)
-    values.update(tileSize=48, device="cpu", maskBackground=False)
+    assert options == EnhanceOptions(device="auto", tile=None, overlap=0.25, mask_background=True, projection=True)
+    values.update(tileSize=48, device="cpu", maskBackground=False, projection=False)
     assert EnhanceOptions.from_parameters(SimpleNamespace(**values)).to_argv() == [
-        "--device", "cpu", "--no-mask-background", "--tile", "48", "--overlap", "0.25"]
+        "--device", "cpu", "--no-mask-background", "--no-projection", "--tile", "48", "--overlap", "0.25"]
 
 
 def test_only_the_options_that_change_voxels_are_recorded() -> None:
     options = EnhanceOptions(device="cuda", tile=32, threads=2, overlap=0.25, flip_ensemble=True)
-    assert options.recorded() == {"flip_ensemble": True, "mask_background": None, "overlap": 0.25,
-                                  "keep_dtype": False}
+    assert options.recorded() == {"flip_ensemble": True, "mask_background": None, "projection": None,
+                                  "overlap": 0.25, "keep_dtype": False}

@@ -38,6 +38,9 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch [torch's default]")
     parser.add_argument("--flip-ensemble", action="store_true",
                         help="average the network over the 8 flips of each input (test-time ensemble, 8 passes)")
+    parser.add_argument("--no-projection", dest="projection", action="store_false",
+                        help="score the network's output without the data-consistency projection (on by default, as "
+                        "in enhance)")
     parser.add_argument("--context", metavar="NAME=VALUE,...",
                         help="conditioning values for a model conditioned on a context (the same for every reference)")
     parser.add_argument("--labels", nargs="+", metavar="LABELS",
@@ -160,7 +163,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             on_scored=None if args.quiet else _report_progress, crop=crop, exclusions=exclusions,
                             device=args.device,
                             threads=args.threads, flip_ensemble=args.flip_ensemble, context=args.context,
-                            adapt=adapt)
+                            adapt=adapt, projection=args.projection)
     table = scores_table(scores, model.name, scale)
     if adapt is not None:
         budget = " and ".join(part for part in (f"{adapt.seconds:g} s" if adapt.seconds is not None else "",
@@ -168,6 +171,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         table += (f"\n\nSR: the model adapted to each input before enhancing it ({budget}, whichever ended first; "
                   f"seed {adapt.seed}; " + ("every layer" if adapt.trainable == "all" else "the upsampler and output "
                                            "layer") + " trained).")
+    if not args.projection:
+        table += "\n\nSR: the network's output without the data-consistency projection (--no-projection)."
     if args.segment == "tissue3":
         table += ("\n\nDICE labels of --segment tissue3: intensity classes 1 to 3 of the reference inside the head "
                   "mask, darkest first (in a T1w brain: CSF, grey matter, white matter).")

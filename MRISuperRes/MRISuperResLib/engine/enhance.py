@@ -1,12 +1,15 @@
 """Enhance: a low-resolution volume in, a super-resolved volume and its companions out.
 
 Data flow: input -> checks -> clipped-percentile normalisation -> tiled network on the best device ->
-de-normalisation (plus the B-spline baseline for residual models) -> the output maps of :mod:`.outputs`:
+de-normalisation (plus the B-spline baseline for residual models) -> data-consistency projection
+(:mod:`..processing.projection`: the network's output is corrected towards what the scanner measured) -> the output
+maps of :mod:`.outputs`:
 
 * ``sr``: the super-resolved volume on the cell-centred fine grid;
 * ``baseline``: cubic B-spline upsampling of the input on the same grid;
 * ``difference``: ``sr - baseline`` (what the network added);
-* ``consistency``: on the input grid, ``|degrade(sr) - input|`` with the model's forward model, and its score;
+* ``consistency``: on the input grid, ``|degrade(network output) - input|`` with the model's forward model, and its
+  score (the network's disagreement with the measured data, before the projection below);
 * ``uncertainty`` (on request): the spread of the test-time flip ensemble.
 
 The input volume is never modified. Every output carries provenance in its metadata.
@@ -28,7 +31,8 @@ from .. import models
 from .checkpoint import LoadedModel
 from .conditioning import context_for_model, slice_positions
 from ..processing.consistency import consistency_report
-from ..processing.degradation import DegradationSpec
+from ..processing.degradation import DegradationSpec, degrade
+from ..processing.projection import project
 from .device import select_device
 from ..errors import InputError, ModelError
 from ..imaging.geometry import (
@@ -107,6 +111,7 @@ def enhance_volume(
     uncertainty: bool = False,
     flip_ensemble: bool = False,
     mask_background: bool | None = None,
+    projection: bool | None = None,
     source_name: str = "input",
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
@@ -134,6 +139,10 @@ def enhance_volume(
         mask_background: outside the head (foreground mask of the input), keep the B-spline baseline so the
             network adds nothing there. ``None`` follows the model (its metadata's ``mask_background``: on for the
             shipped brain models, whose training taught them to clean the background), else off.
+        projection: correct the network's output towards the measured data under the model's forward model
+            (:func:`~..processing.projection.project`, weighted against the input's noise); with ``mask_background``
+            only inside the head. ``None`` (default) and ``True``: on; ``False``: the network's output as it is.
+            The consistency map and score describe the network's output before the projection.
         source_name: the input's name, for messages and provenance.
         progress: ``(fraction, stage text)`` callback.
         cancel: polled between tiles; returning true raises :class:`~MRISuperResLib.errors.CancelledError`.
@@ -276,6 +285,22 @@ def enhance_volume(
         sr_array = baseline.array + network_output * np.float32(normalizer.scale)
     else:
         sr_array = normalizer.denormalize(network_output)
+    del network_output
+    sr_report, projection_report = None, None
+    if consistency or projection is not False:
+        from scipy import fft
+
+        stage = time.perf_counter()
+        report(0.9, "projecting onto the measured data" if projection is not False else "checking consistency")
+        with fft.set_workers(torch.get_num_threads()):  # the FFTs of one volume on the threads torch was given
+            predicted = degrade(sr_array, volume.shape, degradation, np.float32)
+            if consistency:
+                sr_report = consistency_report(sr_array, volume.array, degradation, normalizer.scale, predicted)
+            if projection is not False:
+                sr_array, projection_report = project(sr_array, volume.array, degradation, normalizer.scale,
+                                                      inside=inside, predicted=predicted)
+            del predicted
+        timings["projection" if projection is not False else "consistency"] = time.perf_counter() - stage
     # Never hand back a result with NaN or infinite voxels (a broken model, or arithmetic that overflowed); checked
     # before --keep-dtype's cast, which would turn them into arbitrary integers.
     check_finite_output(sr_array, source_name)
@@ -287,17 +312,10 @@ def enhance_volume(
     if early_output is not None:
         early_output("difference", difference_output)
 
-    stage = time.perf_counter()
-    report(0.92, "checking consistency")
     consistency_volume, score, baseline_score = None, float("nan"), float("nan")
-    if baseline_report is not None:
-        from scipy import fft
-
-        with fft.set_workers(torch.get_num_threads()):  # the FFTs of one volume on the threads torch was given
-            sr_report = consistency_report(sr_array, volume.array, degradation, normalizer.scale)
+    if baseline_report is not None and sr_report is not None:
         consistency_volume = volume.with_array(sr_report.map)
         score, baseline_score = sr_report.nrmse, baseline_report.nrmse
-    timings["consistency"] = time.perf_counter() - stage
 
     maps = {"sr": sr_output, "baseline": baseline, "difference": difference_output}
     if consistency_volume is not None:
@@ -316,6 +334,7 @@ def enhance_volume(
         ensemble_passes=len(flips),
         warnings=warnings,
         adaptation=adaptation,
+        projection=projection_report,
     )
     consistency_warning = result.consistency_warning()
     if consistency_warning:

@@ -47,6 +47,7 @@ class EnhanceOptions:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         flip_ensemble: average the network over the 8 flips of the input (8 passes).
         mask_background: keep the B-spline baseline outside the head; ``None`` follows the model's card.
+        projection: the data-consistency projection of the network's output; ``None`` (default): on.
         tile: tile edge in input voxels; ``None`` chooses from free memory.
         overlap: tile overlap fraction in ``[0, 1)``.
         threads: CPU threads for torch; ``None`` keeps torch's default.
@@ -61,6 +62,10 @@ class EnhanceOptions:
         None, "--mask-background", "keep the B-spline baseline outside the head, so the network adds nothing there "
         "[default: as the model's card says; on for the shipped models]",
         negative=("--no-mask-background", "let the network change the background too"), recorded=True)
+    projection: bool | None = _option(
+        None, "--projection", "correct the network's output towards the measured input under the model's forward "
+        "model, weighted against the input's noise (data-consistency projection) [default: on]",
+        negative=("--no-projection", "write the network's output as it is"), recorded=True)
     tile: int | None = _option(None, "--tile", "tile edge in input voxels [auto from free memory]", kind=int,
                                metavar="N", parameter="tileSize", from_parameter=lambda value: int(value) or None)
     overlap: float = _option(

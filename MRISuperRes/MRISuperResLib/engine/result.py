@@ -33,9 +33,11 @@ class EnhanceResult:
             * ``sr``: super-resolved volume (input units; float32, or the input's dtype with ``keep_dtype``);
             * ``baseline``: cubic B-spline upsampling of the input on the same grid (float32);
             * ``difference``: ``sr - baseline`` (float32);
-            * ``consistency``: ``|degrade(sr) - input|`` on the input grid (float32);
+            * ``consistency``: ``|degrade(network output) - input|`` on the input grid (float32), the network's
+              disagreement with the input before the data-consistency projection;
             * ``uncertainty``: standard deviation of the flip ensemble on the fine grid (float32).
-        consistency_nrmse: RMS disagreement / normalisation range (unitless); ``nan`` when not computed.
+        consistency_nrmse: RMS disagreement / normalisation range (unitless) of the network's output; ``nan`` when
+            not computed.
         baseline_consistency_nrmse: the same score for the baseline, as a reference.
         scale: per-axis scale used.
         input_shape: shape of the input volume ``(i, j, k)``.
@@ -48,6 +50,8 @@ class EnhanceResult:
         warnings: messages for the user (device fallback, label-map-like input).
         paths: written files by role, filled by :func:`enhance_file`.
         adaptation: the :class:`~.adapt.AdaptationReport` when the model was adapted to this input, else ``None``.
+        projection: the :class:`~..processing.projection.ProjectionReport` of the data-consistency projection,
+            ``None`` when it was turned off.
     """
 
     maps: dict[str, Volume]
@@ -63,6 +67,7 @@ class EnhanceResult:
     warnings: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)
     adaptation: Any = None
+    projection: Any = None
 
     def __getattr__(self, name: str) -> Volume | None:
         # Only reached when normal lookup fails: a map's key reads its volume (None when not computed).
@@ -134,6 +139,7 @@ class EnhanceResult:
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
             "outputs": dict(self.paths),
+            "projection": self.projection.summary() if self.projection is not None else None,
             **({"adaptation": self.adaptation.summary()} if self.adaptation is not None else {}),
         }
 

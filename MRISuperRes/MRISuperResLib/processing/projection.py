@@ -1,0 +1,146 @@
+"""Data-consistency projection: correct a super-resolved volume so that it agrees with what the scanner measured.
+
+The network's output ``x`` (fine grid) is degraded with the model's own forward model ``A`` (:mod:`.degradation`)
+back onto the input grid; the residual ``r = y - A x`` against the measured input ``y`` is what the output fails to
+explain. The projection adds the minimum-norm fine-grid correction that explains it::
+
+    x' = x + A+ W r
+
+``A`` is separable (one matrix per axis, the forward model applied to the identity), so its Moore-Penrose
+pseudoinverse ``A+`` is the product of the per-axis pseudoinverses: for k-space truncation it is zero-filling,
+for a box slice profile it spreads each thick slice's residual over the thin slices it covers. With ``W = 1`` the
+result explains the input exactly (``A x' = y``) and, when the input is noise-free and follows the forward model, it
+is never further from the truth than ``x`` (an orthogonal projection onto a set that holds the truth; iterative
+back-projection, Irani and Peleg 1991).
+
+A noisy input is not the truth's image under ``A``, and re-imposing its noise undoes the denoising the network
+learned. ``W`` is therefore a Wiener-like weight per shell of spatial frequency of the residual (the soft data
+consistency of Schlemper et al., IEEE TMI 2018, with the noise level estimated, not given): a shell whose residual
+power ``P`` is close to the noise floor ``s2`` gets weight ``max(0, 1 - s2 / P)``. The floor is taken from the
+residual's highest shell, where the network's remaining error is smallest and the noise is what is left,
+times :data:`NOISE_FLOOR_FACTOR`. Noise-free inputs keep weights near 1 in the shells where the network's error is
+large.
+
+Arrays are indexed ``[i, j, k]``; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .degradation import DegradationSpec, degrade
+from .degradation.base import ForwardModel
+
+#: Number of shells of spatial frequency (radius in cycles per voxel, all axes alike) the residual's weights use.
+SHELLS = 12
+
+#: The noise floor is this fraction of the residual's power in its highest-frequency shell (chosen on the
+#: validation volumes of the training set; see docs/projection.md).
+NOISE_FLOOR_FACTOR = 0.5
+
+
+@dataclass(frozen=True)
+class ProjectionReport:
+    """What a projection did.
+
+    Attributes:
+        weights: the weight of each frequency shell, lowest first (``SHELLS`` values in ``[0, 1]``).
+        nrmse_before: RMS of the residual ``y - A x`` divided by ``intensity_range`` (the consistency score of
+            the network's output).
+        nrmse_after: the same for the projected volume.
+    """
+
+    weights: tuple[float, ...]
+    nrmse_before: float
+    nrmse_after: float
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready values."""
+        return {"shell_weights": [round(w, 4) for w in self.weights], "nrmse_before": self.nrmse_before,
+                "nrmse_after": self.nrmse_after}
+
+
+def shell_index(shape: tuple[int, ...], shells: int = SHELLS) -> np.ndarray:
+    """The frequency shell of every FFT bin of an array of ``shape`` (integers ``0 .. shells - 1``): the radius
+    ``sqrt(sum (f_a)^2)`` with ``f_a`` in cycles per voxel along axis ``a``, split evenly up to its maximum."""
+    grids = np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij", sparse=True)
+    radius = np.sqrt(sum(g ** 2 for g in grids))
+    top = float(radius.max()) or 1.0
+    return np.minimum((radius / top * shells).astype(np.intp), shells - 1)
+
+
+def shell_weights(residual: np.ndarray, factor: float = NOISE_FLOOR_FACTOR,
+                  shells: int = SHELLS) -> tuple[np.ndarray, np.ndarray]:
+    """Weight each frequency shell of ``residual`` by ``max(0, 1 - s2 / P)``.
+
+    Args:
+        residual: ``y - A x`` on the input grid ``[i, j, k]``.
+        factor: the noise floor ``s2`` as a fraction of the power in the highest shell; 0 gives weight 1 everywhere.
+
+    Returns:
+        ``(weighted residual (float64, residual's shape), weights per shell)``.
+    """
+    spectrum = np.fft.fftn(residual, norm="ortho")
+    index = shell_index(residual.shape, shells)
+    counts = np.bincount(index.ravel(), minlength=shells)
+    power = np.bincount(index.ravel(), np.abs(spectrum.ravel()) ** 2, shells) / np.maximum(counts, 1)
+    floor = factor * power[-1]
+    weights = np.where(power > 0, np.clip(1.0 - floor / np.where(power > 0, power, 1.0), 0.0, 1.0), 1.0)
+    return np.real(np.fft.ifftn(spectrum * weights[index], norm="ortho")), weights
+
+
+@lru_cache(maxsize=16)
+def axis_pseudoinverse(model: ForwardModel, fine: int, coarse: int) -> np.ndarray:
+    """``(fine, coarse)`` float32 Moore-Penrose pseudoinverse of the forward model's ``(coarse, fine)`` matrix
+    along one axis (the model applied to the identity)."""
+    matrix = model.degrade_axis(np.eye(fine), coarse, 0)
+    return np.linalg.pinv(matrix).astype(np.float32)
+
+
+def back_project(residual: np.ndarray, fine_shape: tuple[int, int, int], spec: DegradationSpec) -> np.ndarray:
+    """``A+ residual``: the minimum-norm fine-grid volume whose forward model is ``residual``; float32 of
+    ``fine_shape``."""
+    result = np.asarray(residual, dtype=np.float32)
+    for axis, model in enumerate(spec.models):
+        if result.shape[axis] != fine_shape[axis]:
+            inverse = axis_pseudoinverse(model, int(fine_shape[axis]), int(result.shape[axis]))
+            result = np.moveaxis(np.tensordot(inverse, result, axes=([1], [axis])), 0, axis)
+    return np.ascontiguousarray(result, dtype=np.float32)
+
+
+def project(fine: np.ndarray, measured: np.ndarray, spec: DegradationSpec, intensity_range: float, *,
+            factor: float = NOISE_FLOOR_FACTOR, inside: np.ndarray | None = None,
+            predicted: np.ndarray | None = None) -> tuple[np.ndarray, ProjectionReport]:
+    """Project ``fine`` towards agreement with ``measured`` under ``spec``'s forward model.
+
+    Args:
+        fine: the super-resolved volume ``[i, j, k]`` on the fine grid (intensity units).
+        measured: the input on the coarse grid.
+        spec: the model's forward model (noise and bias ignored).
+        intensity_range: the input's normalisation range, for the scores.
+        factor: the noise floor factor (see :func:`shell_weights`; 0: the exact projection).
+        inside: a boolean mask on the fine grid; the correction is applied only there (the background outside the
+            head stays as it was), ``None``: everywhere.
+        predicted: ``degrade(fine)`` when already computed (the consistency check makes it).
+
+    Returns:
+        ``(projected volume, float32 of fine's shape; report)``.
+
+    Raises:
+        ValueError: ``measured`` is larger than ``fine`` along an axis.
+    """
+    if predicted is None:
+        predicted = degrade(fine, measured.shape, spec, np.float32)
+    residual = measured.astype(np.float64) - predicted
+    weighted, weights = shell_weights(residual, factor)
+    correction = back_project(weighted, fine.shape, spec)
+    if inside is not None:
+        correction *= inside
+    projected = (fine + correction).astype(np.float32)
+    after = measured.astype(np.float64) - degrade(projected, measured.shape, spec, np.float32)
+    before_score = float(np.sqrt(np.mean(np.square(residual))) / intensity_range)
+    after_score = float(np.sqrt(np.mean(np.square(after))) / intensity_range)
+    return projected, ProjectionReport(tuple(float(w) for w in weights), before_score, after_score)
