@@ -7,15 +7,16 @@ user would, on a synthetic brain-like input (``--size``^3 at 2 mm, float32 NIfTI
 splits the process's wall time into:
 
 * start-up: process start until the engine begins (imports, argument parsing, model file read) =
-  wall - (load + network + baseline wait + mask + consistency + write);
+  wall - (load + network + baseline wait + mask + projection + consistency + write);
 * inside start-up, ``read`` and ``head mask`` (the input read and checked, its head mask computed and carried onto
   the fine grid): the command line does them while torch loads on another thread, so they are shown but not
   added; ``import wait`` is how long the run still waited for torch after them;
 * the stages the run reports in its ``timings_s`` after that (``load``, ``inference`` = the network with its
   tiling, ``baseline_wait`` = how long the run still waited after the network for the B-spline baseline, which is
   made beside the network on an idle-priority thread together with its consistency score and file, ``mask`` =
-  keeping the baseline outside the head, ``consistency`` = the result's consistency map, ``write`` = what was left
-  of writing after that).
+  keeping the baseline outside the head, ``projection`` = the data-consistency projection with the network's
+  consistency map (``consistency`` alone with ``--no-projection``), ``write`` = what was left of writing after
+  that).
 
 It also times ``mrisuperres --help`` and ``mrisuperres models`` (start-up only) and the bare imports of torch and
 MONAI for reference. Each command runs ``--repeats`` times; the table shows the fastest run.
@@ -108,7 +109,7 @@ def main() -> None:
         summary = json.loads(stdout)
         timings = summary["timings_s"]
         stages = {key: float(timings.get(key, 0.0)) for key in ("load", "inference", "baseline_wait", "mask",
-                                                              "consistency", "write")}
+                                                              "projection", "consistency", "write")}
         overlapped = {key: float(timings.get(key, 0.0)) for key in ("read", "head_mask", "import_wait")}
         during_network = float(timings.get("baseline", 0.0))
         stages = {"start-up": wall - sum(stages.values()), **stages}
@@ -119,7 +120,10 @@ def main() -> None:
     print(f"\n`mrisuperres enhance` {args.size}^3 x2 with --companions ({summary['device']}): wall {wall:.2f} s\n")
     print("| stage | s | share of wall |\n|---|---|---|")
     for stage, seconds in stages.items():
-        label = {"inference": "network", "mask": "background mask", "baseline_wait": "baseline wait"}.get(stage, stage)
+        if stage == "consistency" and seconds == 0.0 and stages.get("projection"):
+            continue  # measured inside the projection
+        label = {"inference": "network", "mask": "background mask", "baseline_wait": "baseline wait",
+                 "projection": "data-consistency projection and consistency map"}.get(stage, stage)
         print(f"| {label} | {seconds:.2f} | {100 * seconds / wall:.1f} % |")
         if stage == "start-up":
             for key, inner in overlapped.items():

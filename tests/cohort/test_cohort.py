@@ -248,7 +248,7 @@ def test_completion_state(model, tmp_path, capsys):
     items = plan_cohort([scans], out)
     item = items[0]
     digest = input_sha256(item.input)
-    options = {"scale": "2", "mask_background": False, "flip_ensemble": False, "projection": None, "keep_dtype": False,
+    options = {"scale": "2", "mask_background": False, "flip_ensemble": False, "projection": True, "keep_dtype": False,
                "overlap": 0.0, "outputs": ["sr"]}
     assert completion_state(item, digest, "x", options) == "absent"
     assert run_main(capsys, "enhance", scans, out, "--model", model, "--quiet")[0] == 0
@@ -256,6 +256,8 @@ def test_completion_state(model, tmp_path, capsys):
     assert completion_state(item, digest, sha, options) == "complete"
     assert completion_state(item, digest, "0" * 64, options) == "foreign"
     assert completion_state(item, digest, sha, {**options, "scale": "3"}) == "foreign"
+    # The default run recorded projection on: --projection resumes it, --no-projection is another job.
+    assert completion_state(item, digest, sha, {**options, "projection": False}) == "foreign"
     assert completion_state(item, "0" * 64, sha, options) == "foreign"
     assert completion_state(item, digest, sha, options, sidecar=False) == "foreign"
 

@@ -101,11 +101,14 @@ def job_options(model: LoadedModel, scale: Scale, options: Mapping[str, Any]) ->
     """The options that change an output's voxels, as recorded in its sidecar and compared on resume.
 
     Those :meth:`~..engine.options.EnhanceOptions.recorded` names: device, tile size and threads are left out,
-    they change the speed, not the result (tiles join exactly). ``mask_background=None`` is resolved to the model's default so that the record says what ran.
+    they change the speed, not the result (tiles join exactly). ``mask_background=None`` is resolved to the model's
+    default and ``projection=None`` to ``True`` (the engine's default), so that the record says what ran.
     """
     recorded = EnhanceOptions.split(options)[0].recorded()
     if recorded.get("mask_background") is None:
         recorded["mask_background"] = bool(model.metadata.mask_background)
+    if "projection" in recorded and recorded["projection"] is None:
+        recorded["projection"] = True
     return {"scale": format_scale(scale), **recorded}
 
 

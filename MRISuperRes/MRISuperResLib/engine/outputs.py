@@ -77,7 +77,8 @@ DIFFERENCE = OutputMap("difference", "difference", "difference", "fine", "Diverg
                        optional=False, companion=True, help="also write SR minus baseline here",
                        process_file="difference.nrrd")
 CONSISTENCY = OutputMap("consistency", "consistency", "consistency", "input", "Inferno", signed=False, optional=False,
-                        companion=True, help="also write |degrade(SR) - input| on the input grid here",
+                        companion=True, help="also write |degrade(network output) - input| on the input grid here (the "
+                        "network's disagreement with the measured data, before the data-consistency projection)",
                         process_file="consistency.nrrd")
 UNCERTAINTY = OutputMap("uncertainty", "uncertainty", "uncertainty", "fine", "Viridis", signed=False, optional=True,
                         companion=False, help="also write the spread of a test-time flip ensemble here (8 passes; the "

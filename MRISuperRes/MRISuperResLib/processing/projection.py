@@ -16,10 +16,12 @@ back-projection, Irani and Peleg 1991).
 A noisy input is not the truth's image under ``A``, and re-imposing its noise undoes the denoising the network
 learned. ``W`` is therefore a Wiener-like weight per shell of spatial frequency of the residual (the soft data
 consistency of Schlemper et al., IEEE TMI 2018, with the noise level estimated, not given): a shell whose residual
-power ``P`` is close to the noise floor ``s2`` gets weight ``max(0, 1 - s2 / P)``. The floor is taken from the
-residual's highest shell, where the network's remaining error is smallest and the noise is what is left,
-times :data:`NOISE_FLOOR_FACTOR`. Noise-free inputs keep weights near 1 in the shells where the network's error is
-large.
+power ``P`` is close to the noise floor ``s2`` gets weight ``max(0, 1 - s2 / P)``. The floor is the smaller of two
+bounds on the noise: :data:`NOISE_FLOOR_FACTOR` times the residual's power in its highest shell (where the
+network's remaining error is smallest and the noise is what is left), and the noise power measured in the input's
+background outside the head (:func:`background_noise_power`; a magnitude image's air is Rayleigh noise of the same
+``sigma``), when the input has a background that was not zeroed. Noise-free inputs keep weights near 1 in the
+shells where the network's error is large.
 
 Arrays are indexed ``[i, j, k]``; nothing here imports torch.
 """
@@ -42,12 +44,24 @@ SHELLS = 12
 NOISE_FLOOR_FACTOR = 0.5
 
 
+#: Residual values farther than this many robust standard deviations (1.4826 x the median absolute deviation) from
+#: its median are clipped there before the shells' power is measured.
+OUTLIER_MADS = 8.0
+
+#: Background voxels needed for a noise estimate, and the largest share of them that may be exactly zero (a zeroed
+#: background, as in skull-stripped or masked data, says nothing about the noise).
+MIN_BACKGROUND_VOXELS = 1000
+MAX_ZERO_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class ProjectionReport:
     """What a projection did.
 
     Attributes:
         weights: the weight of each frequency shell, lowest first (``SHELLS`` values in ``[0, 1]``).
+        background_sigma: the noise standard deviation measured in the input's background (intensity units), or
+            ``None`` when the input has no usable background.
         nrmse_before: RMS of the residual ``y - A x`` divided by ``intensity_range`` (the consistency score of
             the network's output).
         nrmse_after: the same for the projected volume.
@@ -56,11 +70,39 @@ class ProjectionReport:
     weights: tuple[float, ...]
     nrmse_before: float
     nrmse_after: float
+    background_sigma: float | None = None
 
     def summary(self) -> dict[str, object]:
         """JSON-ready values."""
         return {"shell_weights": [round(w, 4) for w in self.weights], "nrmse_before": self.nrmse_before,
-                "nrmse_after": self.nrmse_after}
+                "nrmse_after": self.nrmse_after, "background_sigma": self.background_sigma}
+
+
+def background_noise_power(measured: np.ndarray, head: np.ndarray, spacing: tuple[float, ...],
+                           margin_mm: float = 5.0) -> float | None:
+    """The noise power ``sigma^2`` (per voxel, intensity units squared) of the input, from its background.
+
+    Outside the head mask dilated by ``margin_mm``, a magnitude image holds Rayleigh noise whose mean square is
+    ``2 sigma^2`` (``sigma``: the standard deviation of each of the real and imaginary parts, which is the noise of
+    the bright tissue too); with negative values the background is taken as zero-mean Gaussian noise (mean square
+    ``sigma^2``).
+
+    Args:
+        measured: the input ``[i, j, k]``.
+        head: its head mask (boolean, same shape).
+        spacing: voxel size (mm) along ``i, j, k``.
+
+    Returns:
+        ``sigma^2``, or ``None`` when fewer than :data:`MIN_BACKGROUND_VOXELS` background voxels remain or more
+        than :data:`MAX_ZERO_SHARE` of them are exactly zero (a zeroed background).
+    """
+    from .masks import dilate  # SimpleITK's import is left to the runs that need it
+
+    background = measured[~dilate(head, spacing, margin_mm)].astype(np.float64)
+    if background.size < MIN_BACKGROUND_VOXELS or np.mean(background == 0) > MAX_ZERO_SHARE:
+        return None
+    mean_square = float(np.mean(np.square(background)))
+    return mean_square if background.min() < 0 else mean_square / 2.0
 
 
 def shell_index(shape: tuple[int, ...], shells: int = SHELLS) -> np.ndarray:
@@ -72,13 +114,15 @@ def shell_index(shape: tuple[int, ...], shells: int = SHELLS) -> np.ndarray:
     return np.minimum((radius / top * shells).astype(np.intp), shells - 1)
 
 
-def shell_weights(residual: np.ndarray, factor: float = NOISE_FLOOR_FACTOR,
+def shell_weights(residual: np.ndarray, factor: float = NOISE_FLOOR_FACTOR, noise_power: float | None = None,
                   shells: int = SHELLS) -> tuple[np.ndarray, np.ndarray]:
     """Weight each frequency shell of ``residual`` by ``max(0, 1 - s2 / P)``.
 
     Args:
         residual: ``y - A x`` on the input grid ``[i, j, k]``.
         factor: the noise floor ``s2`` as a fraction of the power in the highest shell; 0 gives weight 1 everywhere.
+        noise_power: a measured noise power per voxel (:func:`background_noise_power`); the floor is then the
+            smaller of the two.
 
     Returns:
         ``(weighted residual (float64, residual's shape), weights per shell)``.
@@ -86,8 +130,14 @@ def shell_weights(residual: np.ndarray, factor: float = NOISE_FLOOR_FACTOR,
     spectrum = np.fft.fftn(residual, norm="ortho")
     index = shell_index(residual.shape, shells)
     counts = np.bincount(index.ravel(), minlength=shells)
-    power = np.bincount(index.ravel(), np.abs(spectrum.ravel()) ** 2, shells) / np.maximum(counts, 1)
-    floor = factor * power[-1]
+    # The shells' power is measured on the residual with its outliers clipped: one bright voxel the network did not
+    # reproduce has a flat spectrum and would otherwise raise every shell, the highest one (the floor) most.
+    centre = float(np.median(residual))
+    spread = OUTLIER_MADS * 1.4826 * float(np.median(np.abs(residual - centre)))
+    clipped = np.clip(residual, centre - spread, centre + spread) if spread > 0 else residual
+    measured = spectrum if clipped is residual else np.fft.fftn(clipped, norm="ortho")
+    power = np.bincount(index.ravel(), np.abs(measured.ravel()) ** 2, shells) / np.maximum(counts, 1)
+    floor = factor * power[-1] if noise_power is None else min(factor * power[-1], noise_power)
     weights = np.where(power > 0, np.clip(1.0 - floor / np.where(power > 0, power, 1.0), 0.0, 1.0), 1.0)
     return np.real(np.fft.ifftn(spectrum * weights[index], norm="ortho")), weights
 
@@ -112,7 +162,7 @@ def back_project(residual: np.ndarray, fine_shape: tuple[int, int, int], spec: D
 
 
 def project(fine: np.ndarray, measured: np.ndarray, spec: DegradationSpec, intensity_range: float, *,
-            factor: float = NOISE_FLOOR_FACTOR, inside: np.ndarray | None = None,
+            factor: float = NOISE_FLOOR_FACTOR, noise_power: float | None = None, inside: np.ndarray | None = None,
             predicted: np.ndarray | None = None) -> tuple[np.ndarray, ProjectionReport]:
     """Project ``fine`` towards agreement with ``measured`` under ``spec``'s forward model.
 
@@ -122,6 +172,7 @@ def project(fine: np.ndarray, measured: np.ndarray, spec: DegradationSpec, inten
         spec: the model's forward model (noise and bias ignored).
         intensity_range: the input's normalisation range, for the scores.
         factor: the noise floor factor (see :func:`shell_weights`; 0: the exact projection).
+        noise_power: the input's noise power from its background (:func:`background_noise_power`), or ``None``.
         inside: a boolean mask on the fine grid; the correction is applied only there (the background outside the
             head stays as it was), ``None``: everywhere.
         predicted: ``degrade(fine)`` when already computed (the consistency check makes it).
@@ -135,7 +186,7 @@ def project(fine: np.ndarray, measured: np.ndarray, spec: DegradationSpec, inten
     if predicted is None:
         predicted = degrade(fine, measured.shape, spec, np.float32)
     residual = measured.astype(np.float64) - predicted
-    weighted, weights = shell_weights(residual, factor)
+    weighted, weights = shell_weights(residual, factor, noise_power)
     correction = back_project(weighted, fine.shape, spec)
     if inside is not None:
         correction *= inside
@@ -143,4 +194,5 @@ def project(fine: np.ndarray, measured: np.ndarray, spec: DegradationSpec, inten
     after = measured.astype(np.float64) - degrade(projected, measured.shape, spec, np.float32)
     before_score = float(np.sqrt(np.mean(np.square(residual))) / intensity_range)
     after_score = float(np.sqrt(np.mean(np.square(after))) / intensity_range)
-    return projected, ProjectionReport(tuple(float(w) for w in weights), before_score, after_score)
+    sigma = None if noise_power is None else float(np.sqrt(noise_power))
+    return projected, ProjectionReport(tuple(float(w) for w in weights), before_score, after_score, sigma)
