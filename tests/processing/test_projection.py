@@ -43,15 +43,22 @@ def test_the_exact_projection_explains_the_input_and_comes_closer_to_the_truth(
     assert report.weights == (1.0,) * SHELLS
 
 
-def test_back_projection_is_the_minimum_norm_solution(brain: np.ndarray) -> None:
+def test_back_projection_is_minimum_norm_in_k_space_and_smoothest_across_slices() -> None:
     spec = DegradationSpec(kind=("kspace", "kspace", "box"))
     residual = np.random.default_rng(2).standard_normal((20, 24, 5))
-    fine = back_project(residual, (20, 24, 20), spec)
+    fine = back_project(residual, (40, 48, 20), spec)
     np.testing.assert_allclose(degrade(fine, residual.shape, spec), residual, atol=1e-5)
-    # Any other solution differs by a null-space component, orthogonal to the minimum-norm one.
-    other = fine + np.tile(np.array([1.0, -1.0, 0.5, -0.5], dtype=np.float32), 5)[None, None, :]
-    np.testing.assert_allclose(degrade(other, residual.shape, spec), residual, atol=1e-5)
+    # In-plane (k-space): any other solution adds a null-space component, orthogonal to the minimum-norm one.
+    other = fine + np.cos(np.pi * np.arange(40))[:, None, None].astype(np.float32)  # the highest frequency along i
+    np.testing.assert_allclose(degrade(other, residual.shape, spec), residual, atol=1e-4)
     assert np.linalg.norm(fine) < np.linalg.norm(other)
+    # Across slices (box profile): the smoothest correction, smoother than the pseudoinverse's value per slab.
+    thick = np.random.default_rng(3).standard_normal((40, 48, 5))
+    smooth = back_project(thick, (40, 48, 20), spec)
+    slabs = np.repeat(thick, 4, axis=2)
+    for correction in (smooth, slabs):
+        np.testing.assert_allclose(degrade(correction, thick.shape, spec), thick, atol=1e-5)
+    assert np.square(np.diff(smooth, axis=2)).sum() < 0.5 * np.square(np.diff(slabs, axis=2)).sum()
 
 
 def test_shell_weights_leave_white_noise_out_and_keep_a_smooth_error() -> None:

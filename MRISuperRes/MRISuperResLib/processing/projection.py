@@ -4,14 +4,20 @@ The network's output ``x`` (fine grid) is degraded with the model's own forward 
 back onto the input grid; the residual ``r = y - A x`` against the measured input ``y`` is what the output fails to
 explain. The projection adds the minimum-norm fine-grid correction that explains it::
 
-    x' = x + A+ W r
+    x' = x + B W r
 
-``A`` is separable (one matrix per axis, the forward model applied to the identity), so its Moore-Penrose
-pseudoinverse ``A+`` is the product of the per-axis pseudoinverses: for k-space truncation it is zero-filling,
-for a box slice profile it spreads each thick slice's residual over the thin slices it covers. With ``W = 1`` the
-result explains the input exactly (``A x' = y``) and, when the input is noise-free and follows the forward model, it
-is never further from the truth than ``x`` (an orthogonal projection onto a set that holds the truth; iterative
-back-projection, Irani and Peleg 1991).
+``A`` is separable (one matrix per axis, the forward model applied to the identity), and so is ``B``, a right
+inverse of ``A`` (``A B = I``) built axis by axis:
+
+* along a k-space axis, the Moore-Penrose pseudoinverse, i.e. zero-filling: the minimum-norm correction, and with
+  ``W = 1`` an orthogonal projection onto the volumes that explain the input, which for a noise-free input that
+  follows the forward model is never further from the truth than ``x`` (iterative back-projection, Irani and
+  Peleg 1991);
+* along a slice-profile axis (thick slices), the smoothest correction along the axis (least squared differences
+  between neighbouring thin slices) among those that explain the input: the pseudoinverse would add the same value
+  to every thin slice of a slab and leave steps at the slab boundaries of reformatted views.
+
+With ``W = 1`` the result explains the input exactly (``A x' = y``).
 
 A noisy input is not the truth's image under ``A``, and re-imposing its noise undoes the denoising the network
 learned. ``W`` is therefore a Wiener-like weight per shell of spatial frequency of the residual (the soft data
@@ -142,21 +148,36 @@ def shell_weights(residual: np.ndarray, factor: float = NOISE_FLOOR_FACTOR, nois
     return np.real(np.fft.ifftn(spectrum * weights[index], norm="ortho")), weights
 
 
+#: Weight of the plain squared norm beside the squared differences in the smooth inverse (makes it unique; a
+#: constant has no differences).
+SMOOTH_RIDGE = 1e-3
+
+
 @lru_cache(maxsize=16)
-def axis_pseudoinverse(model: ForwardModel, fine: int, coarse: int) -> np.ndarray:
-    """``(fine, coarse)`` float32 Moore-Penrose pseudoinverse of the forward model's ``(coarse, fine)`` matrix
-    along one axis (the model applied to the identity)."""
+def axis_inverse(model: ForwardModel, fine: int, coarse: int) -> np.ndarray:
+    """``(fine, coarse)`` float32 right inverse ``B`` of the forward model's ``(coarse, fine)`` matrix ``A`` along
+    one axis (the model applied to the identity): ``A B = I``.
+
+    For a k-space axis (``model.from_kspace``) the Moore-Penrose pseudoinverse (minimum norm); for a slice profile
+    the smoothest solution, ``B = L^-1 A^T (A L^-1 A^T)^-1`` with ``L = D^T D + SMOOTH_RIDGE I`` (``D``: first
+    differences along the axis), which minimises ``c^T L c`` subject to ``A c = r``.
+    """
     matrix = model.degrade_axis(np.eye(fine), coarse, 0)
-    return np.linalg.pinv(matrix).astype(np.float32)
+    if model.from_kspace:
+        return np.linalg.pinv(matrix).astype(np.float32)
+    differences = np.diff(np.eye(fine), axis=0)
+    smoothing = np.linalg.inv(differences.T @ differences + SMOOTH_RIDGE * np.eye(fine))
+    spread = smoothing @ matrix.T
+    return (spread @ np.linalg.inv(matrix @ spread)).astype(np.float32)
 
 
 def back_project(residual: np.ndarray, fine_shape: tuple[int, int, int], spec: DegradationSpec) -> np.ndarray:
-    """``A+ residual``: the minimum-norm fine-grid volume whose forward model is ``residual``; float32 of
-    ``fine_shape``."""
+    """``B residual``: a fine-grid volume whose forward model is ``residual`` (minimum-norm along k-space axes,
+    smoothest along slice-profile axes; see :func:`axis_inverse`); float32 of ``fine_shape``."""
     result = np.asarray(residual, dtype=np.float32)
     for axis, model in enumerate(spec.models):
         if result.shape[axis] != fine_shape[axis]:
-            inverse = axis_pseudoinverse(model, int(fine_shape[axis]), int(result.shape[axis]))
+            inverse = axis_inverse(model, int(fine_shape[axis]), int(result.shape[axis]))
             result = np.moveaxis(np.tensordot(inverse, result, axes=([1], [axis])), 0, axis)
     return np.ascontiguousarray(result, dtype=np.float32)
 
