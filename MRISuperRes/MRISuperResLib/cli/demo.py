@@ -85,7 +85,7 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", *, model: str = "def
     figure_path = save_figure(
         folder / "mni152_t1_figure.png",
         {"input (2 mm)": low, "baseline (B-spline)": result.baseline, "SR": result.sr,
-         "difference (SR - baseline)": result.difference, "consistency |D(SR) - input|": result.consistency},
+         "difference (SR - baseline)": result.difference, "consistency |D(network) - input|": result.consistency},
         title=title,
         overwrite=overwrite,
     )
