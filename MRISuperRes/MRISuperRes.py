@@ -376,7 +376,8 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def statusText(nodes, seconds) -> str:
-        """One line: run time, device, data-consistency score and whether it is suspicious."""
+        """One line: run time, device, the network's data-consistency score and whether it is suspicious, and the
+        score after the data-consistency projection when it ran."""
         summary = nodes.summary
         text = _("Done in {seconds:.1f} s on {device}.").format(seconds=seconds, device=summary.get("device", "?"))
         score = summary.get("consistency_nrmse")
@@ -385,6 +386,10 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
                 score=score, baseline=summary.get("baseline_consistency_nrmse", float("nan")))
         if summary.get("consistency_suspicious"):
             text += " " + _("Above the model's calibrated threshold: check the consistency map.")
+        projection = summary.get("projection")
+        if projection:
+            text += " " + _("Corrected towards the measured data: NRMSE {after:.4f}.").format(
+                after=float(projection.get("nrmse_after", float("nan"))))
         adaptation = summary.get("adaptation")
         if adaptation:
             text += " " + _("Adapted to this scan: {steps} steps in {seconds:.0f} s, held-back loss {change:+.1%}.").format(
