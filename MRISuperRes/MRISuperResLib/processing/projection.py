@@ -2,7 +2,7 @@
 
 The network's output ``x`` (fine grid) is degraded with the model's own forward model ``A`` (:mod:`.degradation`)
 back onto the input grid; the residual ``r = y - A x`` against the measured input ``y`` is what the output fails to
-explain. The projection adds the minimum-norm fine-grid correction that explains it::
+explain. The projection adds a fine-grid correction that explains it::
 
     x' = x + B W r
 
@@ -39,6 +39,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .consistency import consistency_report
 from .degradation import DegradationSpec, degrade
 from .degradation.base import ForwardModel
 
@@ -68,8 +69,8 @@ class ProjectionReport:
         weights: the weight of each frequency shell, lowest first (``SHELLS`` values in ``[0, 1]``).
         background_sigma: the noise standard deviation measured in the input's background (intensity units), or
             ``None`` when the input has no usable background.
-        nrmse_before: RMS of the residual ``y - A x`` divided by ``intensity_range`` (the consistency score of
-            the network's output).
+        nrmse_before: the consistency NRMSE of the network's output (:func:`.consistency.consistency_report`: RMS
+            of ``A x - y`` divided by ``intensity_range``).
         nrmse_after: the same for the projected volume.
     """
 
@@ -212,8 +213,8 @@ def project(fine: np.ndarray, measured: np.ndarray, spec: DegradationSpec, inten
     if inside is not None:
         correction *= inside
     projected = (fine + correction).astype(np.float32)
-    after = measured.astype(np.float64) - degrade(projected, measured.shape, spec, np.float32)
-    before_score = float(np.sqrt(np.mean(np.square(residual))) / intensity_range)
-    after_score = float(np.sqrt(np.mean(np.square(after))) / intensity_range)
+    # The scores are the consistency check's own, so the one before is the run's consistency NRMSE to the digit.
+    before = consistency_report(fine, measured, spec, intensity_range, predicted).nrmse
+    after = consistency_report(projected, measured, spec, intensity_range).nrmse
     sigma = None if noise_power is None else float(np.sqrt(noise_power))
-    return projected, ProjectionReport(tuple(float(w) for w in weights), before_score, after_score, sigma)
+    return projected, ProjectionReport(tuple(float(w) for w in weights), before, after, sigma)
