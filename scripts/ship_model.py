@@ -294,6 +294,10 @@ def evaluation_section(name: str, scale, kind: str, results: dict[float, list[Vo
     return lines
 
 
+#: The card line a re-run adds (replacing an earlier one).
+RECARD_LINE = "- Held-out evaluation re-run"
+
+
 def recard(path: Path, results: dict[float, list[VolumeScores]], scale, kind: str, references: list[str],
            crop: str | None = None) -> str:
     """The shipped model's card with its "Held-out evaluation" section replaced by ``results`` (the rest, written
@@ -303,7 +307,8 @@ def recard(path: Path, results: dict[float, list[VolumeScores]], scale, kind: st
     meta = ModelMetadata.from_header(read_metadata(path))
     section = "\n".join(evaluation_section(str(meta.name), scale, kind, results, references, crop))
     today = datetime.date.today().isoformat()
-    tail = text[end:].rstrip("\n") + f"\n- Held-out evaluation re-run {today} by `scripts/ship_model.py --recard`.\n"
+    kept = [line for line in text[end:].rstrip("\n").split("\n") if not line.startswith(RECARD_LINE)]
+    tail = "\n".join(kept) + f"\n{RECARD_LINE} {today} by `scripts/ship_model.py --recard`.\n"
     return text[:start] + section + "\n" + tail
 
 

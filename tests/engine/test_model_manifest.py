@@ -175,3 +175,6 @@ def test_recard_replaces_only_the_held_out_evaluation(tmp_path: Path) -> None:
     assert "Gain over B-spline: mean +2.00 dB" in text
     assert text.index("## Trust") > text.index("### k-space noise 0") and "- Threshold." in text
     assert text.rstrip().endswith("by `scripts/ship_model.py --recard`.")
+    model.with_suffix(".md").write_text(text)  # a second re-run replaces the first one's line
+    again = ship_model.recard(model, {0.0: scores}, (2.0, 2.0, 2.0), "kspace", ["a.nii.gz"], "160,160,128")
+    assert again.count("Held-out evaluation re-run") == 1 and again.count("## Held-out evaluation") == 1
