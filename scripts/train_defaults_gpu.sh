@@ -1,41 +1,56 @@
 #!/usr/bin/env bash
 # Train the next default models on a GPU in one command: every training volume, scanner-like acquisitions
-# (configs/scanner_x2.yaml, configs/scanner_thick_x4.yaml), both runs at once on one GPU, the whole command fitted
-# into MINUTES (each run gets run.max_minutes: steps lowered to what the measured pace fits, cosine schedule
+# (configs/scanner_x2.yaml, configs/scanner_thick_x{2,3,4,5}.yaml), all runs at once on one GPU, the whole command
+# fitted into MINUTES (each run gets run.max_minutes: steps lowered to what the measured pace fits, cosine schedule
 # refitted, best model written). Then the GPU inference time per 256^3 output is measured for each candidate.
 # Evaluate the candidates afterwards with `mrisuperres evaluate` on the held-out set (never read here) and ship one
 # with scripts/ship_model.py.
 #
 # Usage (repository root; PYTHON has torch with CUDA; nothing is downloaded):
 #   PYTHON=python3 scripts/train_defaults_gpu.sh [MINUTES [OUT]]     # defaults: 8 minutes, runs/gpu
+#   RUNS="scanner_x2 scanner_thick_x4" ...                            # a subset of the configs (default: all five)
 # Without ../shared (a leased machine gets only the repository), .devpack/ must hold what
-# scripts/device_pack.py packs: train/ (the packed volumes), sitk.tar.xz (SimpleITK) and wheels (monai, nibabel).
-# Re-running resumes each run from its checkpoint. OUT receives the run folders (runs-*.tar: model, state, CSV
-# log, card, curves), the run logs and the inference table.
+# scripts/device_pack.py packs: train/ (the packed volumes), and the packages the machine lacks (SimpleITK, MONAI,
+# nibabel) as wheels or as *.tar.xz of an installed site folder (unpacked onto PYTHONPATH).
+# Re-running resumes each run from its checkpoint. OUT receives one tar per run folder (runs-*.tar: model, state,
+# CSV log, card, curves, the run's train.log) and the inference table: at most one file per run plus one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STARTED=$SECONDS
 PYTHON=${PYTHON:-.venv/bin/python}
 MINUTES=${1:-8}
 OUT=${2:-runs/gpu}
+RUNS=${RUNS:-scanner_x2 scanner_thick_x4 scanner_thick_x2 scanner_thick_x3 scanner_thick_x5}
+DEVPACK=${DEVPACK:-.devpack}
 RESIMULATE_EVERY=${RESIMULATE_EVERY:-400}  # a GPU step takes milliseconds; a refresh of every subject seconds
-FINISH_SECONDS=${FINISH_SECONDS:-100}      # kept after training for the inference timing and the archives
+read -r -a CONFIGS <<<"$RUNS"
+BENCH_SECONDS=${BENCH_SECONDS:-45}          # per candidate, GPU inference timing (0: none)
+FINISH_SECONDS=${FINISH_SECONDS:-$((40 + BENCH_SECONDS * ${#CONFIGS[@]}))}  # kept after training
+THREADS=$(( $(nproc) / ${#CONFIGS[@]} )); (( THREADS < 1 )) && THREADS=1
 mkdir -p "$OUT" runs/gpu-configs
 export PYTHONUNBUFFERED=1
 DATA=$PWD/../shared/data/train
-if [[ -d .devpack/train ]]; then
+if [[ -d $DEVPACK/train ]]; then
   SITE=/tmp/mrisuperres-site
   mkdir -p "$SITE"
-  "$PYTHON" -c "import tarfile, sys; tarfile.open('.devpack/sitk.tar.xz').extractall(sys.argv[1], filter='data')" "$SITE"
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .devpack/*.whl
+  for archive in "$DEVPACK"/*.tar.xz; do
+    "$PYTHON" -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" "$archive" "$SITE"
+  done
+  if compgen -G "$DEVPACK/*.whl" > /dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$DEVPACK"/*.whl
+  fi
   export PYTHONPATH="$SITE"
   DATA=/tmp/mrisuperres-train
-  "$PYTHON" scripts/device_pack.py unpack .devpack/train "$DATA" | tr '\n' ' '; echo
+  "$PYTHON" scripts/device_pack.py unpack "$DEVPACK/train" "$DATA" | tr '\n' ' '; echo
 fi
 export PYTHONPATH="$PWD/MRISuperRes${PYTHONPATH:+:$PYTHONPATH}"
 "$PYTHON" -c "import torch, SimpleITK, monai; print('torch', torch.__version__, '| CUDA', torch.cuda.is_available(), '|',
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only', '| SimpleITK', SimpleITK.Version_VersionString(),
 '| MONAI', monai.__version__)"
+
+# name of the run folder and of the model a config writes, and its scale
+run_of() { "$PYTHON" -c "import yaml, sys; c = yaml.safe_load(open(f'configs/{sys.argv[1]}.yaml'))
+s = c['model']['config']['scale']; print(c['output_dir'].split('/')[-1], c['name'], ','.join(map(str, s)) if len(set(s)) > 1 else s[0])" "$1"; }
 
 write_config() {  # CONFIG AMP: the config with volumes read from DATA and init_from from this checkout
   "$PYTHON" - "$1" "$DATA" "$RESIMULATE_EVERY" "$2" <<'PY'
@@ -54,34 +69,37 @@ PY
 
 train() {  # CONFIG RUN: train within the time left; once more without mixed precision if the first try fails
   local config=$1 run=$2 amp
+  mkdir -p "runs/$run"
   for amp in true false; do
     write_config "$config" "$amp"
     local minutes
     minutes=$("$PYTHON" -c "print(max(0.5, ($MINUTES * 60 - ($SECONDS - $STARTED) - $FINISH_SECONDS) / 60))")
     local options=(--config "runs/gpu-configs/$config.yaml" --max-minutes "$minutes" --quiet --no-register)
     [[ -f "runs/$run/state.pt" ]] && options+=(--resume)
-    echo "== $run: amp $amp, $minutes minutes" >> "$OUT/$run.log"
-    OMP_NUM_THREADS=8 "$PYTHON" -m MRISuperResLib.cli train "${options[@]}" >> "$OUT/$run.log" 2>&1 && return 0
-    echo "== $run failed (amp $amp)" >> "$OUT/$run.log"
+    echo "== $run: amp $amp, $minutes minutes, $THREADS threads" >> "runs/$run/train.log"
+    OMP_NUM_THREADS=$THREADS "$PYTHON" -m MRISuperResLib.cli train "${options[@]}" >> "runs/$run/train.log" 2>&1 \
+      && return 0
+    echo "== $run failed (amp $amp)" >> "runs/$run/train.log"
   done
   return 1
 }
 
 pids=()
-for entry in "scanner_x2:scanner-x2" "scanner_thick_x4:scanner-thick-x4"; do
-  IFS=: read -r config run <<<"$entry"
+for config in "${CONFIGS[@]}"; do
+  read -r run _name _scale <<<"$(run_of "$config")"
   train "$config" "$run" &
   pids+=($!)
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-for entry in "scanner-x2:edsr3d-x2-brain:2" "scanner-thick-x4:edsr3d-thick-x4-brain:1,1,4"; do
-  IFS=: read -r run name scale <<<"$entry"
-  tail -n 4 "$OUT/$run.log"
+for config in "${CONFIGS[@]}"; do
+  read -r run name scale <<<"$(run_of "$config")"
+  echo "== $run"; tail -n 3 "runs/$run/train.log"
   [[ -d "runs/$run" ]] && tar cf "$OUT/runs-$run.tar" -C runs "$run"
   [[ -f "runs/$run/$name.safetensors" ]] || { echo "no model from $run"; status=1; continue; }
-  timeout 60 "$PYTHON" benchmarks/bench_enhance.py --sizes 256 --scale "$scale" --devices ${BENCH_DEVICES:-cuda} \
-    --model "runs/$run/$name.safetensors" 2>&1 | tee -a "$OUT/inference.txt" || status=1
+  (( BENCH_SECONDS > 0 )) || continue
+  timeout "$BENCH_SECONDS" "$PYTHON" benchmarks/bench_enhance.py --sizes 256 --scale "$scale" \
+    --devices ${BENCH_DEVICES:-cuda} --model "runs/$run/$name.safetensors" 2>&1 | tee -a "$OUT/inference.txt" || status=1
 done
 echo "finished in $((SECONDS - STARTED)) s"
 exit $status

@@ -74,6 +74,7 @@ class Subject:
         low, baseline, target: the current normalised input, its B-spline upsampling and the target (float16).
         mask_current: foreground on the current input's grid when the current draw resampled the subject to
             another voxel size (``data.acquisition.voxel_mm``); ``None``: ``mask_low``.
+        foreground_indices: flat indices of the current foreground (patch centres), found once per draw.
     """
 
     name: str
@@ -88,6 +89,14 @@ class Subject:
     baseline: np.ndarray | None = None
     target: np.ndarray | None = None
     mask_current: np.ndarray | None = None
+    foreground_indices: np.ndarray | None = None
+
+    def patch_centres(self) -> np.ndarray:
+        """Flat indices (on the current input's grid) of the foreground voxels patch centres are drawn from."""
+        if self.foreground_indices is None:
+            mask = self.mask_current if self.mask_current is not None else self.mask_low
+            self.foreground_indices = np.flatnonzero(mask)
+        return self.foreground_indices
 
 
 def expand_paths(patterns: Sequence[str], resolve) -> list[Path]:  # type: ignore[no-untyped-def]
@@ -257,6 +266,7 @@ def refresh_subject(
         if excluded is not None:
             excluded = warp(excluded.astype(np.float32), subject.high_grid.spacing, field) > 0
     subject.mask_current = None
+    subject.foreground_indices = None
     if subject.real_low is None and acquisition is not None:
         factors = [h / l for h, l in zip(subject.high_grid.shape, subject.low_grid.shape)]
         drawn = acquisition.draw(rng, factors)
@@ -342,9 +352,8 @@ def sample_patches(
         number = int(rng.integers(len(subjects)))
         subject = subjects[number]
         shape = subject.low.shape  # type: ignore[union-attr]  # the current draw's (another voxel size, maybe)
-        mask = subject.mask_current if subject.mask_current is not None else subject.mask_low
-        if rng.random() < foreground_fraction and mask.any():
-            candidates = np.flatnonzero(mask)
+        candidates = subject.patch_centres()
+        if rng.random() < foreground_fraction and candidates.size:
             centre = np.unravel_index(int(candidates[rng.integers(candidates.size)]), shape)
         else:
             centre = tuple(int(rng.integers(n)) for n in shape)

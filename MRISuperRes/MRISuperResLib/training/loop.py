@@ -125,6 +125,9 @@ class Trainer:
             log(f"warning: {self.device.note}")
         if config.run.threads:
             torch.set_num_threads(int(config.run.threads))
+        if self.device.device.type == "cuda":
+            # Patches and validation crops keep their shapes, so cuDNN's per-shape algorithm search pays once.
+            torch.backends.cudnn.benchmark = True
         self.output_dir = config.output_path()
         scale = config.data.scale or config.model.config.get("scale") or [2, 2, 2]
         self.scale = integer_scale(scale if len(scale) == 3 else list(scale) * 3)
