@@ -12,9 +12,11 @@ Progress is shown while loading (a bar on terminals; one line before and after).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,9 @@ from .data import (
 from ..processing.exclusion import SliceExclusion, parse_exclusion
 
 PAIR_KEYS = ("high", "low", "register", "mask", "exclude_slices")
+
+#: Most volumes read at once (each holds its float32 copy while it is cropped and normalised).
+LOAD_WORKERS = 8
 
 
 @dataclass
@@ -136,11 +141,21 @@ def load_training_data(
     common = {"normalization": normalization, "crop_foreground": data.crop_foreground, "n4": data.n4,
               "foreground": data.foreground}
     loaded = LoadedData([], [])
-    for item in items:
-        if bar is not None:
-            bar.set_postfix_str(item.high.name, refresh=True)
+
+    def read(item: _Item) -> Subject:
         subject = load_subject(item.high, scale, low_path=item.low, register_low=item.register, mask_path=item.mask,
                                exclusions=item.exclusions, **common)
+        if bar is not None:
+            bar.set_postfix_str(item.high.name, refresh=False)
+            bar.update(1)
+        return subject
+
+    # Reading, masking and registering release the GIL (zlib, numpy, SimpleITK), so volumes load side by side;
+    # results are taken in plan order, so the subjects and their validation draws do not depend on the timing.
+    workers = max(1, min(len(items), os.cpu_count() or 1, LOAD_WORKERS))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        subjects = list(pool.map(read, items))
+    for item, subject in zip(items, subjects):
         if item.validation:
             refresh_subject(subject, spec, validation_rng(config.seed, len(loaded.validation)), normalization,
                             mark_excluded=False)
@@ -148,8 +163,6 @@ def load_training_data(
             loaded.validation.append(subject)
         else:
             loaded.train.append(subject)
-        if bar is not None:
-            bar.update(1)
     if bar is not None:
         bar.close()
     patch = tuple(data.patch_size)
