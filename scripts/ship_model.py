@@ -107,6 +107,8 @@ def ship(model_path: Path, default_for: list[str], voxel_mm: tuple[float, float]
     """Re-save the trained file into the weights folder and list it in the manifest, marked as the default for
     the ``default_for`` kinds of scale (the previous holder of a mark it takes is un-marked)."""
     loaded = load_model_file(model_path)
+    # The manifest states every shipped model's training voxel range, the file's own record first.
+    voxel_mm = loaded.metadata.trained_voxel_mm or voxel_mm
     metadata = loaded.metadata.to_header()
     arguments = {key: metadata.pop(key) for key in SAVE_ARGUMENTS if key in metadata}
     for key in COMPUTED:
