@@ -10,7 +10,9 @@ import pytest
 import SimpleITK as sitk
 from helpers import image_from_ijk, make_tiny_model, run_cli, smooth_array, terminal_lines, write_image
 
-from MRISuperResLib.imaging.geometry import anisotropy_warning, default_scale, isotropic_scale, voxel_size_warning
+from MRISuperResLib.engine.model_zoo import load_model
+from MRISuperResLib.imaging.geometry import (anisotropy_warning, default_scale, format_voxel_range, isotropic_scale,
+                                             voxel_size_warning)
 
 
 @pytest.mark.parametrize(("spacing", "supported", "expected"), [
@@ -54,7 +56,8 @@ def test_a_shipped_model_warns_about_voxels_far_from_its_training(tmp_path, caps
     code, stdout, err = run_cli(capsys, "enhance", scan, tmp_path / "sr.nrrd", "--model", "edsr3d-thick-x2-brain",
                                 "--scale", "1,1,2", "--json", "--no-sidecar")
     assert code == 0, err
-    assert any("0.4 x 0.4 x 1 mm lie outside the 0.9-1 mm" in line for line in json.loads(stdout)["warnings"])
+    trained = format_voxel_range(load_model("edsr3d-thick-x2-brain", (1, 1, 2)).metadata.trained_voxel_mm)
+    assert any(f"0.4 x 0.4 x 1 mm lie outside the {trained} mm" in line for line in json.loads(stdout)["warnings"])
     assert any("lie outside" in line for line in terminal_lines(err) if line.startswith("mrisuperres: warning:"))
 
 

@@ -40,7 +40,7 @@ from MRISuperResLib.imaging.volume_io import read_volume, write_volume
 SCALE = (1.0, 1.0, 4.0)
 #: A few cheap steps: small patches, raw sampling where the sampling itself is not under test.
 FAST = {"seconds": None, "steps": 6, "batch_size": 2, "patch": 16, "low_patch": 4, "validation_patches": 4,
-        "validate_every": 2, "region": 48, "learning_rate": 3e-4}
+        "validate_every": 2, "region": 48, "learning_rate": 1e-4}
 
 
 @pytest.fixture(scope="module")
