@@ -24,8 +24,15 @@ RUNS=${RUNS:-scanner_x2 scanner_thick_x4 scanner_thick_x2 scanner_thick_x3 scann
 DEVPACK=${DEVPACK:-.devpack}
 RESIMULATE_EVERY=${RESIMULATE_EVERY:-400}  # a GPU step takes milliseconds; a refresh of every subject seconds
 read -r -a CONFIGS <<<"$RUNS"
+die() { echo "train_defaults_gpu.sh: $*" >&2; exit 2; }
+[[ $MINUTES =~ ^[0-9]+([.][0-9]+)?$ ]] || die "MINUTES must be a number of minutes such as 8 or 8.5, got '$MINUTES'"
+(( ${#CONFIGS[@]} > 0 )) || die "RUNS names no config; give names of configs/*.yaml such as 'scanner_x2'"
+for config in "${CONFIGS[@]}"; do
+  [[ -f configs/$config.yaml ]] || die "RUNS names '$config', but configs/$config.yaml does not exist; give names of configs/*.yaml such as 'scanner_x2'"
+done
 BENCH_SECONDS=${BENCH_SECONDS:-45}          # per candidate, GPU inference timing (0: none)
-FINISH_SECONDS=${FINISH_SECONDS:-$((40 + BENCH_SECONDS * ${#CONFIGS[@]}))}  # kept after training
+FINISH_SECONDS=${FINISH_SECONDS:-$((60 + BENCH_SECONDS * ${#CONFIGS[@]}))}  # kept after training (final
+# validation and model file, archives, timings)
 THREADS=$(( $(nproc) / ${#CONFIGS[@]} )); (( THREADS < 1 )) && THREADS=1
 mkdir -p "$OUT" runs/gpu-configs
 export PYTHONUNBUFFERED=1
@@ -94,8 +101,11 @@ status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 for config in "${CONFIGS[@]}"; do
   read -r run name scale <<<"$(run_of "$config")"
-  echo "== $run"; tail -n 3 "runs/$run/train.log"
-  [[ -d "runs/$run" ]] && tar cf "$OUT/runs-$run.tar" -C runs "$run"
+  echo "== $run"
+  # Archive whatever each run left, even when another run failed: on a leased machine only OUT comes back.
+  [[ -d "runs/$run" ]] || { echo "no run folder"; status=1; continue; }
+  tail -n 3 "runs/$run/train.log" || true
+  tar cf "$OUT/runs-$run.tar" -C runs "$run" || status=1
   [[ -f "runs/$run/$name.safetensors" ]] || { echo "no model from $run"; status=1; continue; }
   (( BENCH_SECONDS > 0 )) || continue
   timeout "$BENCH_SECONDS" "$PYTHON" benchmarks/bench_enhance.py --sizes 256 --scale "$scale" \
