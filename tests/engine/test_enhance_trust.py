@@ -212,3 +212,33 @@ def test_intensity_images_stored_as_float_get_no_label_map_warning(small_real_vo
                                                                    make) -> None:
     volume = small_real_volume.with_array(make(small_real_volume.array))
     assert check_input(volume, "t1.nii.gz", load_model_file(tiny_model)) == []
+
+
+def test_a_noisy_input_is_blamed_on_its_noise_not_on_its_acquisition(small_real_volume: Volume, tmp_path: Path) -> None:
+    """The input's background noise is measured on the consistency scores' scale; when it accounts for B-spline's
+    score above the threshold, the warning names the noise instead of blaming the acquisition."""
+    from dataclasses import replace
+
+    from MRISuperResLib.processing.normalization import PercentileNormalizer
+
+    clean = small_real_volume.array
+    sigma = 0.05 * float(np.percentile(clean, 99))
+    rng = np.random.default_rng(3)
+    noisy = np.hypot(clean + sigma * rng.standard_normal(clean.shape),
+                     sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+    model = load_model_file(make_tiny_model(tmp_path / "m.safetensors", extra={"consistency": {"threshold": 0.02}}))
+    result = enhance_volume(small_real_volume.with_array(noisy), model, 2, device="cpu")
+    scale = PercentileNormalizer.fit(noisy, 1.0, 99.0).scale
+    assert result.noise_nrmse == pytest.approx(sigma / scale, rel=0.3)
+    assert result.summary()["noise_nrmse"] == result.noise_nrmse
+    # both scores above the threshold, the result about as consistent as B-spline: the input is blamed ...
+    quiet = replace(result, consistency_nrmse=0.03, baseline_consistency_nrmse=0.028, noise_nrmse=0.005)
+    assert quiet.consistency_suspicious is False
+    assert quiet.consistency_warning().startswith("the input disagrees with model m's forward model")
+    # ... unless the input's own noise accounts for B-spline's score
+    noisy_input = replace(quiet, noise_nrmse=0.05)
+    warning = noisy_input.consistency_warning()
+    assert "within this input's noise (background noise 0.05 of its intensity range" in warning
+    assert "B-spline's 0.028" in warning and "forward model" not in warning and "\n" not in warning
+    # a result clearly worse than B-spline stays suspicious whatever the noise
+    assert replace(noisy_input, consistency_nrmse=0.06).consistency_suspicious is True

@@ -32,7 +32,7 @@ from .checkpoint import LoadedModel
 from .conditioning import context_for_model, slice_positions
 from ..processing.consistency import consistency_report
 from ..processing.degradation import DegradationSpec, degrade
-from ..processing.projection import background_noise_power, project
+from ..processing.projection import background_noise_power, project, robust_background_sigma
 from .device import select_device
 from ..errors import InputError, ModelError
 from ..imaging.geometry import (
@@ -213,7 +213,7 @@ def enhance_volume(
 
     masking = wanted_mask(mask_background, loaded.metadata)
 
-    def baseline_work() -> tuple[Volume, Any, float, np.ndarray | None, float | None]:
+    def baseline_work() -> tuple[Volume, Any, float, np.ndarray | None, float | None, float | None]:
         start = time.perf_counter()
         baseline = tagged(bspline_upsample_volume(volume, fine_grid, choice.device), "baseline")
         seconds = time.perf_counter() - start
@@ -221,17 +221,20 @@ def enhance_volume(
             early_output("baseline", baseline)
         checked = (consistency_report(baseline.array, volume.array, degradation, normalizer.scale) if consistency
                    else None)
-        inside, noise_power = None, None
-        if masking or projection is not False:
+        inside, noise_power, noise_sigma = None, None, None
+        if masking or projection is not False or consistency:
             from ..processing.masks import foreground_mask
 
             head = foreground if foreground is not None else foreground_mask(volume)
             if masking:
                 inside = head if head.shape == fine_grid.shape else fine_mask(head, fine_grid.shape)
-            if projection is not False:
+            if projection is not False or consistency:
                 on_input = head if head.shape == volume.shape else foreground_mask(volume)
-                noise_power = background_noise_power(volume.array, on_input, volume.spacing)
-        return baseline, checked, seconds, inside, noise_power
+                if projection is not False:
+                    noise_power = background_noise_power(volume.array, on_input, volume.spacing)
+                if consistency:  # what the consistency warning weighs the scores against
+                    noise_sigma = robust_background_sigma(volume.array, on_input, volume.spacing)
+        return baseline, checked, seconds, inside, noise_power, noise_sigma
 
     # The network needs none of these: the baseline, its consistency score and file and the head mask on the fine
     # grid are made on CPU time the network leaves unused, and whatever is left runs once the network is done.
@@ -271,7 +274,7 @@ def enhance_volume(
     timings["inference"] = time.perf_counter() - stage
     background.promote()  # no network to give way to any more
     stage = time.perf_counter()
-    baseline, baseline_report, timings["baseline"], inside, noise_power = baseline_job.result()
+    baseline, baseline_report, timings["baseline"], inside, noise_power, noise_sigma = baseline_job.result()
     background.shutdown()
     timings["baseline_wait"] = time.perf_counter() - stage
     stage = time.perf_counter()
@@ -339,6 +342,7 @@ def enhance_volume(
         warnings=warnings,
         adaptation=adaptation,
         projection=projection_report,
+        noise_nrmse=noise_sigma / float(normalizer.scale) if noise_sigma is not None and normalizer.scale > 0 else None,
     )
     consistency_warning = result.consistency_warning()
     if consistency_warning:

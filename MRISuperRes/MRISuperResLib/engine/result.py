@@ -52,6 +52,10 @@ class EnhanceResult:
         adaptation: the :class:`~.adapt.AdaptationReport` when the model was adapted to this input, else ``None``.
         projection: the :class:`~..processing.projection.ProjectionReport` of the data-consistency projection,
             ``None`` when it was turned off.
+        noise_nrmse: the input's noise standard deviation, measured in its background
+            (:func:`~..processing.projection.robust_background_sigma`), over the same normalisation range as the
+            consistency scores: about the score that noise alone gives an input-consistent result; ``None`` when
+            the input has no usable background or consistency was not checked.
     """
 
     maps: dict[str, Volume]
@@ -68,6 +72,7 @@ class EnhanceResult:
     paths: dict[str, str] = field(default_factory=dict)
     adaptation: Any = None
     projection: Any = None
+    noise_nrmse: float | None = None
 
     def __getattr__(self, name: str) -> Volume | None:
         # Only reached when normal lookup fails: a map's key reads its volume (None when not computed).
@@ -115,6 +120,13 @@ class EnhanceResult:
                     f"{limit}{versus}: the result disagrees with the measured data more than on validation scans and "
                     "more than interpolation does; inspect the consistency map before trusting details")
         text, base = distinct_numbers(score, baseline)
+        if self.noise_nrmse is not None and baseline <= self.noise_nrmse:
+            # The input's own noise accounts for B-spline's disagreement: noisier than the calibration scans, not
+            # a different acquisition.
+            return (f"consistency NRMSE {text} and B-spline's {base} are above model {name}'s calibrated threshold "
+                    f"{distinct_numbers(threshold, min(score, baseline))[0]}, but within this input's noise (background "
+                    f"noise {self.noise_nrmse:.3g} of its intensity range, more than on the calibration scans): the "
+                    "score cannot tell errors from noise here; read the consistency map with that in mind")
         return (f"the input disagrees with model {name}'s forward model: B-spline's consistency NRMSE {base} is "
                 f"{_ratio(baseline, threshold)} x the calibrated threshold {distinct_numbers(threshold, baseline)[0]}, "
                 f"like the result's {text}; check the input for extreme voxels or an acquisition unlike the model's "
@@ -136,6 +148,7 @@ class EnhanceResult:
             "baseline_consistency_nrmse": self.baseline_consistency_nrmse,
             "consistency_threshold": self.consistency_threshold,
             "consistency_suspicious": self.consistency_suspicious,
+            "noise_nrmse": self.noise_nrmse,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
             "outputs": dict(self.paths),

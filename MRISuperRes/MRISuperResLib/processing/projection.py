@@ -112,6 +112,25 @@ def background_noise_power(measured: np.ndarray, head: np.ndarray, spacing: tupl
     return mean_square if background.min() < 0 else mean_square / 2.0
 
 
+def robust_background_sigma(measured: np.ndarray, head: np.ndarray, spacing: tuple[float, ...],
+                            margin_mm: float = 5.0) -> float | None:
+    """The input's noise standard deviation ``sigma`` (intensity units) from the median of its background, which a
+    few extreme voxels do not move (unlike :func:`background_noise_power`'s mean square).
+
+    A magnitude image's background is Rayleigh-distributed with median ``sigma * sqrt(2 ln 2)``; with negative
+    values it is taken as zero-mean Gaussian noise (median of ``|x|``: ``0.6745 sigma``). Same background and the
+    same ``None`` cases as :func:`background_noise_power`.
+    """
+    from .masks import dilate
+
+    background = measured[~dilate(head, spacing, margin_mm)].astype(np.float64)
+    if background.size < MIN_BACKGROUND_VOXELS or np.mean(background == 0) > MAX_ZERO_SHARE:
+        return None
+    if background.min() < 0:
+        return float(np.median(np.abs(background)) / 0.6745)
+    return float(np.median(background) / np.sqrt(2.0 * np.log(2.0)))
+
+
 def shell_index(shape: tuple[int, ...], shells: int = SHELLS) -> np.ndarray:
     """The frequency shell of every FFT bin of an array of ``shape`` (integers ``0 .. shells - 1``): the radius
     ``sqrt(sum (f_a)^2)`` with ``f_a`` in cycles per voxel along axis ``a``, split evenly up to its maximum."""
