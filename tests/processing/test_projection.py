@@ -14,7 +14,8 @@ from MRISuperResLib.imaging.volume import Grid, Volume
 from MRISuperResLib.processing.degradation import DegradationSpec, degrade
 from MRISuperResLib.processing.masks import foreground_mask
 from MRISuperResLib.processing.projection import (
-    NOISE_FLOOR_FACTOR, SHELLS, back_project, background_noise_power, project, shell_weights)
+    NOISE_FLOOR_FACTOR, SHELLS, back_project, background_noise_power, background_voxels, noise_power_of, project,
+    robust_sigma_of, shell_weights)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,14 @@ def test_the_background_gives_the_noise_of_a_magnitude_image(brain: np.ndarray) 
     assert background_noise_power(signed, head, (2.0, 2.0, 2.0)) == pytest.approx(sigma ** 2, rel=0.1)
     assert background_noise_power(padded, head, (2.0, 2.0, 2.0)) is None  # zeroed background: no estimate
     assert background_noise_power(noisy, np.ones_like(head), (2.0, 2.0, 2.0)) is None  # no background left
+    # The median estimate agrees, and a few extreme voxels in the air move it little, the mean square a lot.
+    air = background_voxels(noisy, head, (2.0, 2.0, 2.0))
+    assert robust_sigma_of(air) == pytest.approx(sigma, rel=0.1)
+    assert robust_sigma_of(background_voxels(signed, head, (2.0, 2.0, 2.0))) == pytest.approx(sigma, rel=0.1)
+    spiked_air = air.copy()
+    spiked_air[:5] = 1e4 * sigma
+    assert robust_sigma_of(spiked_air) == pytest.approx(sigma, rel=0.1)
+    assert noise_power_of(spiked_air) > 10 * sigma ** 2
     # A measured floor below the residual's own bound lowers it: the weights rise.
     residual = rng.standard_normal((24, 24, 24))
     _, own = shell_weights(residual)

@@ -32,7 +32,7 @@ from .checkpoint import LoadedModel
 from .conditioning import context_for_model, slice_positions
 from ..processing.consistency import consistency_report
 from ..processing.degradation import DegradationSpec, degrade
-from ..processing.projection import background_noise_power, project, robust_background_sigma
+from ..processing.projection import background_voxels, noise_power_of, project, robust_sigma_of
 from .device import select_device
 from ..errors import InputError, ModelError
 from ..imaging.geometry import (
@@ -230,10 +230,11 @@ def enhance_volume(
                 inside = head if head.shape == fine_grid.shape else fine_mask(head, fine_grid.shape)
             if projection is not False or consistency:
                 on_input = head if head.shape == volume.shape else foreground_mask(volume)
-                if projection is not False:
-                    noise_power = background_noise_power(volume.array, on_input, volume.spacing)
-                if consistency:  # what the consistency warning weighs the scores against
-                    noise_sigma = robust_background_sigma(volume.array, on_input, volume.spacing)
+                air = background_voxels(volume.array, on_input, volume.spacing)
+                if air is not None and projection is not False:
+                    noise_power = noise_power_of(air)
+                if air is not None and consistency:  # what the consistency warning weighs the scores against
+                    noise_sigma = robust_sigma_of(air)
         return baseline, checked, seconds, inside, noise_power, noise_sigma
 
     # The network needs none of these: the baseline, its consistency score and file and the head mask on the fine

@@ -53,7 +53,7 @@ class EnhanceResult:
         projection: the :class:`~..processing.projection.ProjectionReport` of the data-consistency projection,
             ``None`` when it was turned off.
         noise_nrmse: the input's noise standard deviation, measured in its background
-            (:func:`~..processing.projection.robust_background_sigma`), over the same normalisation range as the
+            (:func:`~..processing.projection.robust_sigma_of`), over the same normalisation range as the
             consistency scores: about the score that noise alone gives an input-consistent result; ``None`` when
             the input has no usable background or consistency was not checked.
     """

@@ -85,14 +85,9 @@ class ProjectionReport:
                 "nrmse_after": self.nrmse_after, "background_sigma": self.background_sigma}
 
 
-def background_noise_power(measured: np.ndarray, head: np.ndarray, spacing: tuple[float, ...],
-                           margin_mm: float = 5.0) -> float | None:
-    """The noise power ``sigma^2`` (per voxel, intensity units squared) of the input, from its background.
-
-    Outside the head mask dilated by ``margin_mm``, a magnitude image holds Rayleigh noise whose mean square is
-    ``2 sigma^2`` (``sigma``: the standard deviation of each of the real and imaginary parts, which is the noise of
-    the bright tissue too); with negative values the background is taken as zero-mean Gaussian noise (mean square
-    ``sigma^2``).
+def background_voxels(measured: np.ndarray, head: np.ndarray, spacing: tuple[float, ...],
+                      margin_mm: float = 5.0) -> np.ndarray | None:
+    """The input's background: its voxels outside the head mask dilated by ``margin_mm`` (float64).
 
     Args:
         measured: the input ``[i, j, k]``.
@@ -100,35 +95,43 @@ def background_noise_power(measured: np.ndarray, head: np.ndarray, spacing: tupl
         spacing: voxel size (mm) along ``i, j, k``.
 
     Returns:
-        ``sigma^2``, or ``None`` when fewer than :data:`MIN_BACKGROUND_VOXELS` background voxels remain or more
-        than :data:`MAX_ZERO_SHARE` of them are exactly zero (a zeroed background).
+        the background values, or ``None`` when fewer than :data:`MIN_BACKGROUND_VOXELS` remain or more than
+        :data:`MAX_ZERO_SHARE` of them are exactly zero (a zeroed background holds no noise to measure).
     """
     from .masks import dilate  # SimpleITK's import is left to the runs that need it
 
     background = measured[~dilate(head, spacing, margin_mm)].astype(np.float64)
     if background.size < MIN_BACKGROUND_VOXELS or np.mean(background == 0) > MAX_ZERO_SHARE:
         return None
+    return background
+
+
+def noise_power_of(background: np.ndarray) -> float:
+    """The noise power ``sigma^2`` (per voxel, intensity units squared) from background voxels.
+
+    A magnitude image's background holds Rayleigh noise whose mean square is ``2 sigma^2`` (``sigma``: the standard
+    deviation of each of the real and imaginary parts, which is the noise of the bright tissue too); with negative
+    values the background is taken as zero-mean Gaussian noise (mean square ``sigma^2``).
+    """
     mean_square = float(np.mean(np.square(background)))
     return mean_square if background.min() < 0 else mean_square / 2.0
 
 
-def robust_background_sigma(measured: np.ndarray, head: np.ndarray, spacing: tuple[float, ...],
-                            margin_mm: float = 5.0) -> float | None:
-    """The input's noise standard deviation ``sigma`` (intensity units) from the median of its background, which a
-    few extreme voxels do not move (unlike :func:`background_noise_power`'s mean square).
-
-    A magnitude image's background is Rayleigh-distributed with median ``sigma * sqrt(2 ln 2)``; with negative
-    values it is taken as zero-mean Gaussian noise (median of ``|x|``: ``0.6745 sigma``). Same background and the
-    same ``None`` cases as :func:`background_noise_power`.
-    """
-    from .masks import dilate
-
-    background = measured[~dilate(head, spacing, margin_mm)].astype(np.float64)
-    if background.size < MIN_BACKGROUND_VOXELS or np.mean(background == 0) > MAX_ZERO_SHARE:
-        return None
+def robust_sigma_of(background: np.ndarray) -> float:
+    """The noise standard deviation ``sigma`` (intensity units) from the median of background voxels, which a few
+    extreme voxels do not move (unlike :func:`noise_power_of`'s mean square): a Rayleigh background's median is
+    ``sigma * sqrt(2 ln 2)``; with negative values, zero-mean Gaussian noise (median of ``|x|``: ``0.6745 sigma``)."""
     if background.min() < 0:
         return float(np.median(np.abs(background)) / 0.6745)
     return float(np.median(background) / np.sqrt(2.0 * np.log(2.0)))
+
+
+def background_noise_power(measured: np.ndarray, head: np.ndarray, spacing: tuple[float, ...],
+                           margin_mm: float = 5.0) -> float | None:
+    """The noise power ``sigma^2`` of the input from its background (:func:`background_voxels`,
+    :func:`noise_power_of`); ``None`` without a usable background."""
+    background = background_voxels(measured, head, spacing, margin_mm)
+    return None if background is None else noise_power_of(background)
 
 
 def shell_index(shape: tuple[int, ...], shells: int = SHELLS) -> np.ndarray:
