@@ -102,6 +102,12 @@ def test_the_background_gives_the_noise_of_a_magnitude_image(brain: np.ndarray) 
     spiked_air[:5] = 1e4 * sigma
     assert robust_sigma_of(spiked_air) == pytest.approx(sigma, rel=0.1)
     assert noise_power_of(spiked_air) > 10 * sigma ** 2
+    one_negative = air.copy()
+    one_negative[0] = -1.0  # resampling overshoot: still a Rayleigh background
+    assert robust_sigma_of(one_negative) == pytest.approx(sigma, rel=0.1)
+    # a constant or offset background (z-scored or filled skull-stripped images) is not noise
+    assert robust_sigma_of(np.full(5000, -1.3)) is None
+    assert robust_sigma_of(air + 50 * sigma) is None
     # A measured floor below the residual's own bound lowers it: the weights rise.
     residual = rng.standard_normal((24, 24, 24))
     _, own = shell_weights(residual)
