@@ -117,30 +117,36 @@ def noise_power_of(background: np.ndarray) -> float:
     return mean_square if background.min() < 0 else mean_square / 2.0
 
 
-#: Quantile ratio ``p10 / p50`` of a Rayleigh background (magnitude images' air) and of ``|x|`` for a zero-mean
-#: Gaussian one (signed images), and how far a measured background may stray from it and still count as noise.
-RAYLEIGH_P10_P50 = float(np.sqrt(-2.0 * np.log(0.9)) / np.sqrt(2.0 * np.log(2.0)))  # 0.390
-HALF_NORMAL_P10_P50 = 0.1257 / 0.6745  # 0.186
+#: Median of Rayleigh noise (magnitude images' air) and of ``|x|`` for zero-mean Gaussian noise (signed images), in
+#: units of ``sigma``; and their ``p10 / p50`` ratios, the shape a background must have (within
+#: :data:`SHAPE_TOLERANCE` times) to count as noise.
+RAYLEIGH_MEDIAN = float(np.sqrt(2.0 * np.log(2.0)))
+HALF_NORMAL_MEDIAN = 0.6745
+RAYLEIGH_P10_P50 = float(np.sqrt(-2.0 * np.log(0.9))) / RAYLEIGH_MEDIAN  # 0.390
+HALF_NORMAL_P10_P50 = 0.1257 / HALF_NORMAL_MEDIAN  # 0.186
 SHAPE_TOLERANCE = 1.6
+#: A background at least this share negative is signed (Gaussian) noise; fewer negative voxels are overshoot.
+GAUSSIAN_NEGATIVE_SHARE = 0.25
 
 
 def robust_sigma_of(background: np.ndarray) -> float | None:
     """The noise standard deviation ``sigma`` (intensity units) from the median of background voxels, which a few
-    extreme voxels do not move (unlike :func:`noise_power_of`'s mean square): a Rayleigh background's median is
-    ``sigma * sqrt(2 ln 2)``; a background a quarter or more negative is taken as zero-mean Gaussian noise (median of
-    ``|x|``: ``0.6745 sigma``), so that a few negative voxels (resampling overshoot) do not switch the model.
+    extreme voxels do not move (unlike :func:`noise_power_of`'s mean square): :data:`RAYLEIGH_MEDIAN` ``* sigma``
+    for a magnitude image's air; a background :data:`GAUSSIAN_NEGATIVE_SHARE` or more negative is taken as zero-mean
+    Gaussian noise (median of ``|x|``: :data:`HALF_NORMAL_MEDIAN` ``* sigma``), so that a few negative voxels
+    (resampling overshoot) do not switch the model.
 
     Returns ``None`` when the background is not shaped like noise (its ``p10 / p50`` ratio more than
     :data:`SHAPE_TOLERANCE` times off the noise model's): a constant or offset background (z-scored or filled
     skull-stripped images) or structured air would otherwise read as noise.
     """
-    gaussian = float(np.mean(background < 0)) >= 0.25
+    gaussian = float(np.mean(background < 0)) >= GAUSSIAN_NEGATIVE_SHARE
     values = np.abs(background) if gaussian else background
     p10, p50 = (float(v) for v in np.percentile(values, [10, 50]))
     expected = HALF_NORMAL_P10_P50 if gaussian else RAYLEIGH_P10_P50
     if p50 <= 0 or not expected / SHAPE_TOLERANCE <= p10 / p50 <= expected * SHAPE_TOLERANCE:
         return None
-    return p50 / (0.6745 if gaussian else float(np.sqrt(2.0 * np.log(2.0))))
+    return p50 / (HALF_NORMAL_MEDIAN if gaussian else RAYLEIGH_MEDIAN)
 
 
 def background_noise_power(measured: np.ndarray, head: np.ndarray, spacing: tuple[float, ...],
