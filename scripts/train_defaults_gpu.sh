@@ -92,15 +92,17 @@ train() {  # CONFIG RUN: train within the time left; once more without mixed pre
 }
 
 pids=()
+declare -A INFO  # config -> "run model scale", read once
 for config in "${CONFIGS[@]}"; do
-  read -r run _name _scale <<<"$(run_of "$config")"
+  INFO[$config]=$(run_of "$config")
+  read -r run _name _scale <<<"${INFO[$config]}"
   train "$config" "$run" &
   pids+=($!)
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 for config in "${CONFIGS[@]}"; do
-  read -r run name scale <<<"$(run_of "$config")"
+  read -r run name scale <<<"${INFO[$config]}"
   echo "== $run"
   # Archive whatever each run left, even when another run failed: on a leased machine only OUT comes back.
   [[ -d "runs/$run" ]] || { echo "no run folder"; status=1; continue; }
