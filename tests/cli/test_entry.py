@@ -108,3 +108,25 @@ def test_a_closed_standard_output_is_one_line_and_status_1() -> None:
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "mrisuperres: error: cannot print to the standard output: the program reading it has closed it (broken pipe)"]
+
+
+LATE_STOP = """
+import os, signal, sys, threading, time
+sys.path[:0] = [{library!r}]
+from MRISuperResLib.cli import app, end_at_once_on_stop
+signal.signal(signal.SIGTERM, app._raise_interrupt)  # as during the run
+print("run finished", flush=True)
+end_at_once_on_stop({code})
+gate = threading.Event()
+threading.Thread(target=gate.wait).start()  # a thread the exit would wait for
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(30)
+print("still exiting")
+"""
+
+
+def test_a_stop_after_the_run_ends_the_exit_at_once_with_the_runs_status() -> None:
+    for code in (0, 2):
+        script = LATE_STOP.format(library=str(ROOT / "MRISuperRes"), code=code)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+        assert (done.returncode, done.stdout, done.stderr) == (code, "run finished\n", "")

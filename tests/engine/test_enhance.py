@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,25 @@ def test_progress_ends_at_one_and_cancel_aborts(small_crop: Volume, tiny_x2: Loa
     assert all(b >= a for a, b in zip(fractions, fractions[1:]))
     with pytest.raises(CancelledError):
         enhance_volume(small_crop, tiny_x2, 2, device="cpu", cancel=lambda: True)
+
+
+def test_a_stop_while_the_baseline_thread_starts_leaves_no_thread_behind(
+        small_crop: Volume, tiny_x2: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A SIGTERM turned into KeyboardInterrupt can land inside submit(), once the idle thread runs: that thread
+    # must still be stopped, or the interpreter's exit joins it forever (a hung `mrisuperres` after "interrupted").
+    submit = enhance_module.IdleExecutor.submit
+
+    def interrupted_submit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        submit(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    before = set(threading.enumerate())
+    monkeypatch.setattr(enhance_module.IdleExecutor, "submit", interrupted_submit)
+    with pytest.raises(KeyboardInterrupt):
+        enhance_volume(small_crop, tiny_x2, 2, device="cpu")
+    for thread in set(threading.enumerate()) - before:
+        thread.join(10)
+        assert not thread.is_alive(), thread.name
 
 
 # The overlay test: the SR volume must sit on its grid with no half-voxel shift.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 
@@ -35,3 +36,23 @@ def test_a_failing_call_raises_from_its_future_and_the_executor_goes_on() -> Non
         assert executor.submit(sum, [1, 2]).result() == 3
     finally:
         executor.shutdown()
+
+
+def idle_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("idle")]
+
+
+def test_a_dropped_executor_lets_its_thread_end() -> None:
+    # Without shutdown() the thread ends only when the executor is freed by its last reference: an executor in a
+    # reference cycle waits for the cyclic collector, and the interpreter's exit joined its thread forever.
+    gc.disable()
+    try:
+        before = set(idle_threads())
+        executor = IdleExecutor()
+        assert executor.submit(sum, [1, 2]).result() == 3
+        (thread,) = set(idle_threads()) - before
+        del executor
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        gc.enable()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +21,38 @@ def main(argv: list[str] | None = None) -> int:
     from .app import main as run
 
     code = run(argv)
+    end_at_once_on_stop(code)
     exit_without_waiting(code)
     exit_without_teardown(code)
+    return code
+
+
+def end_at_once_on_stop(code: int) -> None:
+    """From now on, Ctrl-C or SIGTERM ends the process at once with ``code`` (flushed), without a traceback.
+
+    The run is over and its outputs are committed: a stop arriving while the process exits (joining threads,
+    running exit handlers) has nothing left to interrupt, and raised as ``KeyboardInterrupt`` there it printed
+    a traceback.
+    """
+    import signal
+
+    def end(signum: int, frame: object) -> None:
+        os._exit(flushed(code))
+
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGINT", "SIGTERM"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), end)
+
+
+def flushed(code: int) -> int:
+    """Flush stdout and stderr; returns ``code``, or 120 (as the interpreter does) when a flush fails."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            code = code or 120
     return code
 
 
@@ -37,7 +68,6 @@ def exit_without_teardown(code: int) -> None:
     interpreter lacks either hook, it returns and the normal exit happens.
     """
     import atexit
-    import threading
 
     shutdown_threads = getattr(threading, "_shutdown", None)
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
@@ -46,13 +76,7 @@ def exit_without_teardown(code: int) -> None:
         return
     shutdown_threads()
     run_exit_handlers()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            code = code or 120
-    os._exit(code)
+    os._exit(flushed(code))
 
 
 def exit_without_waiting(code: int) -> None:
@@ -67,6 +91,4 @@ def exit_without_waiting(code: int) -> None:
     from ..engine.prepared_input import imports_in_flight
 
     if imports_in_flight():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        os._exit(flushed(code))

@@ -240,9 +240,8 @@ def enhance_volume(
     # The network needs none of these: the baseline, its consistency score and file and the head mask on the fine
     # grid are made on CPU time the network leaves unused, and whatever is left runs once the network is done.
     background = IdleExecutor()
-    baseline_job = background.submit(baseline_work)
-
     try:
+        baseline_job = background.submit(baseline_work)  # inside: a stop during its thread's start shuts it down
         stage = time.perf_counter()
         ensemble = uncertainty or flip_ensemble
         flips = [axes for count in range(4) for axes in itertools.combinations((0, 1, 2), count)] if ensemble else [()]

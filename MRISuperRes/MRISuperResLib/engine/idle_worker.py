@@ -22,6 +22,27 @@ def _set_policy(thread_id: int, policy_name: str) -> None:
         os.sched_setscheduler(thread_id, getattr(os, policy_name), os.sched_param(0))
 
 
+class _Priority:
+    """The idle executor's threads and whether they were promoted (kept apart from the executor, see below)."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.lock = threading.Lock()
+        self.promoted = False
+
+    def start(self) -> None:
+        with self.lock:
+            self.ids.append(threading.get_native_id())
+            if not self.promoted:
+                _set_policy(0, "SCHED_IDLE")
+
+    def promote(self) -> None:
+        with self.lock:
+            self.promoted = True
+            for thread_id in self.ids:
+                _set_policy(thread_id, "SCHED_OTHER")
+
+
 class IdleExecutor(ThreadPoolExecutor):
     """An executor running submitted calls one after another on one idle-priority thread.
 
@@ -30,20 +51,12 @@ class IdleExecutor(ThreadPoolExecutor):
     """
 
     def __init__(self) -> None:
-        self._ids: list[int] = []
-        self._lock = threading.Lock()
-        self._promoted = False
-        super().__init__(max_workers=1, thread_name_prefix="idle", initializer=self._start)
-
-    def _start(self) -> None:
-        with self._lock:
-            self._ids.append(threading.get_native_id())
-            if not self._promoted:
-                _set_policy(0, "SCHED_IDLE")
+        # The thread initializer must not hold the executor: an executor in a reference cycle outlives its last
+        # reference, so its thread would never be told to stop and the interpreter's exit would wait for it
+        # forever (a Ctrl-C landing inside submit(), before the caller could shut the executor down).
+        self._priority = _Priority()
+        super().__init__(max_workers=1, thread_name_prefix="idle", initializer=self._priority.start)
 
     def promote(self) -> None:
         """Run the remaining calls at normal priority (from any thread)."""
-        with self._lock:
-            self._promoted = True
-            for thread_id in self._ids:
-                _set_policy(thread_id, "SCHED_OTHER")
+        self._priority.promote()
