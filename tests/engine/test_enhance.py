@@ -134,6 +134,14 @@ def test_summary_describes_the_run(x2_result: EnhanceResult) -> None:
     json.dumps(summary)
 
 
+def test_summary_spacing_reads_as_the_header_does(small_crop: Volume, tiny_x2: LoadedModel) -> None:
+    grid = small_crop.grid
+    # 0.47 mm as a float32 NIfTI header stores it: 0.4699999988079071 as a Python float
+    stored = Grid(grid.shape, tuple(float(np.float32(0.94)) for _ in range(3)), grid.origin, grid.direction)
+    result = enhance_volume(Volume(small_crop.array, stored), tiny_x2, 2, device="cpu", consistency=False)
+    assert result.summary()["output_spacing"] == [0.47, 0.47, 0.47]
+
+
 def test_an_untrained_model_returns_the_baseline_exactly(small_crop: Volume, model_folder: Path) -> None:
     untrained = make_tiny_model(model_folder / "untrained-x2.safetensors", random_tail=False)
     # The network's output as it is: the data-consistency projection would correct the baseline too.

@@ -147,7 +147,8 @@ class EnhanceResult:
             "scale": format_scale(self.scale),
             "input_shape": list(self.input_shape),
             "output_shape": list(self.sr.shape),
-            "output_spacing": list(self.sr.spacing),
+            # 7 significant digits: what a float32 header holds, without its binary tail (0.4699999988 -> 0.47)
+            "output_spacing": [float(f"{value:.7g}") for value in self.sr.spacing],
             "device": self.device,
             "axis_order": "".join("ijk"[axis] for axis in self.axis_order),
             "ensemble_passes": self.ensemble_passes,
