@@ -113,8 +113,8 @@ def test_a_closed_standard_output_is_one_line_and_status_1() -> None:
 LATE_STOP = """
 import os, signal, sys, threading, time
 sys.path[:0] = [{library!r}]
-from MRISuperResLib.cli import app, end_at_once_on_stop
-signal.signal(signal.SIGTERM, app._raise_interrupt)  # as during the run
+from MRISuperResLib.cli import end_at_once_on_stop, raise_interrupt
+signal.signal(signal.SIGTERM, raise_interrupt)  # as during the run
 print("run finished", flush=True)
 end_at_once_on_stop({code})
 gate = threading.Event()
@@ -130,3 +130,28 @@ def test_a_stop_after_the_run_ends_the_exit_at_once_with_the_runs_status() -> No
         script = LATE_STOP.format(library=str(ROOT / "MRISuperRes"), code=code)
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
         assert (done.returncode, done.stdout, done.stderr) == (code, "run finished\n", "")
+
+
+EARLY_STOP = """
+import importlib.abc, os, signal, sys, time
+sys.path[:0] = [{library!r}]
+
+class StopDuringImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "MRISuperResLib.cli.app":  # the command line's first half second goes on importing it
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        return None
+
+sys.meta_path.insert(0, StopDuringImport())
+from MRISuperResLib.cli import main
+main(["models"])
+print("not stopped")
+"""
+
+
+def test_a_sigterm_while_the_command_line_loads_gets_the_interrupted_line_and_130() -> None:
+    done = subprocess.run([sys.executable, "-c", EARLY_STOP.format(library=str(ROOT / "MRISuperRes"))],
+                          capture_output=True, text=True, timeout=20)
+    assert (done.returncode, done.stdout) == (130, "")
+    assert done.stderr.splitlines() == ["mrisuperres: interrupted; no partial output was written"]

@@ -469,6 +469,23 @@ def test_text_reports_are_replaced_atomically_and_verified(tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["limited.py", "table.md"]
 
 
+def test_text_reports_get_the_users_file_mode(tmp_path: Path) -> None:
+    # Staged with mkstemp (0600), a new report was private while every other output is 0644 under umask 022.
+    from MRISuperResLib.imaging.verified_write import replace_text_file
+
+    mask = os.umask(0o022)
+    try:
+        replace_text_file(tmp_path / "new.md", "a\n")
+        assert (tmp_path / "new.md").stat().st_mode & 0o777 == 0o644
+        kept = tmp_path / "kept.csv"
+        kept.write_text("old\n")
+        kept.chmod(0o640)
+        replace_text_file(kept, "b\n")
+        assert kept.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(mask)
+
+
 def test_simulate_and_register_take_upper_case_output_names_and_refuse_outputs_on_inputs(tmp_path: Path,
                                                                                           capsys) -> None:
     source = smooth_input(tmp_path / "in" / "t1.nii.gz", shape=(16, 16, 12))

@@ -10,6 +10,15 @@ import sys
 import threading
 
 
+EXIT_INTERRUPTED = 130
+INTERRUPTED = "mrisuperres: interrupted; no partial output was written"
+
+
+def raise_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop as Ctrl-C does (``KeyboardInterrupt``), so the same clean-up runs."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``mrisuperres`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
 
@@ -18,9 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     soon as it is read) exits at once instead of waiting for the import to finish, and every other run ends
     without the interpreter's teardown (:func:`exit_without_teardown`).
     """
-    from .app import main as run
+    import signal
 
-    code = run(argv)
+    # First, before the imports below take their half second: a SIGTERM then still gets the one-line message.
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        from .app import main as run
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    else:
+        code = run(argv)
     end_at_once_on_stop(code)
     exit_without_waiting(code)
     exit_without_teardown(code)

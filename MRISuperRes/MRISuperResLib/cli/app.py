@@ -23,10 +23,10 @@ from typing import Any
 
 from ..engine.progress import PROGRESS_PREFIX, format_progress_line, parse_progress_line  # noqa: F401
 from ..version import __version__
+from . import EXIT_INTERRUPTED, INTERRUPTED, raise_interrupt
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 3
-EXIT_INTERRUPTED = 130
 
 EXAMPLES = """examples:
   mrisuperres enhance t1_2mm.nii.gz t1_sr.nii.gz
@@ -200,16 +200,14 @@ def _run_report(args: argparse.Namespace) -> int:
     return report.run(args)
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mrisuperres`` console script; returns the exit status."""
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while the command line itself loads, before any work
-        print("mrisuperres: interrupted; no partial output was written", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -219,8 +217,6 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_ERROR
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _raise_interrupt)
     from ..imaging import native_output
     from ..errors import InputWarning
 
@@ -256,7 +252,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return cli_register.run(args)
         return handlers[args.command](args)
     except KeyboardInterrupt:
-        print("mrisuperres: interrupted; no partial output was written", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     except MRISuperResError as error:
         if args.debug:

@@ -274,6 +274,13 @@ def verify_png(path: Path, target: str | os.PathLike) -> None:
         raise write_failure(target, f"the written figure does not read back ({str(error)[:80]})") from None
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def replace_text_file(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (staged beside it, flushed, read back, renamed into place),
     replacing an existing file.
@@ -292,6 +299,9 @@ def replace_text_file(path: str | os.PathLike, text: str) -> Path:
     os.close(descriptor)
     staged = Path(staged_name)
     try:
+        # mkstemp makes the file private (0600); the result gets the mode any new file of the user gets, or keeps
+        # the mode of the file it replaces.
+        staged.chmod(path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_umask())
         write_text_verified(staged, text, path)
         os.replace(staged, path)
     finally:
