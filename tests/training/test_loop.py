@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from helpers import ROOT, tiny_config
-from MRISuperResLib.errors import MRISuperResError
+from MRISuperResLib.errors import InputWarning, MRISuperResError
 from MRISuperResLib.training.augment import PatchBatch, augment_batch, fit_gaussian_mixture, gmm_contrast
 from MRISuperResLib.training.config import ConfigError, config_from_dict, load_config
 from MRISuperResLib.training.data import split_subjects
@@ -247,6 +247,15 @@ def test_an_existing_run_is_not_overwritten_without_resume(brain_files: list[Pat
     _train(config, tmp_path)
     with pytest.raises(MRISuperResError, match="--resume"):
         _train(config, tmp_path)
+
+
+def test_resume_without_a_saved_state_starts_at_step_0_with_a_warning(brain_files: list[Path],
+                                                                     tmp_path: Path) -> None:
+    # A requeued job passes --resume also when its first try stopped while loading (no state.pt yet).
+    config = tiny_config(brain_files, tmp_path / "run", run={"steps": 2, "validate_every": 2})
+    with pytest.warns(InputWarning, match="nothing to resume .* starting at step 0"):
+        _, result = _train(config, tmp_path, resume=True)
+    assert result.steps_done == 2 and (tmp_path / "run" / "state.pt").is_file()
 
 
 def test_too_small_volumes_for_the_patch_are_refused(brain_files: list[Path], tmp_path: Path) -> None:

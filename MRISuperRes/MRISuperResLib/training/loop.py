@@ -25,6 +25,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from torch import nn
 
 from ..engine.conditioning import ContextSpec
 from ..engine.device import DeviceChoice, select_device
-from ..errors import InputError, MRISuperResError
+from ..errors import InputError, InputWarning, MRISuperResError
 from ..processing.degradation.acquisition import AcquisitionRanges
 from ..processing.degradation import DegradationSpec
 from ..processing.normalization import NormalizationSettings
@@ -296,6 +297,12 @@ class Trainer:
         if not resume and (self.output_dir / STATE_FILE).exists():
             raise InputError(f"{self.output_dir} already holds a run; pass --resume to continue it or choose "
                              "another output_dir")
+        if resume and not (self.output_dir / STATE_FILE).exists():
+            # As nnU-Net's --c: a requeued job always passes --resume, also when its first try stopped before a
+            # state was saved (during data loading); that run starts at step 0, said in one line.
+            warnings.warn(f"nothing to resume in {self.output_dir} (no {STATE_FILE}: the run stopped before its "
+                          "first step, or never ran): starting at step 0", InputWarning, stacklevel=2)
+            resume = False
         if self.context.is_main:
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         run_started = time.time()
