@@ -33,7 +33,8 @@ from MRISuperResLib.cohort.plan import (
     shard_from_environment,
 )
 from MRISuperResLib.errors import InputError, OutputError
-from MRISuperResLib.cohort.manifest import FIELDS, append_manifest_row, latest_rows, make_row, read_manifest
+from MRISuperResLib.cohort.manifest import (FIELDS, append_manifest_row, check_manifest, latest_rows, make_row,
+                                            read_manifest)
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTIAL_PREFIX = ".mrisuperres-partial-"
@@ -371,7 +372,8 @@ def test_sigterm_mid_cohort_then_rerun_finishes_the_rest(model, tmp_path, capsys
 def test_manifest_round_trip(tmp_path, name):
     path = tmp_path / "sub" / name
     summary = {"device": "cuda:0 (H200)", "consistency_nrmse": 0.0512, "consistency_threshold": 0.04,
-               "consistency_suspicious": True, "model": "m", "model_sha256": "ab" * 32, "warnings": ["a, \"b\"\nc"]}
+               "consistency_suspicious": True, "model": "m", "model_sha256": "ab" * 32, "warnings": ["a, \"b\"\nc"],
+               "noise_nrmse": 0.0123}
     append_manifest_row(path, input="in/a.nii.gz", output="out/a_sr.nii.gz", status="done", summary=summary,
                         seconds=1.23456, shard="1/2")
     append_manifest_row(path, make_row(input="in/b.nii.gz", output=None, status="failed",
@@ -381,10 +383,24 @@ def test_manifest_round_trip(tmp_path, name):
     assert [r["status"] for r in rows] == ["done", "failed", "skipped"]
     assert rows[0]["flagged"] is True and rows[0]["consistency_nrmse"] == 0.0512 and rows[0]["seconds"] == 1.235
     assert rows[0]["warnings"] == 'a, "b" c' and rows[1]["error"] == "bad file" and rows[1]["flagged"] is None
+    assert rows[0]["noise_nrmse"] == 0.0123 and rows[1]["noise_nrmse"] is None
     # a re-run that skipped a finished scan keeps the row of the run that made it
     assert [r["status"] for r in latest_rows(rows)] == ["done", "failed"]
     with pytest.raises(ValueError, match="status"):
         make_row(input="a", output="b", status="ok")
+
+
+def test_a_manifest_from_before_noise_nrmse_keeps_its_columns(tmp_path):
+    path = tmp_path / "old.csv"
+    earlier = ",".join(FIELDS[:-1])
+    assert FIELDS[-1] == "noise_nrmse"
+    path.write_text(earlier + "\n")
+    check_manifest(path)
+    append_manifest_row(path, input="x", output="y", status="done", summary={"noise_nrmse": 0.01})
+    lines = path.read_text().splitlines()
+    assert lines[0] == earlier and len(lines) == 2 and lines[1].count(",") == earlier.count(",")
+    (row,) = read_manifest(path)
+    assert row["status"] == "done" and row["noise_nrmse"] is None
 
 
 def test_manifest_with_other_columns_is_refused(tmp_path):

@@ -9,7 +9,9 @@ Columns (:data:`FIELDS`): ``time`` (UTC, ISO 8601), ``input``, ``output``, ``sta
 already complete, ``failed``), ``error`` (one line), ``seconds`` (wall time of the scan in this run),
 ``device``, ``consistency_nrmse`` and ``consistency_threshold`` (see the README's outputs table), ``flagged``
 (``true`` when the consistency NRMSE is above the model's calibrated threshold, empty when not known),
-``model``, ``model_sha256``, ``input_sha256``, ``shard`` (``I/N``), ``host``, ``warnings`` (joined by ``" | "``).
+``model``, ``model_sha256``, ``input_sha256``, ``shard`` (``I/N``), ``host``, ``warnings`` (joined by ``" | "``),
+``noise_nrmse`` (the input's background noise on the consistency scores' scale, empty when not measured). A CSV
+written before ``noise_nrmse`` existed keeps its columns: rows are appended without it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from typing import IO, Any
 from ..errors import InputError, OutputError
 
 FIELDS = ("time", "input", "output", "status", "error", "seconds", "device", "consistency_nrmse",
-          "consistency_threshold", "flagged", "model", "model_sha256", "input_sha256", "shard", "host", "warnings")
+          "consistency_threshold", "flagged", "model", "model_sha256", "input_sha256", "shard", "host", "warnings",
+          "noise_nrmse")
+
+#: The columns of a CSV manifest written before ``noise_nrmse`` was added; appending to one keeps them.
+EARLIER_FIELDS = FIELDS[:-1]
 
 STATUSES = ("done", "skipped", "failed")
 
@@ -99,6 +105,7 @@ def make_row(
         "shard": shard,
         "host": socket.gethostname(),
         "warnings": " | ".join(" ".join(str(w).split()) for w in dict.fromkeys(all_warnings)),
+        "noise_nrmse": _number(summary.get("noise_nrmse")),
     }
 
 
@@ -130,6 +137,19 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
+def _columns(header: str, path: Path) -> tuple[str, ...]:
+    """The columns of the CSV manifest whose first line is ``header`` (all of :data:`FIELDS` when it is empty).
+
+    Raises:
+        OutputError: the header is not a manifest's.
+    """
+    line = header.rstrip("\r\n")
+    for fields in (FIELDS, EARLIER_FIELDS):
+        if not header or line == _csv_line(fields).rstrip("\n"):
+            return fields
+    raise OutputError(f"manifest {path} has other columns than a manifest's; choose a new file")
+
+
 def check_manifest(path: str | os.PathLike) -> None:
     """Check before a cohort starts that rows can be appended to ``path``.
 
@@ -147,9 +167,7 @@ def check_manifest(path: str | os.PathLike) -> None:
         raise OutputError(f"manifest {path} is not writable; choose a file you can write to")
     if path.exists() and not is_jsonl(path):
         with open(path, encoding="utf-8", newline="") as stream:
-            header = stream.readline()
-        if header and header.rstrip("\r\n") != _csv_line(FIELDS).rstrip("\n"):
-            raise OutputError(f"manifest {path} has other columns than a manifest's; choose a new file")
+            _columns(stream.readline(), path)
 
 
 def append_manifest_row(path: str | os.PathLike, row: Mapping[str, Any] | None = None, **fields: Any
@@ -174,11 +192,10 @@ def append_manifest_row(path: str | os.PathLike, row: Mapping[str, Any] | None =
             else:
                 stream.seek(0)
                 header = stream.readline()
-                line = _csv_line([_csv_value(record.get(key)) for key in FIELDS])
+                columns = _columns(header, path)
+                line = _csv_line([_csv_value(record.get(key)) for key in columns])
                 if not header:
-                    line = _csv_line(FIELDS) + line
-                elif header.rstrip("\r\n") != _csv_line(FIELDS).rstrip("\n"):
-                    raise OutputError(f"manifest {path} has other columns than a manifest's; choose a new file")
+                    line = _csv_line(columns) + line
             stream.seek(0, os.SEEK_END)
             stream.write(line)
             stream.flush()
@@ -192,7 +209,7 @@ def _typed(row: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("input", "output", "status", "error", "device", "model", "model_sha256", "input_sha256", "shard",
                 "host", "warnings", "time"):
         typed[key] = "" if typed[key] is None else str(typed[key])
-    for key in ("seconds", "consistency_nrmse", "consistency_threshold"):
+    for key in ("seconds", "consistency_nrmse", "consistency_threshold", "noise_nrmse"):
         typed[key] = _number(typed[key])
     flagged = typed["flagged"]
     if isinstance(flagged, str):
