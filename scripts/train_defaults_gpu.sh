@@ -55,16 +55,18 @@ export PYTHONPATH="$PWD/MRISuperRes${PYTHONPATH:+:$PYTHONPATH}"
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only', '| SimpleITK', SimpleITK.Version_VersionString(),
 '| MONAI', monai.__version__)"
 
-# name of the run folder and of the model a config writes, and its scale
-run_of() { "$PYTHON" -c "import yaml, sys; c = yaml.safe_load(open(f'configs/{sys.argv[1]}.yaml'))
+# name of the run folder and of the model a config writes, and its scale (base: chains merged)
+run_of() { "$PYTHON" -c "import sys; from pathlib import Path; from MRISuperResLib.training.config import read_values
+c = read_values(Path(f'configs/{sys.argv[1]}.yaml'))
 s = c['model']['config']['scale']; print(c['output_dir'].split('/')[-1], c['name'], ','.join(map(str, s)) if len(set(s)) > 1 else s[0])" "$1"; }
 
 write_config() {  # CONFIG AMP: the config with volumes read from DATA and init_from from this checkout
   "$PYTHON" - "$1" "$DATA" "$RESIMULATE_EVERY" "$2" <<'PY'
 import sys, yaml
 from pathlib import Path
+from MRISuperResLib.training.config import read_values
 name, data, every, amp = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "true"
-config = yaml.safe_load(open(f"configs/{name}.yaml"))
+config = read_values(Path(f"configs/{name}.yaml"))  # with its base: merged in
 for key in ("train", "validation"):
     config["data"][key] = [str(next(data.glob(Path(p).name.split(".nii")[0] + ".nii*"))) for p in config["data"][key]]
 config["model"]["init_from"] = str((Path("configs") / config["model"]["init_from"]).resolve())
