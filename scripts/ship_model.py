@@ -75,6 +75,16 @@ LICENCES = {
 }
 
 
+def _data_name(name: str) -> str:
+    """The development data's file name of a training volume (a packed copy unpacks to ``NAME.nii``)."""
+    return f"{name}.gz" if name.endswith(".nii") else name
+
+
+def _licence(name: str) -> str:
+    """Source and licence of a training volume, by its development data name."""
+    return LICENCES.get(_data_name(name), "see the data README")
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="trained model file (runs/<name>/<name>.safetensors); with "
@@ -208,8 +218,8 @@ def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[f
         "",
         "Licence-clean volumes only (the project's development data; none are shipped):",
         "",
-        *[f"- training: `{name}`: {LICENCES.get(name, 'see the data README')}" for name in training.get("train", [])],
-        *[f"- validation (model selection only): `{name}`: {LICENCES.get(name, 'see the data README')}"
+        *[f"- training: `{_data_name(name)}`: {_licence(name)}" for name in training.get("train", [])],
+        *[f"- validation (model selection only): `{_data_name(name)}`: {_licence(name)}"
           for name in training.get("validation", [])],
         "",
         *_simulation_text(training),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Train the next default models on a GPU in one command: every training volume, scanner-like acquisitions
-# (configs/scanner_x2_nominal.yaml, configs/scanner_thick_x{2,3,4,5}.yaml), all runs at once on one GPU, the whole command
+# Train the next default models on a GPU in one command: every training volume (configs/scanner_x2_nominal.yaml: the
+# x2 model's own forward model; configs/scanner_thick_x{2,3,4,5}.yaml: scanner-like acquisitions), all runs at once
+# on one GPU, the whole command
 # fitted into MINUTES (each run gets run.max_minutes: steps lowered to what the measured pace fits, cosine schedule
 # refitted, best model written). Then the GPU inference time per 256^3 output is measured for each candidate.
 # Evaluate the candidates afterwards with `mrisuperres evaluate` on the held-out set (never read here) and ship one
