@@ -155,8 +155,10 @@ def evaluate(path: Path, references: list[str], scale, kind: str, noises: list[f
 
 
 def _simulation_text(training: dict) -> list[str]:
-    """How the training inputs were simulated: the nominal forward model, or scanner-like acquisitions."""
-    data = training.get("config", {}).get("data", {})
+    """How the training inputs were simulated: the nominal forward model, or scanner-like acquisitions (naming only
+    what was drawn: slice profiles for a model with thick axes, windows and partial Fourier when used)."""
+    config = training.get("config", {})
+    data = config.get("data", {})
     every = data.get("resimulate_every", "?")
     if data.get("acquisition") is None:
         return ["High-resolution volumes are degraded on the fly (re-simulated every "
@@ -166,16 +168,29 @@ def _simulation_text(training: dict) -> list[str]:
     from MRISuperResLib.processing.degradation.acquisition import AcquisitionRanges
 
     ranges = AcquisitionRanges.from_dict(data["acquisition"])
-    return ["Every training input is a different simulated scanner (`data.acquisition`, drawn per volume and "
-            f"re-simulated every {every} steps): slice profiles {' or '.join(ranges.thick_profiles)} along thick "
-            f"axes with gaps of {ranges.gap[0]:g}-{ranges.gap[1]:g} of the slice spacing; k-space apodisation "
-            f"({', '.join(ranges.windows)}; Tukey taper {ranges.tukey_alpha[0]:g}-{ranges.tukey_alpha[1]:g}); "
-            f"partial Fourier ({ranges.partial_fourier[0]:g}-{ranges.partial_fourier[1]:g} acquired) on "
-            f"{ranges.partial_fourier_probability:.0%} of draws; complex k-space noise {ranges.noise[0]:g}-"
-            f"{ranges.noise[1]:g} of the 99th percentile (Rician magnitudes); smooth bias fields up to "
-            f"+-{ranges.bias:.0%}; gamma contrast {ranges.gamma[0]:g}-{ranges.gamma[1]:g} on "
-            f"{ranges.gamma_probability:.0%} of draws, and Gaussian-mixture contrast remapping on part of them. "
-            "The nominal forward model below is what validation, the consistency map and the tables use.", ""]
+    scale = config.get("model", {}).get("config", {}).get("scale", [])
+    windows = [w for w in ranges.windows if w != "none"]
+    parts = []
+    if len(set(scale)) > 1:
+        parts.append(f"slice profiles {' or '.join(ranges.thick_profiles)} along thick axes with gaps of "
+                     f"{ranges.gap[0]:g}-{ranges.gap[1]:g} of the slice spacing")
+    if windows:
+        taper = f"; Tukey taper {ranges.tukey_alpha[0]:g}-{ranges.tukey_alpha[1]:g}" if "tukey" in windows else ""
+        parts.append(f"k-space apodisation ({', '.join(ranges.windows)}{taper})")
+    else:
+        parts.append("unfiltered k-space (no apodisation window)")
+    if ranges.partial_fourier_probability > 0:
+        parts.append(f"partial Fourier ({ranges.partial_fourier[0]:g}-{ranges.partial_fourier[1]:g} acquired) on "
+                     f"{ranges.partial_fourier_probability:.0%} of draws")
+    parts += [f"complex k-space noise {ranges.noise[0]:g}-{ranges.noise[1]:g} of the 99th percentile (Rician "
+              f"magnitudes)", f"smooth bias fields up to +-{ranges.bias:.0%}",
+              f"gamma contrast {ranges.gamma[0]:g}-{ranges.gamma[1]:g} on {ranges.gamma_probability:.0%} of draws, and "
+              "Gaussian-mixture contrast remapping on part of them"]
+    scanner = len(set(scale)) > 1 or windows or ranges.partial_fourier_probability > 0
+    opening = "Every training input is a different simulated scanner" if scanner else "Every training input is drawn anew"
+    return [f"{opening} (`data.acquisition`, drawn per volume and re-simulated every {every} steps): "
+            f"{'; '.join(parts)}. The nominal forward model below is what validation, the consistency map and the "
+            "tables use.", ""]
 
 
 def card(path: Path, config_paths: list[Path], scale, kind: str, results: dict[float, list[VolumeScores]],
