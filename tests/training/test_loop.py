@@ -258,6 +258,21 @@ def test_resume_without_a_saved_state_starts_at_step_0_with_a_warning(brain_file
     assert result.steps_done == 2 and (tmp_path / "run" / "state.pt").is_file()
 
 
+def test_train_threads_option_sets_run_threads(brain_files: list[Path], tmp_path: Path, capsys) -> None:
+    from MRISuperResLib.cli.app import main
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_config(brain_files, tmp_path / "run", run={"steps": 2, "validate_every": 2})))
+    assert main(["train", "--config", str(recipe), "--threads", "0", "--quiet", "--no-register"]) == 1
+    assert "--threads must be a positive number" in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    try:
+        assert main(["train", "--config", str(recipe), "--threads", "1", "--quiet", "--no-register"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the run set torch's threads for this whole process
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["run"]["threads"] == 1
+
+
 def test_too_small_volumes_for_the_patch_are_refused(brain_files: list[Path], tmp_path: Path) -> None:
     config = tiny_config(brain_files, tmp_path / "run", data={"patch_size": [64, 64, 64]})
     with pytest.raises(MRISuperResError, match="smaller than data.patch_size"):

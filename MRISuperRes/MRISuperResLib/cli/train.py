@@ -29,12 +29,14 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                         help="override run.max_minutes: end the run inside this many minutes, data loading included "
                         "(steps lowered to what the measured pace fits, schedule refitted, best model written)")
     parser.add_argument("--output-dir", help="override output_dir (relative to the working directory)")
+    parser.add_argument("--threads", type=int, metavar="N", help="override run.threads: CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-register", action="store_true",
                         help="do not register the output folder as a user model folder")
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..training.config import check_config, load_config
     from ..training.loop import Trainer
 
@@ -47,6 +49,10 @@ def run_train(args: argparse.Namespace) -> int:
         config.run.max_minutes = args.max_minutes
     if args.output_dir:
         config.output_dir = str(Path(args.output_dir).resolve())
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be a positive number of CPU threads, got {args.threads}")
+        config.run.threads = args.threads
     check_config(config)  # the overrides too
     trainer = Trainer(config, show_progress=not args.quiet)
     if trainer.context.is_main:
