@@ -168,10 +168,10 @@ def _simulation_text(training: dict) -> list[str]:
     from MRISuperResLib.processing.degradation.acquisition import AcquisitionRanges
 
     ranges = AcquisitionRanges.from_dict(data["acquisition"])
-    scale = config.get("model", {}).get("config", {}).get("scale", [])
+    thick_axes = len(set(config.get("model", {}).get("config", {}).get("scale", []))) > 1
     windows = [w for w in ranges.windows if w != "none"]
     parts = []
-    if len(set(scale)) > 1:
+    if thick_axes:
         parts.append(f"slice profiles {' or '.join(ranges.thick_profiles)} along thick axes with gaps of "
                      f"{ranges.gap[0]:g}-{ranges.gap[1]:g} of the slice spacing")
     if windows:
@@ -186,7 +186,7 @@ def _simulation_text(training: dict) -> list[str]:
               f"magnitudes)", f"smooth bias fields up to +-{ranges.bias:.0%}",
               f"gamma contrast {ranges.gamma[0]:g}-{ranges.gamma[1]:g} on {ranges.gamma_probability:.0%} of draws, and "
               "Gaussian-mixture contrast remapping on part of them"]
-    scanner = len(set(scale)) > 1 or windows or ranges.partial_fourier_probability > 0
+    scanner = thick_axes or windows or ranges.partial_fourier_probability > 0
     opening = "Every training input is a different simulated scanner" if scanner else "Every training input is drawn anew"
     return [f"{opening} (`data.acquisition`, drawn per volume and re-simulated every {every} steps): "
             f"{'; '.join(parts)}. The nominal forward model below is what validation, the consistency map and the "

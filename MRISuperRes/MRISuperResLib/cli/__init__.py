@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 
 EXIT_INTERRUPTED = 130
@@ -19,6 +21,17 @@ def raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def on_stop(handler: Callable[[int, Any], None], *names: str) -> None:
+    """Handle the named signals (``"SIGTERM"``, ...) with ``handler``; signals only the main thread may handle, and
+    only those the platform has, are left alone."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        for name in names:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``mrisuperres`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
 
@@ -27,11 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     soon as it is read) exits at once instead of waiting for the import to finish, and every other run ends
     without the interpreter's teardown (:func:`exit_without_teardown`).
     """
-    import signal
-
     # First, before the imports below take their half second: a SIGTERM then still gets the one-line message.
-    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_interrupt)
+    on_stop(raise_interrupt, "SIGTERM")
     try:
         from .app import main as run
     except KeyboardInterrupt:
@@ -52,15 +62,10 @@ def end_at_once_on_stop(code: int) -> None:
     running exit handlers) has nothing left to interrupt, and raised as ``KeyboardInterrupt`` there it printed
     a traceback.
     """
-    import signal
-
     def end(signum: int, frame: object) -> None:
         os._exit(flushed(code))
 
-    if threading.current_thread() is threading.main_thread():
-        for name in ("SIGINT", "SIGTERM"):
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), end)
+    on_stop(end, "SIGINT", "SIGTERM")
 
 
 def flushed(code: int) -> int:

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
 import traceback
 import warnings
@@ -23,7 +22,7 @@ from typing import Any
 
 from ..engine.progress import PROGRESS_PREFIX, format_progress_line, parse_progress_line  # noqa: F401
 from ..version import __version__
-from . import EXIT_INTERRUPTED, INTERRUPTED, raise_interrupt
+from . import EXIT_INTERRUPTED, INTERRUPTED, on_stop, raise_interrupt
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 3
@@ -202,8 +201,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mrisuperres`` console script; returns the exit status."""
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, raise_interrupt)
+    on_stop(raise_interrupt, "SIGTERM")
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while the command line itself loads, before any work

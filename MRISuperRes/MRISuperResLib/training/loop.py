@@ -294,10 +294,11 @@ class Trainer:
         """
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and (self.output_dir / STATE_FILE).exists():
+        saved = (self.output_dir / STATE_FILE).exists()
+        if not resume and saved:
             raise InputError(f"{self.output_dir} already holds a run; pass --resume to continue it or choose "
                              "another output_dir")
-        if resume and not (self.output_dir / STATE_FILE).exists():
+        if resume and not saved:
             # As nnU-Net's --c: a requeued job always passes --resume, also when its first try stopped before a
             # state was saved (during data loading); that run starts at step 0, said in one line.
             warnings.warn(f"nothing to resume in {self.output_dir} (no {STATE_FILE}: the run stopped before its "
