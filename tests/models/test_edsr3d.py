@@ -96,3 +96,36 @@ def test_refining_variant_tiles_join_exactly(small_real_volume) -> None:
     # Touching tiles (none moved back at a face), so every seam shows what the short halo misses.
     short_halo = run_tiled(network, array, device, tile=(10, 8, 8), halo=network.receptive_radius - BSPLINE_HALO)
     assert np.abs(short_halo - whole).max() > 10 * tolerance
+
+
+@pytest.mark.parametrize("scale", [(2, 2, 2), (1, 1, 4)])
+def test_a_grown_network_computes_what_the_smaller_one_did_and_can_learn_in_its_new_parts(scale) -> None:
+    from MRISuperResLib.models.edsr3d import EDSR3D, grow_state_dict
+
+    torch.manual_seed(5)
+    small = {"scale": list(scale), "channels": 8, "blocks": 2, "upsample_features": 4, "global_skip": "baseline"}
+    before = EDSR3D(**small)
+    for parameter in before.parameters():  # a trained model: no zero tail
+        torch.nn.init.normal_(parameter, std=0.1)
+    grown = EDSR3D(**{**small, "channels": 12, "blocks": 4})
+    grown.load_state_dict(grow_state_dict(grown, before.state_dict(), small))
+    x = torch.randn(1, 1, 10, 9, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), before(x), rtol=1e-4, atol=1e-4)  # sums reordered only
+    grown(x).square().mean().backward()
+    new_block = grown.body[3].body[2].conv.weight
+    assert new_block.grad is not None and new_block.grad.abs().sum() > 0  # zero-initialised, yet it learns
+    assert grown.upsample[0].conv.weight.grad[:, 8:].abs().sum() > 0  # so do the weights out of new channels
+
+
+def test_growth_refuses_what_would_change_the_function() -> None:
+    from MRISuperResLib.models.edsr3d import EDSR3D, grow_state_dict
+
+    small = {"scale": [2, 2, 2], "channels": 8, "blocks": 2, "upsample_features": 4}
+    state = EDSR3D(**small).state_dict()
+    with pytest.raises(ValueError, match="can only grow"):
+        grow_state_dict(EDSR3D(**{**small, "channels": 4}), state, small)
+    with pytest.raises(ValueError, match="scale"):
+        grow_state_dict(EDSR3D(**{**small, "scale": [1, 1, 4]}), state, small)
+    with pytest.raises(ValueError, match="upsample_features"):
+        grow_state_dict(EDSR3D(**{**small, "upsample_features": 8}), state, small)

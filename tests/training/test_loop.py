@@ -403,6 +403,37 @@ def test_partial_initialisation_copies_the_body_of_a_model_of_another_scale(
         Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
 
 
+def test_init_grow_starts_a_wider_deeper_model_at_the_smaller_models_output(
+    brain_files: list[Path], tmp_path: Path
+) -> None:
+    from MRISuperResLib import models
+    from MRISuperResLib.engine.checkpoint import save_model
+    from MRISuperResLib.training.loop import Trainer
+
+    config = tiny_config(brain_files, tmp_path / "run")
+    small = dict(config["model"]["config"])
+    torch.manual_seed(13)
+    start = models.create("edsr3d", **small)
+    for parameter in start.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    path = save_model(start, tmp_path / "small.safetensors", name="small", family="edsr3d", config=small)
+    config["model"]["init_from"] = str(path)
+    config["model"]["config"] = {**small, "channels": 12, "blocks": 3}
+    config["model"]["init_grow"] = True
+    messages: list[str] = []
+    trainer = Trainer(config_from_dict(config, tmp_path), show_progress=False, log=messages.append)
+    x = torch.randn(1, 1, 9, 8, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.network.eval()(x), start.eval()(x), rtol=1e-4, atol=1e-4)
+    assert any("grown from small.safetensors (8 channels x 1 blocks to 12 x 3)" in m for m in messages)
+    config["model"]["config"] = {**small, "channels": 4}
+    with pytest.raises(ConfigError, match="init_grow.*can only grow"):
+        Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
+    config["model"]["init_partial"] = True
+    with pytest.raises(ConfigError, match="exclude each other"):
+        Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
+
+
 def test_a_user_supplied_mask_drives_patch_sampling(brain_files: list[Path], tmp_path: Path) -> None:
     from MRISuperResLib.processing.normalization import NormalizationSettings
     from MRISuperResLib.training.data import load_subject

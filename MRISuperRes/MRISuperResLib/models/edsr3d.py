@@ -147,3 +147,55 @@ class EDSR3D(nn.Module):
         if self.global_skip == "trilinear":
             out = out + trilinear_upsample(x[:, :1], self.scale)
         return out
+
+
+GROWABLE = ("channels", "blocks")
+
+
+def grow_state_dict(network: EDSR3D, state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """Weights for ``network`` (wider and/or deeper) that compute exactly what ``state`` (an EDSR3D of ``config``) does.
+
+    Function-preserving growth (Net2Net, Chen et al. 2016; zero-initialised residual branches as in Goyal et al.
+    2017): the old tensors fill the leading channels; weights *from* new channels are zero, so the old channels
+    never see them, while weights *into* new channels keep ``network``'s fresh initialisation, so they learn from the
+    first step; new residual blocks go after the old ones with their second convolution zero, an identity at the
+    start. Training then only has to add what the extra capacity can give.
+
+    Args:
+        network: the grown EDSR3D; every setting but ``channels`` and ``blocks`` must equal ``config``'s.
+        state: the smaller model's state dict (``config``'s tensor names and shapes).
+        config: the smaller model's constructor arguments.
+
+    Returns:
+        A full state dict for ``network``.
+
+    Raises:
+        ValueError: ``network`` is not an EDSR3D, differs in another setting, or is narrower or shallower.
+    """
+    if not isinstance(network, EDSR3D):
+        raise ValueError(f"only an edsr3d model can be grown, this one is a {type(network).__name__}")
+    old = EDSR3D(**config)
+    for name, value in (("scale", old.scale), ("kernel_size", old.kernel_size), ("global_skip", old.global_skip),
+                        ("upsampler", old.upsampler)):
+        if getattr(network, name) != value:
+            raise ValueError(f"the grown model's {name} {getattr(network, name)!r} differs from {value!r}; "
+                             f"only {' and '.join(GROWABLE)} may grow")
+    old_blocks, new_blocks = len(old.body) - 1, len(network.body) - 1
+    if new_blocks < old_blocks or network.head.conv.out_channels < old.head.conv.out_channels:
+        raise ValueError(f"the model can only grow: {old.head.conv.out_channels} channels x {old_blocks} blocks "
+                         f"cannot become {network.head.conv.out_channels} x {new_blocks}")
+    if network.tail.conv.in_channels != old.tail.conv.in_channels:
+        raise ValueError("the grown model's upsample_features differs; only channels and blocks may grow")
+    old.load_state_dict(state)
+    grown = {name: tensor.detach().clone() for name, tensor in network.state_dict().items()}
+    body_conv = f"body.{old_blocks}."
+    for name, tensor in old.state_dict().items():
+        target = f"body.{new_blocks}." + name[len(body_conv):] if name.startswith(body_conv) else name
+        into = grown[target]
+        if into.ndim > 1 and into.shape[1] > tensor.shape[1]:
+            into[:, tensor.shape[1]:] = 0  # nothing flows from a new channel into the old function
+        into[tuple(slice(0, size) for size in tensor.shape)] = tensor
+    for block in range(old_blocks, new_blocks):
+        grown[f"body.{block}.body.2.conv.weight"].zero_()
+        grown[f"body.{block}.body.2.conv.bias"].zero_()
+    return grown

@@ -61,15 +61,29 @@ def initialise_from(network: nn.Module, path: Path, config: TrainConfig, network
     """Load the weights of the model file ``path`` into ``network`` (``model.init_from``).
 
     The file must hold the same family and config; with ``model.init_partial`` only the same family, and every
-    tensor of matching name and shape is copied (the others keep their fresh initialisation).
+    tensor of matching name and shape is copied (the others keep their fresh initialisation); with
+    ``model.init_grow`` a smaller ``edsr3d`` is grown into ``network`` keeping its function.
 
     Raises:
-        ConfigError: the file's family or config does not match, or (partial) no tensor matches.
+        ConfigError: the file's family or config does not match, (partial) no tensor matches, or (grow) the
+            network is not a wider or deeper version of the file's.
     """
     from ..engine.checkpoint import load_model_file
 
     start = load_model_file(path)
     family, start_config = start.metadata.family, start.metadata.config
+    if config.model.init_partial and config.model.init_grow:
+        raise ConfigError("model.init_partial and model.init_grow exclude each other; set one of them")
+    if config.model.init_grow:
+        from ..models.edsr3d import grow_state_dict
+
+        try:
+            network.load_state_dict(grow_state_dict(network, start.network.state_dict(), start_config))
+        except ValueError as error:
+            raise ConfigError(f"model.init_grow from {path.name}: {error}") from None
+        log(f"grown from {path.name} ({start_config.get('channels')} channels x {start_config.get('blocks')} "
+            f"blocks to {network_config.get('channels')} x {network_config.get('blocks')}), same output at the start")
+        return
     if config.model.init_partial:
         if family != config.model.family:
             raise ConfigError(f"model.init_from {path} is a {family}; with init_partial it must still be a "

@@ -37,6 +37,10 @@ class ModelSection:
         init_partial: with ``init_from``, the file may differ in config (another scale, say): every tensor whose
             name and shape match is copied, the rest (e.g. the upsampler of another factor) keeps its fresh
             initialisation. The family must still match, and at least one tensor must.
+        init_grow: with ``init_from``, the model is a wider and/or deeper ``edsr3d`` (more ``channels``, more
+            ``blocks``, every other setting equal) that starts computing exactly what the file computes
+            (:func:`~MRISuperResLib.models.edsr3d.grow_state_dict`): capacity added without losing the training
+            already done.
     """
 
     family: str = "edsr3d"
@@ -44,6 +48,7 @@ class ModelSection:
     critic: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
     init_partial: bool = False
+    init_grow: bool = False
 
 
 @dataclass
