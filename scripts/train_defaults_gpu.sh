@@ -14,7 +14,8 @@
 # scripts/device_pack.py packs: train/ (the packed volumes), and the packages the machine lacks (SimpleITK, MONAI,
 # nibabel) as wheels or as *.tar.xz of an installed site folder (unpacked onto PYTHONPATH).
 # Re-running resumes each run from its checkpoint. OUT receives one tar per run folder (runs-*.tar: model, state,
-# CSV log, card, curves, the run's train.log) and the inference table: at most one file per run plus one.
+# CSV log, card, curves, the run's train.log; the optimiser state only while the archive stays under ARCHIVE_KIB)
+# and the inference table: at most one file per run plus one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STARTED=$SECONDS
@@ -34,6 +35,7 @@ done
 BENCH_SECONDS=${BENCH_SECONDS:-45}          # per candidate, GPU inference timing (0: none)
 FINISH_SECONDS=${FINISH_SECONDS:-$((60 + BENCH_SECONDS * ${#CONFIGS[@]}))}  # kept after training (final
 # validation and model file, archives, timings)
+ARCHIVE_KIB=${ARCHIVE_KIB:-15360}  # largest archive kept whole (a leased machine returns files up to 16 MiB)
 THREADS=$(( $(nproc) / ${#CONFIGS[@]} )); (( THREADS < 1 )) && THREADS=1
 mkdir -p "$OUT" runs/gpu-configs
 export PYTHONUNBUFFERED=1
@@ -110,7 +112,14 @@ for config in "${CONFIGS[@]}"; do
   # Archive whatever each run left, even when another run failed: on a leased machine only OUT comes back.
   [[ -d "runs/$run" ]] || { echo "no run folder"; status=1; continue; }
   tail -n 3 "runs/$run/train.log" || true
-  tar cf "$OUT/runs-$run.tar" -C runs "$run" || status=1
+  # A leased machine returns files of at most 16 MiB: best.safetensors repeats the final model's weights, and the
+  # optimiser state of a large model (2 x its weights) stays behind when the archive would outgrow that.
+  excludes=()
+  [[ -f "runs/$run/$name.safetensors" ]] && excludes+=(--exclude="$run/best.safetensors")
+  if (( $(du -k --exclude=best.safetensors -s "runs/$run" | cut -f1) > ARCHIVE_KIB )); then
+    excludes+=(--exclude="$run/state.pt"); echo "state.pt left out of runs-$run.tar (over $ARCHIVE_KIB KiB)"
+  fi
+  tar cf "$OUT/runs-$run.tar" "${excludes[@]}" -C runs "$run" || status=1
   [[ -f "runs/$run/$name.safetensors" ]] || { echo "no model from $run"; status=1; continue; }
   (( BENCH_SECONDS > 0 )) || continue
   timeout "$BENCH_SECONDS" "$PYTHON" benchmarks/bench_enhance.py --sizes 256 --scale "$scale" \
