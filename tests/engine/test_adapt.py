@@ -45,9 +45,12 @@ FAST = {"seconds": None, "steps": 6, "batch_size": 2, "patch": 16, "low_patch": 
 
 @pytest.fixture(scope="module")
 def thick_volume(mni_volume: Volume) -> Volume:
-    """48x48x12 at 1x1x4 mm: a central crop of the MNI152 T1 with 4 mm box-profile slices along k."""
+    """48x48x12 at 1x1x4 mm: a central crop of the MNI152 T1 with 4 mm box-profile slices along k, its contrast
+    inverted (T2-like, dark white matter): a contrast the shipped model never trained on, so a few adaptation steps
+    have something to learn (on the T1 itself the 48-channel model is already at its held-back optimum)."""
     start = [n // 2 - 24 for n in mni_volume.shape]
     fine = mni_volume.array[start[0]:start[0] + 48, start[1]:start[1] + 48, start[2]:start[2] + 48].astype(np.float32)
+    fine = fine.max() - fine
     grid = Grid((48, 48, 48), mni_volume.spacing, mni_volume.grid.origin, mni_volume.grid.direction)
     low_grid = resampled_grid(grid, (48, 48, 12))
     return Volume(box_downsample(fine, (48, 48, 12)), low_grid)
@@ -200,8 +203,9 @@ def test_the_latest_weights_near_the_lowest_held_back_loss_are_kept(thick_volume
 
 
 def test_never_worse_than_the_start_on_held_back_planes(thick_volume, thick_model):
-    # A learning rate far too high: every step makes things worse, so the starting weights must come back.
-    settings = AdaptSettings(**{**FAST, "learning_rate": 0.5, "steps": 4}, sampling="raw")
+    # A learning rate far too high: every step makes things worse, so the starting weights must come back. (At 0.5
+    # the 48-channel model's loss is no longer finite after one step and adaptation stops before any held-back score.)
+    settings = AdaptSettings(**{**FAST, "learning_rate": 0.03, "steps": 4}, sampling="raw")
     adapted, report = adapt_model(thick_volume, thick_model, SCALE, settings)
     assert report.best_step == 0 and report.held_back_after == report.held_back_before
     assert max(loss for _, loss in report.history[1:]) > report.held_back_before

@@ -245,7 +245,8 @@ def test_evaluate_adapts_the_model_to_each_input_when_asked(mni_volume: Volume, 
     """``--adapt-steps``: each simulated thick-slice input adapts the shipped thick model before it is enhanced; the
     scores change, and the table and JSON say so. An isotropic scale is refused in one line."""
     start = [n // 2 - 24 for n in mni_volume.shape]
-    crop = mni_volume.array[start[0]:start[0] + 48, start[1]:start[1] + 48, start[2]:start[2] + 48]
+    crop = mni_volume.array[start[0]:start[0] + 48, start[1]:start[1] + 48, start[2]:start[2] + 48].astype(np.float32)
+    crop = crop.max() - crop  # a contrast the model never trained on (T2-like): adaptation has something to learn
     reference = tmp_path / "mni_crop.nii.gz"
     write_volume(Volume(crop.astype(np.float32), Grid(crop.shape, mni_volume.spacing, mni_volume.grid.origin,
                                                       mni_volume.grid.direction)), reference)
