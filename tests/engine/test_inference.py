@@ -189,18 +189,30 @@ def test_overlap_outside_zero_one_is_refused(brain_crop: np.ndarray) -> None:
 def test_choose_tile_splits_only_axes_longer_than_a_window_into_balanced_multiples_of_8(
     tiny_network: torch.nn.Module,
 ) -> None:
-    shape = (200, 150, 120)
+    shape = (300, 250, 120)
     tile = choose_tile(tiny_network, shape, torch.device("cpu"))
-    edge = inference.MAX_AUTO_TILE["cpu"]
     halo = inference.receptive_radius(tiny_network)
+    window = [n if t == n else t + 2 * halo for t, n in zip(tile, shape)]
+    assert np.prod(window) <= inference.MAX_AUTO_TILE["cpu"] ** 3  # at most a cube of the largest edge
+    assert tile[2] == 120 and tile != shape  # the short axis whole, a long one split
     for t, n in zip(tile, shape):
         assert t <= n
-        if n <= edge:
-            assert t == n
-        else:
-            assert t % TILE_MULTIPLE == 0 and t + 2 * halo <= edge
+        if t < n:
+            assert t % TILE_MULTIPLE == 0
             windows = -(-n // t)
             assert windows * t - n < TILE_MULTIPLE * windows  # balanced: no nearly empty last window
+
+
+def test_a_thin_slab_runs_in_few_wide_windows(tiny_network: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Thick slices (256 x 256 x 32 input) with memory for 100^3 voxels: the short axis is whole and the in-plane
+    # axes split in two, 4 windows of 144 x 144 x 32, where cubes of 100 would have made 16 windows of 80 x 80 x 32
+    # (more than twice the voxels computed, halos included).
+    per_voxel = inference.activation_bytes_per_input_voxel(tiny_network)
+    memory = per_voxel * 100.0**3 / inference.MEMORY_FRACTION
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda device: int(memory))
+    tile = choose_tile(tiny_network, (256, 256, 32), torch.device("cpu"), halo=8)
+    assert tile == (128, 128, 32)
+    assert (128 + 16) * (128 + 16) * 32 <= 100**3
 
 
 def test_choose_tile_for_a_small_volume_takes_the_whole_volume(tiny_network: torch.nn.Module) -> None:
@@ -212,7 +224,8 @@ def test_choose_tile_shrinks_with_little_memory(tiny_network: torch.nn.Module, m
     budget_edge = 27.0
     memory = per_voxel * budget_edge**3 / inference.MEMORY_FRACTION
     monkeypatch.setattr(inference, "available_memory_bytes", lambda device: int(memory))
-    assert choose_tile(tiny_network, (200, 150, 120), torch.device("cpu"), halo=0) == (24, 24, 24)
+    # 27^3 voxels: 24 along the two shorter axes leaves room for 32 along the longest (32 x 24 x 24 <= 27^3).
+    assert choose_tile(tiny_network, (200, 150, 120), torch.device("cpu"), halo=0) == (32, 24, 24)
     # The halo around each tile takes its share of the memory: 27 - 2 * 5 leaves 16.
     assert choose_tile(tiny_network, (200, 150, 120), torch.device("cpu"), halo=5) == (16, 16, 16)
     monkeypatch.setattr(inference, "available_memory_bytes", lambda device: 1)

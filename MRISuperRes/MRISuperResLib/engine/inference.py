@@ -27,7 +27,8 @@ CancelCheck = Callable[[], bool]
 
 #: Tile edges are multiples of this (keeps convolution kernels efficient and U-Net levels divisible).
 TILE_MULTIPLE = 8
-#: Largest automatic tile edge (input voxels, halo included) per device type.
+#: Largest automatic window per device type, as the edge of a cube of as many voxels (input voxels, halo included):
+#: a window of a thin slab may be wider than this edge along its long axes.
 MAX_AUTO_TILE = {"cpu": 160, "cuda": 256, "mps": 128}
 #: Memory the tiles may use, as a fraction of what is free, and a hard cap on the CPU.
 MEMORY_FRACTION = 0.4
@@ -73,25 +74,28 @@ def choose_tile(
 ) -> tuple[int, int, int]:
     """Tile shape for ``shape``: as few windows as the free memory allows, of balanced sizes.
 
-    The largest window edge (halo included) comes from the memory budget. An axis that fits in one window gets
-    one (no halo needed along it); a longer axis is split into the fewest windows whose core plus a halo on
-    both sides fits, with equal cores rounded up to a multiple of ``multiple``.
+    The memory budget sets how many voxels a window (halo included) may hold. Axes are placed shortest first: an
+    axis that fits in one window with the voxels left for it (the cube root of the rest for the first, the square
+    root for the second) gets one window, no halo along it; a longer axis is split into the fewest windows whose
+    core plus a halo on both sides fits, with equal cores rounded up to a multiple of ``multiple``. A thin slab
+    (thick slices: 256 x 256 x 64) thus runs in few wide windows rather than in cubes whose halos cost more than
+    their cores.
     """
     budget = available_memory_bytes(device) * MEMORY_FRACTION
     if device.type == "cpu":
         budget = min(budget, CPU_MEMORY_CAP)
     per_voxel = activation_bytes_per_input_voxel(network)
     halo = receptive_radius(network) if halo is None else halo
-    edge = int((budget / max(per_voxel, 1.0)) ** (1.0 / 3.0))
-    edge = min(MAX_AUTO_TILE.get(device.type, 96), edge)
-    core = max(multiple, (edge - 2 * halo) // multiple * multiple)
-    tile = []
-    for size in shape:
-        if size <= edge:
-            tile.append(size)
-            continue
-        windows = -(-size // core)
-        tile.append(min(size, -(-(-(-size // windows)) // multiple) * multiple))
+    voxels = min(budget / max(per_voxel, 1.0), float(MAX_AUTO_TILE.get(device.type, 96)) ** 3)
+    tile = list(shape)
+    for placed, axis in enumerate(sorted(range(3), key=lambda a: shape[a])):
+        edge = int(voxels ** (1.0 / (3 - placed)) + 1e-6)
+        size = shape[axis]
+        if size > edge:
+            core = max(multiple, (edge - 2 * halo) // multiple * multiple)
+            windows = -(-size // core)
+            tile[axis] = min(size, -(-(-(-size // windows)) // multiple) * multiple)
+        voxels /= max(1, min(size, tile[axis] + 2 * halo) if tile[axis] < size else size)
     return fit_tile(tuple(tile), shape)  # type: ignore[arg-type]
 
 
