@@ -21,6 +21,19 @@ from helpers import make_tiny_model  # noqa: E402
 SHARED_DATA = Path(os.environ.get("MRISUPERRES_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_user_settings(tmp_path_factory: pytest.TempPathFactory):
+    """The suite's own user-settings folder: training runs register their output folders there, and the model lists
+    read it, so the tests neither see the user's registered models nor add to them."""
+    previous = os.environ.get("MRISUPERRES_CONFIG_DIR")
+    os.environ["MRISUPERRES_CONFIG_DIR"] = str(tmp_path_factory.mktemp("user-settings"))
+    yield
+    if previous is None:
+        os.environ.pop("MRISUPERRES_CONFIG_DIR", None)
+    else:
+        os.environ["MRISUPERRES_CONFIG_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def mni_volume() -> Volume:
     """The real MNI152 T1 template (1 mm, uint8) shipped in nilearn; skipped when nilearn is missing."""
