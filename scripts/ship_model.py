@@ -172,8 +172,9 @@ def _simulation_text(training: dict) -> list[str]:
     windows = [w for w in ranges.windows if w != "none"]
     parts = []
     if thick_axes:
-        parts.append(f"slice profiles {' or '.join(ranges.thick_profiles)} along thick axes with gaps of "
-                     f"{ranges.gap[0]:g}-{ranges.gap[1]:g} of the slice spacing")
+        gaps = ("contiguous (no gap)" if ranges.gap[1] == 0 else
+                f"with gaps of {ranges.gap[0]:g}-{ranges.gap[1]:g} of the slice spacing")
+        parts.append(f"slice profiles {' or '.join(ranges.thick_profiles)} along thick axes, {gaps}")
     if windows:
         taper = f"; Tukey taper {ranges.tukey_alpha[0]:g}-{ranges.tukey_alpha[1]:g}" if "tukey" in windows else ""
         parts.append(f"k-space apodisation ({', '.join(ranges.windows)}{taper})")

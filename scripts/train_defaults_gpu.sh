@@ -14,7 +14,8 @@
 # scripts/device_pack.py packs: train/ (the packed volumes), and the packages the machine lacks (SimpleITK, MONAI,
 # nibabel) as wheels or as *.tar.xz of an installed site folder (unpacked onto PYTHONPATH).
 # Re-running resumes each run from its checkpoint. OUT receives one tar per run folder (runs-*.tar: model, state,
-# CSV log, card, curves, the run's train.log; the optimiser state only while the archive stays under ARCHIVE_KIB)
+# CSV log, card, curves, the run's train.log; the optimiser state only while the archive stays under ARCHIVE_KIB:
+# without it a returned run cannot --resume, but its model can start the next run through model.init_from)
 # and the inference table: at most one file per run plus one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,9 +115,11 @@ for config in "${CONFIGS[@]}"; do
   tail -n 3 "runs/$run/train.log" || true
   # A leased machine returns files of at most 16 MiB: best.safetensors repeats the final model's weights, and the
   # optimiser state of a large model (2 x its weights) stays behind when the archive would outgrow that.
-  excludes=()
-  [[ -f "runs/$run/$name.safetensors" ]] && excludes+=(--exclude="$run/best.safetensors")
-  if (( $(du -k --exclude=best.safetensors -s "runs/$run" | cut -f1) > ARCHIVE_KIB )); then
+  excludes=() counted=()
+  if [[ -f "runs/$run/$name.safetensors" ]]; then
+    excludes+=(--exclude="$run/best.safetensors"); counted+=(--exclude=best.safetensors)
+  fi
+  if (( $(du -k "${counted[@]}" -s "runs/$run" | cut -f1) > ARCHIVE_KIB )); then
     excludes+=(--exclude="$run/state.pt"); echo "state.pt left out of runs-$run.tar (over $ARCHIVE_KIB KiB)"
   fi
   tar cf "$OUT/runs-$run.tar" "${excludes[@]}" -C runs "$run" || status=1

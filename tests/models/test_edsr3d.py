@@ -129,3 +129,18 @@ def test_growth_refuses_what_would_change_the_function() -> None:
         grow_state_dict(EDSR3D(**{**small, "scale": [1, 1, 4]}), state, small)
     with pytest.raises(ValueError, match="upsample_features"):
         grow_state_dict(EDSR3D(**{**small, "upsample_features": 8}), state, small)
+
+
+def test_growth_refuses_another_residual_scale_and_wider_bspline_refiners() -> None:
+    from MRISuperResLib.models.edsr3d import EDSR3D, grow_state_dict
+
+    small = {"scale": [2, 2, 2], "channels": 8, "blocks": 2, "upsample_features": 4}
+    state = EDSR3D(**small).state_dict()
+    with pytest.raises(ValueError, match="res_scale"):
+        grow_state_dict(EDSR3D(**{**small, "blocks": 3, "res_scale": 0.1}), state, small)
+    refiner = {**small, "upsampler": "bspline"}
+    refiner_state = EDSR3D(**refiner).state_dict()
+    with pytest.raises(ValueError, match="channels cannot grow; grow blocks only"):
+        grow_state_dict(EDSR3D(**{**refiner, "channels": 12}), refiner_state, refiner)
+    deeper = EDSR3D(**{**refiner, "blocks": 4})
+    deeper.load_state_dict(grow_state_dict(deeper, refiner_state, refiner))  # depth alone is fine

@@ -432,6 +432,19 @@ def test_init_grow_starts_a_wider_deeper_model_at_the_smaller_models_output(
     config["model"]["init_partial"] = True
     with pytest.raises(ConfigError, match="exclude each other"):
         Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
+    config["model"]["init_partial"] = False
+    other = {"spatial_dims": 3}
+    other_path = save_model(models.create("srdensenet", **other), tmp_path / "dense.safetensors", name="dense",
+                            family="srdensenet", config=other)
+    config["model"]["init_from"] = str(other_path)
+    with pytest.raises(ConfigError, match="dense.safetensors is a srdensenet"):
+        Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda m: None)
+    config["model"].pop("init_from")
+    with pytest.raises(ConfigError, match="init_grow needs model.init_from"):
+        config_from_dict(config, tmp_path)
+    config["model"]["init_grow"] = "yes"
+    with pytest.raises(ConfigError, match="init_grow must be true or false"):
+        config_from_dict(config, tmp_path)
 
 
 def test_a_user_supplied_mask_drives_patch_sampling(brain_files: list[Path], tmp_path: Path) -> None:

@@ -175,15 +175,25 @@ def grow_state_dict(network: EDSR3D, state: dict[str, torch.Tensor], config: dic
     if not isinstance(network, EDSR3D):
         raise ValueError(f"only an edsr3d model can be grown, this one is a {type(network).__name__}")
     old = EDSR3D(**config)
-    for name, value in (("scale", old.scale), ("kernel_size", old.kernel_size), ("global_skip", old.global_skip),
-                        ("upsampler", old.upsampler)):
-        if getattr(network, name) != value:
-            raise ValueError(f"the grown model's {name} {getattr(network, name)!r} differs from {value!r}; "
+    fixed = {"scale": lambda m: m.scale, "kernel_size": lambda m: m.kernel_size,
+             "global_skip": lambda m: m.global_skip, "upsampler": lambda m: m.upsampler,
+             "in_channels": lambda m: m.head.conv.in_channels,
+             "res_scale": lambda m: next((b.res_scale for b in m.body if isinstance(b, ResidualBlock3d)), None)}
+    for name, read in fixed.items():
+        value, grown_value = read(old), read(network)
+        if name == "res_scale" and (value is None or grown_value is None):
+            continue  # a model without blocks has no residual scale to keep
+        if grown_value != value:
+            raise ValueError(f"the grown model's {name} {grown_value!r} differs from {value!r}; "
                              f"only {' and '.join(GROWABLE)} may grow")
     old_blocks, new_blocks = len(old.body) - 1, len(network.body) - 1
-    if new_blocks < old_blocks or network.head.conv.out_channels < old.head.conv.out_channels:
-        raise ValueError(f"the model can only grow: {old.head.conv.out_channels} channels x {old_blocks} blocks "
-                         f"cannot become {network.head.conv.out_channels} x {new_blocks}")
+    old_channels, new_channels = old.head.conv.out_channels, network.head.conv.out_channels
+    if new_blocks < old_blocks or new_channels < old_channels:
+        raise ValueError(f"the model can only grow: {old_channels} channels x {old_blocks} blocks "
+                         f"cannot become {new_channels} x {new_blocks}")
+    if old.upsampler == "bspline" and new_channels != old_channels:
+        raise ValueError("with upsampler 'bspline' the output convolution reads the body's channels directly, so "
+                         "channels cannot grow; grow blocks only")
     if network.tail.conv.in_channels != old.tail.conv.in_channels:
         raise ValueError("the grown model's upsample_features differs; only channels and blocks may grow")
     old.load_state_dict(state)

@@ -394,6 +394,12 @@ def _check(config: TrainConfig) -> None:
 
     if config.model.family not in models.FAMILIES:
         raise ConfigError(f"unknown model family {config.model.family!r}; known: {', '.join(models.FAMILIES)}")
+    for flag in ("init_partial", "init_grow"):
+        value = getattr(config.model, flag)
+        if not isinstance(value, bool):
+            raise ConfigError(f"model.{flag} must be true or false, got {value!r}")
+        if value and not config.model.init_from:
+            raise ConfigError(f"model.{flag} needs model.init_from: the model file to start from")
     try:
         DegradationSpec.from_dict(config.data.degradation)
     except ValueError as error:
