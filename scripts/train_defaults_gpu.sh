@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the next default models on a GPU in one command: every training volume (configs/scanner_x2_wide.yaml and
-# configs/scanner_thick_x4_wide.yaml: the 48-channel x2 and 4x models with their own forward models;
-# configs/scanner_thick_x{2,3,5}.yaml: scanner-like acquisitions), all runs at once on one GPU, the whole command
+# configs/scanner_thick_x{2,3,4,5}_wide.yaml: the 48-channel models with their own forward models, the 2x, 3x and 5x
+# ones grown from the shipped 32-channel models on their first run), all runs at once on one GPU, the whole command
 # fitted into MINUTES (each run gets run.max_minutes: steps lowered to what the measured pace fits, cosine schedule
 # refitted, best model written). Then the GPU inference time per 256^3 output is measured for each candidate.
 # Evaluate the candidates afterwards with `mrisuperres evaluate` on the held-out set (never read here) and ship one
@@ -23,7 +23,7 @@ STARTED=$SECONDS
 PYTHON=${PYTHON:-.venv/bin/python}
 MINUTES=${1:-8}
 OUT=${2:-runs/gpu}
-RUNS=${RUNS:-scanner_x2_wide scanner_thick_x4_wide scanner_thick_x2 scanner_thick_x3 scanner_thick_x5}
+RUNS=${RUNS:-scanner_x2_wide scanner_thick_x4_wide scanner_thick_x2_wide scanner_thick_x3_wide scanner_thick_x5_wide}
 DEVPACK=${DEVPACK:-.devpack}
 RESIMULATE_EVERY=${RESIMULATE_EVERY:-400}  # a GPU step takes milliseconds; a refresh of every subject seconds
 read -r -a CONFIGS <<<"$RUNS"
