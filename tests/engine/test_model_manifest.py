@@ -185,3 +185,18 @@ def test_recard_replaces_only_the_held_out_evaluation(tmp_path: Path) -> None:
     model.with_suffix(".md").write_text(text)  # a second re-run replaces the first one's line
     again = ship_model.recard(model, {0.0: scores}, (2.0, 2.0, 2.0), "kspace", ["a.nii.gz"], "160,160,128")
     assert again.count("Held-out evaluation re-run") == 1 and again.count("## Held-out evaluation") == 1
+
+
+def test_a_cards_acquisition_paragraph_names_gaps_only_when_drawn() -> None:
+    spec = importlib.util.spec_from_file_location("ship_model", ROOT / "scripts" / "ship_model.py")
+    ship_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_model)
+
+    def paragraph(gap: list[float]) -> str:
+        config = {"model": {"config": {"scale": [1, 1, 4]}},
+                  "data": {"resimulate_every": 400, "acquisition": {"thick_profiles": ["box"], "gap": gap,
+                                                                      "windows": ["none"]}}}
+        return " ".join(ship_model._simulation_text({"config": config}))
+
+    assert "box along thick axes, contiguous (no gap)" in paragraph([0.0, 0.0])
+    assert "with gaps of 0-0.15 of the slice spacing" in paragraph([0.0, 0.15])
