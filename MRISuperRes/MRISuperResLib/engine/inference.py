@@ -91,11 +91,13 @@ def choose_tile(
     for placed, axis in enumerate(sorted(range(3), key=lambda a: shape[a])):
         edge = int(voxels ** (1.0 / (3 - placed)) + 1e-6)
         size = shape[axis]
+        window = size
         if size > edge:
             core = max(multiple, (edge - 2 * halo) // multiple * multiple)
             windows = -(-size // core)
             tile[axis] = min(size, -(-(-(-size // windows)) // multiple) * multiple)
-        voxels /= max(1, min(size, tile[axis] + 2 * halo) if tile[axis] < size else size)
+            window = min(size, tile[axis] + 2 * halo)
+        voxels /= max(window, 1)
     return fit_tile(tuple(tile), shape)  # type: ignore[arg-type]
 
 

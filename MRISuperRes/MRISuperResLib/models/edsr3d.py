@@ -152,6 +152,17 @@ class EDSR3D(nn.Module):
 GROWABLE = ("channels", "blocks")
 
 
+def _fixed_settings(model: EDSR3D) -> dict[str, object]:
+    """The settings growth must keep, read from the network (``res_scale`` only when it has residual blocks)."""
+    settings: dict[str, object] = {"scale": model.scale, "kernel_size": model.kernel_size,
+                                   "global_skip": model.global_skip, "upsampler": model.upsampler,
+                                   "in_channels": model.head.conv.in_channels}
+    blocks = [block for block in model.body if isinstance(block, ResidualBlock3d)]
+    if blocks:
+        settings["res_scale"] = blocks[0].res_scale
+    return settings
+
+
 def grow_state_dict(network: EDSR3D, state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
     """Weights for ``network`` (wider and/or deeper) that compute exactly what ``state`` (an EDSR3D of ``config``) does.
 
@@ -175,16 +186,10 @@ def grow_state_dict(network: EDSR3D, state: dict[str, torch.Tensor], config: dic
     if not isinstance(network, EDSR3D):
         raise ValueError(f"only an edsr3d model can be grown, this one is a {type(network).__name__}")
     old = EDSR3D(**config)
-    fixed = {"scale": lambda m: m.scale, "kernel_size": lambda m: m.kernel_size,
-             "global_skip": lambda m: m.global_skip, "upsampler": lambda m: m.upsampler,
-             "in_channels": lambda m: m.head.conv.in_channels,
-             "res_scale": lambda m: next((b.res_scale for b in m.body if isinstance(b, ResidualBlock3d)), None)}
-    for name, read in fixed.items():
-        value, grown_value = read(old), read(network)
-        if name == "res_scale" and (value is None or grown_value is None):
-            continue  # a model without blocks has no residual scale to keep
-        if grown_value != value:
-            raise ValueError(f"the grown model's {name} {grown_value!r} differs from {value!r}; "
+    kept, grown_kept = _fixed_settings(old), _fixed_settings(network)
+    for name in kept.keys() & grown_kept.keys():
+        if grown_kept[name] != kept[name]:
+            raise ValueError(f"the grown model's {name} {grown_kept[name]!r} differs from {kept[name]!r}; "
                              f"only {' and '.join(GROWABLE)} may grow")
     old_blocks, new_blocks = len(old.body) - 1, len(network.body) - 1
     old_channels, new_channels = old.head.conv.out_channels, network.head.conv.out_channels

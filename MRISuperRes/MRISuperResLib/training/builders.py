@@ -72,14 +72,12 @@ def initialise_from(network: nn.Module, path: Path, config: TrainConfig, network
 
     start = load_model_file(path)
     family, start_config = start.metadata.family, start.metadata.config
-    if config.model.init_partial and config.model.init_grow:
-        raise ConfigError("model.init_partial and model.init_grow exclude each other; set one of them")
     if config.model.init_grow:
         from ..models.edsr3d import grow_state_dict
 
-        if family != "edsr3d" or config.model.family != "edsr3d":
+        if family != "edsr3d":
             raise ConfigError(f"model.init_grow grows an edsr3d model into a wider or deeper edsr3d; {path.name} is a "
-                              f"{family} and model.family is {config.model.family}")
+                              f"{family}")
         try:
             network.load_state_dict(grow_state_dict(network, start.network.state_dict(), start_config))
         except ValueError as error:

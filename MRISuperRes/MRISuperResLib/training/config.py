@@ -400,6 +400,11 @@ def _check(config: TrainConfig) -> None:
             raise ConfigError(f"model.{flag} must be true or false, got {value!r}")
         if value and not config.model.init_from:
             raise ConfigError(f"model.{flag} needs model.init_from: the model file to start from")
+    if config.model.init_partial and config.model.init_grow:
+        raise ConfigError("model.init_partial and model.init_grow exclude each other; set one of them")
+    if config.model.init_grow and config.model.family != "edsr3d":
+        raise ConfigError(f"model.init_grow grows an edsr3d model into a wider or deeper edsr3d; model.family is "
+                          f"{config.model.family}")
     try:
         DegradationSpec.from_dict(config.data.degradation)
     except ValueError as error:
