@@ -202,6 +202,8 @@ class OptimSection:
         patience: validations without improvement before a plateau decay.
         step_size: steps between decays for ``step``.
         min_lr: floor of the learning rate.
+        ema: decay of an exponential moving average of the weights (e.g. 0.999: about the last 1000 steps), which
+            validation, ``best.safetensors`` and the final model then use (:mod:`.weight_average`); 0: off.
     """
 
     name: str = "adam"
@@ -214,6 +216,7 @@ class OptimSection:
     patience: int = 3
     step_size: int = 5000
     min_lr: float = 1e-6
+    ema: float = 0.0
 
 
 @dataclass
@@ -235,6 +238,11 @@ class RunSection:
             lowered to what fits (a cosine schedule is refitted to end at ``min_lr`` there), and the run finishes
             normally at the last step, best model written; ``--resume`` continues towards the configured
             ``steps``. For batch queues with wall-time limits and short accelerator leases.
+        prefetch: batches drawn ahead on a background thread, the next simulation of the training volumes
+            (``data.resimulate_every``) on a thread pool, while the device runs the current step
+            (:mod:`.prefetch`); the same batches and result as without. ``0``: off, every refresh and batch inside
+            the step; ``null``: 4 on a GPU or MPS, off on CPU (where the network's step uses every core anyway).
+            Fixed-scale runs; arbitrary-scale runs draw their points in the step.
     """
 
     steps: int = 2000
@@ -247,6 +255,7 @@ class RunSection:
     threads: int | None = None
     tensorboard: bool = False
     max_minutes: float | None = None
+    prefetch: int | None = None
 
 
 @dataclass
@@ -450,6 +459,13 @@ def _check(config: TrainConfig) -> None:
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                or not 0 < budget < math.inf):
         raise ConfigError(f"run.max_minutes must be a positive, finite number of minutes or null, got {budget!r}")
+    ema = config.optim.ema
+    if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
+        raise ConfigError(f"optim.ema must be a decay in [0, 1) (0: off; e.g. 0.999), got {ema!r}")
+    ahead = config.run.prefetch
+    if ahead is not None and (isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0):
+        raise ConfigError(f"run.prefetch must be a number of batches >= 0 (0: off) or null (on for a GPU), got "
+                          f"{ahead!r}")
     if not 0.0 < config.data.validation_fraction < 1.0:
         raise ConfigError("data.validation_fraction must be between 0 and 1")
     _check_point_sampling(config)

@@ -21,6 +21,7 @@ optimiser, schedule, loss, critic, validation inputs), :mod:`.patch_step` and :m
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -29,6 +30,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -48,8 +50,9 @@ from .config import TrainConfig
 from .data import Subject, integer_scale, patch_rng, refresh_rng, refresh_subject
 from .distributed import barrier, broadcast_float, init_distributed, shutdown
 from .model_files import finalise, save_model_file
-from .patch_step import patch_step
+from .patch_step import draw_batch, patch_step
 from .point_sampling import PointSampler, point_step
+from .prefetch import BatchPrefetcher
 from .precision import grad_scaler
 from .run_files import (
     BEST_FILE,
@@ -65,7 +68,11 @@ from .run_files import (
     write_state,
 )
 from .time_budget import TimeBudget
+from .weight_average import WeightAverage
 from .validation import Validation, validate, validation_condition
+
+#: Batches prepared ahead on an accelerator when ``run.prefetch`` is unset.
+DEVICE_PREFETCH = 4
 
 __all__ = ["BEST_FILE", "CURVES_FILE", "LOG_FILE", "STATE_FILE", "TrainResult", "Trainer", "Validation",
            "code_revision"]
@@ -151,6 +158,9 @@ class Trainer:
             ids = [self.device.device.index] if self.device.device.type == "cuda" else None
             self.trained = nn.parallel.DistributedDataParallel(self.network, device_ids=ids)
         self.optimizer = builders.build_optimizer(self.network, config.optim)
+        self.weight_average = WeightAverage(self.network, config.optim.ema) if config.optim.ema > 0 else None
+        if self.weight_average is not None and self.context.is_main:
+            log(f"optim.ema {config.optim.ema:g}: validation and the saved models use the weights' moving average")
         self.scheduler = builders.build_scheduler(self.optimizer, config.optim, config.run.steps)
         self.loss = builders.build_loss(config, self.device.device)
         self.amp_dtype = self.device.autocast_dtype if config.run.amp else None
@@ -168,6 +178,7 @@ class Trainer:
         self.bad_validations = 0
         self.step = 0
         self._budget_noted = False
+        self._prefetcher: BatchPrefetcher | None = None
 
     # ----------------------------------------------------------------------------------------------- setup
     def load_data(self) -> None:
@@ -186,31 +197,67 @@ class Trainer:
         self.sampler = builders.point_sampler(data, self.train_subjects, self.scale, self.spec)
 
     # -------------------------------------------------------------------------------------------- training
+    def _simulate(self, subject: Subject, refresh: int, index: int) -> None:
+        """Fill ``subject``'s current input, baseline and target with simulation number ``refresh`` (``index``:
+        its position among the training subjects, which keys its random stream)."""
+        refresh_subject(subject, self.spec, refresh_rng(self.config.seed, refresh, index), self.normalization,
+                        self.config.augment.gmm_contrast, self.acquisition,
+                        elastic=ElasticSettings.from_config(self.config.augment.elastic),
+                        min_low_shape=self.config.data.patch_size)
+
     def _refresh(self, step: int) -> None:
         index = step // self.config.data.resimulate_every
         if self.sampler is not None:  # every point batch is simulated afresh
             return
-        elastic = ElasticSettings.from_config(self.config.augment.elastic)
-
-        def refresh(number: int) -> None:
-            refresh_subject(self.train_subjects[number], self.spec, refresh_rng(self.config.seed, index, number),
-                            self.normalization, self.config.augment.gmm_contrast, self.acquisition, elastic=elastic,
-                            min_low_shape=self.config.data.patch_size)
-
         # Each subject draws from its own generator, so the result does not depend on the order; the FFTs and
-        # filters release the GIL, so threads use every core (a GPU otherwise waits on this).
-        workers = min(len(self.train_subjects), os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(pool.map(refresh, range(len(self.train_subjects))))
+        # filters release the GIL, so threads use the cores (a GPU otherwise waits on this: see run.prefetch).
+        with ThreadPoolExecutor(max_workers=self._simulation_workers()) as pool:
+            list(pool.map(lambda number: self._simulate(self.train_subjects[number], index, number),
+                          range(len(self.train_subjects))))
+
+    def _simulation_workers(self) -> int:
+        """Threads simulating subjects in parallel: ``run.threads`` (or every core), at most one per subject."""
+        return max(1, min(len(self.train_subjects), self.config.run.threads or os.cpu_count() or 1))
+
+    def _start_prefetch(self) -> BatchPrefetcher | None:
+        """A :class:`~.prefetch.BatchPrefetcher` from this step when ``run.prefetch`` asks for one (patch runs)."""
+        ahead = self.config.run.prefetch
+        if ahead is None:
+            ahead = 0 if self.device.device.type == "cpu" else DEVICE_PREFETCH
+        if ahead <= 0 or self.sampler is not None:
+            return None
+        return BatchPrefetcher(self.train_subjects, self._simulate,
+                               lambda subjects, step: draw_batch(self, subjects, step),
+                               self.config.data.resimulate_every, self.step, ahead, self._simulation_workers())
+
+    @contextlib.contextmanager
+    def _batches_ahead(self) -> Iterator[None]:
+        """Draw the run's batches ahead (:meth:`_start_prefetch`) while inside; without prefetching, simulate the
+        current refresh now (later ones are simulated in the loop)."""
+        self._prefetcher = self._start_prefetch()
+        if self._prefetcher is None:
+            self._refresh(self.step)
+            yield
+            return
+        started, first = time.perf_counter(), self.step
+        try:
+            yield
+        finally:
+            self._prefetcher.close()
+            waited, self._prefetcher.wait_s = self._prefetcher.wait_s, 0.0
+            self._prefetcher = None
+            elapsed = time.perf_counter() - started
+            if self.context.is_main and self.step > first and elapsed > 0:
+                self.log(f"batches drawn ahead (run.prefetch): steps {first}-{self.step} waited {waited:.1f} s of "
+                         f"{elapsed:.1f} s for their inputs ({100 * waited / elapsed:.0f} %)")
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimisation step (and the critic's steps when adversarial); returns loss values."""
         config = self.config
         torch.manual_seed(config.seed * 1_000_003 + step * 1009 + self.context.rank)
-        rng = patch_rng(config.seed, step, self.context.rank)
         if self.sampler is not None:
-            return point_step(self, step, rng)
-        return patch_step(self, step, rng)
+            return point_step(self, step, patch_rng(config.seed, step, self.context.rank))
+        return patch_step(self, step, self._prefetcher.batch(step) if self._prefetcher is not None else None)
 
     def optimise(self, total: torch.Tensor, step: int) -> float:
         """One optimiser (and scheduler) step on the generator's loss ``total`` through the gradient scaler, with
@@ -227,6 +274,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.weight_average is not None:
+            self.weight_average.update(self.network)
         if self.scheduler is not None and config.optim.schedule in builders.PER_STEP_SCHEDULES:
             self.scheduler.step()
         loss = float(total.detach())
@@ -242,7 +291,12 @@ class Trainer:
             conditions = [validation_condition(subject, context, low.shape, self.network.slice_axis, self.scale)
                           for subject, context, (low, *_) in zip(self.validation_subjects, self.validation_contexts,
                                                                  self.validation_inputs)]
-        return validate(self.network, self.validation_inputs, self.device, self.residual, conditions)
+        return validate(self.evaluated, self.validation_inputs, self.device, self.residual, conditions)
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The network validated and saved: the weight average with ``optim.ema``, else the trained network."""
+        return self.weight_average.module if self.weight_average is not None else self.network
 
     # ----------------------------------------------------------------------------------------- persistence
     def _state(self) -> dict[str, Any]:
@@ -260,6 +314,8 @@ class Trainer:
         }
         if self.critic is not None:
             state.update(self.critic.state_dict())
+        if self.weight_average is not None:
+            state["weight_average"] = self.weight_average.state_dict()
         return state
 
     def save_state(self) -> None:
@@ -280,6 +336,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.critic is not None and "critic" in state:
             self.critic.load_state_dict(state)
+        if self.weight_average is not None and "weight_average" in state:
+            self.weight_average.load_state_dict(state["weight_average"])
         self.step = int(state["step"])
         self.best = Validation(**state["best"]) if state["best"] else None
         self.best_step = int(state["best_step"])
@@ -316,10 +374,9 @@ class Trainer:
         budget = (TimeBudget(config.run.max_minutes, run_started, config.run.steps)
                   if config.run.max_minutes is not None else None)
         stopped_early = interrupted = False
-        self._refresh(self.step)
-        with _StopRequest() as stop:
+        with _StopRequest() as stop, self._batches_ahead():
             while self.step < config.run.steps:
-                if self.step % config.data.resimulate_every == 0 and self.step > 0:
+                if self._prefetcher is None and self.step % config.data.resimulate_every == 0 and self.step > 0:
                     self._refresh(self.step)
                 values = self.train_step(self.step)
                 self.step += 1

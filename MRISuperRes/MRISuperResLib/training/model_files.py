@@ -60,9 +60,10 @@ def _voxel_range(trainer: Trainer) -> list[float] | None:
 
 
 def save_model_file(trainer: Trainer, path: Path) -> Path:
-    """Write the trainer's current network with :func:`model_metadata` to ``path``; returns the path written."""
+    """Write the trainer's current network (its weight average with ``optim.ema``) with :func:`model_metadata` to
+    ``path``; returns the path written."""
     metadata = model_metadata(trainer)
-    return save_model(trainer.network, path, name=metadata.pop("name"), family=metadata.pop("family"),
+    return save_model(trainer.evaluated, path, name=metadata.pop("name"), family=metadata.pop("family"),
                       config=metadata.pop("config"), **metadata)
 
 
@@ -74,7 +75,7 @@ def finalise(trainer: Trainer) -> Path:
     from ..engine.model_zoo import baseline_verdict, write_model_card
 
     best = load_model_file(trainer.output_dir / BEST_FILE)
-    trainer.network.load_state_dict(best.network.state_dict())
+    trainer.evaluated.load_state_dict(best.network.state_dict())
     values = ((trainer.config.data.context or {}).get("subjects") or {}) if trainer.context_spec else None
     trainer.calibration = calibrate_consistency(best, trainer.validation_subjects, trainer.scale,
                                                 str(trainer.device.device), values)

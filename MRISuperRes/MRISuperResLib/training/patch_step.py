@@ -2,22 +2,22 @@
 points is :func:`.point_sampling.point_step`).
 
 The batch is drawn and augmented with the step's generator (:func:`.data.patch_rng`), so a step is the same
-whether the run was resumed or not. With a critic (``loss.adversarial`` > 0) the critic takes its ``n_critic``
+whether the run was resumed or not, and whether its batch was drawn in the step or ahead (:mod:`.prefetch`). With a critic (``loss.adversarial`` > 0) the critic takes its ``n_critic``
 WGAN-GP steps on the generator's current output first (seed 002), then the generator is updated on the
 reconstruction loss plus ``loss.adversarial`` times the critic's negated mean score.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..processing.exclusion import fill_from_estimate
 from .augment import PatchBatch, augment_batch
-from .data import sample_patches
+from .data import Subject, patch_rng, sample_patches
 from .precision import autocast
 
 if TYPE_CHECKING:
@@ -39,21 +39,31 @@ def predict(trainer: Trainer, network: nn.Module, batch: PatchBatch) -> torch.Te
     return out + batch.baseline.to(device) if trainer.residual else out
 
 
-def patch_step(trainer: Trainer, step: int, rng: np.random.Generator) -> dict[str, float]:
-    """One optimisation step of ``trainer`` (and its critic's steps) on patches drawn with ``rng``; returns the
-    loss terms, the critic's values and the total ``loss``.
+def draw_batch(trainer: Trainer, subjects: Sequence[Subject], step: int) -> PatchBatch:
+    """The augmented batch of patches of ``step`` cut from ``subjects`` (simulated), drawn with the step's
+    generator (:func:`.data.patch_rng`): the same batch whether drawn here or ahead by
+    :class:`~.prefetch.BatchPrefetcher`."""
+    config = trainer.config
+    rng = patch_rng(config.seed, step, trainer.context.rank)
+    slice_axis = getattr(trainer.network, "slice_axis", None)
+    batch = sample_patches(subjects, rng, config.data.patch_size, config.data.batch_size,
+                           config.data.foreground_fraction, trainer.train_contexts, slice_axis)
+    augment = config.augment
+    return augment_batch(batch, rng, scale=trainer.scale, flips=augment.flips, rot90=augment.rot90,
+                         intensity_scale=augment.intensity_scale, intensity_shift=augment.intensity_shift,
+                         noise=augment.noise, slice_axis=slice_axis)
+
+
+def patch_step(trainer: Trainer, step: int, batch: PatchBatch | None = None) -> dict[str, float]:
+    """One optimisation step of ``trainer`` (and its critic's steps) on the batch of ``step`` (drawn here from
+    ``trainer.train_subjects`` unless given); returns the loss terms, the critic's values and the total ``loss``.
 
     Raises:
         MRISuperResError: the loss is not finite (training diverged).
     """
     config = trainer.config
-    slice_axis = getattr(trainer.network, "slice_axis", None)
-    batch = sample_patches(trainer.train_subjects, rng, config.data.patch_size, config.data.batch_size,
-                           config.data.foreground_fraction, trainer.train_contexts, slice_axis)
-    augment = config.augment
-    batch = augment_batch(batch, rng, scale=trainer.scale, flips=augment.flips, rot90=augment.rot90,
-                          intensity_scale=augment.intensity_scale, intensity_shift=augment.intensity_shift,
-                          noise=augment.noise, slice_axis=slice_axis)
+    if batch is None:
+        batch = draw_batch(trainer, trainer.train_subjects, step)
     target = batch.high.to(trainer.device.device)
     values: dict[str, float] = {}
     trainer.trained.train()

@@ -1,0 +1,74 @@
+"""optim.ema: the moving average of the weights is what validation and the saved models use; training itself is
+unchanged, and a resumed run ends with the same average."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import tiny_config
+from MRISuperResLib.training.config import ConfigError, config_from_dict
+from MRISuperResLib.training.loop import Trainer
+from MRISuperResLib.training.weight_average import WeightAverage
+
+
+def _run(config: dict, tmp_path: Path, resume: bool = False, stop_at: int | None = None):  # type: ignore[no-untyped-def]
+    trainer = Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda message: None)
+    return trainer, trainer.run(resume=resume, stop_at=stop_at)
+
+
+def test_the_average_follows_the_warmed_up_decay() -> None:
+    network = torch.nn.Linear(3, 1)
+    average = WeightAverage(network, decay=0.5)
+    expected = None
+    for update in range(6):
+        with torch.no_grad():
+            network.weight.add_(float(update + 1))
+        current = network.weight.detach().clone()
+        decay = min(0.5, (1 + update) / (10 + update))  # after `update` earlier updates
+        expected = current if expected is None else decay * expected + (1 - decay) * current
+        average.update(network)
+        assert torch.allclose(average.module.weight, expected), update
+    assert average.decay_now() == pytest.approx(7 / 16) and not average.module.weight.requires_grad
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="decay must be in"):
+            WeightAverage(network, bad)
+
+
+def test_validation_and_the_model_use_the_average_and_training_is_unchanged(brain_files: list[Path],
+                                                                            tmp_path: Path) -> None:
+    from MRISuperResLib.engine.checkpoint import load_model_file
+
+    # A schedule that does not read validation scores: training is that of a run without the average.
+    _, plain_result = _run(tiny_config(brain_files, tmp_path / "plain", optim={"schedule": "cosine"}), tmp_path)
+    averaged, result = _run(tiny_config(brain_files, tmp_path / "ema", optim={"schedule": "cosine", "ema": 0.8}),
+                            tmp_path)
+    assert [r["loss"] for r in plain_result.history] == [r["loss"] for r in result.history]
+    scores = [r["val_psnr"] for r in result.history if "val_psnr" in r]
+    assert scores != [r["val_psnr"] for r in plain_result.history if "val_psnr" in r]
+    best = max(scores)
+    assert result.best.psnr == best
+    saved = load_model_file(result.model_path).network.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in averaged.evaluated.state_dict().items())
+    assert any(not torch.equal(saved[k], v) for k, v in averaged.network.state_dict().items())
+    # The saved model scores what validation reported for it.
+    assert averaged.validate().psnr == pytest.approx(best, abs=1e-6)
+
+
+def test_a_resumed_run_ends_with_the_same_average(brain_files: list[Path], tmp_path: Path) -> None:
+    straight, _ = _run(tiny_config(brain_files, tmp_path / "straight", optim={"ema": 0.8}), tmp_path)
+    config = tiny_config(brain_files, tmp_path / "resumed", optim={"ema": 0.8})
+    _run(config, tmp_path, stop_at=5)
+    resumed, result = _run(config, tmp_path, resume=True)
+    assert result.steps_done == 12
+    for (name, a), (_, b) in zip(straight.weight_average.state_dict().items(),
+                                 resumed.weight_average.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, True, "0.9"])
+def test_a_bad_decay_is_refused(brain_files: list[Path], tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ConfigError, match=r"optim.ema must be a decay in \[0, 1\)"):
+        config_from_dict(tiny_config(brain_files, tmp_path / "run", optim={"ema": bad}), tmp_path)
