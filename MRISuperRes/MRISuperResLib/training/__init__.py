@@ -10,6 +10,7 @@ Entry points: ``mrisuperres train --config CFG [--resume]`` and, from Python::
 
 Modules: :mod:`.config` (the YAML schema, ``base:`` composition), :mod:`.data` (subjects, simulation, patch
 sampling), :mod:`.loading`, :mod:`.augment`, :mod:`.losses`, :mod:`.loop` (the trainer) with :mod:`.builders`,
-:mod:`.patch_step`, :mod:`.point_sampling`, :mod:`.validation`, :mod:`.run_files` and :mod:`.model_files`,
+:mod:`.patch_step`, :mod:`.point_sampling`, :mod:`.prefetch` (batches and simulations drawn ahead),
+:mod:`.weight_average` (``optim.ema``), :mod:`.validation`, :mod:`.run_files` and :mod:`.model_files`,
 :mod:`.distributed` (torchrun / DDP). Real pairs, N4, masks and cropping are in :mod:`MRISuperResLib.processing`.
 """

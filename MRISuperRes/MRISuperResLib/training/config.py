@@ -202,8 +202,9 @@ class OptimSection:
         patience: validations without improvement before a plateau decay.
         step_size: steps between decays for ``step``.
         min_lr: floor of the learning rate.
-        ema: decay of an exponential moving average of the weights (e.g. 0.999: about the last 1000 steps), which
-            validation, ``best.safetensors`` and the final model then use (:mod:`.weight_average`); 0: off.
+        ema: decay of an exponential moving average of the weights (e.g. 0.999: about the last 1000 steps);
+            every validation scores the average and the last weights and keeps the better as the best model
+            (:mod:`.weight_average`); 0: off.
     """
 
     name: str = "adam"

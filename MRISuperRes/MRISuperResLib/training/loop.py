@@ -284,14 +284,16 @@ class Trainer:
         return loss
 
     # ------------------------------------------------------------------------------------------ validation
-    def validate(self) -> Validation:
-        """Whole-volume (or cropped) inference on every validation subject; mean PSNR / SSIM vs the targets."""
+    def validate(self, network: nn.Module | None = None) -> Validation:
+        """Whole-volume (or cropped) inference on every validation subject; mean PSNR / SSIM vs the targets.
+        ``network`` defaults to :attr:`evaluated`."""
         conditions = None
         if self.context_spec is not None:
             conditions = [validation_condition(subject, context, low.shape, self.network.slice_axis, self.scale)
                           for subject, context, (low, *_) in zip(self.validation_subjects, self.validation_contexts,
                                                                  self.validation_inputs)]
-        return validate(self.evaluated, self.validation_inputs, self.device, self.residual, conditions)
+        return validate(network if network is not None else self.evaluated, self.validation_inputs, self.device,
+                        self.residual, conditions)
 
     @property
     def evaluated(self) -> nn.Module:
@@ -460,18 +462,26 @@ class Trainer:
         """Validate (main process), keep the best weights, step the plateau schedule; True to stop early."""
         score = float("nan")
         if self.context.is_main:
-            result = self.validate()
+            result, candidate, compared = self.validate(), self.evaluated, ""
+            if self.weight_average is not None:
+                # The last weights are scored too: the run keeps whichever of the two validates better, and the
+                # log shows what the average gives.
+                last = self.validate(self.network)
+                row["val_psnr_last_weights"] = last.psnr
+                compared = f" (weights' average {result.psnr:.2f}, last weights {last.psnr:.2f})"
+                if last.psnr > result.psnr:
+                    result, candidate = last, self.network
             score = result.psnr
             row.update({"val_psnr": result.psnr, "val_ssim": result.ssim, "baseline_psnr": result.baseline_psnr,
                         "baseline_ssim": result.baseline_ssim})
             if self.best is None or result.psnr > self.best.psnr:
                 self.best, self.best_step, self.bad_validations = result, self.step, 0
-                save_model_file(self, self.output_dir / BEST_FILE)
+                save_model_file(self, self.output_dir / BEST_FILE, candidate)
             else:
                 self.bad_validations += 1
-            self.log(f"step {self.step}: validation PSNR {result.psnr:.2f} dB (B-spline {result.baseline_psnr:.2f}),"
-                     f" SSIM {result.ssim:.4f} (B-spline {result.baseline_ssim:.4f}); best {self.best.psnr:.2f} at "
-                     f"step {self.best_step}")
+            self.log(f"step {self.step}: validation PSNR {result.psnr:.2f} dB{compared} (B-spline "
+                     f"{result.baseline_psnr:.2f}), SSIM {result.ssim:.4f} (B-spline {result.baseline_ssim:.4f}); "
+                     f"best {self.best.psnr:.2f} at step {self.best_step}")
         score = broadcast_float(score, self.context)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(score)

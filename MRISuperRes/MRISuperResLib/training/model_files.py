@@ -13,6 +13,8 @@ from .run_files import BEST_FILE, code_revision
 from .validation import calibrate_consistency
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .loop import Trainer
 
 
@@ -59,11 +61,11 @@ def _voxel_range(trainer: Trainer) -> list[float] | None:
     return [round(min(edges), 4), round(max(edges), 4)] if edges else None
 
 
-def save_model_file(trainer: Trainer, path: Path) -> Path:
-    """Write the trainer's current network (its weight average with ``optim.ema``) with :func:`model_metadata` to
-    ``path``; returns the path written."""
+def save_model_file(trainer: Trainer, path: Path, network: nn.Module | None = None) -> Path:
+    """Write ``network`` (default: the trainer's :attr:`~.loop.Trainer.evaluated` network, the weight average with
+    ``optim.ema``) with :func:`model_metadata` to ``path``; returns the path written."""
     metadata = model_metadata(trainer)
-    return save_model(trainer.evaluated, path, name=metadata.pop("name"), family=metadata.pop("family"),
+    return save_model(network if network is not None else trainer.evaluated, path, name=metadata.pop("name"), family=metadata.pop("family"),
                       config=metadata.pop("config"), **metadata)
 
 

@@ -1,9 +1,10 @@
 """An exponential moving average of the network's weights during training (``optim.ema``).
 
-Validation, ``best.safetensors`` and the final model use the average instead of the last step's weights: the
-average of the weights along the last few hundred or thousand steps sits nearer the centre of the minimum the
-optimiser circles around, and gives PSNR as good or better without another network pass (Polyak and Juditsky 1992;
-used by most current image-restoration recipes). The average is :class:`torch.optim.swa_utils.AveragedModel` with
+The average of the weights along the last few hundred or thousand steps sits nearer the centre of the minimum the
+optimiser circles around, and often validates better than the last step's weights at no cost at inference (Polyak
+and Juditsky 1992; used by most current image-restoration recipes). With ``optim.ema`` every validation scores both
+the average and the last weights; the run keeps whichever scores better as ``best.safetensors`` (and so as the
+final model), and logs both (``val_psnr_last_weights`` in ``log.csv``). The average is :class:`torch.optim.swa_utils.AveragedModel` with
 torch's EMA update; its decay is warmed up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the average
 follows a network trained from scratch closely at first. The update counter stays on the CPU: no device sync.
 """
