@@ -25,7 +25,10 @@ MINUTES=${1:-8}
 OUT=${2:-runs/gpu}
 RUNS=${RUNS:-scanner_x2_wide scanner_thick_x4_wide scanner_thick_x2_wide scanner_thick_x3_wide scanner_thick_x5_wide}
 DEVPACK=${DEVPACK:-.devpack}
-RESIMULATE_EVERY=${RESIMULATE_EVERY:-400}  # a GPU step takes milliseconds; a refresh of every subject seconds
+# A refresh of every subject takes seconds of CPU (4.7-5.0 s in the 2026-11-30 runs, three at once), a GPU step
+# 40-60 ms; run.prefetch (on for a GPU) simulates the next refresh while the GPU trains, so 200 steps (8-12 s of
+# GPU time) leave it time to finish and give twice the simulated acquisitions of the earlier 400.
+RESIMULATE_EVERY=${RESIMULATE_EVERY:-200}
 read -r -a CONFIGS <<<"$RUNS"
 die() { echo "train_defaults_gpu.sh: $*" >&2; exit 2; }
 [[ $MINUTES =~ ^[0-9]+([.][0-9]+)?$ ]] || die "MINUTES must be a number of minutes such as 8 or 8.5, got '$MINUTES'"
