@@ -52,10 +52,15 @@ def test_validation_keeps_the_better_of_the_average_and_the_last_weights(brain_f
     plain_rows = [r for r in plain_result.history if "val_psnr" in r]
     rows = [r for r in result.history if "val_psnr" in r]
     assert [r["val_psnr_last_weights"] for r in rows] == [r["val_psnr"] for r in plain_rows]
-    assert all(r["val_psnr"] >= r["val_psnr_last_weights"] for r in rows)
-    assert any(r["val_psnr"] > r["val_psnr_last_weights"] for r in rows)  # the average won somewhere
-    assert any("(weights' average" in m and "last weights" in m for m in messages)
+    assert all(r["val_psnr"] == max(r["val_psnr_average"], r["val_psnr_last_weights"]) for r in rows)
+    assert all(r["val_weights"] == ("average" if r["val_psnr_average"] >= r["val_psnr_last_weights"] else "last")
+               for r in rows)
+    assert any(r["val_weights"] == "average" for r in rows)  # the average won somewhere
+    assert any("; weights' average" in m and "last weights" in m and "(kept: " in m for m in messages)
     assert result.best.psnr == max(r["val_psnr"] for r in rows)
+    best_row = next(r for r in rows if r["val_psnr"] == result.best.psnr)
+    weights = load_model_file(result.model_path).metadata.training["weight_average"]
+    assert weights == {"ema": 0.8, "best_weights": best_row["val_weights"]}
     # The final model holds the weights that scored best, in the averaged network's place.
     saved = load_model_file(result.model_path).network.state_dict()
     assert all(torch.equal(saved[k], v) for k, v in averaged.evaluated.state_dict().items())
@@ -73,7 +78,13 @@ def test_a_resumed_run_ends_with_the_same_average(brain_files: list[Path], tmp_p
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("bad", [1.0, -0.1, True, "0.9"])
+@pytest.mark.parametrize("bad", [1.0, -0.1, True, "0.9", float("nan")])
 def test_a_bad_decay_is_refused(brain_files: list[Path], tmp_path: Path, bad: object) -> None:
     with pytest.raises(ConfigError, match=r"optim.ema must be a decay in \[0, 1\)"):
         config_from_dict(tiny_config(brain_files, tmp_path / "run", optim={"ema": bad}), tmp_path)
+
+
+def test_a_null_decay_means_off(brain_files: list[Path], tmp_path: Path) -> None:
+    config = config_from_dict(tiny_config(brain_files, tmp_path / "run", optim={"ema": None}), tmp_path)
+    assert config.optim.ema == 0.0
+    assert Trainer(config, show_progress=False, log=lambda message: None).weight_average is None

@@ -204,7 +204,7 @@ class OptimSection:
         min_lr: floor of the learning rate.
         ema: decay of an exponential moving average of the weights (e.g. 0.999: about the last 1000 steps);
             every validation scores the average and the last weights and keeps the better as the best model
-            (:mod:`.weight_average`); 0: off.
+            (:mod:`.weight_average`); 0 or null: off.
     """
 
     name: str = "adam"
@@ -242,8 +242,8 @@ class RunSection:
         prefetch: batches drawn ahead on a background thread, the next simulation of the training volumes
             (``data.resimulate_every``) on a thread pool, while the device runs the current step
             (:mod:`.prefetch`); the same batches and result as without. ``0``: off, every refresh and batch inside
-            the step; ``null``: 4 on a GPU or MPS, off on CPU (where the network's step uses every core anyway).
-            Fixed-scale runs; arbitrary-scale runs draw their points in the step.
+            the step; ``null``: 4 on a GPU or MPS, off on CPU (where the network's step uses every core anyway);
+            at most 64. Fixed-scale runs; arbitrary-scale runs draw their points in the step (a line says so).
     """
 
     steps: int = 2000
@@ -460,13 +460,13 @@ def _check(config: TrainConfig) -> None:
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                or not 0 < budget < math.inf):
         raise ConfigError(f"run.max_minutes must be a positive, finite number of minutes or null, got {budget!r}")
-    ema = config.optim.ema
+    ema = config.optim.ema = 0.0 if config.optim.ema is None else config.optim.ema
     if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
         raise ConfigError(f"optim.ema must be a decay in [0, 1) (0: off; e.g. 0.999), got {ema!r}")
     ahead = config.run.prefetch
-    if ahead is not None and (isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0):
-        raise ConfigError(f"run.prefetch must be a number of batches >= 0 (0: off) or null (on for a GPU), got "
-                          f"{ahead!r}")
+    if ahead is not None and (isinstance(ahead, bool) or not isinstance(ahead, int) or not 0 <= ahead <= 64):
+        raise ConfigError(f"run.prefetch must be a number of batches from 0 (off) to 64, or null (4 on a GPU), "
+                          f"got {ahead!r}")
     if not 0.0 < config.data.validation_fraction < 1.0:
         raise ConfigError("data.validation_fraction must be between 0 and 1")
     _check_point_sampling(config)

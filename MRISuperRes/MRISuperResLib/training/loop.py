@@ -175,6 +175,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: Validation | None = None
         self.best_step = -1
+        self.best_weights: str | None = None  # with optim.ema: "average" or "last", the weights of the best model
         self.bad_validations = 0
         self.step = 0
         self._budget_noted = False
@@ -224,11 +225,16 @@ class Trainer:
         ahead = self.config.run.prefetch
         if ahead is None:
             ahead = 0 if self.device.device.type == "cpu" else DEVICE_PREFETCH
-        if ahead <= 0 or self.sampler is not None:
+        if ahead > 0 and self.sampler is not None:
+            if self.config.run.prefetch and self.context.is_main:
+                self.log("run.prefetch: an arbitrary-scale run draws its points in the step (not ahead)")
+            return None
+        if ahead <= 0:
             return None
         return BatchPrefetcher(self.train_subjects, self._simulate,
                                lambda subjects, step: draw_batch(self, subjects, step),
-                               self.config.data.resimulate_every, self.step, ahead, self._simulation_workers())
+                               self.config.data.resimulate_every, self.step, ahead, self._simulation_workers(),
+                               end=lambda: self.config.run.steps)
 
     @contextlib.contextmanager
     def _batches_ahead(self) -> Iterator[None]:
@@ -310,6 +316,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "best": vars(self.best) if self.best else {},
             "best_step": self.best_step,
+            "best_weights": self.best_weights or "",
             "bad_validations": self.bad_validations,
             "history": self.history,
             "config": self.config.to_dict(),
@@ -343,6 +350,7 @@ class Trainer:
         self.step = int(state["step"])
         self.best = Validation(**state["best"]) if state["best"] else None
         self.best_step = int(state["best_step"])
+        self.best_weights = state.get("best_weights") or None
         self.bad_validations = int(state["bad_validations"])
         self.history = list(state["history"])
 
@@ -462,26 +470,31 @@ class Trainer:
         """Validate (main process), keep the best weights, step the plateau schedule; True to stop early."""
         score = float("nan")
         if self.context.is_main:
-            result, candidate, compared = self.validate(), self.evaluated, ""
+            result, candidate, kept, compared = self.validate(), self.evaluated, "", ""
             if self.weight_average is not None:
                 # The last weights are scored too: the run keeps whichever of the two validates better, and the
                 # log shows what the average gives.
-                last = self.validate(self.network)
-                row["val_psnr_last_weights"] = last.psnr
-                compared = f" (weights' average {result.psnr:.2f}, last weights {last.psnr:.2f})"
-                if last.psnr > result.psnr:
+                average, last = result, self.validate(self.network)
+                kept = "average" if average.psnr >= last.psnr else "last"
+                if kept == "last":
                     result, candidate = last, self.network
+                compared = (f"; weights' average {average.psnr:.2f} dB, last weights {last.psnr:.2f} dB "
+                            f"(kept: {kept})")
             score = result.psnr
             row.update({"val_psnr": result.psnr, "val_ssim": result.ssim, "baseline_psnr": result.baseline_psnr,
                         "baseline_ssim": result.baseline_ssim})
+            if kept:
+                row.update({"val_psnr_average": average.psnr, "val_psnr_last_weights": last.psnr,
+                            "val_weights": kept})
             if self.best is None or result.psnr > self.best.psnr:
                 self.best, self.best_step, self.bad_validations = result, self.step, 0
+                self.best_weights = kept or None
                 save_model_file(self, self.output_dir / BEST_FILE, candidate)
             else:
                 self.bad_validations += 1
-            self.log(f"step {self.step}: validation PSNR {result.psnr:.2f} dB{compared} (B-spline "
-                     f"{result.baseline_psnr:.2f}), SSIM {result.ssim:.4f} (B-spline {result.baseline_ssim:.4f}); "
-                     f"best {self.best.psnr:.2f} at step {self.best_step}")
+            self.log(f"step {self.step}: validation PSNR {result.psnr:.2f} dB (B-spline {result.baseline_psnr:.2f}),"
+                     f" SSIM {result.ssim:.4f} (B-spline {result.baseline_ssim:.4f}){compared}; best "
+                     f"{self.best.psnr:.2f} at step {self.best_step}")
         score = broadcast_float(score, self.context)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(score)

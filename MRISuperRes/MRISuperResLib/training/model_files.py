@@ -41,6 +41,8 @@ def model_metadata(trainer: Trainer) -> dict[str, Any]:
             "sample_coordinates": config.data.sample_coordinates,
             "steps": trainer.step,
             "best_step": trainer.best_step,
+            **({"weight_average": {"ema": config.optim.ema, "best_weights": trainer.best_weights}}
+               if trainer.weight_average is not None else {}),
             "seed": config.seed,
             "config": config.to_dict(),
             "code_revision": code_revision(),

@@ -10,6 +10,11 @@ fifth to a quarter of their time in the refresh alone, the GPU idle meanwhile.
 queue, and while the batches of one simulation are being cut, a thread pool simulates the next one. The device then
 waits only when the CPU cannot keep up.
 
+Stopping is prompt: the simulations run on daemon threads that take no new subject once the prefetcher is closed,
+and nothing waits for the subjects still in progress (their results are dropped; the process may exit meanwhile), so
+a stopped run saves its state and ends within a fraction of a second even while a large volume is being simulated.
+Nothing is drawn past the run's last step, and a simulation is started only when a step of the run will use it.
+
 Determinism: a batch depends only on ``(seed, step, rank)`` and on the simulation it is cut from, which depends only
 on ``(seed, refresh number)`` (:mod:`.data`); the prefetcher computes exactly those, each simulation on fresh shallow
 copies of the subjects (never the arrays a queued batch was cut from), so a run draws the same batches, and ends
@@ -23,7 +28,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from .augment import PatchBatch
 from .data import Subject
@@ -33,8 +37,58 @@ __all__ = ["BatchPrefetcher"]
 _POLL_S = 0.1  # how often a blocked thread looks at the stop flag
 
 
+class _Simulation:
+    """One simulation (number ``number``) of every subject, on shallow copies, by ``workers`` daemon threads."""
+
+    def __init__(self, subjects: Sequence[Subject], simulate: Callable[[Subject, int, int], None], number: int,
+                 workers: int, stop: threading.Event) -> None:
+        self.number = number
+        self._subjects, self._simulate, self._stop = subjects, simulate, stop
+        self._results: list[Subject | None] = [None] * len(subjects)
+        self._error: BaseException | None = None
+        self._pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(subjects)):
+            self._pending.put(index)
+        self._remaining = len(subjects)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        for _ in range(max(1, min(workers, len(subjects)))):
+            threading.Thread(target=self._work, name="mrisuperres-simulate", daemon=True).start()
+
+    def _work(self) -> None:
+        while not self._stop.is_set() and not self._done.is_set():
+            try:
+                index = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                subject = copy.copy(self._subjects[index])
+                self._simulate(subject, self.number, index)
+                self._results[index] = subject
+            except BaseException as error:  # handed to whoever waits for this simulation
+                with self._lock:
+                    self._error = self._error or error
+                self._done.set()
+                return
+            with self._lock:
+                self._remaining -= 1
+                if self._remaining == 0:
+                    self._done.set()
+
+    def result(self) -> list[Subject] | None:
+        """The simulated subjects (waits for them); ``None`` when stopped first.
+
+        Raises: what simulating a subject raised."""
+        while not self._done.wait(_POLL_S):
+            if self._stop.is_set():
+                return None
+        if self._error is not None:
+            raise self._error
+        return list(self._results)  # type: ignore[arg-type]
+
+
 class BatchPrefetcher:
-    """Batches of consecutive steps, drawn on a background thread, and the next simulation, on a thread pool.
+    """Batches of consecutive steps, drawn on a background thread, and the next simulation, on daemon threads.
 
     Args:
         subjects: the training subjects (their simulation arrays are not used or changed; each simulation
@@ -46,47 +100,54 @@ class BatchPrefetcher:
         start: the first step to draw (a resumed run's step).
         ahead: batches kept ready (at least 1).
         workers: threads simulating subjects in parallel.
+        end: the run's number of steps, asked again as it goes (a time budget may change it): no batch is drawn
+            for step ``end()`` or later, and no simulation is started that no such step needs. ``None``: no end.
 
     Raises (from :meth:`batch`): whatever simulating or drawing raised, on the training thread.
     """
 
     def __init__(self, subjects: Sequence[Subject], simulate: Callable[[Subject, int, int], None],
                  draw: Callable[[list[Subject], int], PatchBatch], resimulate_every: int, start: int,
-                 ahead: int = 4, workers: int = 1) -> None:
+                 ahead: int = 4, workers: int = 1, end: Callable[[], int] | None = None) -> None:
         if ahead < 1 or resimulate_every < 1:
             raise ValueError("ahead and resimulate_every must be at least 1")
         self._subjects = list(subjects)
         self._simulate = simulate
         self._draw = draw
         self._every = resimulate_every
+        self._workers = workers
+        self._end = end
         self._next_step = start
         self._queue: queue.Queue[tuple[int, PatchBatch | BaseException]] = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(self._subjects))),
-                                        thread_name_prefix="mrisuperres-simulate")
         self.wait_s = 0.0  # time the training thread spent waiting for batches
         self._thread = threading.Thread(target=self._produce, args=(start,), name="mrisuperres-prefetch",
                                         daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------ producer side
-    def _start_simulation(self, number: int) -> list[Future[Subject]]:
-        def one(index: int) -> Subject:
-            subject = copy.copy(self._subjects[index])
-            self._simulate(subject, number, index)
-            return subject
+    def _needed(self, step: int) -> bool:
+        return self._end is None or step < self._end()
 
-        return [self._pool.submit(one, index) for index in range(len(self._subjects))]
+    def _start_simulation(self, number: int) -> _Simulation | None:
+        if not self._needed(number * self._every):
+            return None
+        return _Simulation(self._subjects, self._simulate, number, self._workers, self._stop)
 
     def _produce(self, step: int) -> None:
         try:
-            number = step // self._every
-            current = [future.result() for future in self._start_simulation(number)]
-            upcoming = self._start_simulation(number + 1)
+            number, current, upcoming = -1, None, None
             while not self._stop.is_set():
+                if not self._needed(step):  # past the run's end (for now: a time budget may move it)
+                    self._stop.wait(_POLL_S)
+                    continue
                 if step // self._every != number:
                     number = step // self._every
-                    current = [future.result() for future in upcoming]
+                    if upcoming is None or upcoming.number != number:
+                        upcoming = _Simulation(self._subjects, self._simulate, number, self._workers, self._stop)
+                    current = upcoming.result()
+                    if current is None:
+                        return
                     upcoming = self._start_simulation(number + 1)
                 if not self._put((step, self._draw(current, step))):
                     return
@@ -130,16 +191,15 @@ class BatchPrefetcher:
         return item
 
     def close(self) -> None:
-        """Stop the threads and drop what was prepared (waits for subjects being simulated to finish)."""
+        """Stop drawing and simulating and drop what was prepared. Returns within about 0.1 s: subjects being
+        simulated finish on their daemon threads, unused, without being waited for."""
         self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)  # a producer waiting on a cancelled one stops
         while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
         self._thread.join()
-        self._pool.shutdown(wait=True)
 
     def __enter__(self) -> BatchPrefetcher:
         return self

@@ -4,9 +4,11 @@ The average of the weights along the last few hundred or thousand steps sits nea
 optimiser circles around, and often validates better than the last step's weights at no cost at inference (Polyak
 and Juditsky 1992; used by most current image-restoration recipes). With ``optim.ema`` every validation scores both
 the average and the last weights; the run keeps whichever scores better as ``best.safetensors`` (and so as the
-final model), and logs both (``val_psnr_last_weights`` in ``log.csv``). The average is :class:`torch.optim.swa_utils.AveragedModel` with
-torch's EMA update; its decay is warmed up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the average
-follows a network trained from scratch closely at first. The update counter stays on the CPU: no device sync.
+final model), logs both (``val_psnr_average``, ``val_psnr_last_weights`` and the one kept, ``val_weights``, in
+``log.csv``) and records in the model file which one it kept (``training.weight_average``). The average is
+:class:`torch.optim.swa_utils.AveragedModel` with torch's EMA update; its decay is warmed up as
+``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the average follows a network trained from scratch
+closely at first. The update counter stays on the CPU: no device sync.
 """
 
 from __future__ import annotations
