@@ -73,6 +73,39 @@ def test_a_run_stopped_while_drawing_ahead_resumes_to_the_same_result(brain_file
     assert _no_threads_left()
 
 
+def test_a_stop_signal_does_not_wait_for_a_slow_simulation(brain_files: list[Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT while step 4 waits for simulation 1: the run saves step 4's state and returns at once; resumed, it
+    ends where a run without prefetching does."""
+    import os
+    import signal
+
+    _run(tiny_config(brain_files, tmp_path / "straight", run={"prefetch": 0}), tmp_path)
+    config = config_from_dict(tiny_config(brain_files, tmp_path / "stopped", run={"prefetch": 2}), tmp_path)
+    trainer = Trainer(config, show_progress=False, log=lambda message: None)
+    simulate, gate = trainer._simulate, threading.Event()
+
+    def slow(subject, refresh: int, index: int) -> None:  # type: ignore[no-untyped-def]
+        if refresh == 1:
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            gate.wait(60)
+        simulate(subject, refresh, index)
+
+    monkeypatch.setattr(trainer, "_simulate", slow)
+    started = time.perf_counter()
+    result = trainer.run()
+    assert time.perf_counter() - started < 30
+    gate.set()
+    assert result.interrupted and result.steps_done == 4 and result.model_path is None
+    _, resumed, _ = _run(tiny_config(brain_files, tmp_path / "stopped", run={"prefetch": 2}), tmp_path, resume=True)
+    assert resumed.steps_done == 12
+    assert _no_threads_left()
+    from MRISuperResLib.engine.checkpoint import load_model_file
+
+    for name, tensor in load_model_file(resumed.model_path).network.state_dict().items():
+        assert torch.equal(tensor, load_model_file(tmp_path / "straight" / "tiny.safetensors").network.state_dict()[name])
+
+
 def test_an_error_while_simulating_reaches_the_training_thread(brain_files: list[Path], tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     trainer = Trainer(config_from_dict(tiny_config(brain_files, tmp_path / "run", run={"prefetch": 2}), tmp_path),

@@ -52,7 +52,7 @@ from .distributed import barrier, broadcast_float, init_distributed, shutdown
 from .model_files import finalise, save_model_file
 from .patch_step import draw_batch, patch_step
 from .point_sampling import PointSampler, point_step
-from .prefetch import BatchPrefetcher
+from .prefetch import BatchPrefetcher, StoppedWaiting
 from .precision import grad_scaler
 from .run_files import (
     BEST_FILE,
@@ -180,6 +180,7 @@ class Trainer:
         self.step = 0
         self._budget_noted = False
         self._prefetcher: BatchPrefetcher | None = None
+        self._stop_request = _StopRequest()  # the running loop's (set by run)
 
     # ----------------------------------------------------------------------------------------------- setup
     def load_data(self) -> None:
@@ -263,7 +264,12 @@ class Trainer:
         torch.manual_seed(config.seed * 1_000_003 + step * 1009 + self.context.rank)
         if self.sampler is not None:
             return point_step(self, step, patch_rng(config.seed, step, self.context.rank))
-        return patch_step(self, step, self._prefetcher.batch(step) if self._prefetcher is not None else None)
+        batch = None
+        if self._prefetcher is not None:
+            # One process may give up waiting on a stop signal; DDP ranks wait, so that all take the same steps.
+            stop = None if self.context.enabled else (lambda: self._stop_request.requested)
+            batch = self._prefetcher.batch(step, stop)
+        return patch_step(self, step, batch)
 
     def optimise(self, total: torch.Tensor, step: int) -> float:
         """One optimiser (and scheduler) step on the generator's loss ``total`` through the gradient scaler, with
@@ -385,10 +391,18 @@ class Trainer:
                   if config.run.max_minutes is not None else None)
         stopped_early = interrupted = False
         with _StopRequest() as stop, self._batches_ahead():
+            self._stop_request = stop
             while self.step < config.run.steps:
                 if self._prefetcher is None and self.step % config.data.resimulate_every == 0 and self.step > 0:
                     self._refresh(self.step)
-                values = self.train_step(self.step)
+                try:
+                    values = self.train_step(self.step)
+                except StoppedWaiting:  # a stop signal while the step waited for its inputs: this step not taken
+                    interrupted = True
+                    self.save_state()
+                    if self.context.is_main:
+                        write_log(self.history, self.output_dir)
+                    break
                 self.step += 1
                 if budget is not None:
                     self._fit_to_budget(budget, bar)

@@ -32,9 +32,13 @@ from collections.abc import Callable, Sequence
 from .augment import PatchBatch
 from .data import Subject
 
-__all__ = ["BatchPrefetcher"]
+__all__ = ["BatchPrefetcher", "StoppedWaiting"]
 
 _POLL_S = 0.1  # how often a blocked thread looks at the stop flag
+
+
+class StoppedWaiting(Exception):
+    """:meth:`BatchPrefetcher.batch` gave up waiting because its ``stop`` callable asked it to."""
 
 
 class _Simulation:
@@ -165,10 +169,12 @@ class BatchPrefetcher:
         return False
 
     # ------------------------------------------------------------------------------------------ consumer side
-    def batch(self, step: int) -> PatchBatch:
-        """The batch of ``step``; steps must be asked for in order, from ``start``.
+    def batch(self, step: int, stop: Callable[[], bool] | None = None) -> PatchBatch:
+        """The batch of ``step``; steps must be asked for in order, from ``start``. While it waits, ``stop`` is
+        asked every 0.1 s (a stop signal need not wait for a simulation of large volumes).
 
         Raises:
+            StoppedWaiting: ``stop()`` returned true before the batch was ready (the same step may be asked again).
             ValueError: ``step`` is not the next one.
             Exception: what drawing or simulating this step's batch raised.
         """
@@ -182,6 +188,9 @@ class BatchPrefetcher:
             except queue.Empty:
                 if not self._thread.is_alive():
                     raise RuntimeError("the batch-preparing thread stopped") from None
+                if stop is not None and stop():
+                    self.wait_s += time.perf_counter() - started
+                    raise StoppedWaiting(f"stopped while step {step} waited for its batch") from None
         self.wait_s += time.perf_counter() - started
         if isinstance(item, BaseException):
             raise item
