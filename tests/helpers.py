@@ -269,6 +269,15 @@ def assert_clean_failure(
     return line
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for torchrun's rendezvous: a fixed port can still be held by an earlier run)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def tiny_config(paths: list[Path], output: Path, **overrides) -> dict:
     config = {
         "name": "tiny",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from helpers import tiny_config
+from helpers import free_port, tiny_config
 
 WORKER = Path(__file__).with_name("ddp_gan_worker.py")
 STEPS, HOLD_AT = 6, 3
@@ -30,12 +29,6 @@ def gan_config(paths: list[Path], output: Path) -> dict:
                                                 "upsample_features": 2},
                "critic": {"channels": 4, "layers": 2}},
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def launch(config: Path, out: Path, tag: str, *extra: str) -> subprocess.Popen:

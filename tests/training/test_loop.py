@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import ROOT, tiny_config
+from helpers import ROOT, free_port, tiny_config
 from MRISuperResLib.errors import InputWarning, MRISuperResError
 from MRISuperResLib.training.augment import PatchBatch, augment_batch, fit_gaussian_mixture, gmm_contrast
 from MRISuperResLib.training.config import ConfigError, config_from_dict, load_config
@@ -308,7 +308,8 @@ def test_two_process_ddp_keeps_the_ranks_in_sync(brain_files: list[Path], tmp_pa
     )
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()),
          str(script), str(config_path), str(tmp_path)],
         capture_output=True, text=True, timeout=300, env=environment,
     )
