@@ -102,8 +102,9 @@ def test_a_stop_signal_does_not_wait_for_a_slow_simulation(brain_files: list[Pat
     assert _no_threads_left()
     from MRISuperResLib.engine.checkpoint import load_model_file
 
+    expected = load_model_file(tmp_path / "straight" / "tiny.safetensors").network.state_dict()
     for name, tensor in load_model_file(resumed.model_path).network.state_dict().items():
-        assert torch.equal(tensor, load_model_file(tmp_path / "straight" / "tiny.safetensors").network.state_dict()[name])
+        assert torch.equal(tensor, expected[name])
 
 
 def test_an_error_while_simulating_reaches_the_training_thread(brain_files: list[Path], tmp_path: Path,

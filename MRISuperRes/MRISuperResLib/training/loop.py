@@ -29,8 +29,8 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -226,11 +226,11 @@ class Trainer:
         ahead = self.config.run.prefetch
         if ahead is None:
             ahead = 0 if self.device.device.type == "cpu" else DEVICE_PREFETCH
-        if ahead > 0 and self.sampler is not None:
+        if ahead <= 0:
+            return None
+        if self.sampler is not None:
             if self.config.run.prefetch and self.context.is_main:
                 self.log("run.prefetch: an arbitrary-scale run draws its points in the step (not ahead)")
-            return None
-        if ahead <= 0:
             return None
         return BatchPrefetcher(self.train_subjects, self._simulate,
                                lambda subjects, step: draw_batch(self, subjects, step),
@@ -251,8 +251,7 @@ class Trainer:
             yield
         finally:
             self._prefetcher.close()
-            waited, self._prefetcher.wait_s = self._prefetcher.wait_s, 0.0
-            self._prefetcher = None
+            waited, self._prefetcher = self._prefetcher.wait_s, None
             elapsed = time.perf_counter() - started
             if self.context.is_main and self.step > first and elapsed > 0:
                 self.log(f"batches drawn ahead (run.prefetch): steps {first}-{self.step} waited {waited:.1f} s of "
@@ -397,11 +396,8 @@ class Trainer:
                     self._refresh(self.step)
                 try:
                     values = self.train_step(self.step)
-                except StoppedWaiting:  # a stop signal while the step waited for its inputs: this step not taken
+                except StoppedWaiting:  # a stop signal while the step waited for its inputs: state saved below
                     interrupted = True
-                    self.save_state()
-                    if self.context.is_main:
-                        write_log(self.history, self.output_dir)
                     break
                 self.step += 1
                 if budget is not None:

@@ -67,8 +67,8 @@ def save_model_file(trainer: Trainer, path: Path, network: nn.Module | None = No
     """Write ``network`` (default: the trainer's :attr:`~.loop.Trainer.evaluated` network, the weight average with
     ``optim.ema``) with :func:`model_metadata` to ``path``; returns the path written."""
     metadata = model_metadata(trainer)
-    return save_model(network if network is not None else trainer.evaluated, path, name=metadata.pop("name"), family=metadata.pop("family"),
-                      config=metadata.pop("config"), **metadata)
+    return save_model(network if network is not None else trainer.evaluated, path, name=metadata.pop("name"),
+                      family=metadata.pop("family"), config=metadata.pop("config"), **metadata)
 
 
 def finalise(trainer: Trainer) -> Path:

@@ -2,9 +2,10 @@
 points is :func:`.point_sampling.point_step`).
 
 The batch is drawn and augmented with the step's generator (:func:`.data.patch_rng`), so a step is the same
-whether the run was resumed or not, and whether its batch was drawn in the step or ahead (:mod:`.prefetch`). With a critic (``loss.adversarial`` > 0) the critic takes its ``n_critic``
-WGAN-GP steps on the generator's current output first (seed 002), then the generator is updated on the
-reconstruction loss plus ``loss.adversarial`` times the critic's negated mean score.
+whether the run was resumed or not, and whether its batch was drawn in the step or ahead (:mod:`.prefetch`).
+With a critic (``loss.adversarial`` > 0) the critic takes its ``n_critic`` WGAN-GP steps on the generator's
+current output first (seed 002), then the generator is updated on the reconstruction loss plus
+``loss.adversarial`` times the critic's negated mean score.
 """
 
 from __future__ import annotations

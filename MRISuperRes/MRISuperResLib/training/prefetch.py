@@ -133,9 +133,7 @@ class BatchPrefetcher:
     def _needed(self, step: int) -> bool:
         return self._end is None or step < self._end()
 
-    def _start_simulation(self, number: int) -> _Simulation | None:
-        if not self._needed(number * self._every):
-            return None
+    def _simulation(self, number: int) -> _Simulation:
         return _Simulation(self._subjects, self._simulate, number, self._workers, self._stop)
 
     def _produce(self, step: int) -> None:
@@ -148,11 +146,11 @@ class BatchPrefetcher:
                 if step // self._every != number:
                     number = step // self._every
                     if upcoming is None or upcoming.number != number:
-                        upcoming = _Simulation(self._subjects, self._simulate, number, self._workers, self._stop)
+                        upcoming = self._simulation(number)
                     current = upcoming.result()
                     if current is None:
                         return
-                    upcoming = self._start_simulation(number + 1)
+                    upcoming = self._simulation(number + 1) if self._needed((number + 1) * self._every) else None
                 if not self._put((step, self._draw(current, step))):
                     return
                 step += 1
