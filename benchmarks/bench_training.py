@@ -1,11 +1,12 @@
 """Training throughput and peak memory per model family (not a test): prints a table.
 
-For each config in ``configs/`` (or those given), one process per config and device: the config's model, batch
-and patch size, random patches, L1 loss, Adam; after two warm-up steps, ``--steps`` timed steps. Reports
-patches/s, the FLOPs of one training step (forward + backward, ``torch.utils.flop_counter.FlopCounterMode``),
-achieved GFLOP/s, and peak resident memory (and peak CUDA memory).
+For each config in ``configs/`` (or those given), one process per config and device: the config's model, batch and
+patch size, random patches, L1 loss, Adam, under the autocast training uses with ``run.amp`` (bfloat16 on CUDA and
+on CPUs with bfloat16 instructions, float16 on older GPUs; ``--no-amp``: float32); after two warm-up steps,
+``--steps`` timed steps. Reports the precision, patches/s, the FLOPs of one training step (forward + backward,
+``torch.utils.flop_counter.FlopCounterMode``), achieved GFLOP/s, and peak resident memory (and peak CUDA memory).
 
-Usage: python benchmarks/bench_training.py [--configs configs/a.yaml ...] [--devices cpu cuda] [--steps 5]
+Usage: python benchmarks/bench_training.py [--configs configs/a.yaml ...] [--devices cpu cuda] [--steps 5] [--no-amp]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MRISuperRes"))
 
 
-def measure(config_path: str, device: str, steps: int) -> dict:
+def measure(config_path: str, device: str, steps: int, amp: bool = True) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -30,6 +31,7 @@ def measure(config_path: str, device: str, steps: int) -> dict:
     from MRISuperResLib.engine.device import select_device
     from MRISuperResLib.training.config import load_config
     from MRISuperResLib.training.data import integer_scale
+    from MRISuperResLib.training.precision import autocast, training_dtype
 
     config = load_config(config_path)
     choice = select_device(device)
@@ -44,9 +46,12 @@ def measure(config_path: str, device: str, steps: int) -> dict:
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
     arbitrary = bool(getattr(network, "arbitrary_scale", False))
 
+    dtype = training_dtype(choice, amp)
+
     def step() -> None:
-        out = network(low, high_shape) if arbitrary else network(low)
-        loss = torch.nn.functional.l1_loss(out, target)
+        with autocast(choice.device, dtype):
+            out = network(low, high_shape) if arbitrary else network(low)
+        loss = torch.nn.functional.l1_loss(out.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -69,6 +74,7 @@ def measure(config_path: str, device: str, steps: int) -> dict:
         "family": config.model.family,
         "parameters": models.parameter_count(network),
         "device": choice.describe(),
+        "precision": str(dtype).removeprefix("torch.") if dtype is not None else "float32",
         "patch": "x".join(map(str, patch)),
         "batch": batch,
         "step_s": elapsed,
@@ -84,29 +90,32 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=None)
     parser.add_argument("--devices", nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--no-amp", action="store_true", help="float32 steps (run.amp false)")
     parser.add_argument("--child", nargs=2, metavar=("CONFIG", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child[0], args.child[1], args.steps)))
+        print(json.dumps(measure(args.child[0], args.child[1], args.steps, not args.no_amp)))
         return
     import torch
 
     configs = args.configs or sorted(str(p) for p in (ROOT / "configs").glob("*.yaml"))
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.steps} timed steps\n")
-    print("| config | family | params | device | batch x patch | s/step | patches/s | GFLOP/step | GFLOP/s "
-          "| peak RSS GB | peak GPU GB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| config | family | params | device | precision | batch x patch | s/step | patches/s | GFLOP/step "
+          "| GFLOP/s | peak RSS GB | peak GPU GB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         for config in configs:
-            completed = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--child", config,
-                                        device], capture_output=True, text=True)
+            command = [sys.executable, __file__, "--steps", str(args.steps), "--child", config, device]
+            command += ["--no-amp"] if args.no_amp else []
+            completed = subprocess.run(command, capture_output=True, text=True)
             if completed.returncode != 0:
                 print(f"| {Path(config).name} | failed: {completed.stderr.strip().splitlines()[-1][:80]} |")
                 continue
             row = json.loads(completed.stdout.strip().splitlines()[-1])
             print(f"| {row['config']} | {row['family']} | {row['parameters']:,} | {row['device']} | "
-                  f"{row['batch']} x {row['patch']} | {row['step_s']:.2f} | {row['patches_per_s']:.1f} | "
+                  f"{row['precision']} | {row['batch']} x {row['patch']} | {row['step_s']:.2f} | "
+                  f"{row['patches_per_s']:.1f} | "
                   f"{row['gflop_per_step']:.1f} | {row['gflop_per_step'] / row['step_s']:.0f} | "
                   f"{row['peak_rss_gb']:.2f} | {row['peak_gpu_gb']:.2f} |", flush=True)
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from MRISuperResLib.engine.device import DeviceChoice
 from MRISuperResLib.training.config import config_from_dict
+from MRISuperResLib.training import loop, precision
 from MRISuperResLib.training.loop import Trainer
-from MRISuperResLib.training.precision import grad_scaler
+from MRISuperResLib.training.precision import cpu_has_bfloat16, grad_scaler, training_dtype
 from helpers import tiny_config
 
 
@@ -35,6 +36,7 @@ def train(config: dict, tmp_path: Path, **run_options) -> Trainer:
 def float16_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every device choose float16 autocast, as a CUDA GPU without bfloat16 does (CPU autocast supports it)."""
     monkeypatch.setattr(DeviceChoice, "autocast_dtype", property(lambda self: torch.float16))
+    monkeypatch.setattr(loop, "training_dtype", lambda choice, amp: torch.float16 if amp else None)
 
 
 @pytest.mark.parametrize("dtype, enabled", [(torch.float16, True), (torch.bfloat16, False), (None, False)])
@@ -42,11 +44,49 @@ def test_the_scaler_is_enabled_exactly_for_float16(dtype: torch.dtype | None, en
     assert grad_scaler(torch.device("cpu"), dtype).is_enabled() is enabled
 
 
-def test_cpu_training_has_no_scaler_and_no_autocast(brain_files: list[Path], tmp_path: Path) -> None:  # noqa: F811
-    trainer = Trainer(config_from_dict(adversarial_config(brain_files, tmp_path / "run"), tmp_path),
-                      show_progress=False, log=lambda message: None)
-    assert trainer.amp_dtype is None
-    assert not trainer.scaler.is_enabled() and trainer.critic is not None and not trainer.critic.scaler.is_enabled()
+@pytest.mark.parametrize("has_bfloat16", [True, False])
+def test_cpu_training_autocasts_to_bfloat16_only_with_bfloat16_instructions(
+        has_bfloat16: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: has_bfloat16)
+    cpu = DeviceChoice(torch.device("cpu"))
+    assert training_dtype(cpu, amp=True) == (torch.bfloat16 if has_bfloat16 else None)
+    assert training_dtype(cpu, amp=False) is None
+    assert training_dtype(DeviceChoice(torch.device("mps")), amp=True) is None
+
+
+def test_cpu_training_has_no_scaler(brain_files: list[Path], tmp_path: Path) -> None:  # noqa: F811
+    for amp in (True, False):
+        config = adversarial_config(brain_files, tmp_path / "run")
+        config["run"]["amp"] = amp
+        trainer = Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda message: None)
+        assert trainer.amp_dtype == (torch.bfloat16 if amp and cpu_has_bfloat16() else None)
+        assert not trainer.scaler.is_enabled() and trainer.critic is not None
+        assert not trainer.critic.scaler.is_enabled()
+
+
+def test_bfloat16_training_keeps_float32_weights_and_learns_as_float32_does(
+        brain_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """CPU bfloat16 autocast (forced here, so that CPUs without the instructions test it too, slowly) trains the
+    same problem to the same validation PSNR as float32 (within 0.05 dB of a +0.25 dB gain over B-spline); weights,
+    saved state and the optimiser's updates stay float32."""
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: True)
+    results = {}
+    for amp in (True, False):
+        config = tiny_config(brain_files, tmp_path / f"amp-{amp}",
+                             run={"steps": 100, "validate_every": 50, "checkpoint_every": 100, "amp": amp},
+                             optim={"lr": 0.001}, augment={"gmm_contrast": 0.0},
+                             data={"patch_size": [12, 12, 12], "batch_size": 4,
+                                   "degradation": {"kind": "kspace", "noise": [0, 0]}})
+        config["model"]["config"]["channels"] = 16
+        trainer = train(config, tmp_path)
+        assert trainer.amp_dtype == (torch.bfloat16 if amp else None)
+        assert all(tensor.dtype == torch.float32 for tensor in trainer.network.state_dict().values())
+        state = torch.load(tmp_path / f"amp-{amp}" / "state.pt", weights_only=True)
+        assert all(tensor.dtype == torch.float32 for tensor in state["network"].values())
+        results[amp] = trainer.best
+    assert results[True] is not None and results[False] is not None
+    assert results[False].psnr > results[False].baseline_psnr + 0.15  # a gain that precision could spoil
+    assert abs(results[True].psnr - results[False].psnr) < 0.05, (results[True].psnr, results[False].psnr)
 
 
 def test_float16_training_scales_gradients_and_resumes_exactly(brain_files: list[Path], tmp_path: Path,  # noqa: F811

@@ -53,7 +53,7 @@ from .model_files import finalise, save_model_file
 from .patch_step import draw_batch, patch_step
 from .point_sampling import PointSampler, point_step
 from .prefetch import BatchPrefetcher, StoppedWaiting
-from .precision import grad_scaler
+from .precision import grad_scaler, training_dtype
 from .run_files import (
     BEST_FILE,
     CURVES_FILE,
@@ -163,7 +163,10 @@ class Trainer:
             log(f"optim.ema {config.optim.ema:g}: validation and the saved models use the weights' moving average")
         self.scheduler = builders.build_scheduler(self.optimizer, config.optim, config.run.steps)
         self.loss = builders.build_loss(config, self.device.device)
-        self.amp_dtype = self.device.autocast_dtype if config.run.amp else None
+        self.amp_dtype = training_dtype(self.device, config.run.amp)
+        if self.amp_dtype is not None and self.context.is_main:
+            log(f"run.amp: {str(self.amp_dtype).removeprefix('torch.')} autocast on {self.device.device.type} "
+                "(weights, optimiser and loss in float32; run.amp false trains in float32)")
         self.scaler = grad_scaler(self.device.device, self.amp_dtype)
         self.critic = builders.build_critic(config, self.device.device, self.amp_dtype, self.context)
         self.train_subjects: list[Subject] = []
