@@ -6,9 +6,12 @@ name or a file), on the CPU (and CUDA when present), each size in a fresh proces
 network part, the network's FLOPs (``torch.utils.flop_counter.FlopCounterMode`` on meta tensors of every window
 the tiler runs, halo included), achieved GFLOP/s,
 and that as a share of a conv3d peak measured on the same machine in the same run (64->64 channels, 3^3 kernel,
-float32), and peak resident memory (and peak CUDA memory).
+float32), and peak resident memory (and peak CUDA memory). ``--precision`` is enhance's (``bfloat16`` runs the
+network in bfloat16 on CPUs with AVX512-BF16 or AMX too; the device column then ends in ``bfloat16``, and the share
+of the float32 peak can pass 100 %).
 
 Usage: python benchmarks/bench_enhance.py [--sizes 128 192 256] [--scale 2] [--devices cpu cuda] [--model default]
+       [--precision auto|float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ def conv3d_peak_gflops(device: str, channels: int = 64, size: int = 48, repeats:
     return flops / best / 1e9
 
 
-def measure_one(size: int, device: str, model_name: str, scale: tuple[int, int, int]) -> dict:
+def measure_one(size: int, device: str, model_name: str, scale: tuple[int, int, int],
+                precision: str = "auto") -> dict:
     """Enhance one synthetic brain-like volume to a ``size``^3 output at ``scale`` (runs in its own process)."""
     import copy
 
@@ -81,8 +85,8 @@ def measure_one(size: int, device: str, model_name: str, scale: tuple[int, int, 
         flops += counter.get_total_flops()
     if choice.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    enhance_volume(volume, model, scale, device=device, tile=tile)  # warm-up (kernels, allocator)
-    result = enhance_volume(volume, model, scale, device=device, tile=tile)
+    enhance_volume(volume, model, scale, device=device, tile=tile, precision=precision)  # warm-up (kernels, allocator)
+    result = enhance_volume(volume, model, scale, device=device, tile=tile, precision=precision)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     peak_gpu = torch.cuda.max_memory_allocated() if choice.device.type == "cuda" else 0
     return {
@@ -107,6 +111,7 @@ def main() -> None:
     parser.add_argument("--scale", default="2", help="2, or i,j,k factors such as 1,1,4 [2]")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--model", default="default")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     from MRISuperResLib.errors import MRISuperResError
@@ -120,7 +125,7 @@ def main() -> None:
         parser.error(f"--scale {args.scale}: give whole factors >= 1, one or three, at least one >= 2 (2 or 1,1,4)")
     scale = tuple(int(f) for f in parsed)
     if args.child:
-        print(json.dumps(measure_one(int(args.child[0]), args.child[1], args.model, scale)))
+        print(json.dumps(measure_one(int(args.child[0]), args.child[1], args.model, scale, args.precision)))
         return
 
     import torch
@@ -134,7 +139,8 @@ def main() -> None:
         peak = conv3d_peak_gflops(device)
         for size in args.sizes:
             output = subprocess.run(
-                [sys.executable, __file__, "--model", args.model, "--scale", args.scale, "--child", str(size), device],
+                [sys.executable, __file__, "--model", args.model, "--scale", args.scale, "--precision", args.precision,
+                 "--child", str(size), device],
                 check=True, capture_output=True, text=True,
             ).stdout
             row = json.loads(output.strip().splitlines()[-1])

@@ -227,6 +227,11 @@ def _tile_too_small(tmp, good, model):
     return good, tmp / "out" / "sr.nii.gz", ["--model", str(model), "--tile", "2"], ("--tile", "at least 4")
 
 
+def _unknown_precision(tmp, good, model):
+    return (good, tmp / "out" / "sr.nii.gz", ["--model", str(model), "--precision", "float16"],
+            ("--precision float16", "auto, float32, bfloat16"))
+
+
 def _overlap_out_of_range(tmp, good, model):
     return good, tmp / "out" / "sr.nii.gz", ["--model", str(model), "--overlap", "1.5"], ("--overlap", "[0, 1)")
 
@@ -272,6 +277,7 @@ BAD_CASES: dict[str, Case] = {
     "outputs-share-a-path": _outputs_share_a_path,
     "tile-too-small": _tile_too_small,
     "overlap-out-of-range": _overlap_out_of_range,
+    "unknown-precision": _unknown_precision,
     "unknown-device": _unknown_device,
 }
 

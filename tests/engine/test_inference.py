@@ -286,3 +286,25 @@ def test_missing_cuda_index_falls_back_to_cpu_with_a_note(monkeypatch: pytest.Mo
 def test_malformed_device_is_refused(request_text: str) -> None:
     with pytest.raises(MRISuperResError, match="not understood"):
         select_device(request_text)
+
+
+@pytest.mark.parametrize("has_bfloat16", [True, False])
+def test_precision_on_the_cpu(has_bfloat16: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_module, "cpu_has_bfloat16", lambda: has_bfloat16)
+    assert select_device("cpu").autocast_dtype is None  # auto: float32 on the CPU
+    assert select_device("cpu", "float32").autocast_dtype is None
+    asked = select_device("cpu", " BFloat16 ")
+    assert asked.autocast_dtype == (torch.bfloat16 if has_bfloat16 else None)
+    assert asked.precision == ("bfloat16" if has_bfloat16 else "float32")
+    assert (asked.note == "") is has_bfloat16
+    assert has_bfloat16 or "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX); running in float32" in asked.note
+
+
+def test_float32_precision_turns_gpu_autocast_off() -> None:
+    assert DeviceChoice(torch.device("cuda", 0), precision="float32").autocast_dtype is None
+    assert DeviceChoice(torch.device("mps"), precision="bfloat16").autocast_dtype is None
+
+
+def test_an_unknown_precision_is_refused() -> None:
+    with pytest.raises(MRISuperResError, match="precision 'float16' is not understood; use auto, float32, bfloat16"):
+        select_device("cpu", "float16")

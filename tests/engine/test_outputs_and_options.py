@@ -59,11 +59,12 @@ def parser() -> argparse.ArgumentParser:
     [],
     ["--device", "cuda:1", "--tile", "32", "--overlap", "0.25", "--mask-background", "--threads", "2"],
     ["--no-mask-background", "--flip-ensemble", "--keep-dtype"],
+    ["--precision", "bfloat16"],
 ])
 def test_options_survive_the_command_line_both_ways(argv: list[str]) -> None:
     options = EnhanceOptions.from_namespace(parser().parse_args(argv))
     assert EnhanceOptions.from_namespace(parser().parse_args(options.to_argv())) == options
-    assert set(options.engine_kwargs()) == {"device", "tile", "overlap", "threads", "keep_dtype",
+    assert set(options.engine_kwargs()) == {"device", "precision", "tile", "overlap", "threads", "keep_dtype",
                                             "mask_background", "flip_ensemble", "projection"}
 
 
@@ -78,6 +79,8 @@ def test_out_of_range_options_are_refused_in_one_line() -> None:
         EnhanceOptions(tile=3).check()
     with pytest.raises(MRISuperResError, match=r"--overlap 1.0 is outside \[0, 1\)"):
         EnhanceOptions(overlap=1.0).check()
+    with pytest.raises(MRISuperResError, match="--precision float16 is not understood; use auto, float32, bfloat16"):
+        EnhanceOptions(precision="float16").check()
 
 
 def parameter_defaults() -> dict[str, object]:
@@ -99,5 +102,6 @@ def test_the_panels_parameter_node_gives_the_options() -> None:
 
 def test_only_the_options_that_change_voxels_are_recorded() -> None:
     options = EnhanceOptions(device="cuda", tile=32, threads=2, overlap=0.25, flip_ensemble=True)
-    assert options.recorded() == {"flip_ensemble": True, "mask_background": None, "projection": None,
+    assert options.recorded() == {"precision": "auto", "flip_ensemble": True, "mask_background": None,
+                                  "projection": None,
                                   "overlap": 0.25, "keep_dtype": False}

@@ -35,6 +35,9 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--gap", type=float, default=0.0, help="slice gap for box/gaussian profiles [0]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated noise [0]")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="the network's arithmetic, as in enhance: auto (half precision on CUDA GPUs, float32 "
+                        "elsewhere), float32, or bfloat16 (also on CPUs with AVX512-BF16 or AMX) [auto]")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch [torch's default]")
     parser.add_argument("--flip-ensemble", action="store_true",
                         help="average the network over the 8 flips of each input (test-time ensemble, 8 passes)")
@@ -161,7 +164,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     scores = evaluate_files(references, model, scale, spec, seed=args.seed, low_inputs=args.low,
                             figure_folder=args.figure, noises=noises, labels=args.labels, segment=args.segment,
                             on_scored=None if args.quiet else _report_progress, crop=crop, exclusions=exclusions,
-                            device=args.device,
+                            device=args.device, precision=args.precision,
                             threads=args.threads, flip_ensemble=args.flip_ensemble, context=args.context,
                             adapt=adapt, projection=args.projection)
     table = scores_table(scores, model.name, scale)

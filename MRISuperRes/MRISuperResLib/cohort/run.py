@@ -103,8 +103,11 @@ def job_options(model: LoadedModel, scale: Scale, options: Mapping[str, Any]) ->
     Those :meth:`~..engine.options.EnhanceOptions.recorded` names: device, tile size and threads are left out,
     they change the speed, not the result (tiles join exactly). ``mask_background=None`` is resolved to the model's
     default and ``projection=None`` to ``True`` (the engine's default), so that the record says what ran.
+    ``precision`` is recorded only when not ``auto`` (sidecars written before the option existed ran ``auto``).
     """
     recorded = EnhanceOptions.split(options)[0].recorded()
+    if recorded.get("precision") == "auto":
+        del recorded["precision"]
     if recorded.get("mask_background") is None:
         recorded["mask_background"] = bool(model.metadata.mask_background)
     if "projection" in recorded and recorded["projection"] is None:

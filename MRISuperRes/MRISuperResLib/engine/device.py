@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..errors import MRISuperResError
+from .options import PRECISIONS
+
+
+def cpu_has_bfloat16() -> bool:
+    """True when this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX tiles: AMD Zen 4 and later,
+    Intel Cooper Lake / Sapphire Rapids and later).
+
+    Without them oneDNN emulates bfloat16 with float32 arithmetic plus conversions, which is slower than float32.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 @dataclass(frozen=True)
@@ -17,36 +28,70 @@ class DeviceChoice:
     Attributes:
         device: the torch device.
         note: a message for the user when the request could not be met as asked (empty otherwise).
+        precision: ``auto``, ``float32`` or ``bfloat16`` (:data:`PRECISIONS`), as resolved by
+            :func:`select_device`; decides :attr:`autocast_dtype`.
     """
 
     device: torch.device
     note: str = ""
+    precision: str = "auto"
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """bf16 on CUDA GPUs that support it, fp16 on other CUDA GPUs, none elsewhere (full float32)."""
-        if self.device.type != "cuda":
+        """The network's autocast type (``None``: float32).
+
+        ``auto``: bfloat16 on CUDA GPUs that support it, float16 on other CUDA GPUs, none elsewhere; ``float32``:
+        none; ``bfloat16``: bfloat16 on CUDA GPUs that support it and on the CPU (where :func:`select_device`
+        checked the instructions), float16 on older CUDA GPUs.
+        """
+        if self.precision == "float32":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cpu" and self.precision == "bfloat16":
+            return torch.bfloat16
+        return None
 
     def describe(self) -> str:
         if self.device.type == "cuda":
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
-        if self.device.type == "cpu":
-            return f"cpu ({torch.get_num_threads()} threads)"
-        return str(self.device)
+            text = f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        elif self.device.type == "cpu":
+            text = f"cpu ({torch.get_num_threads()} threads)"
+        else:
+            text = str(self.device)
+        return text + (", bfloat16" if self.device.type == "cpu" and self.autocast_dtype is not None else "")
 
 
 def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def select_device(request: str = "auto") -> DeviceChoice:
-    """Resolve ``auto|cpu|cuda|cuda:N|mps`` to a usable device.
+def select_device(request: str = "auto", precision: str = "auto") -> DeviceChoice:
+    """Resolve ``auto|cpu|cuda|cuda:N|mps`` to a usable device, and the inference precision on it.
 
     ``auto`` prefers CUDA, then Apple MPS, then the CPU. An unavailable explicit GPU request falls back to the
     CPU with a note saying so (the job still runs); a malformed request raises :class:`MRISuperResError`.
+    ``precision`` (:data:`PRECISIONS`): ``bfloat16`` on a CPU without bfloat16 instructions (see
+    :func:`cpu_has_bfloat16`) or on MPS runs in float32 with a note saying so.
+
+    Raises:
+        MRISuperResError: a malformed device request or an unknown precision.
     """
+    text = (precision or "auto").strip().lower()
+    if text not in PRECISIONS:
+        raise MRISuperResError(f"precision {precision!r} is not understood; use {', '.join(PRECISIONS)}")
+    choice = _select(request)
+    if text != "bfloat16" or choice.device.type == "cuda":
+        return replace(choice, precision=text)
+    if choice.device.type == "cpu" and cpu_has_bfloat16():
+        return replace(choice, precision=text)
+    where = "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)" if choice.device.type == "cpu" else \
+        f"{choice.device.type.upper()} runs in float32 here"
+    note = "; ".join(part for part in (choice.note, f"--precision bfloat16: {where}; running in float32") if part)
+    return replace(choice, note=note, precision="float32")
+
+
+def _select(request: str) -> DeviceChoice:
     text = (request or "auto").strip().lower()
     if text == "auto":
         if torch.cuda.is_available():

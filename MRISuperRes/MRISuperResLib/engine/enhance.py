@@ -103,6 +103,7 @@ def enhance_volume(
     scale: float | str | Scale = 2,
     *,
     device: str = "auto",
+    precision: str = "auto",
     tile: int | tuple[int, int, int] | None = None,
     overlap: float = 0.0,
     threads: int | None = None,
@@ -127,6 +128,8 @@ def enhance_volume(
         model: shipped model name, ``"default"`` (picked by scale), a path, or an already loaded model.
         scale: per-axis factors in image index order (``2`` means ``2,2,2``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``auto``, ``float32`` or ``bfloat16``: the network's autocast type
+            (:attr:`.device.DeviceChoice.autocast_dtype`).
         tile: tile edge (or shape ``(i, j, k)``) in input voxels; ``None`` chooses from free memory.
         overlap: fraction of overlap between tiles (see :func:`~.inference.run_tiled`).
         threads: CPU threads for torch (``None`` keeps torch's default).
@@ -172,7 +175,7 @@ def enhance_volume(
         warnings.append(shape_warning)
     if (size_warning := voxel_size_warning(volume.spacing, scale, loaded.metadata.trained_voxel_mm)) is not None:
         warnings.append(size_warning)
-    choice = select_device(device)
+    choice = select_device(device, precision)
     if choice.note:
         warnings.append(choice.note)
     if threads:

@@ -21,16 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from ..engine.device import DeviceChoice
-
-
-def cpu_has_bfloat16() -> bool:
-    """True when this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX tiles).
-
-    Without them oneDNN emulates bfloat16 with float32 arithmetic plus conversions, which is slower than float32.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+from ..engine.device import DeviceChoice, cpu_has_bfloat16
 
 
 def training_dtype(choice: DeviceChoice, amp: bool) -> torch.dtype | None:
