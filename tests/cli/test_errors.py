@@ -229,7 +229,7 @@ def _tile_too_small(tmp, good, model):
 
 def _unknown_precision(tmp, good, model):
     return (good, tmp / "out" / "sr.nii.gz", ["--model", str(model), "--precision", "float16"],
-            ("--precision float16", "auto, float32, bfloat16"))
+            ("--precision 'float16'", "auto, float32, bfloat16"))
 
 
 def _overlap_out_of_range(tmp, good, model):

@@ -503,3 +503,19 @@ def test_a_shard_count_of_zero_names_n():
         parse_shard("1/0")
     with pytest.raises(InputError, match="I must be between 1 and N"):
         parse_shard("3/2")
+
+
+@pytest.mark.parametrize("has_bfloat16", [True, False])
+def test_the_record_holds_the_precision_that_runs_where_it_differs_from_auto(
+        has_bfloat16: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from MRISuperResLib.cohort.run import job_options
+    from MRISuperResLib.engine import device as device_module
+    from MRISuperResLib.engine.checkpoint import load_model_file
+
+    monkeypatch.setattr(device_module, "cpu_has_bfloat16", lambda: has_bfloat16)
+    model = load_model_file(make_tiny_model(tmp_path / "tiny.safetensors"))
+    records = {precision: job_options(model, (2.0, 2.0, 2.0), {"device": "cpu", "precision": precision})
+               for precision in ("auto", "float32", "bfloat16")}
+    assert "precision" not in records["auto"] and records["float32"] == records["auto"]  # the same voxels
+    assert records["bfloat16"] == ({**records["auto"], "precision": "bfloat16"} if has_bfloat16 else records["auto"])
+

@@ -341,3 +341,15 @@ def test_save_adapted_refuses_a_model_that_was_not_adapted(thick_model, tmp_path
     with pytest.raises(ModelError, match="not adapted"):
         save_adapted_model(thick_model, tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_adaptation_inside_enhance_takes_its_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    from MRISuperResLib.engine import adapt as adapt_module
+    from MRISuperResLib.engine.adapt_settings import AdaptSettings
+
+    seen = []
+    monkeypatch.setattr(adapt_module, "adapt_model", lambda volume, model, scale, settings, *rest, **named:
+                        seen.append(settings))
+    for adapt in (True, 60.0, AdaptSettings(steps=3), AdaptSettings(steps=3, precision="float32")):
+        adapt_module.adapt_for_enhance(None, None, (1, 1, 4), adapt, "cpu", "x", None, None, "bfloat16")
+    assert [s.precision for s in seen] == ["bfloat16", "bfloat16", "bfloat16", "float32"]

@@ -79,8 +79,11 @@ def test_out_of_range_options_are_refused_in_one_line() -> None:
         EnhanceOptions(tile=3).check()
     with pytest.raises(MRISuperResError, match=r"--overlap 1.0 is outside \[0, 1\)"):
         EnhanceOptions(overlap=1.0).check()
-    with pytest.raises(MRISuperResError, match="--precision float16 is not understood; use auto, float32, bfloat16"):
+    with pytest.raises(MRISuperResError, match="--precision 'float16' is not understood; use auto, float32, bfloat16"):
         EnhanceOptions(precision="float16").check()
+    with pytest.raises(MRISuperResError, match="--precision '' is not understood"):
+        EnhanceOptions(precision="").check()
+    assert EnhanceOptions(precision=" BFloat16").check().precision == "bfloat16"
 
 
 def parameter_defaults() -> dict[str, object]:

@@ -162,6 +162,24 @@ def test_evaluate_a_folder_at_several_noise_levels_prints_one_table_csv_and_json
     assert 0 < volume["ssim_sr"] < 1 and volume["ssim_sr"] != pytest.approx(volume["ssim_sr_whole"], abs=1e-4)
 
 
+def test_evaluate_says_which_precision_ran(reference_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          single_thread) -> None:
+    model = str(make_tiny_model(tmp_path / "tiny-x2.safetensors"))
+    ref = str(reference_folder / "brain_a.nii.gz")
+    runs = {}
+    for precision in ("auto", "Float32"):
+        assert main(["evaluate", ref, "--model", model, "--device", "cpu", "--noise", "0", "--precision",
+                     precision]) == 0
+        runs[precision] = capsys.readouterr().out
+    assert "--precision" not in runs["auto"]
+    assert "SR: the network ran with --precision float32 (on cpu (1 threads))." in runs["Float32"]
+    assert runs["Float32"].split("\n\nSR: the network ran")[0] == runs["auto"].rstrip("\n")
+    assert main(["evaluate", ref, "--model", model, "--device", "cpu", "--noise", "0", "--json", "--precision",
+                 "float32"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["precision"] == "float32" and report["device"].startswith("cpu")
+
+
 def test_evaluate_reports_the_noise_drawn_from_the_models_range(reference_folder: Path, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture, single_thread) -> None:
     model = make_tiny_model(tmp_path / "tiny-x2.safetensors", degradation={"kind": "kspace", "noise": [0.0, 0.03]})

@@ -264,7 +264,7 @@ def run(args: argparse.Namespace, scale: Scale, model: Any,
     shard_text = f"{index + 1}/{count}"
     if count > 1 and not (args.quiet or args.json or args.progress_json):
         print(f"mrisuperres: shard {shard_text} ({origin}): {len(items)} of {total} scans", file=sys.stderr)
-    options = EnhanceOptions.from_namespace(args).engine_kwargs()
+    options = EnhanceOptions.from_namespace(args).check().engine_kwargs()
     display = _Display(args, items, shard_text)
 
     def finished(outcome: ScanOutcome) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    from ..engine.options import PRECISIONS
     from ..processing.degradation import KINDS
 
     parser = commands.add_parser(
@@ -35,7 +36,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--gap", type=float, default=0.0, help="slice gap for box/gaussian profiles [0]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated noise [0]")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps [auto]")
-    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, type=str.lower,
                         help="the network's arithmetic, as in enhance: auto (half precision on CUDA GPUs, float32 "
                         "elsewhere), float32, or bfloat16 (also on CPUs with AVX512-BF16 or AMX) [auto]")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch [torch's default]")
@@ -140,8 +141,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate_files, evaluation_spec, expand_references
     from ..evaluation.table import scores_csv, scores_json, scores_table
     from ..imaging.geometry import parse_scale
+    from ..engine.device import select_device
     from ..engine.model_zoo import load_model
 
+    ran_on = select_device(args.device, args.precision)
     scale = parse_scale(args.scale)
     references = expand_references(args.references)
     _check_arguments(args, len(references))
@@ -160,7 +163,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.adapt is not None or args.adapt_steps is not None:
         from ..engine.adapt import AdaptSettings
 
-        adapt = AdaptSettings(seconds=args.adapt, steps=args.adapt_steps, seed=args.adapt_seed, device=args.device)
+        adapt = AdaptSettings(seconds=args.adapt, steps=args.adapt_steps, seed=args.adapt_seed, device=args.device,
+                              precision=args.precision)
     scores = evaluate_files(references, model, scale, spec, seed=args.seed, low_inputs=args.low,
                             figure_folder=args.figure, noises=noises, labels=args.labels, segment=args.segment,
                             on_scored=None if args.quiet else _report_progress, crop=crop, exclusions=exclusions,
@@ -176,6 +180,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                            "layer") + " trained).")
     if not args.projection:
         table += "\n\nSR: the network's output without the data-consistency projection (--no-projection)."
+    if args.precision != "auto":
+        table += f"\n\nSR: the network ran with --precision {args.precision} (on {ran_on.describe()})."
     if args.segment == "tissue3":
         table += ("\n\nDICE labels of --segment tissue3: intensity classes 1 to 3 of the reference inside the head "
                   "mask, darkest first (in a T1w brain: CSF, grey matter, white matter).")
@@ -194,6 +200,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report["adapt"] = None if adapt is None else {"seconds": adapt.seconds, "steps": adapt.steps,
                                                       "seed": adapt.seed, "trainable": adapt.trainable}
         report["segment"] = args.segment or ("labels" if args.labels else None)
+        report["precision"] = args.precision
+        report["device"] = ran_on.describe()
         print(json.dumps(report, indent=2))
     else:
         print(table)

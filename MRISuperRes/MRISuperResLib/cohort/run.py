@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.checkpoint import LoadedModel
+from ..engine.device import select_device
 from .plan import JOB_KEY, CohortItem, completion_state, input_sha256, job_record, read_sidecar
 from ..engine.enhance import EnhanceResult, check_targets, enhance_volume
 from ..errors import MRISuperResError, OutputError
@@ -103,11 +104,16 @@ def job_options(model: LoadedModel, scale: Scale, options: Mapping[str, Any]) ->
     Those :meth:`~..engine.options.EnhanceOptions.recorded` names: device, tile size and threads are left out,
     they change the speed, not the result (tiles join exactly). ``mask_background=None`` is resolved to the model's
     default and ``projection=None`` to ``True`` (the engine's default), so that the record says what ran.
-    ``precision`` is recorded only when not ``auto`` (sidecars written before the option existed ran ``auto``).
+    ``precision`` is recorded as the arithmetic that runs (``float32``, ``bfloat16`` or ``float16``), and only where
+    it differs from what ``auto`` runs on the same device: ``auto`` and ``float32`` on a CPU, or ``bfloat16`` on a CPU
+    without the instructions, give the same voxels and the same record as sidecars written before the option existed.
     """
     recorded = EnhanceOptions.split(options)[0].recorded()
-    if recorded.get("precision") == "auto":
-        del recorded["precision"]
+    asked = recorded.pop("precision", "auto")
+    device = str(options.get("device", "auto"))
+    ran, default = select_device(device, asked).autocast_dtype, select_device(device).autocast_dtype
+    if ran != default:
+        recorded["precision"] = str(ran).removeprefix("torch.") if ran is not None else "float32"
     if recorded.get("mask_background") is None:
         recorded["mask_background"] = bool(model.metadata.mask_background)
     if "projection" in recorded and recorded["projection"] is None:

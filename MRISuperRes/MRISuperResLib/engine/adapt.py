@@ -51,7 +51,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -161,7 +161,7 @@ def adapt_model(
     order, ratio = thick_ratio(model, scale)
     thick_axis = order[2]
     spec = in_plane_spec(model, float(volume.spacing[thick_axis]), settings)
-    choice = select_device(settings.device)
+    choice = select_device(settings.device, settings.precision)
     device = choice.device
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng([settings.seed, 0x5CA9])
@@ -276,16 +276,17 @@ def adapt_model(
 
 
 def adapt_for_enhance(volume: Volume, model: LoadedModel, scale: Scale, adapt: Any, device: str, source_name: str,
-                      progress: ProgressCallback | None,
-                      cancel: CancelCheck | None) -> tuple[LoadedModel, AdaptationReport]:
+                      progress: ProgressCallback | None, cancel: CancelCheck | None,
+                      precision: str = "auto") -> tuple[LoadedModel, AdaptationReport]:
     """:func:`adapt_model` as :func:`~.enhance.enhance_volume` calls it: ``adapt`` is :class:`AdaptSettings`, a
-    time budget in seconds or ``True`` (defaults); the adaptation runs on enhance's device."""
+    time budget in seconds or ``True`` (defaults); the adaptation runs on enhance's device, its bootstrap pass in
+    enhance's ``precision`` (unless the settings name one other than ``auto``)."""
     if isinstance(adapt, AdaptSettings):
-        settings = adapt
+        settings = adapt if adapt.precision != "auto" else replace(adapt, precision=precision)
     elif adapt is True:
-        settings = AdaptSettings(device=device)
+        settings = AdaptSettings(device=device, precision=precision)
     elif isinstance(adapt, (int, float)):
-        settings = AdaptSettings(seconds=float(adapt), device=device)
+        settings = AdaptSettings(seconds=float(adapt), device=device, precision=precision)
     else:
         raise TypeError(f"adapt must be AdaptSettings, seconds or True, not {type(adapt).__name__}")
     return adapt_model(volume, model, scale, settings, progress, cancel, source_name=source_name)

@@ -60,6 +60,8 @@ class AdaptSettings:
             ``None`` takes the model's slice profile as it is.
         gap: gap between slices as a fraction of the thick spacing (alternative to ``slice_thickness``).
         device: ``auto``, ``cpu``, ``cuda`` ... (as for enhance).
+        precision: ``auto``, ``float32`` or ``bfloat16`` (as for enhance): the arithmetic of the bootstrap pass,
+            which enhances the scan with the model before adapting it; the fine-tuning itself is float32.
         source_sha256: SHA-256 of the input file, recorded in the adapted model's metadata; ``None`` hashes the
             voxel array (shape, dtype and bytes) instead.
     """
@@ -83,6 +85,7 @@ class AdaptSettings:
     slice_thickness: float | None = None
     gap: float | None = None
     device: str = "cpu"
+    precision: str = "auto"
     source_sha256: str | None = None
 
     def __post_init__(self) -> None:

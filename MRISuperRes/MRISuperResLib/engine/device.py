@@ -72,7 +72,8 @@ def select_device(request: str = "auto", precision: str = "auto") -> DeviceChoic
     ``auto`` prefers CUDA, then Apple MPS, then the CPU. An unavailable explicit GPU request falls back to the
     CPU with a note saying so (the job still runs); a malformed request raises :class:`MRISuperResError`.
     ``precision`` (:data:`PRECISIONS`): ``bfloat16`` on a CPU without bfloat16 instructions (see
-    :func:`cpu_has_bfloat16`) or on MPS runs in float32 with a note saying so.
+    :func:`cpu_has_bfloat16`) or on MPS runs in float32, on a CUDA GPU without bfloat16 in float16, with a note
+    saying so.
 
     Raises:
         MRISuperResError: a malformed device request or an unknown precision.
@@ -81,6 +82,10 @@ def select_device(request: str = "auto", precision: str = "auto") -> DeviceChoic
     if text not in PRECISIONS:
         raise MRISuperResError(f"precision {precision!r} is not understood; use {', '.join(PRECISIONS)}")
     choice = _select(request)
+    if text == "bfloat16" and choice.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        note = "; ".join(part for part in (choice.note, "--precision bfloat16: this GPU has no bfloat16; running in "
+                                           "float16") if part)
+        return replace(choice, note=note, precision=text)
     if text != "bfloat16" or choice.device.type == "cuda":
         return replace(choice, precision=text)
     if choice.device.type == "cpu" and cpu_has_bfloat16():

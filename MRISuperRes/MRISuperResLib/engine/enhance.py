@@ -186,7 +186,7 @@ def enhance_volume(
         from .adapt import adapt_for_enhance
 
         loaded, adaptation = adapt_for_enhance(volume, loaded, scale, adapt, device, source_name,
-                                               lambda f, t: report(0.5 * f, t), cancel)
+                                               lambda f, t: report(0.5 * f, t), cancel, precision)
         whole = report
 
         def report(fraction: float, text: str) -> None:  # the enhance stages fill the second half

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import MRISuperResError
@@ -88,7 +88,7 @@ class EnhanceOptions:
                                "clipped)", recorded=True)
 
     def check(self) -> EnhanceOptions:
-        """Return the options after checking them.
+        """Return the options after checking them (``precision`` in lower case).
 
         Raises:
             MRISuperResError: a tile under 4 voxels, an overlap outside ``[0, 1)`` or an unknown precision.
@@ -97,9 +97,10 @@ class EnhanceOptions:
             raise MRISuperResError(f"--tile {self.tile} is too small; use at least 4 (or leave it out for auto)")
         if not 0.0 <= self.overlap < 1.0:
             raise MRISuperResError(f"--overlap {self.overlap} is outside [0, 1); try 0.25")
-        if self.precision not in PRECISIONS:
-            raise MRISuperResError(f"--precision {self.precision} is not understood; use {', '.join(PRECISIONS)}")
-        return self
+        precision = self.precision.strip().lower()
+        if precision not in PRECISIONS:
+            raise MRISuperResError(f"--precision {self.precision!r} is not understood; use {', '.join(PRECISIONS)}")
+        return self if precision == self.precision else replace(self, precision=precision)
 
     def recorded(self) -> dict[str, Any]:
         """The options that change the result's voxels, by name (a cohort records them in each sidecar and compares
