@@ -106,12 +106,14 @@ def measure_one(size: int, device: str, model_name: str, scale: tuple[int, int, 
 
 
 def main() -> None:
+    from MRISuperResLib.engine.options import PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 192, 256], help="output edge, voxels")
     parser.add_argument("--scale", default="2", help="2, or i,j,k factors such as 1,1,4 [2]")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--model", default="default")
-    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     from MRISuperResLib.errors import MRISuperResError

@@ -28,7 +28,7 @@ def measure(config_path: str, device: str, steps: int, amp: bool = True) -> dict
     from torch.utils.flop_counter import FlopCounterMode
 
     from MRISuperResLib import models
-    from MRISuperResLib.engine.device import select_device
+    from MRISuperResLib.engine.device import precision_name, select_device
     from MRISuperResLib.training.config import load_config
     from MRISuperResLib.training.data import integer_scale
     from MRISuperResLib.training.precision import autocast, training_dtype
@@ -74,7 +74,7 @@ def measure(config_path: str, device: str, steps: int, amp: bool = True) -> dict
         "family": config.model.family,
         "parameters": models.parameter_count(network),
         "device": choice.describe(),
-        "precision": str(dtype).removeprefix("torch.") if dtype is not None else "float32",
+        "precision": precision_name(dtype),
         "patch": "x".join(map(str, patch)),
         "batch": batch,
         "step_s": elapsed,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.checkpoint import LoadedModel
-from ..engine.device import select_device
+from ..engine.device import precision_name, select_device
 from .plan import JOB_KEY, CohortItem, completion_state, input_sha256, job_record, read_sidecar
 from ..engine.enhance import EnhanceResult, check_targets, enhance_volume
 from ..errors import MRISuperResError, OutputError
@@ -113,7 +113,7 @@ def job_options(model: LoadedModel, scale: Scale, options: Mapping[str, Any]) ->
     device = str(options.get("device", "auto"))
     ran, default = select_device(device, asked).autocast_dtype, select_device(device).autocast_dtype
     if ran != default:
-        recorded["precision"] = str(ran).removeprefix("torch.") if ran is not None else "float32"
+        recorded["precision"] = precision_name(ran)
     if recorded.get("mask_background") is None:
         recorded["mask_background"] = bool(model.metadata.mask_background)
     if "projection" in recorded and recorded["projection"] is None:

@@ -82,18 +82,23 @@ def select_device(request: str = "auto", precision: str = "auto") -> DeviceChoic
     if text not in PRECISIONS:
         raise MRISuperResError(f"precision {precision!r} is not understood; use {', '.join(PRECISIONS)}")
     choice = _select(request)
-    if text == "bfloat16" and choice.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        note = "; ".join(part for part in (choice.note, "--precision bfloat16: this GPU has no bfloat16; running in "
-                                           "float16") if part)
-        return replace(choice, note=note, precision=text)
-    if text != "bfloat16" or choice.device.type == "cuda":
+    kind = choice.device.type
+    if text != "bfloat16" or (kind == "cpu" and cpu_has_bfloat16()) or (
+            kind == "cuda" and torch.cuda.is_bf16_supported()):
         return replace(choice, precision=text)
-    if choice.device.type == "cpu" and cpu_has_bfloat16():
-        return replace(choice, precision=text)
-    where = "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)" if choice.device.type == "cpu" else \
-        f"{choice.device.type.upper()} runs in float32 here"
-    note = "; ".join(part for part in (choice.note, f"--precision bfloat16: {where}; running in float32") if part)
-    return replace(choice, note=note, precision="float32")
+    if kind == "cuda":  # autocast_dtype gives float16 there
+        missing, runs = "this GPU has no bfloat16", "float16"
+    elif kind == "cpu":
+        missing, runs = "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)", "float32"
+    else:
+        missing, runs = f"{kind.upper()} runs in float32 here", "float32"
+    note = "; ".join(part for part in (choice.note, f"--precision bfloat16: {missing}; running in {runs}") if part)
+    return replace(choice, note=note, precision=text if kind == "cuda" else "float32")
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"bfloat16"``, ``"float16"`` or ``"float32"`` (for ``None``: no autocast) for logs and records."""
+    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
 
 
 def _select(request: str) -> DeviceChoice:

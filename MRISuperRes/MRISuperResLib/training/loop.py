@@ -39,7 +39,7 @@ import yaml
 from torch import nn
 
 from ..engine.conditioning import ContextSpec
-from ..engine.device import DeviceChoice, select_device
+from ..engine.device import DeviceChoice, precision_name, select_device
 from ..errors import InputError, InputWarning, MRISuperResError
 from ..processing.degradation.acquisition import AcquisitionRanges
 from ..processing.degradation import DegradationSpec
@@ -165,7 +165,7 @@ class Trainer:
         self.loss = builders.build_loss(config, self.device.device)
         self.amp_dtype = training_dtype(self.device, config.run.amp)
         if self.amp_dtype is not None and self.context.is_main:
-            log(f"run.amp: {str(self.amp_dtype).removeprefix('torch.')} autocast on {self.device.device.type} "
+            log(f"run.amp: {precision_name(self.amp_dtype)} autocast on {self.device.device.type} "
                 "(weights, optimiser and loss in float32; run.amp false trains in float32)")
         self.scaler = grad_scaler(self.device.device, self.amp_dtype)
         self.critic = builders.build_critic(config, self.device.device, self.amp_dtype, self.context)
