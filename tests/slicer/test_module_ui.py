@@ -133,3 +133,31 @@ def test_the_parameter_node_keeps_one_node_per_output_map_and_asks_for_each_opti
     assert kept == {output.parameter for output in OUTPUT_MAPS}
     for output in OUTPUT_MAPS:
         assert (output.key in parameters) == output.optional, output.key
+
+
+def _choices(module: Path) -> dict[str, list]:
+    """``{parameter: values}`` of the ``Choice([...])`` annotations of the module's parameter node."""
+    tree = ast.parse(module.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("ParameterNode"))
+    choices = {}
+    for item in cls.body:
+        if isinstance(item, ast.AnnAssign):
+            for call in ast.walk(item.annotation):
+                if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Choice":
+                    choices[item.target.id] = ast.literal_eval(call.args[0])
+    return choices
+
+
+def test_the_precision_selector_offers_exactly_the_engines_precisions() -> None:
+    """Slicer's combo-box connector shows a ``Choice`` parameter's values as its items; the module file cannot
+    import the engine at module level, so its list is written out and must stay the engine's."""
+    from MRISuperResLib.engine.options import EnhanceOptions, PRECISIONS
+
+    assert _choices(MODULE)["precision"] == list(PRECISIONS)
+    bound = {w.get("class"): w for w in ui_widgets().values()
+             if any(p.get("name") == "SlicerParameterName" and p.findtext("string") == "precision"
+                    for p in w.findall("property"))}
+    assert list(bound) == ["QComboBox"]
+    default = next(n.value for n in ast.walk(ast.parse(MODULE.read_text()))
+                   if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "precision")
+    assert ast.literal_eval(default) == EnhanceOptions().precision
