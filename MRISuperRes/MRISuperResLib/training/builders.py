@@ -130,6 +130,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimSection, steps
     return None
 
 
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The multiplier of the scheduled learning rate at optimiser step ``step`` (0-based) under a linear warmup
+    over ``warmup_steps`` steps (``optim.warmup_steps``): ``(step + 1) / warmup_steps`` until it reaches 1."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
 def build_loss(config: TrainConfig, device: torch.device) -> ReconstructionLoss:
     """The weighted reconstruction loss of the ``loss`` section (perceptual weights resolved beside the config)."""
     loss = config.loss

@@ -205,6 +205,11 @@ class OptimSection:
         ema: decay of an exponential moving average of the weights (e.g. 0.999: about the last 1000 steps);
             every validation scores the average and the last weights and keeps the better as the best model
             (:mod:`.weight_average`); 0 or null: off.
+        warmup_steps: the learning rate rises linearly from ``lr / warmup_steps`` to the schedule's rate over the
+            run's first ``warmup_steps`` optimiser steps (0: off). Adam's first updates move every weight by about
+            the learning rate whatever its gradient, which costs a model started from ``init_from`` (a shipped or
+            grown model) much of what it could do before the run starts improving it (Goyal et al. 2017's gradual
+            warmup). A resumed run past the warmup does not warm up again; a new stage does.
     """
 
     name: str = "adam"
@@ -218,6 +223,7 @@ class OptimSection:
     step_size: int = 5000
     min_lr: float = 1e-6
     ema: float = 0.0
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -464,6 +470,9 @@ def _check(config: TrainConfig) -> None:
     ema = config.optim.ema = 0.0 if config.optim.ema is None else config.optim.ema
     if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
         raise ConfigError(f"optim.ema must be a decay in [0, 1) (0: off; e.g. 0.999), got {ema!r}")
+    warmup = config.optim.warmup_steps
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"optim.warmup_steps must be a whole number of steps >= 0 (0: off), got {warmup!r}")
     ahead = config.run.prefetch
     if ahead is not None and (isinstance(ahead, bool) or not isinstance(ahead, int) or not 0 <= ahead <= 64):
         raise ConfigError(f"run.prefetch must be a number of batches from 0 (off) to 64, or null (4 on a GPU), "

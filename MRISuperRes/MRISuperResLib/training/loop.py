@@ -286,8 +286,18 @@ class Trainer:
         if config.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.optim.grad_clip)
+        # The warmup scales the scheduled rate for this step only, so that the schedulers' own (recursive) updates
+        # keep seeing their rates.
+        warm = builders.warmup_factor(step, config.optim.warmup_steps)
+        scheduled = [group["lr"] for group in self.optimizer.param_groups]
+        if warm < 1.0:
+            for group, rate in zip(self.optimizer.param_groups, scheduled):
+                group["lr"] = rate * warm
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if warm < 1.0:
+            for group, rate in zip(self.optimizer.param_groups, scheduled):
+                group["lr"] = rate
         if self.weight_average is not None:
             self.weight_average.update(self.network)
         if self.scheduler is not None and config.optim.schedule in builders.PER_STEP_SCHEDULES:
@@ -410,7 +420,8 @@ class Trainer:
                 row: dict[str, Any] = {}
                 if validating or self.step % config.run.log_every == 0 or last:
                     row = {"step": self.step, "time_s": round(time.time() - started, 2),
-                           "lr": self.optimizer.param_groups[0]["lr"], **values}
+                           "lr": self.optimizer.param_groups[0]["lr"]
+                           * builders.warmup_factor(self.step, config.optim.warmup_steps), **values}
                 if validating:
                     stopped_early = self._validate_and_track(row)
                 if row:
