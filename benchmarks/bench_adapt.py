@@ -10,6 +10,13 @@ machine) and/or seconds; the table reports both, and the machine's load average.
   python benchmarks/bench_adapt.py --steps 0 30 100 --threads 2
   python benchmarks/bench_adapt.py --seconds 30 60 180 --threads 2
 
+``--precision auto float32`` adapts once per precision (:attr:`AdaptSettings.precision`; on a CPU both run the
+bootstrap pass in float32, and ``auto`` fine-tunes under bfloat16 autocast where the CPU has bfloat16 instructions,
+see :func:`MRISuperResLib.engine.adapt.fine_tuning_dtype`); the ``fine-tuning`` column says which arithmetic ran and
+``s / step`` is the adaptation's seconds after the bootstrap pass per step (held-back evaluations included):
+
+  python benchmarks/bench_adapt.py --steps 100 --threads 2 --precision float32 auto --volumes ...
+
 ``--oracle`` adds, per budget, the same fine-tuning (trainable layers, learning rate, batch, patch sizes, budget)
 on pairs cut from the simulated input and its 1 mm truth instead of the scan's own in-plane pairs: supervised
 fine-tuning on the very volume being scored, which no user has. It bounds what any self-supervised adaptation of
@@ -30,6 +37,7 @@ sys.path.insert(0, str(ROOT / "MRISuperRes"))
 import numpy as np
 import torch
 from MRISuperResLib.engine.adapt import TRAINABLE, AdaptSettings, adapt_model
+from MRISuperResLib.engine.device import PRECISIONS
 from MRISuperResLib.engine.enhance import enhance_volume
 from MRISuperResLib.errors import InputError
 from MRISuperResLib.evaluation.evaluate import evaluation_spec, score_volume, simulated_pair
@@ -79,6 +87,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="other AdaptSettings fields, e.g. ema=0.99 batch_size=8 seed=1 (budgets, sampling, "
                              "layers and learning rate have their own options)")
+    parser.add_argument("--precision", nargs="*", default=["auto"], choices=PRECISIONS,
+                        help="adapt once per precision: the bootstrap pass's and the fine-tuning's arithmetic "
+                             "(AdaptSettings.precision) [auto]")
     parser.add_argument("--volumes", nargs="*", help="reference paths (default: the evaluation set, brains first, "
                         "then the prostate)")
     parser.add_argument("--oracle", action="store_true",
@@ -107,9 +118,9 @@ def main() -> None:
           f"<= {'x'.join(f'{c:g}' for c in args.crop)} {'voxels' if args.crop_in_voxels else 'mm'} around the head; "
           "PSNR in dB inside the head mask")
     print()
-    print("| volume | sampling | budget | steps | adapt s | held-back L1 before -> after | PSNR B-spline | "
-          "PSNR start | PSNR adapted | adaptation gain |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| volume | sampling | fine-tuning | budget | steps | adapt s | s / step | held-back L1 before -> after | "
+          "PSNR B-spline | PSNR start | PSNR adapted | adaptation gain |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for index, path in enumerate(paths):
         truth = read_volume(path)
@@ -122,19 +133,22 @@ def main() -> None:
         budgets = [("steps", s) for s in args.steps] + [("seconds", s) for s in args.seconds]
         for sampling in args.sampling:
             for kind, value in budgets:
-                settings = AdaptSettings(seconds=value if kind == "seconds" else None,
-                                         steps=int(value) if kind == "steps" else None, sampling=sampling,
-                                         trainable=args.trainable, seed=0)
-                settings = with_overrides(settings, args)
-                adapted, report = adapt_model(low, model, scale, settings)
-                after = score_volume(name, enhance_volume(low, adapted, scale, consistency=False), high, mask)
-                gain = after.psnr_sr - start.psnr_sr
-                rows.append(gain)
-                budget = f"{value:g} {'steps' if kind == 'steps' else 's'}"
-                print(f"| {name} | {sampling} | {budget} | {report.steps} | {report.seconds:.0f} | "
-                      f"{report.held_back_before:.5f} -> {report.held_back_after:.5f} (best step {report.best_step}) | "
-                      f"{start.psnr_baseline:.2f} | {start.psnr_sr:.2f} | {after.psnr_sr:.2f} | {gain:+.2f} |",
-                      flush=True)
+                for precision in args.precision:
+                    settings = AdaptSettings(seconds=value if kind == "seconds" else None,
+                                             steps=int(value) if kind == "steps" else None, sampling=sampling,
+                                             trainable=args.trainable, seed=0, precision=precision)
+                    settings = with_overrides(settings, args)
+                    adapted, report = adapt_model(low, model, scale, settings)
+                    after = score_volume(name, enhance_volume(low, adapted, scale, consistency=False), high, mask)
+                    gain = after.psnr_sr - start.psnr_sr
+                    rows.append(gain)
+                    budget = f"{value:g} {'steps' if kind == 'steps' else 's'}"
+                    per_step = (report.seconds - report.bootstrap_seconds) / max(report.steps, 1)
+                    print(f"| {name} | {sampling} | {report.arithmetic} ({precision}) | {budget} | {report.steps} | "
+                          f"{report.seconds:.0f} | {per_step:.2f} | {report.held_back_before:.5f} -> "
+                          f"{report.held_back_after:.5f} (best step {report.best_step}) | "
+                          f"{start.psnr_baseline:.2f} | {start.psnr_sr:.2f} | {after.psnr_sr:.2f} | {gain:+.2f} |",
+                          flush=True)
         for kind, value in budgets if args.oracle else []:
             settings = AdaptSettings(seconds=value if kind == "seconds" else None,
                                      steps=int(value) if kind == "steps" else None, trainable=args.trainable, seed=0)
@@ -142,7 +156,8 @@ def main() -> None:
             tuned, steps, seconds = oracle_tuned(model, low, high, scale, settings)
             after = score_volume(name, enhance_volume(low, tuned, scale, consistency=False), high, mask)
             budget = f"{value:g} {'steps' if kind == 'steps' else 's'}"
-            print(f"| {name} | oracle (truth pairs) | {budget} | {steps} | {seconds:.0f} | - | "
+            print(f"| {name} | oracle (truth pairs) | float32 | {budget} | {steps} | {seconds:.0f} | "
+                  f"{seconds / max(steps, 1):.2f} | - | "
                   f"{start.psnr_baseline:.2f} | {start.psnr_sr:.2f} | {after.psnr_sr:.2f} | "
                   f"{after.psnr_sr - start.psnr_sr:+.2f} |", flush=True)
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
@@ -160,8 +175,9 @@ def with_overrides(settings: AdaptSettings, args: argparse.Namespace) -> AdaptSe
         field, equals, value = item.partition("=")
         if not equals:
             raise ValueError(f"{item!r} is not FIELD=VALUE")
-        if field in ("seconds", "steps", "sampling", "trainable", "learning_rate"):
-            raise ValueError(f"{field} has its own option (--seconds, --steps, --sampling, --trainable, --lr)")
+        if field in ("seconds", "steps", "sampling", "trainable", "learning_rate", "precision"):
+            raise ValueError(f"{field} has its own option (--seconds, --steps, --sampling, --trainable, --lr, "
+                             "--precision)")
         if not hasattr(settings, field):
             raise AttributeError(f"AdaptSettings has no field {field!r}")
         current = getattr(settings, field)

@@ -1,4 +1,4 @@
-"""Where an adaptation step spends its time, per memory layout (not a test): prints a table.
+"""Where an adaptation step spends its time, per memory layout and arithmetic (not a test): prints a table.
 
 A training step of :func:`MRISuperResLib.engine.adapt.adapt_model` on real pairs: the MNI152 T1 (1 mm, shipped
 with nilearn) box-averaged to 4 mm slices along k, bootstrapped with the starting model, cut by
@@ -7,9 +7,12 @@ with nilearn) box-averaged to 4 mm slices along k, bootstrapped with the startin
 split into their stages (drawing the batch, forward, backward, Adam and the weight average) and one held-back
 evaluation (8 patches) one patch at a time and a training batch (4) at a time. The FLOPs of a step are counted with
 ``torch.utils.flop_counter.FlopCounterMode``; the machine's peak is the best GFLOP/s of one 64-channel 3x3x3
-convolution (``bench_enhance.conv3d_peak_gflops``).
+convolution (``bench_enhance.conv3d_peak_gflops``). ``--arithmetic`` runs the forward and backward passes in
+float32 or under bfloat16 autocast (weights, Adam and loss float32), as :func:`~MRISuperResLib.engine.adapt.adapt_model`
+does (:func:`~MRISuperResLib.engine.adapt.fine_tuning_dtype`); the held-back evaluation is float32 in both, as there.
 
-Usage: python benchmarks/bench_adapt_step.py [--threads 2] [--steps 20]
+Usage: python benchmarks/bench_adapt_step.py [--threads 2] [--steps 20] [--layouts channels-last]
+[--arithmetic float32 bfloat16]
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ from MRISuperResLib.processing.bspline import bspline_upsample
 from MRISuperResLib.processing.degradation import box_downsample
 from MRISuperResLib.imaging.samples import mni152_t1_path
 from MRISuperResLib.imaging.volume_io import read_volume
+from MRISuperResLib.training.precision import autocast
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.flop_counter import FlopCounterMode
 
 SCALE = (1.0, 1.0, 4.0)
-LAYOUTS = {"contiguous (NCDHW)": torch.contiguous_format, "channels-last (NDHWC)": torch.channels_last_3d}
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels-last": torch.channels_last_3d}
+ARITHMETIC = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def pairs() -> tuple[PairSampler, object]:
@@ -66,7 +71,8 @@ def timed(function, *args):
     return value, time.perf_counter() - start
 
 
-def measure(sampler: PairSampler, model, layout: torch.memory_format, steps: int) -> dict:
+def measure(sampler: PairSampler, model, layout: torch.memory_format, steps: int,
+            dtype: torch.dtype | None = None) -> dict:
     settings = AdaptSettings()
     network = copy.deepcopy(model.network).train().to(memory_format=layout)
     optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
@@ -74,7 +80,9 @@ def measure(sampler: PairSampler, model, layout: torch.memory_format, steps: int
     rng = np.random.default_rng(0)
 
     def forward(low, baseline, target):
-        return F.l1_loss(network(low.contiguous(memory_format=layout)) + baseline, target)
+        with autocast(torch.device("cpu"), dtype):
+            residual = network(low.contiguous(memory_format=layout))
+        return F.l1_loss(residual.float() + baseline, target)
 
     def update(loss):
         optimizer.zero_grad(set_to_none=True)
@@ -121,6 +129,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--layouts", nargs="*", default=list(LAYOUTS), choices=list(LAYOUTS))
+    parser.add_argument("--arithmetic", nargs="*", default=["float32"], choices=list(ARITHMETIC),
+                        help="float32 and/or bfloat16 autocast of the forward and backward passes [float32]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -128,14 +139,15 @@ def main() -> None:
     peak = conv3d_peak_gflops("cpu")
     print(f"torch {torch.__version__}, {args.threads} threads; measured conv3d peak {peak:.0f} GFLOP/s; "
           f"{args.steps} timed steps per layout, batch of four 24x24x8 -> 24x24x32 pairs (thick x4 model)\n")
-    print("| layout | s / step | steps in 180 s | draw batch | forward | backward | Adam + average | GFLOP / step | "
+    print("| layout | arithmetic | s / step | steps in 180 s | draw batch | forward | backward | Adam + average | GFLOP / step | "
           "GFLOP/s (% of peak) | held-back, 8 patches one at a time | held-back, batches of 4 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, layout in LAYOUTS.items():
-        row = measure(sampler, model, layout, args.steps)
-        shares = " | ".join(f"{100 * v:.0f} %" for v in row["shares"].values())
-        rate = row["gflop"] / row["step"]
-        print(f"| {name} | {row['step']:.3f} | {180 / row['step']:.0f} | {shares} | {row['gflop']:.1f} | "
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.layouts:
+        for arithmetic in args.arithmetic:
+            row = measure(sampler, model, LAYOUTS[name], args.steps, ARITHMETIC[arithmetic])
+            shares = " | ".join(f"{100 * v:.0f} %" for v in row["shares"].values())
+            rate = row["gflop"] / row["step"]
+            print(f"| {name} | {arithmetic} | {row['step']:.3f} | {180 / row['step']:.0f} | {shares} | {row['gflop']:.1f} | "
               f"{rate:.0f} ({100 * rate / peak:.0f} %) | {row['one_by_one']:.2f} s | {row['per_batch']:.2f} s |",
               flush=True)
     print(f"\npeak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")

@@ -281,8 +281,13 @@ def test_cli_adapt_provenance_and_saved_model(thick_volume, tmp_path, capsys):
     assert "MRISuperRes.adaptation" not in read_volume(tmp_path / "b.nrrd").metadata  # the baseline is not the model's
     sidecar = json.loads((tmp_path / "sr.nrrd.json").read_text())
     assert sidecar["run"]["adaptation"]["steps"] == 2 and "adapted to this input" in sidecar["provenance"]["adaptation"]
+    from MRISuperResLib.engine.device import cpu_has_bfloat16
+
+    arithmetic = "bfloat16" if cpu_has_bfloat16() else "float32"  # auto on a CPU: the training's rule
+    assert sidecar["run"]["adaptation"]["arithmetic"] == arithmetic
     model = load_model_file(saved)
     adapted = model.metadata.adapted
+    assert adapted["arithmetic"] == arithmetic
     assert adapted["from"] == "edsr3d-thick-x4-brain" and adapted["input_sha256"] == input_sha
     assert adapted["input_sha256_of"] == "file" and adapted["input"] == "thick.nii.gz" and "this_run" not in adapted
     assert model.metadata.name == "edsr3d-thick-x4-brain-adapted" and model.metadata.mask_background is True
@@ -353,3 +358,82 @@ def test_adaptation_inside_enhance_takes_its_precision(monkeypatch: pytest.Monke
     for adapt in (True, 60.0, AdaptSettings(steps=3), AdaptSettings(steps=3, precision="float32")):
         adapt_module.adapt_for_enhance(None, None, (1, 1, 4), adapt, "cpu", "x", None, None, "bfloat16")
     assert [s.precision for s in seen] == ["bfloat16", "bfloat16", "bfloat16", "float32"]
+
+
+def _cpu_bfloat16(monkeypatch: pytest.MonkeyPatch, present: bool) -> None:
+    """Make this CPU look as if it had (or lacked) bfloat16 instructions, for the device choice and the training."""
+    from MRISuperResLib.engine import device as device_module
+    from MRISuperResLib.training import precision as precision_module
+
+    monkeypatch.setattr(device_module, "cpu_has_bfloat16", lambda: present)
+    monkeypatch.setattr(precision_module, "cpu_has_bfloat16", lambda: present)
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_the_fine_tuning_arithmetic_follows_the_training_rule(monkeypatch: pytest.MonkeyPatch, present: bool) -> None:
+    import torch
+    from MRISuperResLib.engine.adapt import fine_tuning_dtype
+    from MRISuperResLib.engine.device import DeviceChoice, select_device
+    from MRISuperResLib.training.precision import training_dtype
+
+    _cpu_bfloat16(monkeypatch, present)
+    half = torch.bfloat16 if present else None
+    # auto: enhance (and the bootstrap pass) run float32 on a CPU, the fine-tuning trains as `train` does
+    auto = select_device("cpu", "auto")
+    assert auto.autocast_dtype is None
+    assert fine_tuning_dtype(auto) is half is training_dtype(auto, amp=True)
+    assert fine_tuning_dtype(select_device("cpu", "bfloat16")) is half  # without the instructions: float32
+    assert fine_tuning_dtype(select_device("cpu", "float32")) is None
+    # CUDA: the GPU's half type (float16 without bfloat16), unless float32 is asked for
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: present)
+    gpu = torch.device("cuda")
+    assert fine_tuning_dtype(DeviceChoice(gpu)) is (torch.bfloat16 if present else torch.float16)
+    assert fine_tuning_dtype(DeviceChoice(gpu, precision="float32")) is None
+
+
+def _conv_output_types(model):
+    """Record the dtype of every 3D convolution's output of ``model``'s network (and of its copies) until
+    removed: returns ``(types, remove)``."""
+    import torch
+
+    types: set = set()
+    handles = [module.register_forward_hook(lambda m, i, out: types.add(out.dtype))
+               for module in model.network.modules() if isinstance(module, torch.nn.Conv3d)]
+    return types, lambda: [handle.remove() for handle in handles]
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_bfloat16_fine_tuning_keeps_float32_weights_and_says_so(thick_volume, thick_model, monkeypatch, present):
+    import torch
+
+    _cpu_bfloat16(monkeypatch, present)
+    types, remove = _conv_output_types(thick_model)
+    try:
+        adapted, report = adapt_model(thick_volume, thick_model, SCALE,
+                                      AdaptSettings(**{**FAST, "steps": 2}, sampling="raw"))
+    finally:
+        remove()
+    arithmetic = "bfloat16" if present else "float32"
+    assert (torch.bfloat16 in types) is present and torch.float32 in types  # held-back scores stay float32
+    assert report.arithmetic == arithmetic and report.summary()["arithmetic"] == arithmetic
+    assert adapted.metadata.adapted["arithmetic"] == arithmetic
+    assert report.held_back_after <= report.held_back_before and report.steps == 2
+    assert all(p.dtype == torch.float32 for p in adapted.network.parameters())
+    assert all(b.dtype == torch.float32 for b in adapted.network.buffers() if b.is_floating_point())
+
+
+def test_float32_precision_forces_float32_fine_tuning(thick_volume, thick_model, monkeypatch):
+    import torch
+
+    _cpu_bfloat16(monkeypatch, True)
+    types, remove = _conv_output_types(thick_model)
+    lines = []
+    try:
+        adapted, report = adapt_model(thick_volume, thick_model, SCALE,
+                                      AdaptSettings(**{**FAST, "steps": 2}, sampling="raw", precision="float32"),
+                                      progress=lambda fraction, text: lines.append(text))
+    finally:
+        remove()
+    assert types == {torch.float32}
+    assert report.arithmetic == "float32" and adapted.metadata.adapted["arithmetic"] == "float32"
+    assert lines[-1].startswith("adapted: 2 steps in float32")

@@ -274,12 +274,17 @@ def test_evaluate_adapts_the_model_to_each_input_when_asked(mni_volume: Volume, 
     [plain] = json.loads(capsys.readouterr().out)["volumes"]
     assert main([*common, "--adapt-steps", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["adapt"] == {"seconds": None, "steps": 3, "seed": 0, "trainable": "all"}
+    from MRISuperResLib.engine.device import cpu_has_bfloat16
+
+    assert report["adapt"] == {"seconds": None, "steps": 3, "seed": 0, "trainable": "all",
+                               "arithmetic": "bfloat16" if cpu_has_bfloat16() else "float32"}
     [adapted] = report["volumes"]
     assert adapted["psnr_baseline"] == pytest.approx(plain["psnr_baseline"])  # the same simulated input
     assert adapted["psnr_sr"] != pytest.approx(plain["psnr_sr"], abs=1e-6)
     assert main([*common[:-2], "--quiet", "--adapt-steps", "3"]) == 0
     assert "SR: the model adapted to each input before enhancing it (3 steps" in capsys.readouterr().out
+    assert main([*common, "--adapt-steps", "1", "--precision", "float32"]) == 0  # float32 for the fine-tuning too
+    assert json.loads(capsys.readouterr().out)["adapt"]["arithmetic"] == "float32"
     assert main(["evaluate", str(reference), "--scale", "2", "--device", "cpu", "--adapt"]) == 1
     error = capsys.readouterr().err
     assert "--adapt needs thick slices along one axis" in error and "Traceback" not in error

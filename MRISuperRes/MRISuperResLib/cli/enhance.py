@@ -237,8 +237,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         score = f"{result.consistency_nrmse:.4f}" if result.consistency_nrmse == result.consistency_nrmse else "n/a"
+        adapted = "" if result.adaptation is None else (
+            f", adapted {result.adaptation.steps} steps in {result.adaptation.arithmetic}")
         print(f"{input_path} -> {result.paths.get('sr', targets['sr'])}  (x{summary['scale']}, {result.device}, "
-              f"{result.timings['total']:.1f} s, consistency NRMSE {score})")
+              f"{result.timings['total']:.1f} s{adapted}, consistency NRMSE {score})")
     return 0
 
 

@@ -172,12 +172,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             threads=args.threads, flip_ensemble=args.flip_ensemble, context=args.context,
                             adapt=adapt, projection=args.projection)
     table = scores_table(scores, model.name, scale)
+    tuned_in = None
     if adapt is not None:
+        from ..engine.adapt import fine_tuning_dtype
+        from ..engine.device import precision_name
+
+        tuned_in = precision_name(fine_tuning_dtype(ran_on))
         budget = " and ".join(part for part in (f"{adapt.seconds:g} s" if adapt.seconds is not None else "",
                                                 f"{adapt.steps} steps" if adapt.steps is not None else "") if part)
         table += (f"\n\nSR: the model adapted to each input before enhancing it ({budget}, whichever ended first; "
                   f"seed {adapt.seed}; " + ("every layer" if adapt.trainable == "all" else "the upsampler and output "
-                                           "layer") + " trained).")
+                                           "layer") + f" trained in {tuned_in}).")
     if not args.projection:
         table += "\n\nSR: the network's output without the data-consistency projection (--no-projection)."
     if args.precision != "auto":
@@ -198,7 +203,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report = scores_json(scores, model.name, scale)
         report["crop"] = list(crop) if crop else None
         report["adapt"] = None if adapt is None else {"seconds": adapt.seconds, "steps": adapt.steps,
-                                                      "seed": adapt.seed, "trainable": adapt.trainable}
+                                                      "seed": adapt.seed, "trainable": adapt.trainable,
+                                                      "arithmetic": tuned_in}
         report["segment"] = args.segment or ("labels" if args.labels else None)
         report["precision"] = args.precision
         report["device"] = ran_on.describe()

@@ -41,6 +41,21 @@ fitted on the whole input, the network input clipped as in :func:`~.enhance.enha
 the network's axis order (``np.transpose(volume, order)`` with the thick axis last, see
 :func:`~.model_zoo.axis_order`).
 
+Arithmetic of the fine-tuning (:func:`fine_tuning_dtype`). The fine-tuning is training, so it follows the
+training's rule (:func:`~MRISuperResLib.training.precision.training_dtype` with ``run.amp`` on): its forward and
+backward passes run under bfloat16 autocast on CPUs with bfloat16 instructions (AVX512-BF16 or AMX) and under the
+GPU's half type on CUDA (float16 with a gradient scaler where the GPU has no bfloat16), in float32 elsewhere; the
+weights, the Adam state, the weight average, the B-spline baseline and the loss stay float32. ``precision``
+(``auto`` / ``float32`` / ``bfloat16``, as for enhance) governs the bootstrap pass as enhance's rule has it
+(``auto`` on a CPU is float32 there: the model cards were measured so), and the fine-tuning thus: ``auto`` and
+``bfloat16`` take the training's rule, ``float32`` forces float32 for the fine-tuning as well as for the bootstrap
+pass. So ``auto`` on a CPU enhances in float32 but fine-tunes in bfloat16 where the CPU has it, as ``mrisuperres
+train`` does (measured against float32 in ``docs/adapt_benchmark.md``). The held-back losses that
+choose the returned weights are evaluated in float32 whatever the fine-tuning's arithmetic, so that "never worse
+than the starting model on the held-back planes" holds in the arithmetic enhance runs by default. The report
+(:attr:`~.adapt_result.AdaptationReport.arithmetic`), the adapted model's metadata (``adapted.arithmetic``) and
+the last progress line say which arithmetic the fine-tuning used.
+
 This module holds the fine-tuning loop (:func:`adapt_model`); the pairs are cut by :mod:`.adapt_pairs`, the
 settings are :mod:`.adapt_settings`, and the report, the adapted model's provenance and its file are
 :mod:`.adapt_result`. Their public names are importable from here too.
@@ -68,14 +83,15 @@ from .adapt_pairs import (PairSampler, in_plane_factors, in_plane_spec, thick_ra
                           training_region)
 from .adapt_result import AdaptationReport, adaptation_note, adapted_model, save_adapted_model, voxel_sha256
 from .adapt_settings import DEFAULT_SECONDS, SAMPLINGS, TRAINABLE, AdaptSettings, settings_with
+from ..training.precision import autocast, grad_scaler, training_dtype
 from .checkpoint import LoadedModel
-from .device import select_device
+from .device import DeviceChoice, precision_name, select_device
 from .inference import CancelCheck, ProgressCallback, run_tiled
 
 __all__ = [
     "DEFAULT_SECONDS", "SAMPLINGS", "TRAINABLE", "AdaptSettings", "AdaptationReport", "PairSampler",
-    "adapt_for_enhance", "adapt_model", "adaptation_note", "adapted_model", "in_plane_spec", "save_adapted_model",
-    "settings_with", "thick_ratio", "training_region", "voxel_sha256", "warmed_up_ema",
+    "adapt_for_enhance", "adapt_model", "adaptation_note", "adapted_model", "fine_tuning_dtype", "in_plane_spec",
+    "save_adapted_model", "settings_with", "thick_ratio", "training_region", "voxel_sha256", "warmed_up_ema",
 ]
 
 #: Memory layout of the fine-tuned network and its batches on the CPU. oneDNN runs 3D convolutions channels-last
@@ -87,6 +103,22 @@ CPU_TRAIN_LAYOUT = torch.channels_last_3d
 def train_layout(device: torch.device) -> torch.memory_format:
     """The memory layout adaptation trains in on ``device`` (:data:`CPU_TRAIN_LAYOUT` on the CPU)."""
     return CPU_TRAIN_LAYOUT if device.type == "cpu" else torch.contiguous_format
+
+
+def fine_tuning_dtype(choice: DeviceChoice) -> torch.dtype | None:
+    """The autocast type of the fine-tuning steps on ``choice`` (``None``: float32; see the module docstring).
+
+    Args:
+        choice: the adaptation's device and precision, as :func:`~.device.select_device` resolved them from
+            :attr:`AdaptSettings.device` and :attr:`AdaptSettings.precision`.
+
+    Returns:
+        ``None`` when the precision is ``float32`` (asked for, or ``bfloat16`` on a CPU without bfloat16
+        instructions); otherwise the training's type (:func:`~MRISuperResLib.training.precision.training_dtype`
+        with ``amp`` on): bfloat16 on CPUs with bfloat16 instructions, the GPU's half type on CUDA, ``None``
+        elsewhere.
+    """
+    return None if choice.precision == "float32" else training_dtype(choice, amp=True)
 
 
 def _on(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -205,6 +237,9 @@ def adapt_model(
                                      held_back=True, augment=False)
 
     network.to(memory_format=train_layout(device))
+    dtype = fine_tuning_dtype(choice)
+    arithmetic = precision_name(dtype)
+    scaler = grad_scaler(device, dtype)  # enabled only for float16 (CUDA GPUs without bfloat16)
     for name, parameter in network.named_parameters():
         parameter.requires_grad_(settings.trainable == "all" or name.startswith(("upsample.", "tail.")))
     trainable = [p for p in network.parameters() if p.requires_grad]
@@ -237,11 +272,13 @@ def adapt_model(
         step += 1
         network.train()
         low, baseline, target = sampler.draw(rng, settings.batch_size, held_back=False, augment=True)
-        prediction = network(_on(low, device)) + baseline.to(device)
-        loss = F.l1_loss(prediction, target.to(device))
+        with autocast(device, dtype):
+            residual = network(_on(low, device))
+        loss = F.l1_loss(residual.float() + baseline.to(device), target.to(device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         if averaged is not None:
             averaged.update_parameters(network)
         if not math.isfinite(float(loss.detach())):
@@ -269,9 +306,10 @@ def adapt_model(
         steps=step, seconds=time.perf_counter() - start_time, bootstrap_seconds=bootstrap_seconds,
         best_step=best_step, held_back_before=initial, held_back_after=best_loss, history=history,
         settings={k: v for k, v in asdict(settings).items() if k != "source_sha256"}, input_sha256=source_sha,
+        arithmetic=arithmetic,
     )
     adapted = adapted_model(model, network, record, scale, spec, settings, source_name)
-    report(1.0, f"adapted: {step} steps, held-back L1 {initial:.5f} -> {best_loss:.5f}")
+    report(1.0, f"adapted: {step} steps in {arithmetic}, held-back L1 {initial:.5f} -> {best_loss:.5f}")
     return adapted, record
 
 

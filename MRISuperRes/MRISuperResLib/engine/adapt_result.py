@@ -35,6 +35,8 @@ class AdaptationReport:
         history: ``(step, held-back loss)`` at each evaluation.
         settings: the settings used (JSON-ready).
         input_sha256: hash recorded in the adapted model (of the input file, or of its voxels).
+        arithmetic: the arithmetic of the fine-tuning steps: ``"bfloat16"`` or ``"float16"`` (autocast; the
+            weights, optimiser state and loss stay float32) or ``"float32"`` (:func:`~.adapt.fine_tuning_dtype`).
     """
 
     steps: int
@@ -46,6 +48,7 @@ class AdaptationReport:
     history: list[tuple[int, float]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     input_sha256: str = ""
+    arithmetic: str = "float32"
 
     @property
     def improvement(self) -> float:
@@ -88,6 +91,7 @@ def adapted_model(model: LoadedModel, network: torch.nn.Module, record: Adaptati
         "slice_profile": spec.to_dict(),
         "steps": record.steps,
         "best_step": record.best_step,
+        "arithmetic": record.arithmetic,
         "seconds": round(record.seconds, 1),
         "held_back_l1_before": record.held_back_before,
         "held_back_l1_after": record.held_back_after,

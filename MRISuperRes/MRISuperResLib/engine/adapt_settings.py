@@ -61,7 +61,10 @@ class AdaptSettings:
         gap: gap between slices as a fraction of the thick spacing (alternative to ``slice_thickness``).
         device: ``auto``, ``cpu``, ``cuda`` ... (as for enhance).
         precision: ``auto``, ``float32`` or ``bfloat16`` (as for enhance): the arithmetic of the bootstrap pass,
-            which enhances the scan with the model before adapting it; the fine-tuning itself is float32.
+            which enhances the scan with the model before adapting it (``auto``: float32 on a CPU), and of the
+            fine-tuning: ``auto`` and ``bfloat16`` fine-tune as the training does (bfloat16 autocast on CPUs with
+            bfloat16 instructions, the GPU's half type on CUDA, float32 elsewhere; weights, optimiser state and
+            loss float32), ``float32`` fine-tunes in float32 (:func:`~.adapt.fine_tuning_dtype`).
         source_sha256: SHA-256 of the input file, recorded in the adapted model's metadata; ``None`` hashes the
             voxel array (shape, dtype and bytes) instead.
     """
