@@ -38,7 +38,7 @@ from MRISuperResLib.processing.bspline import bspline_upsample
 from MRISuperResLib.processing.degradation import box_downsample
 from MRISuperResLib.imaging.samples import mni152_t1_path
 from MRISuperResLib.imaging.volume_io import read_volume
-from MRISuperResLib.training.precision import autocast
+from MRISuperResLib.engine.mixed_precision import autocast
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.flop_counter import FlopCounterMode

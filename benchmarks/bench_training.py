@@ -31,7 +31,7 @@ def measure(config_path: str, device: str, steps: int, amp: bool = True) -> dict
     from MRISuperResLib.engine.device import precision_name, select_device
     from MRISuperResLib.training.config import load_config
     from MRISuperResLib.training.data import integer_scale
-    from MRISuperResLib.training.precision import autocast, training_dtype
+    from MRISuperResLib.engine.mixed_precision import autocast, training_dtype
 
     config = load_config(config_path)
     choice = select_device(device)

@@ -363,7 +363,7 @@ def test_adaptation_inside_enhance_takes_its_precision(monkeypatch: pytest.Monke
 def _cpu_bfloat16(monkeypatch: pytest.MonkeyPatch, present: bool) -> None:
     """Make this CPU look as if it had (or lacked) bfloat16 instructions, for the device choice and the training."""
     from MRISuperResLib.engine import device as device_module
-    from MRISuperResLib.training import precision as precision_module
+    from MRISuperResLib.engine import mixed_precision as precision_module
 
     monkeypatch.setattr(device_module, "cpu_has_bfloat16", lambda: present)
     monkeypatch.setattr(precision_module, "cpu_has_bfloat16", lambda: present)
@@ -374,7 +374,7 @@ def test_the_fine_tuning_arithmetic_follows_the_training_rule(monkeypatch: pytes
     import torch
     from MRISuperResLib.engine.adapt import fine_tuning_dtype
     from MRISuperResLib.engine.device import DeviceChoice, select_device
-    from MRISuperResLib.training.precision import training_dtype
+    from MRISuperResLib.engine.mixed_precision import training_dtype
 
     _cpu_bfloat16(monkeypatch, present)
     half = torch.bfloat16 if present else None

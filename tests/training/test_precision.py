@@ -10,9 +10,10 @@ import pytest
 import torch
 from MRISuperResLib.engine.device import DeviceChoice
 from MRISuperResLib.training.config import config_from_dict
-from MRISuperResLib.training import loop, precision
+from MRISuperResLib.engine import mixed_precision as precision
+from MRISuperResLib.training import loop
 from MRISuperResLib.training.loop import Trainer
-from MRISuperResLib.training.precision import cpu_has_bfloat16, grad_scaler, training_dtype
+from MRISuperResLib.engine.mixed_precision import cpu_has_bfloat16, grad_scaler, training_dtype
 from helpers import tiny_config
 
 

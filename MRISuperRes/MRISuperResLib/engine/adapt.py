@@ -42,7 +42,7 @@ the network's axis order (``np.transpose(volume, order)`` with the thick axis la
 :func:`~.model_zoo.axis_order`).
 
 Arithmetic of the fine-tuning (:func:`fine_tuning_dtype`). The fine-tuning is training, so it follows the
-training's rule (:func:`~MRISuperResLib.training.precision.training_dtype` with ``run.amp`` on): its forward and
+training's rule (:func:`~MRISuperResLib.engine.mixed_precision.training_dtype` with ``run.amp`` on): its forward and
 backward passes run under bfloat16 autocast on CPUs with bfloat16 instructions (AVX512-BF16 or AMX) and under the
 GPU's half type on CUDA (float16 with a gradient scaler where the GPU has no bfloat16), in float32 elsewhere; the
 weights, the Adam state, the weight average, the B-spline baseline and the loss stay float32. ``precision``
@@ -85,7 +85,7 @@ from .adapt_pairs import (PairSampler, in_plane_factors, in_plane_spec, thick_ra
                           training_region)
 from .adapt_result import AdaptationReport, adaptation_note, adapted_model, save_adapted_model, voxel_sha256
 from .adapt_settings import DEFAULT_SECONDS, SAMPLINGS, TRAINABLE, AdaptSettings, settings_with
-from ..training.precision import autocast, grad_scaler, training_dtype
+from .mixed_precision import autocast, grad_scaler, training_dtype
 from .checkpoint import LoadedModel
 from .device import DeviceChoice, precision_name, select_device
 from .inference import CancelCheck, ProgressCallback, run_tiled
@@ -116,7 +116,7 @@ def fine_tuning_dtype(choice: DeviceChoice) -> torch.dtype | None:
 
     Returns:
         ``None`` when the precision is ``float32`` (asked for, or ``bfloat16`` on a CPU without bfloat16
-        instructions); otherwise the training's type (:func:`~MRISuperResLib.training.precision.training_dtype`
+        instructions); otherwise the training's type (:func:`~MRISuperResLib.engine.mixed_precision.training_dtype`
         with ``amp`` on): bfloat16 on CPUs with bfloat16 instructions, the GPU's half type on CUDA, ``None``
         elsewhere.
     """

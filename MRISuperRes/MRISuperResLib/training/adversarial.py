@@ -20,7 +20,7 @@ from torch import nn
 from .. import models
 from .distributed import DistributedContext, average_gradients, broadcast_module
 from .losses import PatchCritic3d, gradient_penalty
-from .precision import autocast, grad_scaler
+from ..engine.mixed_precision import autocast, grad_scaler
 
 
 class CriticTrainer:

@@ -53,7 +53,7 @@ from .model_files import finalise, save_model_file
 from .patch_step import draw_batch, patch_step
 from .point_sampling import PointSampler, point_step
 from .prefetch import BatchPrefetcher, StoppedWaiting
-from .precision import grad_scaler, training_dtype
+from ..engine.mixed_precision import grad_scaler, training_dtype
 from .run_files import (
     BEST_FILE,
     CURVES_FILE,

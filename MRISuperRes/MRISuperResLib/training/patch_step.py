@@ -19,7 +19,7 @@ from torch import nn
 from ..processing.exclusion import fill_from_estimate
 from .augment import PatchBatch, augment_batch
 from .data import Subject, patch_rng, sample_patches
-from .precision import autocast
+from ..engine.mixed_precision import autocast
 
 if TYPE_CHECKING:
     from .loop import Trainer

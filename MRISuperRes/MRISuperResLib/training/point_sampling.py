@@ -38,7 +38,7 @@ from ..processing.degradation import DegradationSpec, simulate
 from ..errors import InputError
 from ..models.layers import fine_voxel_positions
 from .data import Subject
-from .precision import autocast
+from ..engine.mixed_precision import autocast
 
 if TYPE_CHECKING:
     from .loop import Trainer

@@ -1,4 +1,5 @@
-"""Mixed precision for training: the autocast region and the gradient scaler of the float16 path.
+"""Mixed precision for training and per-scan adaptation: the autocast type, region and the gradient scaler of the
+float16 path.
 
 ``run.amp`` trains under ``torch.autocast`` with the device's half type (:func:`training_dtype`): bfloat16 where the
 GPU supports it, float16 on older CUDA GPUs (Maxwell / Pascal, e.g. the Titan X of seed 002), and bfloat16 on CPUs
@@ -21,7 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from ..engine.device import DeviceChoice, cpu_has_bfloat16
+from .device import DeviceChoice, cpu_has_bfloat16
 
 
 def training_dtype(choice: DeviceChoice, amp: bool) -> torch.dtype | None:
