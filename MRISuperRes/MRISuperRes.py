@@ -83,6 +83,10 @@ def registerLayouts() -> None:
 #
 
 
+#: The Arithmetic selector's values: the engine's ``PRECISIONS`` (written out: the engine is not imported here).
+PRECISION_CHOICES = ["auto", "float32", "bfloat16"]
+
+
 @parameterNodeWrapper
 class MRISuperResParameterNode:
     """
@@ -95,6 +99,7 @@ class MRISuperResParameterNode:
     device - "auto", "cpu", "cuda:N" or "mps".
     precision - The network's arithmetic: "auto" (half precision on a GPU, float32 on a CPU), "float32" or
         "bfloat16" (about twice as fast on CPUs with AVX512-BF16 or AMX, PSNR within 0.01 dB on the held-out set).
+        "Adapt to this scan" fine-tunes as training does (bfloat16 where the CPU has it) unless "float32".
     tileSize - Input tile edge in voxels; 0 picks the largest that fits in memory.
     overlap - Fraction of a tile shared with its neighbours.
     uncertainty - Also compute the flip-ensemble uncertainty map.
@@ -115,7 +120,7 @@ class MRISuperResParameterNode:
     scaleChoice: str = "2"
     perAxisScale: str = "1,1,4"
     device: str = "auto"
-    precision: Annotated[str, Choice(["auto", "float32", "bfloat16"])] = "auto"
+    precision: Annotated[str, Choice(PRECISION_CHOICES)] = "auto"
     tileSize: Annotated[int, WithinRange(0, 1024)] = 0
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.25
     uncertainty: bool = False
@@ -274,14 +279,21 @@ class MRISuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
+            self._acceptStoredPrecision()
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
             self.updateGuiFromParameterNode()
+
+    def _acceptStoredPrecision(self) -> None:
+        """A precision this version does not offer (a scene saved by another version) becomes "auto"."""
+        if self._parameterNode.precision not in PRECISION_CHOICES:
+            self._parameterNode.precision = "auto"
 
     def updateGuiFromParameterNode(self, caller=None, event=None) -> None:
         """Show the model / scale / device choices of the parameter node and what Enhance can do now."""
         if self._parameterNode is None or self.updatingGui:
             return
+        self._acceptStoredPrecision()
         self.updatingGui = True
         try:
             self.choices.showParameterNode(self._parameterNode)
@@ -395,8 +407,11 @@ class MRISuperResLogic(ScriptedLoadableModuleLogic):
                 after=float(projection.get("nrmse_after", float("nan"))))
         adaptation = summary.get("adaptation")
         if adaptation:
-            text += " " + _("Adapted to this scan: {steps} steps in {seconds:.0f} s, held-back loss {change:+.1%}.").format(
-                steps=adaptation.get("steps", 0), seconds=adaptation.get("seconds", 0.0),
+            text += " " + _(
+                "Adapted to this scan: {steps} steps ({arithmetic}) in {seconds:.0f} s, held-back loss {change:+.1%}."
+            ).format(
+                steps=adaptation.get("steps", 0), arithmetic=adaptation.get("arithmetic", "float32"),
+                seconds=adaptation.get("seconds", 0.0),
                 change=-float(adaptation.get("improvement", 0.0)))
         return text
 

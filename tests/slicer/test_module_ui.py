@@ -144,7 +144,11 @@ def _choices(module: Path) -> dict[str, list]:
         if isinstance(item, ast.AnnAssign):
             for call in ast.walk(item.annotation):
                 if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Choice":
-                    choices[item.target.id] = ast.literal_eval(call.args[0])
+                    argument = call.args[0]
+                    if isinstance(argument, ast.Name):  # a module-level list
+                        argument = next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                                        and any(getattr(t, "id", "") == argument.id for t in n.targets))
+                    choices[item.target.id] = ast.literal_eval(argument)
     return choices
 
 

@@ -52,3 +52,14 @@ def test_the_first_steps_use_a_fraction_of_the_scheduled_rate(brain_files: list[
     assert warm[4:] == pytest.approx(plain[4:])
     assert warm_end == pytest.approx(plain_end)  # the cosine is the same schedule with or without warmup
     assert logged[:-1] == pytest.approx(warm[1:])  # a row logs the rate of the next step, as without warmup
+
+
+def test_a_warmup_as_long_as_the_run_is_said_once(brain_files: list[Path], tmp_path: Path) -> None:  # noqa: F811
+    from MRISuperResLib.errors import InputWarning
+
+    config = tiny_config(brain_files, tmp_path / "run", optim={"warmup_steps": 4},
+                         run={"steps": 4, "validate_every": 4, "checkpoint_every": 100})
+    trainer = Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda message: None)
+    with pytest.warns(InputWarning, match="optim.warmup_steps 4 is not shorter than the run") as caught:
+        trainer.run()
+    assert sum("warmup_steps" in str(w.message) for w in caught) == 1

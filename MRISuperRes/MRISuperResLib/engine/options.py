@@ -65,7 +65,8 @@ class EnhanceOptions:
     precision: str = _option(
         "auto", "--precision", "the network's arithmetic: auto (bfloat16/float16 on CUDA GPUs, float32 elsewhere), "
         "float32, or bfloat16 (also on CPUs with AVX512-BF16 or AMX: about 2x faster there, PSNR within 0.01 dB on "
-        "the evaluation volumes) [auto]", metavar="P", recorded=True)
+        "the evaluation volumes); --adapt fine-tunes as training does (bfloat16 where the CPU has it) unless float32 "
+        "[auto]", metavar="P", recorded=True)
     flip_ensemble: bool = _option(
         False, "--flip-ensemble", "average the network over the 8 flips of the input (test-time ensemble: about "
         "+0.1 dB, 8 passes); --uncertainty implies it", recorded=True)

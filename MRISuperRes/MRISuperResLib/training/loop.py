@@ -182,6 +182,7 @@ class Trainer:
         self.bad_validations = 0
         self.step = 0
         self._budget_noted = False
+        self._warmup_warned = False
         self._prefetcher: BatchPrefetcher | None = None
         self._stop_request = _StopRequest()  # the running loop's (set by run)
 
@@ -390,6 +391,7 @@ class Trainer:
             warnings.warn(f"nothing to resume in {self.output_dir} (no {STATE_FILE}: the run stopped before its "
                           "first step, or never ran): starting at step 0", InputWarning, stacklevel=2)
             resume = False
+        self._warn_short_warmup(config.run.steps)
         if self.context.is_main:
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         run_started = time.time()
@@ -473,8 +475,19 @@ class Trainer:
             self.log(f"run.max_minutes {run.max_minutes:g}: the run will end before step {budget.total_steps} to "
                      f"finish in time (planned now: step {planned}; the plan follows the measured pace)")
         run.steps = planned
+        self._warn_short_warmup(planned)
         if bar is not None:
             bar.total = planned
+
+    def _warn_short_warmup(self, steps: int) -> None:
+        """Say once when ``optim.warmup_steps`` reaches the run's (planned) last step: the whole run then trains
+        below ``optim.lr``."""
+        warmup = self.config.optim.warmup_steps
+        if warmup >= steps > self.step and not self._warmup_warned:
+            self._warmup_warned = True
+            warnings.warn(f"optim.warmup_steps {warmup} is not shorter than the run (it ends at step {steps}): every "
+                          f"step trains below optim.lr; lower optim.warmup_steps or give more steps", InputWarning,
+                          stacklevel=2)
 
     def _refit_cosine(self, total: int) -> None:
         """Make a cosine schedule end at step ``total``: its ``T_max``, and the current rates from its closed form
