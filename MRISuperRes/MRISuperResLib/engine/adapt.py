@@ -322,11 +322,13 @@ def adapt_for_enhance(volume: Volume, model: LoadedModel, scale: Scale, adapt: A
     time budget in seconds or ``True`` (defaults); the adaptation runs on enhance's device, its bootstrap pass in
     enhance's ``precision`` (unless the settings name one other than ``auto``)."""
     if isinstance(adapt, AdaptSettings):
-        settings = adapt if adapt.precision != "auto" else replace(adapt, precision=precision)
+        settings = adapt
     elif adapt is True:
-        settings = AdaptSettings(device=device, precision=precision)
+        settings = AdaptSettings(device=device)
     elif isinstance(adapt, (int, float)):
-        settings = AdaptSettings(seconds=float(adapt), device=device, precision=precision)
+        settings = AdaptSettings(seconds=float(adapt), device=device)
     else:
         raise TypeError(f"adapt must be AdaptSettings, seconds or True, not {type(adapt).__name__}")
+    if settings.precision == "auto":
+        settings = replace(settings, precision=precision)
     return adapt_model(volume, model, scale, settings, progress, cancel, source_name=source_name)

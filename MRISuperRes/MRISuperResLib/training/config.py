@@ -205,11 +205,11 @@ class OptimSection:
         ema: decay of an exponential moving average of the weights (e.g. 0.999: about the last 1000 steps);
             every validation scores the average and the last weights and keeps the better as the best model
             (:mod:`.weight_average`); 0 or null: off.
-        warmup_steps: the (generator's) learning rate rises linearly from ``lr / warmup_steps`` to the schedule's rate over the
-            run's first ``warmup_steps`` optimiser steps (0: off). Adam's first updates move every weight by about
-            the learning rate whatever its gradient, which costs a model started from ``init_from`` (a shipped or
-            grown model) much of what it could do before the run starts improving it (Goyal et al. 2017's gradual
-            warmup). A resumed run past the warmup does not warm up again; a new stage does.
+        warmup_steps: the (generator's) learning rate rises linearly from ``lr / warmup_steps`` to the schedule's
+            rate over the run's first ``warmup_steps`` optimiser steps (0: off). Adam's first updates move every
+            weight by about the learning rate whatever its gradient, which costs a model started from ``init_from``
+            (a shipped or grown model) much of what it could do before the run starts improving it (Goyal et al.
+            2017's gradual warmup). A resumed run past the warmup does not warm up again; a new stage does.
     """
 
     name: str = "adam"

@@ -290,15 +290,13 @@ class Trainer:
         # The warmup scales the scheduled rate for this step only, so that the schedulers' own (recursive) updates
         # keep seeing their rates.
         warm = builders.warmup_factor(step, config.optim.warmup_steps)
-        scheduled = [group["lr"] for group in self.optimizer.param_groups]
-        if warm < 1.0:
-            for group, rate in zip(self.optimizer.param_groups, scheduled):
-                group["lr"] = rate * warm
+        scheduled = [group["lr"] for group in self.optimizer.param_groups] if warm < 1.0 else []
+        for group, rate in zip(self.optimizer.param_groups, scheduled):
+            group["lr"] = rate * warm
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if warm < 1.0:
-            for group, rate in zip(self.optimizer.param_groups, scheduled):
-                group["lr"] = rate
+        for group, rate in zip(self.optimizer.param_groups, scheduled):
+            group["lr"] = rate
         if self.weight_average is not None:
             self.weight_average.update(self.network)
         if self.scheduler is not None and config.optim.schedule in builders.PER_STEP_SCHEDULES:
