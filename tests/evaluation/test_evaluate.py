@@ -172,7 +172,7 @@ def test_evaluate_says_which_precision_ran(reference_folder: Path, tmp_path: Pat
                      precision]) == 0
         runs[precision] = capsys.readouterr().out
     assert "--precision" not in runs["auto"]
-    assert "SR: the network ran with --precision float32 (on cpu (1 threads))." in runs["Float32"]
+    assert "SR: the network ran with --precision float32 (on cpu (1 thread))." in runs["Float32"]
     assert runs["Float32"].split("\n\nSR: the network ran")[0] == runs["auto"].rstrip("\n")
     assert main(["evaluate", ref, "--model", model, "--device", "cpu", "--noise", "0", "--json", "--precision",
                  "float32"]) == 0

@@ -277,6 +277,14 @@ def test_too_small_volumes_for_the_patch_are_refused(brain_files: list[Path], tm
     config = tiny_config(brain_files, tmp_path / "run", data={"patch_size": [64, 64, 64]})
     with pytest.raises(MRISuperResError, match="smaller than data.patch_size"):
         _train(config, tmp_path)
+    # A run that fails before its first step leaves nothing it wrote: no folder holding only a config.yaml ...
+    assert not (tmp_path / "run").exists()
+    # ... and in a folder that was there, only what was there before.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(MRISuperResError, match="smaller than data.patch_size"):
+        _train(config, tmp_path)
+    assert [f.name for f in (tmp_path / "run").iterdir()] == ["notes.txt"]
 
 
 def test_adversarial_training_runs(brain_files: list[Path], tmp_path: Path) -> None:

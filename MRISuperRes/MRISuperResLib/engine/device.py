@@ -56,7 +56,8 @@ class DeviceChoice:
         if self.device.type == "cuda":
             text = f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         elif self.device.type == "cpu":
-            text = f"cpu ({torch.get_num_threads()} threads)"
+            threads = torch.get_num_threads()
+            text = f"cpu ({threads} thread{'' if threads == 1 else 's'})"
         else:
             text = str(self.device)
         return text + (", bfloat16" if self.device.type == "cpu" and self.autocast_dtype is not None else "")

@@ -378,6 +378,7 @@ class Trainer:
         ``stop_at`` behaves as a stop signal arriving after that step (to stop a run part-way on purpose).
         """
         config = self.config
+        created = not self.output_dir.exists()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         saved = (self.output_dir / STATE_FILE).exists()
         if not resume and saved:
@@ -390,12 +391,23 @@ class Trainer:
                           "first step, or never ran): starting at step 0", InputWarning, stacklevel=2)
             resume = False
         self._warn_short_warmup(config.run.steps)
+        config_file = self.output_dir / "config.yaml"
+        had_config = config_file.exists()
         if self.context.is_main:
-            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            config_file.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         run_started = time.time()
-        self.load_data()
-        if resume:
-            self.load_state()
+        try:
+            self.load_data()
+            if resume:
+                self.load_state()
+        except BaseException:
+            # A run that fails or is stopped before its first step leaves nothing behind that it wrote: a folder
+            # holding only its config.yaml would read as a run elsewhere (Slicer's run list, --resume).
+            if self.context.is_main and not had_config and not (self.output_dir / STATE_FILE).exists():
+                config_file.unlink(missing_ok=True)
+                if created and not any(self.output_dir.iterdir()):
+                    self.output_dir.rmdir()
+            raise
         bar = progress_bar(config.run.steps, self.step) if self.show_progress and self.context.is_main else None
         writer = tensorboard_writer(self.output_dir) if config.run.tensorboard and self.context.is_main else None
         started = time.time()
