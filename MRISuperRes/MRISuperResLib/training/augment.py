@@ -81,18 +81,34 @@ def augment_batch(
         gain = float(rng.uniform(*intensity_scale))
         offset = float(rng.uniform(*intensity_shift))
         low, baseline, high = (t * gain + offset for t in (low, baseline, high))
-        sigma = float(rng.uniform(*noise)) if noise[1] > 0 else 0.0
-        if sigma > 0:
-            generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            extra = torch.randn(low.shape, generator=generator) * sigma
-            low = low + extra
-            # B-spline is linear: the skip of the noisy input is the old skip plus the noise's own upsampling.
-            baseline = baseline + bspline_upsample(extra[None], scale)[0]
+        low, baseline = add_input_noise(low, baseline, rng, noise, scale)
         lows.append(low.contiguous())
         baselines.append(baseline.contiguous())
         highs.append(high.contiguous())
     return PatchBatch(torch.stack(lows), torch.stack(baselines), torch.stack(highs), batch.context,
                       torch.stack(positions) if batch.slice_positions is not None else None)  # type: ignore[arg-type]
+
+
+def add_input_noise(low: torch.Tensor, baseline: torch.Tensor, rng: np.random.Generator, noise: Sequence[float],
+                    scale: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sample's input ``low`` ``(1, *coarse)`` plus white Gaussian noise of a standard deviation drawn from
+    ``noise`` (``[low, high]``, normalised units), and its B-spline ``baseline`` ``(1, *fine)`` updated to match;
+    both unchanged when the drawn deviation is 0. Draws from ``rng`` only when ``noise[1] > 0``."""
+    sigma = float(rng.uniform(*noise)) if noise[1] > 0 else 0.0
+    if sigma <= 0:
+        return low, baseline
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    extra = torch.randn(low.shape, generator=generator) * sigma
+    # B-spline is linear: the skip of the noisy input is the old skip plus the noise's own upsampling.
+    return low + extra, baseline + bspline_upsample(extra[None], scale)[0]
+
+
+def noisy_twin(batch: PatchBatch, rng: np.random.Generator, noise: Sequence[float], scale: Sequence[int]) -> PatchBatch:
+    """``batch`` with more noise on every input (:func:`add_input_noise`, one deviation per sample) and the same
+    targets, context and slice positions: the perturbed input of stability training (``loss.stability``)."""
+    pairs = [add_input_noise(low, baseline, rng, noise, scale) for low, baseline in zip(batch.low, batch.baseline)]
+    return PatchBatch(torch.stack([low for low, _ in pairs]), torch.stack([baseline for _, baseline in pairs]),
+                      batch.high, batch.context, batch.slice_positions)
 
 
 def fit_gaussian_mixture(
