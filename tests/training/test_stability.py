@@ -13,7 +13,8 @@ from MRISuperResLib.processing.bspline import bspline_upsample
 from MRISuperResLib.training.augment import PatchBatch, noisy_twin
 from MRISuperResLib.training.config import ConfigError, config_from_dict
 from MRISuperResLib.training.loop import Trainer
-from MRISuperResLib.training.patch_step import patch_step, stability_rng
+from MRISuperResLib.training.data import stability_rng
+from MRISuperResLib.training.patch_step import patch_step
 from helpers import tiny_config
 
 
@@ -81,3 +82,15 @@ def test_a_run_with_stability_logs_the_term_and_writes_its_model(brain_files: li
     assert len(rows) == 4 and all(np.isfinite(row["stability"]) and row["stability"] > 0 for row in rows)
     assert result.model_path is not None and result.model_path.is_file()
     assert "stability" in (tmp_path / "run" / "log.csv").read_text().splitlines()[0]
+
+
+def test_stability_with_a_critic_reuses_the_critics_clean_output(brain_files: list[Path], tmp_path: Path) -> None:
+    config = tiny_config(brain_files, tmp_path / "run", run={"steps": 2, "validate_every": 2, "log_every": 1},
+                         loss={"l1": 1.0, "adversarial": 0.01, "n_critic": 1, "stability": 1.0},
+                         model={"family": "edsr3d", "config": {"scale": [2, 2, 2], "channels": 8, "blocks": 1,
+                                                                 "upsample_features": 2},
+                                "critic": {"channels": 4, "layers": 2}})
+    trainer = Trainer(config_from_dict(config, tmp_path), show_progress=False, log=lambda message: None)
+    trainer.run()
+    last = trainer.history[-1]
+    assert np.isfinite(last["critic"]) and last["stability"] > 0

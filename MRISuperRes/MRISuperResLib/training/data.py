@@ -54,7 +54,7 @@ from ..processing.exclusion import SliceExclusion, excluded_voxels, fill_exclude
 log = logging.getLogger(__name__)
 
 #: Offsets that keep the streams of random numbers of different purposes apart.
-_REFRESH_STREAM, _VALIDATION_STREAM, _PATCH_STREAM = 1, 2, 3
+_REFRESH_STREAM, _VALIDATION_STREAM, _PATCH_STREAM, _STABILITY_STREAM = 1, 2, 3, 7
 
 
 @dataclass
@@ -331,6 +331,12 @@ def validation_rng(seed: int, subject_index: int) -> np.random.Generator:
 def patch_rng(seed: int, step: int, rank: int = 0) -> np.random.Generator:
     """The random stream of the patches (and their augmentation) of one step on one process."""
     return np.random.default_rng([seed, _PATCH_STREAM, step, rank])
+
+
+def stability_rng(seed: int, step: int, rank: int = 0) -> np.random.Generator:
+    """The random stream of one step's stability twin (``loss.stability``) on one process: the same whether the
+    batch was drawn in the step or ahead."""
+    return np.random.default_rng([seed, _STABILITY_STREAM, step, rank])
 
 
 def sample_patches(

@@ -7,7 +7,7 @@ With a critic (``loss.adversarial`` > 0) the critic takes its ``n_critic`` WGAN-
 current output first (seed 002), then the generator is updated on the reconstruction loss plus
 ``loss.adversarial`` times the critic's negated mean score. With ``loss.stability`` > 0 (stability training, Zheng
 et al., CVPR 2016) the network is updated on a noisier twin of the batch (:func:`.augment.noisy_twin`, drawn from
-the step's own stream :func:`stability_rng`): the reconstruction loss on the twin's output plus ``loss.stability``
+the step's own stream :func:`.data.stability_rng`): the reconstruction loss on the twin's output plus ``loss.stability``
 times its L1 distance to the output on the batch as drawn, computed without gradient.
 """
 
@@ -16,14 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..processing.exclusion import fill_from_estimate
 from .augment import PatchBatch, augment_batch, noisy_twin
-from .data import Subject, patch_rng, sample_patches
+from .data import Subject, patch_rng, sample_patches, stability_rng
 from ..engine.mixed_precision import autocast
 
 if TYPE_CHECKING:
@@ -60,16 +59,6 @@ def draw_batch(trainer: Trainer, subjects: Sequence[Subject], step: int) -> Patc
                          noise=augment.noise, slice_axis=slice_axis)
 
 
-#: Stream index of the stability twin's noise (distinct from the patches' stream of :func:`.data.patch_rng`).
-_STABILITY_STREAM = 7
-
-
-def stability_rng(seed: int, step: int, rank: int = 0) -> np.random.Generator:
-    """The random stream of the stability twin's noise of one step on one process (the same whether the batch was
-    drawn in the step or ahead)."""
-    return np.random.default_rng([seed, _STABILITY_STREAM, step, rank])
-
-
 def patch_step(trainer: Trainer, step: int, batch: PatchBatch | None = None) -> dict[str, float]:
     """One optimisation step of ``trainer`` (and its critic's steps) on the batch of ``step`` (drawn here from
     ``trainer.train_subjects`` unless given); returns the loss terms, the critic's values and the total ``loss``.
@@ -94,8 +83,11 @@ def patch_step(trainer: Trainer, step: int, batch: PatchBatch | None = None) -> 
     if stability > 0:
         inputs = noisy_twin(batch, stability_rng(config.seed, step, trainer.context.rank),
                             config.loss.stability_noise, trainer.scale)
-        with torch.no_grad(), autocast(trainer.device.device, trainer.amp_dtype):
-            anchor = predict(trainer, trainer.trained, batch).float()
+        if critic is not None:
+            anchor = fake  # the critic's input is already the output on the batch as drawn, without gradient
+        else:
+            with torch.no_grad(), autocast(trainer.device.device, trainer.amp_dtype):
+                anchor = predict(trainer, trainer.trained, batch).float()
     with autocast(trainer.device.device, trainer.amp_dtype):
         prediction = predict(trainer, trainer.trained, inputs)
         target = fill_from_estimate(target, prediction.float())  # excluded slices add nothing
